@@ -1,0 +1,1 @@
+"""Liveness, readiness, detailed checks and Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""Cross-cutting HTTP concerns: security headers, access log, compression."""

@@ -1,0 +1,323 @@
+# -*- test-case-name: tests.test_producers -*-
+"""Senders that stream file bytes to a request with backpressure.
+
+Two senders share one contract (``start()``, ``abort()``, and a callback
+``on_end(completed: bool)`` called exactly once):
+
+* :class:`FileBodyProducer` is a push producer (``IPushProducer``) that
+  writes 64 KiB chunks until the transport pauses it and resumes when the
+  transport drains, so a slow reader never makes the server buffer more than
+  about two chunks.  It serves any mix of literal bytes and file ranges,
+  which covers a whole file, one range and ``multipart/byteranges``.  It
+  works on any transport: TLS, HTTP/2, in-memory test transports.
+* :class:`SendfileSender` hands a single byte range to the kernel with
+  ``os.sendfile`` on a plain TCP socket: no copy into Python, no user-space
+  buffer at all.  It takes over the transport's ``doWrite`` only while its
+  own body is being sent and gives it back before the request finishes.
+
+Neither ever calls ``request.write`` with a whole body, both close the file
+when the client leaves, and both are idempotent to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from twisted.internet import error, tcp
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+log = Logger()
+
+#: Bytes per write of the portable producer (Twisted's own buffer size).
+CHUNK_SIZE = 64 * 1024
+
+#: Most bytes one ``sendfile`` call may move, so one fast client cannot
+#: hold the reactor for long; the kernel sends less when the socket is full.
+SENDFILE_CHUNK = 1024 * 1024
+
+#: A segment of a response body: literal bytes, then ``length`` bytes of the
+#: file from ``offset``.
+Segment = tuple[bytes, int, int]
+
+EndCallback = Callable[[bool], None]
+
+
+@implementer(IPushProducer)
+class FileBodyProducer:
+    """Write a body made of literal bytes and file ranges, respecting pauses.
+
+    :param request: the request to write to.
+    :param fileobj: an open binary file; closed by this producer.
+    :param segments: ``(prefix, offset, length)`` triples, in order.
+    :param trailer: bytes written after the last segment.
+    :param on_end: called once with ``True`` after the last byte, ``False``
+        if the client left or the sender was aborted.
+    """
+
+    def __init__(
+        self,
+        request: Any,
+        fileobj: IO[bytes],
+        segments: Sequence[Segment],
+        trailer: bytes = b"",
+        on_end: EndCallback | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self._request: Any = request
+        self._file: IO[bytes] | None = fileobj
+        self._segments = list(segments)
+        self._trailer = trailer
+        self._on_end = on_end
+        self._chunk_size = chunk_size
+        self._index = 0
+        self._prefix_sent = False
+        self._left = 0
+        self._paused = False
+        self._producing = False
+        self.bytes_written = 0
+
+    def start(self) -> None:
+        """Register with the request and write until paused or done."""
+        request = self._request
+        if request is None:
+            return
+        request.notifyFinish().addErrback(self._client_gone)
+        try:
+            request.registerProducer(self, True)
+        except AttributeError:
+            # The connection is already gone (Synapse's _ByteProducer).
+            self._end(False)
+            return
+        self._produce()
+
+    def pauseProducing(self) -> None:
+        """The transport is full: stop writing until resumed."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained: write more."""
+        self._paused = False
+        self._produce()
+
+    def stopProducing(self) -> None:
+        """The consumer is going away: drop everything (idempotent)."""
+        self._end(False)
+
+    def abort(self) -> None:
+        """Cut this stream (shutdown grace expired)."""
+        request = self._request
+        if request is not None:
+            transport = getattr(request.channel, "transport", None)
+            self._end(False)
+            if transport is not None:
+                transport.abortConnection()
+
+    def _client_gone(self, reason: Failure) -> None:
+        self._end(False)
+
+    def _next_chunk(self) -> bytes | None:
+        """The next bytes to write, or ``None`` when the body is complete."""
+        while self._index < len(self._segments):
+            prefix, offset, length = self._segments[self._index]
+            if not self._prefix_sent:
+                self._prefix_sent = True
+                assert self._file is not None
+                self._file.seek(offset)
+                self._left = length
+                if prefix:
+                    if length:
+                        # Pack the part header with the first file bytes.
+                        take = min(self._left, self._chunk_size - len(prefix))
+                        data = self._read(take)
+                        return prefix + data
+                    return prefix
+            if self._left > 0:
+                return self._read(min(self._left, self._chunk_size))
+            self._index += 1
+            self._prefix_sent = False
+        if self._trailer:
+            trailer, self._trailer = self._trailer, b""
+            return trailer
+        return None
+
+    def _read(self, n: int) -> bytes:
+        assert self._file is not None
+        data = self._file.read(n) if n > 0 else b""
+        if len(data) < n:
+            # The file shrank under us: the promised length cannot be met.
+            raise EOFError("file shorter than its advertised length")
+        self._left -= len(data)
+        return data
+
+    def _produce(self) -> None:
+        if self._producing:
+            return  # re-entered from request.write(): the outer loop goes on
+        self._producing = True
+        try:
+            while not self._paused and self._request is not None:
+                try:
+                    chunk = self._next_chunk()
+                except (OSError, EOFError):
+                    log.failure("reading a media file failed mid-stream")
+                    self.abort()
+                    return
+                if chunk is None:
+                    self._complete()
+                    return
+                self.bytes_written += len(chunk)
+                self._request.write(chunk)
+        finally:
+            self._producing = False
+
+    def _complete(self) -> None:
+        request = self._request
+        if request is None:
+            return
+        request.unregisterProducer()
+        self._request = None
+        # Finishing a dropped connection raises (Synapse's finish_request).
+        with contextlib.suppress(RuntimeError):
+            request.finish()
+        self._end(True)
+
+    def _end(self, completed: bool) -> None:
+        """Release the request and the file; report the outcome once."""
+        request, self._request = self._request, None
+        if request is not None:
+            with contextlib.suppress(RuntimeError, AttributeError):
+                request.unregisterProducer()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(completed)
+
+
+def can_sendfile(request: Any) -> bool:
+    """Whether *request* may be answered with :class:`SendfileSender`.
+
+    Only plain TCP sockets under HTTP/1.x qualify: TLS needs the bytes in
+    user space to encrypt them, HTTP/2 frames them, and test transports have
+    no socket.
+    """
+    if not hasattr(os, "sendfile"):
+        return False
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    return type(transport) is tcp.Server and request.clientproto in (b"HTTP/1.1", b"HTTP/1.0")
+
+
+class SendfileSender:
+    """Send one file range with ``os.sendfile`` on a plain TCP transport.
+
+    The headers are queued with ``request.write(b"")``; the transport's own
+    ``doWrite`` flushes them, then this sender's ``doWrite`` moves file bytes
+    socket-ward whenever the reactor reports the socket writable.  The
+    kernel's socket buffer is the only buffer, so a slow reader costs no
+    memory at all.
+    """
+
+    def __init__(
+        self,
+        request: Any,
+        fileobj: IO[bytes],
+        offset: int,
+        length: int,
+        on_end: EndCallback | None = None,
+        chunk_size: int = SENDFILE_CHUNK,
+    ) -> None:
+        self._request: Any = request
+        self._transport: Any = request.channel.transport
+        self._file: IO[bytes] | None = fileobj
+        self._offset = offset
+        self._left = length
+        self._on_end = on_end
+        self._chunk_size = chunk_size
+        self._hooked = False
+        self.bytes_written = 0
+
+    def start(self) -> None:
+        """Queue the headers and take over the transport's writes."""
+        request = self._request
+        request.notifyFinish().addErrback(lambda _: self._end(False))
+        request.write(b"")
+        if self._request is None:
+            return
+        if self._left == 0:
+            self._complete()
+            return
+        self._transport.doWrite = self._do_write
+        self._hooked = True
+        self._transport.startWriting()
+
+    def abort(self) -> None:
+        """Cut this stream (shutdown grace expired)."""
+        transport = self._transport
+        self._end(False)
+        transport.abortConnection()
+
+    def _do_write(self) -> object:
+        transport = self._transport
+        if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
+            # Flush what the transport holds (the headers) its own way.
+            result = type(transport).doWrite(transport)
+            if result is not None:
+                return result
+            if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
+                return None
+            transport.startWriting()
+        if self._file is None:
+            return None
+        try:
+            sent = os.sendfile(
+                transport.fileno(), self._file.fileno(), self._offset,
+                min(self._left, self._chunk_size),
+            )
+        except BlockingIOError:
+            return None
+        except OSError:
+            self._end(False)
+            return error.ConnectionLost()
+        if sent == 0:
+            log.warn("media file shrank while being sent; cutting the response")
+            self._end(False)
+            return error.ConnectionLost()
+        self._offset += sent
+        self._left -= sent
+        self.bytes_written += sent
+        self._request.direct_bytes += sent
+        if self._left == 0:
+            self._complete()
+        return None
+
+    def _unhook(self) -> None:
+        if self._hooked:
+            self._hooked = False
+            transport = self._transport
+            del transport.doWrite
+            if len(transport.dataBuffer) <= transport.offset and not transport._tempDataLen:
+                transport.stopWriting()
+
+    def _complete(self) -> None:
+        request = self._request
+        self._unhook()
+        self._request = None
+        with contextlib.suppress(RuntimeError):
+            request.finish()
+        self._end(True)
+
+    def _end(self, completed: bool) -> None:
+        self._unhook()
+        self._request = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(completed)

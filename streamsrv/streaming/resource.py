@@ -1,0 +1,269 @@
+# -*- test-case-name: tests.test_stream -*-
+"""``GET``/``HEAD /stream/{path}``: original audio files over HTTP, to RFC 9110.
+
+The resource turns a request into one of: 200 with the whole file, 206 with
+one range or ``multipart/byteranges``, 304, 412, 416, or a JSON error; then
+hands the body to a sender from :mod:`streamsrv.streaming.producers`.
+Validators are a strong ``ETag`` (size, mtime, inode) and ``Last-Modified``;
+``If-Range`` is honoured (``twisted.web.static.File`` ignores it), and a
+request whose ranges are all unsatisfiable gets 416 (where ``static.File``
+fails with 500).
+
+It never joins the request path to the file system as given: the raw,
+still-encoded path goes through :func:`streamsrv.streaming.paths.safe_media_path`
+and every refusal is a 404 and a security event.  Only files whose type is
+audio are served; dotfiles, directories and anything else answer 404.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from streamsrv.audio.formats import AudioFormat, audio_format_for
+from streamsrv.audio.probe import DurationCache
+from streamsrv.health.metrics import Metrics
+from streamsrv.middleware.audit import security_event
+from streamsrv.middleware.headers import mark_media
+from streamsrv.streaming.conditional import (
+    Outcome,
+    evaluate_preconditions,
+    http_date,
+    if_range_allows_partial,
+    make_etag,
+)
+from streamsrv.streaming.multipart import make_boundary, multipart_layout
+from streamsrv.streaming.paths import PathRefused, safe_media_path
+from streamsrv.streaming.producers import (
+    FileBodyProducer,
+    SendfileSender,
+    can_sendfile,
+)
+from streamsrv.streaming.ranges import (
+    ByteRange,
+    RangeNotSatisfiable,
+    parse_range_header,
+    resolve_ranges,
+)
+from streamsrv.streaming.tracker import StreamTracker
+from streamsrv.web.errors import ApiError, render_error
+
+#: Cache policy for original files: private (media is usually behind
+#: credentials), revalidated with the strong ETag after an hour.
+CACHE_CONTROL = b"private, max-age=3600"
+
+
+def _header(request: Any, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+class StreamResource(Resource):
+    """Serve original files below *media_root* with ranges and validators.
+
+    :param media_root: the library root (resolved here once).
+    :param tracker: open-stream bookkeeping and shutdown drain.
+    :param durations: cache of probed durations for ``X-Content-Duration``.
+    :param max_ranges: most ranges answered in one multipart response.
+    :param use_sendfile: allow zero-copy sends on plain TCP.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        media_root: Path,
+        *,
+        tracker: StreamTracker,
+        metrics: Metrics,
+        clock: IReactorTime,
+        durations: DurationCache,
+        max_ranges: int = 16,
+        use_sendfile: bool = True,
+    ) -> None:
+        super().__init__()
+        self._root = Path(os.path.realpath(media_root))
+        self._tracker = tracker
+        self._metrics = metrics
+        self._clock = clock
+        self._durations = durations
+        self._max_ranges = max_ranges
+        self._use_sendfile = use_sendfile
+
+    def render_HEAD(self, request: Any) -> bytes | int:
+        """Headers of what GET would answer, without a body."""
+        return self.render_GET(request)
+
+    def render_GET(self, request: Any) -> bytes | int:
+        """Answer with the file, a range of it, or the fitting error."""
+        request.route = "stream"
+        try:
+            return self._serve(request)
+        except ApiError as e:
+            return render_error(request, e)
+
+    def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
+        prefix = b"/" + b"/".join(request.prepath) + b"/"
+        raw = request.path[len(prefix):] if request.path.startswith(prefix) else b""
+        try:
+            track, path = safe_media_path(self._root, raw)
+        except PathRefused as e:
+            security_event(request, "path_refused", reason=e.reason)
+            raise ApiError("NOT_FOUND") from None
+        if any(segment.startswith(".") for segment in track.split("/")):
+            raise ApiError("NOT_FOUND")
+        fmt = audio_format_for(track)
+        if fmt is None:
+            raise ApiError("NOT_FOUND")
+        return track, path, fmt
+
+    def _open(self, path: Path) -> tuple[IO[bytes], os.stat_result]:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            raise ApiError("NOT_FOUND") from None
+        fileobj = os.fdopen(fd, "rb", buffering=0)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            fileobj.close()
+            raise ApiError("NOT_FOUND")
+        return fileobj, info
+
+    def _serve(self, request: Any) -> bytes | int:
+        if not self._tracker.accepting:
+            request.setHeader(b"connection", b"close")
+            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
+        track, path, fmt = self._resolve(request)
+        fileobj, info = self._open(path)
+        try:
+            return self._answer(request, track, fmt, fileobj, info)
+        except BaseException:
+            fileobj.close()
+            raise
+
+    def _answer(
+        self, request: Any, track: str, fmt: AudioFormat, fileobj: IO[bytes], info: os.stat_result
+    ) -> bytes | int:
+        size = info.st_size
+        etag = make_etag(size, info.st_mtime_ns, info.st_ino)
+        last_modified = int(info.st_mtime)
+        method = request.method.decode("ascii")
+
+        request.setHeader(b"etag", etag.encode("ascii"))
+        request.setHeader(b"last-modified", http_date(last_modified).encode("ascii"))
+        request.setHeader(b"accept-ranges", b"bytes")
+        request.setHeader(b"cache-control", CACHE_CONTROL)
+        mark_media(request)
+
+        outcome = evaluate_preconditions(
+            method, etag, last_modified,
+            if_match=_header(request, b"if-match"),
+            if_none_match=_header(request, b"if-none-match"),
+            if_modified_since=_header(request, b"if-modified-since"),
+            if_unmodified_since=_header(request, b"if-unmodified-since"),
+        )
+        if outcome is Outcome.NOT_MODIFIED:
+            fileobj.close()
+            request.setResponseCode(304)
+            return b""
+        if outcome is Outcome.PRECONDITION_FAILED:
+            raise ApiError("PRECONDITION_FAILED")
+
+        duration = self._durations.get(self._root / track, size, info.st_mtime_ns)
+        if duration is not None:
+            request.setHeader(b"x-content-duration", b"%.3f" % duration)
+        filename = track.rsplit("/", 1)[-1]
+        disposition = b"inline; filename*=UTF-8''" + quote(filename).encode("ascii")
+        request.setHeader(b"content-disposition", disposition)
+
+        ranges = self._ranges(request, size, etag, last_modified)
+        if ranges is None:
+            request.setResponseCode(200)
+            request.setHeader(b"content-type", fmt.mime_type.encode("ascii"))
+            request.setHeader(b"content-length", b"%d" % size)
+            return self._send(request, fileobj, [(b"", 0, size)], b"", size)
+        if len(ranges) == 1:
+            (byte_range,) = ranges
+            request.setResponseCode(206)
+            request.setHeader(b"content-type", fmt.mime_type.encode("ascii"))
+            request.setHeader(b"content-range", byte_range.content_range(size).encode("ascii"))
+            request.setHeader(b"content-length", b"%d" % byte_range.length)
+            return self._send(
+                request, fileobj, [(b"", byte_range.start, byte_range.length)], b"", byte_range.length
+            )
+        layout = multipart_layout(ranges, size, fmt.mime_type, make_boundary())
+        request.setResponseCode(206)
+        request.setHeader(b"content-type", layout.content_type.encode("ascii"))
+        request.setHeader(b"content-length", b"%d" % layout.content_length)
+        segments = [(prefix, r.start, r.length) for prefix, r in layout.parts]
+        return self._send(request, fileobj, segments, layout.trailer, layout.content_length)
+
+    def _ranges(self, request: Any, size: int, etag: str, last_modified: int) -> list[ByteRange] | None:
+        """The ranges to send, or ``None`` for the whole representation."""
+        header = _header(request, b"range")
+        if header is None:
+            return None
+        try:
+            specs = parse_range_header(header)
+        except ValueError:
+            self._metrics.range_requests.labels("ignored").inc()
+            return None
+        if not if_range_allows_partial(_header(request, b"if-range"), etag, last_modified):
+            self._metrics.range_requests.labels("if_range_mismatch").inc()
+            return None
+        try:
+            ranges = resolve_ranges(specs, size, self._max_ranges)
+        except RangeNotSatisfiable:
+            self._metrics.range_requests.labels("unsatisfiable").inc()
+            error = ApiError("RANGE_NOT_SATISFIABLE")
+            raise _Unsatisfiable(error, size) from None
+        if ranges is None:
+            self._metrics.range_requests.labels("ignored").inc()
+            return None
+        self._metrics.range_requests.labels("single" if len(ranges) == 1 else "multi").inc()
+        return ranges
+
+    def _send(
+        self,
+        request: Any,
+        fileobj: IO[bytes],
+        segments: list[tuple[bytes, int, int]],
+        trailer: bytes,
+        length: int,
+    ) -> bytes | int:
+        if request.method == b"HEAD" or length == 0:
+            fileobj.close()
+            return b""
+        sender: FileBodyProducer | SendfileSender
+        tracker = self._tracker
+        metrics = self._metrics
+
+        def on_end(completed: bool) -> None:
+            tracker.remove(sender)
+            label = "sendfile" if isinstance(sender, SendfileSender) else "producer"
+            metrics.stream_bytes.labels(label).inc(sender.bytes_written)
+            if not completed:
+                metrics.aborted.inc()
+
+        if self._use_sendfile and len(segments) == 1 and not trailer and can_sendfile(request):
+            _, offset, count = segments[0]
+            sender = SendfileSender(request, fileobj, offset, count, on_end)
+        else:
+            sender = FileBodyProducer(request, fileobj, segments, trailer, on_end)
+        tracker.add(sender)
+        sender.start()
+        return server.NOT_DONE_YET
+
+
+class _Unsatisfiable(ApiError):
+    """416 carrying the ``Content-Range: bytes */SIZE`` it must be sent with."""
+
+    def __init__(self, error: ApiError, size: int) -> None:
+        super().__init__(error.code, error.message, {"Content-Range": f"bytes */{size}"})

@@ -1,0 +1,188 @@
+# -*- test-case-name: tests.test_tap -*-
+"""twistd's entry: command-line ``Options`` and ``makeService``.
+
+This is the composition root and holds wiring only: it loads the settings,
+builds each part with the part's own factory, and puts them in one
+:class:`~streamsrv.service.RootService` in start order.  Invalid
+configuration ends the process with status 1 before any port is bound.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from streamsrv import __version__
+from streamsrv.audio.demo import ensure_demo_library
+from streamsrv.audio.probe import DurationCache
+from streamsrv.config import ConfigError, Settings, load_settings
+from streamsrv.health.checks import (
+    OK,
+    CheckResult,
+    HealthChecks,
+    ReactorLagMonitor,
+    disk_space_check,
+    media_root_check,
+)
+from streamsrv.health.metrics import Metrics
+from streamsrv.logs import make_log_observer
+from streamsrv.service import RootService
+from streamsrv.streaming.resource import StreamResource
+from streamsrv.streaming.tracker import StreamTracker
+from streamsrv.web.api import ApiApp
+from streamsrv.web.root import RootResource
+from streamsrv.web.site import StreamsrvSite
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """``twistd streamsrv`` options; each one also has a STREAMSRV_* variable."""
+
+    synopsis = "[--media-dir DIR] [--listen ENDPOINT ...] [--env-file FILE]"
+    longdesc = (
+        "Serve audio from --media-dir (a generated demo library if none is given). "
+        "Every option can also be set with its STREAMSRV_* environment variable; "
+        "the command line wins over the environment, which wins over the env file."
+    )
+    optParameters = [
+        ["media-dir", "m", None, "Media library root (STREAMSRV_MEDIA_DIR)."],
+        ["env-file", None, None, "Read STREAMSRV_* settings from this file (STREAMSRV_ENV_FILE)."],
+        ["env", None, None, "Profile: development, staging or production (STREAMSRV_ENV)."],
+        ["data-dir", None, None, "Where state lives (STREAMSRV_DATA_DIR)."],
+        ["workers", None, None, "Worker processes (STREAMSRV_WORKERS)."],
+        ["log-level", None, None, "debug, info, warn, error (STREAMSRV_LOG_LEVEL)."],
+        ["log-format", None, None, "json or text (STREAMSRV_LOG_FORMAT)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on an endpoint string, e.g. tcp:8080 (repeatable; STREAMSRV_LISTEN)."""
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
+    def cli_values(self) -> dict[str, str]:
+        """The options given, keyed like STREAMSRV_* variables without the prefix."""
+        values: dict[str, str] = {}
+        for option in ("media-dir", "env-file", "env", "data-dir", "workers", "log-level", "log-format"):
+            if self[option] is not None:
+                values[option.upper().replace("-", "_")] = self[option]
+        if self["listen"]:
+            values["LISTEN"] = " ".join(self["listen"])
+        return values
+
+
+class _Readiness(Service):
+    """Flips the API's readiness once every service before it has started."""
+
+    name = "readiness"
+
+    def __init__(self, api: ApiApp) -> None:
+        self._api = api
+
+    def startService(self) -> None:
+        super().startService()
+        self._api.ready = True
+
+    def stopService(self) -> None:
+        self._api.ready = False
+        super().stopService()
+
+
+def _load(config: Options) -> Settings:
+    try:
+        return load_settings(config.cli_values(), env_file=config["env-file"])
+    except ConfigError as e:
+        print("streamsrv: invalid configuration:", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _media_root(settings: Settings) -> Path:
+    if settings.media_dir is not None:
+        return settings.media_dir
+    demo = settings.data_dir / "demo"
+    tracks = ensure_demo_library(demo)
+    base = settings.listen[0] if settings.listen else ""
+    port = next((part for part in base.split(":")[1:2] if part.isdigit()), "8080")
+    log.info("serving the generated demo library ({count} tracks); try:", count=len(tracks))
+    for track in tracks[:3]:
+        rel = track.relative_to(demo).as_posix()
+        log.info("  curl -r 1000-1999 -o /dev/null -D - http://127.0.0.1:{port}/stream/{url}",
+                 port=port, url=quote(rel))
+    return demo
+
+
+def makeService(config: Options, reactor: Any = None) -> RootService:
+    """Build the whole daemon from *config* (and the environment)."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    settings = _load(config)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"streamsrv: STREAMSRV_DATA_DIR: cannot create it ({e.strerror})", file=sys.stderr)
+        raise SystemExit(1) from None
+
+    root_service = RootService(
+        make_log_observer(settings.log_format, settings.log_level, sys.stdout)
+    )
+    log.info("streamsrv {version} starting ({env} profile)", version=__version__, env=settings.env)
+    media_root = _media_root(settings)
+
+    metrics = Metrics()
+    tracker = StreamTracker(reactor, settings.shutdown_grace_s, metrics)
+    tracker.setServiceParent(root_service)
+    lag = ReactorLagMonitor(reactor)
+    lag.setServiceParent(root_service)
+
+    checks = HealthChecks(reactor)
+    checks.register("media_root", media_root_check(media_root))
+    checks.register("disk_space", disk_space_check(settings.data_dir))
+    checks.register("reactor_lag", lag.check)
+    checks.register("open_streams", lambda: CheckResult(OK, {"count": tracker.open_count}))
+
+    api = ApiApp(
+        metrics=metrics,
+        checks=checks,
+        clock=reactor,
+        detailed_open=settings.env == "development",
+        metrics_token=settings.metrics_token,
+    )
+    stream = StreamResource(
+        media_root,
+        tracker=tracker,
+        metrics=metrics,
+        clock=reactor,
+        durations=DurationCache(),
+        max_ranges=settings.max_ranges,
+        use_sendfile=settings.sendfile,
+    )
+    site = StreamsrvSite(
+        RootResource(api.app.resource(), {b"stream": stream}),
+        metrics=metrics,
+        clock=reactor,
+        hsts=settings.is_production,
+    )
+    for description in settings.listen:
+        listener = StreamServerEndpointService(serverFromString(reactor, description), site)
+        listener._raiseSynchronously = True
+        listener.setServiceParent(root_service)
+
+    _Readiness(api).setServiceParent(root_service)
+    return root_service

@@ -1,0 +1,147 @@
+# -*- test-case-name: tests.test_web -*-
+"""The Klein application: JSON endpoints (health, metrics, OpenAPI, ``/api``).
+
+Routes live on :class:`ApiApp`, a class with instance state (Klein's
+non-global-state pattern), so tests build as many apps as they like.
+Handlers are ``async def``; every error leaves as the contract's JSON body
+through one error handler, including Klein's own 404 and 405.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from streamsrv import __version__
+from streamsrv.health.checks import FAILING, HealthChecks
+from streamsrv.health.metrics import Metrics
+from streamsrv.web.errors import ApiError, render_error
+from streamsrv.web.openapi import openapi_document
+
+
+def json_body(request: Any, data: object, status: int = 200) -> bytes:
+    """Serialise *data* as the JSON response of *request*."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class ApiApp:
+    """Health, metrics, OpenAPI and (as they land) the ``/api/v1`` routes.
+
+    :param metrics: the process metrics.
+    :param checks: the health-check registry.
+    :param clock: for uptime.
+    :param detailed_open: ``/health/detailed`` needs no credential
+        (development).
+    :param metrics_token: bearer token required by ``/metrics`` (and by
+        ``/health/detailed`` outside development) when set.
+    """
+
+    app = Klein()
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        checks: HealthChecks,
+        clock: IReactorTime,
+        detailed_open: bool,
+        metrics_token: str | None,
+    ) -> None:
+        self._metrics = metrics
+        self._checks = checks
+        self._clock = clock
+        self._started = clock.seconds()
+        self._detailed_open = detailed_open
+        self._metrics_token = metrics_token
+        self.ready = False
+
+    def _bearer_ok(self, request: Any) -> bool:
+        if self._metrics_token is None:
+            return False
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, token = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(
+            token.strip(), self._metrics_token.encode("utf-8")
+        )
+
+    @app.handle_errors(ApiError)
+    def _api_error(self, request: Any, failure: Failure) -> bytes:
+        return render_error(request, failure.value)
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request: Any, failure: Failure) -> bytes:
+        return render_error(request, ApiError("NOT_FOUND"))
+
+    @app.handle_errors(MethodNotAllowed)
+    def _not_allowed(self, request: Any, failure: Failure) -> bytes:
+        allowed = ", ".join(sorted(failure.value.valid_methods or ()))
+        return render_error(request, ApiError("METHOD_NOT_ALLOWED", headers={"Allow": allowed}))
+
+    @app.route("/", methods=["GET", "HEAD"])
+    async def index(self, request: Any) -> bytes:
+        """What this server is, and where its API document lives."""
+        request.route = "api"
+        return json_body(request, {"name": "streamsrv", "version": __version__,
+                                   "openapi": "/openapi.json", "health": "/health"})
+
+    @app.route("/health", methods=["GET", "HEAD"], strict_slashes=False)
+    async def health(self, request: Any) -> bytes:
+        """Liveness: the process answers."""
+        request.route = "health"
+        request.setHeader(b"cache-control", b"no-store")
+        return json_body(request, {
+            "status": "ok", "version": __version__,
+            "uptime_s": round(self._clock.seconds() - self._started, 3),
+        })
+
+    @app.route("/health/ready", methods=["GET", "HEAD"])
+    async def ready_check(self, request: Any) -> bytes:
+        """Readiness: 200 once started and the media root is usable."""
+        request.route = "health"
+        request.setHeader(b"cache-control", b"no-store")
+        if not self.ready:
+            return json_body(request, {"status": "starting"}, 503)
+        _overall, reports = await self._checks.run()
+        media = reports.get("media_root", {"status": "ok"})
+        if media["status"] == FAILING:
+            return json_body(request, {"status": "not_ready", "failing": ["media_root"]}, 503)
+        return json_body(request, {"status": "ready"})
+
+    @app.route("/health/detailed", methods=["GET", "HEAD"])
+    async def detailed(self, request: Any) -> bytes:
+        """Every check with its status and timing."""
+        request.route = "health"
+        request.setHeader(b"cache-control", b"no-store")
+        if not (self._detailed_open or self._bearer_ok(request)):
+            raise ApiError("UNAUTHENTICATED")
+        overall, reports = await self._checks.run()
+        return json_body(
+            request,
+            {"status": overall, "version": __version__,
+             "uptime_s": round(self._clock.seconds() - self._started, 3), "checks": reports},
+            503 if overall == FAILING else 200,
+        )
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    async def metrics(self, request: Any) -> bytes:
+        """Prometheus text exposition."""
+        request.route = "metrics"
+        if self._metrics_token is not None and not self._bearer_ok(request):
+            raise ApiError("UNAUTHENTICATED", headers={"WWW-Authenticate": "Bearer"})
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return self._metrics.render()
+
+    @app.route("/openapi.json", methods=["GET", "HEAD"])
+    async def openapi(self, request: Any) -> bytes:
+        """The OpenAPI 3.1 document of this server."""
+        request.route = "openapi"
+        return json_body(request, openapi_document())
