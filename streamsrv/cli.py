@@ -1,0 +1,227 @@
+# -*- test-case-name: tests.test_cli -*-
+"""The ``streamsrv`` admin command.
+
+One argparse sub-command per task, each a plain function taking the parsed
+arguments and a :class:`Console` (environment and output streams) and returning
+the exit status, so that tests call :func:`main` with an injected environment
+and captured output.  Today there is ``streamsrv config check``; ``sign-url``,
+``mint-token``, ``scan`` and ``waveform`` join it as their modules land, each
+added by its own ``_add_…_command`` function in :func:`build_parser`.
+
+This command must never start the reactor or bind a port, and must never print
+a secret: configuration is shown only through :func:`streamsrv.config.redacted`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from typing import TextIO
+
+from streamsrv import __version__
+from streamsrv.config import ConfigError, config_warnings, load_settings, redacted
+
+__all__ = ["Console", "build_parser", "config_check", "console_main", "main"]
+
+#: Exit status: success.
+EXIT_OK = 0
+#: Exit status: the configuration (or the task's input) is invalid.
+EXIT_INVALID = 1
+#: Exit status: the command line itself is wrong (argparse's convention).
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Console:
+    """
+    What a command may touch: the environment it reads and where it writes.
+
+    :ivar environ: The environment to take ``STREAMSRV_*`` variables from.
+    :ivar stdout: Where results go.
+    :ivar stderr: Where problems go.
+    """
+
+    environ: Mapping[str, str]
+    stdout: TextIO
+    stderr: TextIO
+
+
+Command = Callable[[argparse.Namespace, Console], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    The ``streamsrv`` argument parser with every sub-command.
+
+    Each parser that runs something sets ``command`` (a :data:`Command`); a
+    group without an action of its own (``streamsrv config``) sets
+    ``help_parser`` so that its help is shown instead.
+
+    :return: A new parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="streamsrv",
+        description="Administer a streamsrv installation (the daemon itself runs under twistd).",
+    )
+    parser.add_argument("--version", action="version", version=f"streamsrv {__version__}")
+    parser.set_defaults(help_parser=parser)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_config_command(commands)
+    return parser
+
+
+def _add_config_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """
+    Register ``streamsrv config check``.
+
+    :param commands: The top-level sub-command registry.
+    """
+    config = commands.add_parser(
+        "config", help="inspect the configuration", description="Inspect the configuration."
+    )
+    config.set_defaults(help_parser=config)
+    actions = config.add_subparsers(title="actions", metavar="ACTION")
+    check = actions.add_parser(
+        "check",
+        help="validate the STREAMSRV_* configuration and show it, secrets redacted",
+        description=(
+            "Load the configuration the daemon would use (environment, then env file, then "
+            "profile defaults), print it with every secret redacted followed by warnings, and "
+            "exit 0; or print every problem to stderr and exit 1."
+        ),
+    )
+    check.add_argument(
+        "--env-file",
+        metavar="FILE",
+        default=None,
+        help="read STREAMSRV_* settings from FILE (default: $STREAMSRV_ENV_FILE, if set)",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    check.set_defaults(command=config_check)
+
+
+def config_check(args: argparse.Namespace, console: Console) -> int:
+    """
+    ``streamsrv config check``: validate and show the effective configuration.
+
+    :param args: ``env_file`` (a path or ``None``) and ``json`` (a flag).
+    :param console: The environment and output streams.
+    :return: :data:`EXIT_OK` if the configuration is valid, else :data:`EXIT_INVALID`.
+    """
+    try:
+        settings = load_settings(environ=console.environ, env_file=args.env_file)
+    except ConfigError as e:
+        print(
+            f"streamsrv: invalid configuration ({_count(len(e.problems), 'problem')}):", file=console.stderr
+        )
+        for problem in e.problems:
+            print(f"  - {problem}", file=console.stderr)
+        if args.json:
+            _print_json({"ok": False, "problems": e.problems}, console.stdout)
+        return EXIT_INVALID
+
+    shown = redacted(settings)
+    warnings = config_warnings(settings)
+    if args.json:
+        _print_json({"ok": True, "settings": shown, "warnings": warnings}, console.stdout)
+        return EXIT_OK
+
+    out = console.stdout
+    source = f"env file {settings.env_file}" if settings.env_file is not None else "no env file"
+    print(f"streamsrv configuration: {settings.env} profile, {source}; secrets redacted", file=out)
+    print(file=out)
+    width = max(len(name) for name in shown)
+    for name, value in shown.items():
+        print(f"  {name.ljust(width)}  {_display(name, value)}", file=out)
+    print(file=out)
+    for warning in warnings:
+        print(f"warning: {warning}", file=out)
+    print(f"configuration OK ({_count(len(warnings), 'warning')})", file=out)
+    return EXIT_OK
+
+
+def _display(name: str, value: object) -> str:
+    """
+    One value of :func:`~streamsrv.config.redacted` as the table shows it.
+
+    :param name: The variable (``STREAMSRV_LISTEN`` is space-separated, other lists commas).
+    :param value: The value.
+    :return: ``-`` for unset, ``true``/``false``, lists joined, numbers without a needless ``.0``.
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, list):
+        if not value:
+            return "-"
+        return (" " if name == "STREAMSRV_LISTEN" else ", ").join(str(item) for item in value)
+    return str(value)
+
+
+def _count(n: int, noun: str) -> str:
+    """
+    *n* and *noun*, plural unless *n* is 1.
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _print_json(document: Mapping[str, object], out: TextIO) -> None:
+    """
+    Write *document* as indented JSON and a newline.
+    """
+    json.dump(document, out, indent=2)
+    out.write("\n")
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """
+    Run one ``streamsrv`` command.
+
+    :param argv: The arguments after the program name; ``sys.argv[1:]`` if ``None``.
+    :param environ: The environment; :data:`os.environ` if ``None``.
+    :param stdout: Where results go; :data:`sys.stdout` if ``None``.
+    :param stderr: Where problems go; :data:`sys.stderr` if ``None``.
+    :return: The exit status: 0 success, 1 invalid input, 2 bad usage.
+    """
+    console = Console(
+        environ=os.environ if environ is None else environ,
+        stdout=sys.stdout if stdout is None else stdout,
+        stderr=sys.stderr if stderr is None else stderr,
+    )
+    parser = build_parser()
+    try:
+        # argparse prints help and errors to sys.stdout/sys.stderr and exits.
+        with redirect_stdout(console.stdout), redirect_stderr(console.stderr):
+            args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    command: Command | None = getattr(args, "command", None)
+    if command is None:
+        args.help_parser.print_help(console.stderr)
+        return EXIT_USAGE
+    return command(args, console)
+
+
+def console_main() -> None:
+    """
+    The ``streamsrv`` console script: run :func:`main` and exit with its status.
+    """
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,318 @@
+# -*- test-case-name: tests.test_cli -*-
+"""Tests for :mod:`streamsrv.cli`, the ``streamsrv`` admin command."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from streamsrv import cli
+from streamsrv.config import KNOWN_VARIABLES, REDACTED, load_settings, redacted
+
+REPO = Path(__file__).resolve().parent.parent
+
+JWT_SECRET = "jwt-Qw3eR6tY9uI2oP5aS8dF1gH4jK7lZ0xC"
+METRICS_TOKEN = "metrics-Mn5bV8cX1zL4kJ7hG0fD3sA6pO9iU2yT"
+SIGNING_SECRET = "url-Ty6uI9oP2aS5dF8gH1jK4lZ7xC0vB3nM"
+REDIS_PASSWORD = "redis-pw-Gh7jK0lZ3xC6vB9nM2qW"
+SECRETS = (JWT_SECRET, METRICS_TOKEN, SIGNING_SECRET, REDIS_PASSWORD)
+
+
+class _Run:
+    """
+    The outcome of one :func:`cli.main` call.
+    """
+
+    def __init__(self, status: int, stdout: str, stderr: str) -> None:
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def run(argv: list[str], environ: Mapping[str, str] | None = None) -> _Run:
+    """
+    Run ``streamsrv ARGV`` in-process with *environ* (empty by default), capturing output.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    status = cli.main(argv, environ={} if environ is None else environ, stdout=out, stderr=err)
+    return _Run(status, out.getvalue(), err.getvalue())
+
+
+class ConfigCheckTests(unittest.SynchronousTestCase):
+    """
+    ``streamsrv config check``.
+    """
+
+    def setUp(self) -> None:
+        media = Path(self.mktemp())
+        media.mkdir()
+        self.production = {
+            "STREAMSRV_ENV": "production",
+            "STREAMSRV_MEDIA_DIR": str(media),
+            "STREAMSRV_JWT_SECRET": JWT_SECRET,
+            "STREAMSRV_METRICS_TOKEN": METRICS_TOKEN,
+            "STREAMSRV_URL_SIGNING_KEYS": f"live:{SIGNING_SECRET}",
+            "STREAMSRV_REDIS_URL": f"redis://:{REDIS_PASSWORD}@cache.internal:6379/0",
+            "STREAMSRV_CORS_ORIGINS": "https://app.example.com",
+        }
+
+    def assertNoSecret(self, result: _Run) -> None:
+        """
+        Assert no test secret appears in either output stream.
+        """
+        for secret in SECRETS:
+            self.assertNotIn(secret, result.stdout)
+            self.assertNotIn(secret, result.stderr)
+
+    def test_valid_table(self) -> None:
+        """
+        A valid configuration prints a table of every variable, secrets redacted, and exits 0.
+        """
+        result = run(["config", "check"], self.production)
+        self.assertEqual(result.status, 0)
+        self.assertEqual(result.stderr, "")
+        self.assertIn("production profile", result.stdout)
+        for name in KNOWN_VARIABLES:
+            self.assertIn(f"  {name} ", result.stdout)
+        lines = {
+            line.split()[0]: line.split(None, 1)[1]
+            for line in result.stdout.splitlines()
+            if "  STREAMSRV_" in line
+        }
+        self.assertEqual(lines["STREAMSRV_JWT_SECRET"], REDACTED)
+        self.assertEqual(lines["STREAMSRV_URL_SIGNING_KEYS"], f"live:{REDACTED}")
+        self.assertEqual(lines["STREAMSRV_REDIS_URL"], f"redis://:{REDACTED}@cache.internal:6379/0")
+        self.assertEqual(lines["STREAMSRV_ALLOW_ANONYMOUS"], "false")
+        self.assertEqual(lines["STREAMSRV_RATELIMIT_API_PER_IP"], "300/60")
+        self.assertEqual(lines["STREAMSRV_JWT_ISSUER"], "-")
+        self.assertTrue(result.stdout.rstrip().endswith("configuration OK (0 warnings)"))
+        self.assertNoSecret(result)
+
+    def test_valid_json(self) -> None:
+        """
+        ``--json`` prints one document: ok, the redacted settings and the warnings.
+        """
+        result = run(["config", "check", "--json"], self.production)
+        self.assertEqual(result.status, 0)
+        document = json.loads(result.stdout)
+        self.assertEqual(document["ok"], True)
+        self.assertEqual(document["settings"], redacted(load_settings(environ=self.production)))
+        self.assertEqual(document["warnings"], [])
+        self.assertNoSecret(result)
+
+    def test_warnings_after_table(self) -> None:
+        """
+        Warnings follow the table, and the exit status stays 0.
+        """
+        result = run(["config", "check"], {"STREAMSRV_WORKERS": "4"})
+        self.assertEqual(result.status, 0)
+        table_end = result.stdout.index("STREAMSRV_SENDFILE")
+        warning = result.stdout.index(
+            "warning: STREAMSRV_WORKERS > 1 without STREAMSRV_REDIS_URL: rate limits are per process"
+        )
+        self.assertGreater(warning, table_end)
+        self.assertIn("configuration OK (1 warning)", result.stdout)
+
+    def test_warnings_json(self) -> None:
+        """
+        With ``--json`` the warnings are a list in the document.
+        """
+        document = json.loads(run(["config", "check", "--json"], {"STREAMSRV_WORKERS": "4"}).stdout)
+        self.assertEqual(len(document["warnings"]), 1)
+        self.assertTrue(document["warnings"][0].startswith("STREAMSRV_WORKERS > 1"))
+
+    def test_invalid(self) -> None:
+        """
+        An invalid configuration prints every problem to stderr, nothing to stdout, and exits 1.
+        """
+        environ = {"STREAMSRV_WORKERS": "x", "STREAMSRV_SENDFILE": "perhaps", "STREAMSRV_LISTNE": "tcp:1"}
+        result = run(["config", "check"], environ)
+        self.assertEqual(result.status, 1)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("invalid configuration (3 problems)", result.stderr)
+        self.assertIn("  - STREAMSRV_WORKERS: must be a whole number >= 1, got 'x'\n", result.stderr)
+        self.assertIn("  - STREAMSRV_SENDFILE: ", result.stderr)
+        self.assertIn(
+            "  - STREAMSRV_LISTNE: unknown variable (did you mean STREAMSRV_LISTEN?)\n", result.stderr
+        )
+
+    def test_invalid_json(self) -> None:
+        """
+        With ``--json`` an invalid configuration also gives ``{"ok": false, "problems": [...]}``.
+        """
+        result = run(["config", "check", "--json"], {"STREAMSRV_WORKERS": "0"})
+        self.assertEqual(result.status, 1)
+        self.assertEqual(
+            json.loads(result.stdout),
+            {"ok": False, "problems": ["STREAMSRV_WORKERS: must be a whole number >= 1, got '0'"]},
+        )
+        self.assertIn("STREAMSRV_WORKERS", result.stderr)
+
+    def test_production_refusals_hide_secrets(self) -> None:
+        """
+        Production refusing weak secrets names them without printing them.
+        """
+        environ = dict(self.production)
+        environ["STREAMSRV_JWT_SECRET"] = JWT_SECRET[:20]
+        environ["STREAMSRV_METRICS_TOKEN"] = METRICS_TOKEN[:20]
+        environ["STREAMSRV_URL_SIGNING_KEYS"] = f"live:{SIGNING_SECRET[:20]}"
+        for argv in (["config", "check"], ["config", "check", "--json"]):
+            result = run(argv, environ)
+            self.assertEqual(result.status, 1)
+            self.assertEqual(result.stderr.count("production needs at least 32"), 3)
+            for secret in SECRETS:
+                self.assertNotIn(secret[:20], result.stdout + result.stderr)
+
+    def test_env_file_option(self) -> None:
+        """
+        ``--env-file`` is read, and the table says which file was used.
+        """
+        path = Path(self.mktemp())
+        path.write_text("STREAMSRV_WORKERS=3\nSTREAMSRV_REDIS_URL=redis://cache\n", encoding="utf-8")
+        result = run(["config", "check", "--env-file", str(path)])
+        self.assertEqual(result.status, 0, result.stderr)
+        self.assertIn(f"env file {path}", result.stdout)
+        self.assertRegex(result.stdout, r"STREAMSRV_WORKERS +3\n")
+
+    def test_env_file_from_environment(self) -> None:
+        """
+        Without ``--env-file``, ``STREAMSRV_ENV_FILE`` from the environment is read.
+        """
+        path = Path(self.mktemp())
+        path.write_text("STREAMSRV_MAX_RANGES=4\n", encoding="utf-8")
+        result = run(["config", "check", "--json"], {"STREAMSRV_ENV_FILE": str(path)})
+        self.assertEqual(json.loads(result.stdout)["settings"]["STREAMSRV_MAX_RANGES"], 4)
+
+    def test_missing_env_file(self) -> None:
+        """
+        A missing ``--env-file`` is a problem, exit 1.
+        """
+        result = run(["config", "check", "--env-file", self.mktemp()])
+        self.assertEqual(result.status, 1)
+        self.assertIn("STREAMSRV_ENV_FILE: cannot read", result.stderr)
+
+    def test_os_environ_and_std_streams(self) -> None:
+        """
+        Without injected arguments, :func:`cli.main` reads :data:`os.environ` and writes to
+        :data:`sys.stdout` / :data:`sys.stderr`.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(os, "environ", {"STREAMSRV_WORKERS": "zero"})
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        self.assertEqual(cli.main(["config", "check"]), 1)
+        self.assertIn("STREAMSRV_WORKERS: must be a whole number", err.getvalue())
+        self.assertEqual(out.getvalue(), "")
+
+
+class UsageTests(unittest.SynchronousTestCase):
+    """
+    The command line itself.
+    """
+
+    def test_no_command(self) -> None:
+        """
+        ``streamsrv`` alone prints usage to stderr and exits 2.
+        """
+        result = run([])
+        self.assertEqual(result.status, 2)
+        self.assertIn("usage: streamsrv", result.stderr)
+        self.assertIn("config", result.stderr)
+
+    def test_config_without_action(self) -> None:
+        """
+        ``streamsrv config`` alone prints the config group's usage and exits 2.
+        """
+        result = run(["config"])
+        self.assertEqual(result.status, 2)
+        self.assertIn("usage: streamsrv config", result.stderr)
+        self.assertIn("check", result.stderr)
+
+    def test_unknown_command(self) -> None:
+        """
+        An unknown command is a usage error on stderr, exit 2.
+        """
+        result = run(["frobnicate"])
+        self.assertEqual(result.status, 2)
+        self.assertIn("invalid choice", result.stderr)
+        self.assertEqual(result.stdout, "")
+
+    def test_unknown_option(self) -> None:
+        """
+        An unknown option of ``config check`` is a usage error, exit 2.
+        """
+        result = run(["config", "check", "--yaml"])
+        self.assertEqual(result.status, 2)
+        self.assertIn("unrecognized arguments: --yaml", result.stderr)
+
+    def test_help(self) -> None:
+        """
+        ``--help`` prints to stdout and exits 0, at every level.
+        """
+        for argv in (["--help"], ["config", "--help"], ["config", "check", "--help"]):
+            result = run(argv)
+            self.assertEqual(result.status, 0, argv)
+            self.assertIn("usage: streamsrv", result.stdout)
+        self.assertIn("--env-file FILE", run(["config", "check", "--help"]).stdout)
+
+    def test_version(self) -> None:
+        """
+        ``--version`` prints the package version and exits 0.
+        """
+        from streamsrv import __version__
+
+        result = run(["--version"])
+        self.assertEqual(result.status, 0)
+        self.assertEqual(result.stdout.strip(), f"streamsrv {__version__}")
+
+    def test_parser_has_config_check(self) -> None:
+        """
+        :func:`cli.build_parser` routes ``config check`` to :func:`cli.config_check`.
+        """
+        args = cli.build_parser().parse_args(["config", "check", "--json", "--env-file", "f.env"])
+        self.assertIs(args.command, cli.config_check)
+        self.assertEqual((args.json, args.env_file), (True, "f.env"))
+
+    def test_console_main(self) -> None:
+        """
+        The console script exits the process with :func:`cli.main`'s status.
+        """
+        self.patch(sys, "argv", ["streamsrv", "config", "check"])
+        self.patch(os, "environ", {"STREAMSRV_WORKERS": "-3"})
+        self.patch(sys, "stderr", io.StringIO())
+        error = self.assertRaises(SystemExit, cli.console_main)
+        self.assertEqual(error.code, 1)
+
+    def test_subprocess(self) -> None:
+        """
+        ``python -m streamsrv.cli config check --json`` works in a real process with a
+        clean environment and prints no secret.
+        """
+        workdir = Path(self.mktemp())
+        workdir.mkdir()
+        environ = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(REPO),
+            "STREAMSRV_JWT_SECRET": JWT_SECRET,
+        }
+        completed = subprocess.run(
+            [sys.executable, "-m", "streamsrv.cli", "config", "check", "--json"],
+            cwd=workdir,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr)
+        document = json.loads(completed.stdout)
+        self.assertEqual(document["settings"]["STREAMSRV_JWT_SECRET"], REDACTED)
+        self.assertNotIn(JWT_SECRET, completed.stdout + completed.stderr)
+        self.assertFalse(list(workdir.iterdir()), "config check must not create files")
