@@ -54,6 +54,10 @@ _SECRET_FIELDS = frozenset(
 #: Name endings that also mark a credential (``metrics_token``, ``jwt_secret``…).
 _SECRET_SUFFIXES = ("_token", "_secret", "_password")
 
+#: Keys of events from the legacy ``twisted.python.log`` API that only repeat
+#: what ``ts``, ``level`` and ``msg`` already say.
+_LEGACY_KEYS = frozenset({"message", "time", "isError", "format", "why", "system"})
+
 #: What a credential's value is replaced with where its name must stay.
 REDACTED = "REDACTED"
 
@@ -93,17 +97,24 @@ def event_as_json_line(event: dict[str, Any]) -> str:
     """Render one log event as a single JSON line.
 
     :param event: a twisted.logger event.
-    :return: ``{"ts", "level", "ns", "msg", ...fields}`` plus a newline.
+    :return: ``{"ts", "level", "ns", "msg", ...fields}`` plus a newline;
+        ``ts`` is UTC with milliseconds (``2024-01-02T03:04:05.250Z``).
     """
     level = event.get("log_level")
+    when = event.get("log_time")
+    if not isinstance(when, (int, float)):
+        when = time.time()
+    millis = min(int(when % 1 * 1000), 999)
+    namespace = event.get("log_namespace", "-")
+    skipped = _LEGACY_KEYS if namespace == "log_legacy" else frozenset()
     record: dict[str, object] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event.get("log_time", time.time()))) + "Z",
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{millis:03d}Z",
         "level": level.name if isinstance(level, type(LogLevel.info)) else "info",
-        "ns": event.get("log_namespace", "-"),
+        "ns": namespace,
         "msg": formatEvent(_redacted(event)),
     }
     for key, value in event.items():
-        if key.startswith("log_") or is_secret_field(key) or key in record:
+        if key.startswith("log_") or is_secret_field(key) or key in record or key in skipped:
             continue
         record[key] = _plain(value)
     failure = event.get("log_failure")

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
 from streamsrv import __version__
@@ -87,7 +87,7 @@ class Options(usage.Options):
 class _Readiness(Service):
     """Flips the API's readiness once every service before it has started."""
 
-    name = "readiness"
+    name = "readiness"  # type: ignore[assignment]
 
     def __init__(self, api: ApiApp) -> None:
         self._api = api
@@ -109,6 +109,22 @@ def _load(config: Options) -> Settings:
         for problem in e.problems:
             print(f"  - {problem}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _log_observer(config: Options, settings: Settings) -> ILogObserver | None:
+    """Our observer for foreground runs; twistd's own when it daemonizes or logs to a file.
+
+    Under ``twistd -n`` (systemd, Docker, a terminal) logs go to stdout as
+    JSON or text at ``STREAMSRV_LOG_LEVEL``.  When twistd forks into the
+    background or is given ``--logfile``/``--syslog``, stdout is gone or the
+    operator chose a destination, so twistd's observer is kept.
+    """
+    parent = getattr(config, "parent", None)
+    if parent is not None:
+        logfile = parent.get("logfile")
+        if not parent.get("nodaemon") or logfile not in (None, "", "-") or parent.get("syslog"):
+            return None
+    return make_log_observer(settings.log_format, settings.log_level, sys.stdout)
 
 
 def _media_root(settings: Settings) -> Path:
@@ -139,9 +155,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         print(f"streamsrv: STREAMSRV_DATA_DIR: cannot create it ({e.strerror})", file=sys.stderr)
         raise SystemExit(1) from None
 
-    root_service = RootService(
-        make_log_observer(settings.log_format, settings.log_level, sys.stdout)
-    )
+    root_service = RootService(_log_observer(config, settings))
     log.info("streamsrv {version} starting ({env} profile)", version=__version__, env=settings.env)
     media_root = _media_root(settings)
 

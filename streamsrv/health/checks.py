@@ -12,15 +12,17 @@ paths: a check describes a state ("not readable"), not where it is.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import shutil
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -34,6 +36,9 @@ _RANK = {OK: 0, DEGRADED: 1, FAILING: 2}
 
 #: How long one check may take before it counts as failing.
 CHECK_TIMEOUT_S = 2.0
+
+#: How far back the reactor-lag monitor remembers late ticks.
+LAG_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -64,29 +69,37 @@ class HealthChecks:
         return list(self._checks)
 
     async def _run_one(self, check: CheckFunction) -> CheckResult:
-        result = check()
+        result: object = check()
         if inspect.isawaitable(result):
             d: Deferred[CheckResult] = ensureDeferred(_await(result))
             d.addTimeout(CHECK_TIMEOUT_S, self._clock)
-            return await d
-        assert isinstance(result, CheckResult)
+            result = await d
+        if not isinstance(result, CheckResult):
+            raise TypeError(f"health check returned {type(result).__name__}, not CheckResult")
         return result
 
+    async def _report(self, name: str, check: CheckFunction) -> dict[str, object]:
+        started = self._clock.seconds()
+        try:
+            result = await self._run_one(check)
+        except Exception as e:
+            log.failure("health check {name} raised", name=name)
+            result = CheckResult(FAILING, {"error": type(e).__name__})
+        elapsed_ms = round((self._clock.seconds() - started) * 1000, 3)
+        # A status outside ok/degraded/failing is a bug in the check: failing.
+        status = result.status if result.status in _RANK else FAILING
+        report: dict[str, object] = {"status": status, "duration_ms": elapsed_ms}
+        report.update((k, v) for k, v in result.detail.items() if k not in report)
+        return report
+
     async def run(self) -> tuple[str, dict[str, dict[str, object]]]:
-        """Run every check; return the overall status and each one's report."""
-        reports: dict[str, dict[str, object]] = {}
-        overall = OK
-        for name, check in self._checks.items():
-            started = self._clock.seconds()
-            try:
-                result = await self._run_one(check)
-            except Exception as e:
-                log.failure("health check {name} raised", name=name)
-                result = CheckResult(FAILING, {"error": type(e).__name__})
-            elapsed_ms = round((self._clock.seconds() - started) * 1000, 3)
-            reports[name] = {"status": result.status, "duration_ms": elapsed_ms, **result.detail}
-            if _RANK.get(result.status, 2) > _RANK[overall]:
-                overall = result.status
+        """Run every check concurrently; return the overall status and each one's report."""
+        names = list(self._checks)
+        results = await gatherResults(
+            [ensureDeferred(self._report(name, self._checks[name])) for name in names]
+        )
+        reports = dict(zip(names, results, strict=True))
+        overall = max((str(r["status"]) for r in reports.values()), key=_RANK.__getitem__, default=OK)
         return overall, reports
 
 
@@ -130,25 +143,30 @@ class ReactorLagMonitor(Service):
     """Measure how late the reactor runs a timer: the event loop's health.
 
     Every ``interval`` seconds a ``LoopingCall`` notes how much later than
-    asked it ran; the worst of the last minute is the reported lag.
+    scheduled it ran; the worst of the last :data:`LAG_WINDOW_S` seconds is
+    the reported lag.
     """
 
-    name = "reactor-lag"
+    name = "reactor-lag"  # type: ignore[assignment]  # Twisted declares Service.name as None
 
-    def __init__(self, clock: IReactorTime, interval: float = 1.0, degraded_s: float = 0.1,
-                 failing_s: float = 1.0) -> None:
+    def __init__(
+        self, clock: IReactorTime, interval: float = 1.0, degraded_s: float = 0.1, failing_s: float = 1.0
+    ) -> None:
         self._clock = clock
         self._interval = interval
         self._degraded_s = degraded_s
         self._failing_s = failing_s
+        self._started_at = 0.0
         self._expected: float | None = None
-        self._recent: list[float] = []
+        #: ``(when, lag)`` of the ticks of the last window, oldest first.
+        self._recent: deque[tuple[float, float]] = deque()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
 
     def startService(self) -> None:
         super().startService()
-        self._expected = self._clock.seconds() + self._interval
+        self._started_at = self._clock.seconds()
+        self._expected = self._started_at + self._interval
         self._loop.start(self._interval, now=False)
 
     def stopService(self) -> None:
@@ -159,14 +177,25 @@ class ReactorLagMonitor(Service):
     def _tick(self) -> None:
         now = self._clock.seconds()
         if self._expected is not None:
-            self._recent.append(max(0.0, now - self._expected))
-            del self._recent[:-60]
-        self._expected = now + self._interval
+            self._recent.append((now, max(0.0, now - self._expected)))
+        while self._recent and self._recent[0][0] <= now - LAG_WINDOW_S:
+            self._recent.popleft()
+        # The LoopingCall skips the intervals it missed and runs next at the
+        # first point of its grid (start + k * interval) after now.
+        elapsed = now - self._started_at
+        self._expected = self._started_at + (math.floor(elapsed / self._interval) + 1) * self._interval
 
     @property
     def lag_s(self) -> float:
-        """The worst lag seen recently, in seconds."""
-        return max(self._recent, default=0.0)
+        """The worst lag of the last window, in seconds.
+
+        A tick that is overdue right now counts too: a stalled loop shows
+        before its timer finally runs.
+        """
+        now = self._clock.seconds()
+        overdue = now - self._expected if self.running and self._expected is not None else 0.0
+        recent = (lag for when, lag in self._recent if when > now - LAG_WINDOW_S)
+        return max(overdue, *recent, 0.0)
 
     def check(self) -> CheckResult:
         """The health check for this monitor."""

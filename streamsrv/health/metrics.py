@@ -46,41 +46,60 @@ class Metrics:
             GCCollector(registry=r)
         Info("streamsrv_build", "streamsrv version", registry=r).info({"version": __version__})
         self.requests = Counter(
-            "streamsrv_http_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=r,
+            "streamsrv_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_duration = Histogram(
-            "streamsrv_http_request_duration_seconds", "Time from request to last byte or abort",
-            ["route"], buckets=DURATION_BUCKETS, registry=r,
+            "streamsrv_http_request_duration_seconds",
+            "Time from request to last byte or abort",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.response_bytes = Counter(
-            "streamsrv_http_response_bytes", "Body bytes sent, by route", ["route"], registry=r,
+            "streamsrv_http_response_bytes",
+            "Body bytes sent, by route",
+            ["route"],
+            registry=r,
         )
         self.errors = Counter(
-            "streamsrv_http_errors", "Error responses by contract error code", ["code"], registry=r,
+            "streamsrv_http_errors",
+            "Error responses by contract error code",
+            ["code"],
+            registry=r,
         )
         self.streams_active = Gauge(
-            "streamsrv_streams_active", "Response bodies being streamed right now", registry=r,
+            "streamsrv_streams_active",
+            "Response bodies being streamed right now",
+            registry=r,
         )
         self.stream_bytes = Counter(
-            "streamsrv_stream_bytes_sent", "Media bytes sent by /stream, by sender",
-            ["sender"], registry=r,
+            "streamsrv_stream_bytes_sent",
+            "Media bytes sent by /stream, by sender",
+            ["sender"],
+            registry=r,
         )
         self.range_requests = Counter(
             "streamsrv_range_requests",
             "Range requests by outcome (single, multi, unsatisfiable, ignored, if_range_mismatch)",
-            ["kind"], registry=r,
+            ["kind"],
+            registry=r,
         )
         self.aborted = Counter(
-            "streamsrv_streams_aborted", "Streams whose client left before the last byte", registry=r,
+            "streamsrv_streams_aborted",
+            "Streams whose client left before the last byte",
+            registry=r,
         )
         self.security_events = Counter(
-            "streamsrv_security_events", "Security events by kind", ["kind"], registry=r,
+            "streamsrv_security_events",
+            "Security events by kind",
+            ["kind"],
+            registry=r,
         )
 
-    def observe_request(
-        self, *, route: str, method: str, status: int, duration_s: float, sent: int
-    ) -> None:
+    def observe_request(self, *, route: str, method: str, status: int, duration_s: float, sent: int) -> None:
         """Record one finished (or aborted) request."""
         route = route if route in ROUTES else "other"
         self.requests.labels(route, method if method in _METHODS else "OTHER", str(status)).inc()

@@ -37,7 +37,7 @@ class StreamTracker(Service):
     :param metrics: where ``streamsrv_streams_active`` is kept.
     """
 
-    name = "streams"
+    name = "streams"  # type: ignore[assignment]  # Twisted declares Service.name as None
 
     def __init__(self, clock: IReactorTime, grace_s: float, metrics: Metrics) -> None:
         self._clock = clock
@@ -78,7 +78,8 @@ class StreamTracker(Service):
             return succeed(None)
         log.info(
             "shutting down: {count} open streams get {grace}s to finish",
-            count=len(self._open), grace=self._grace_s,
+            count=len(self._open),
+            grace=self._grace_s,
         )
         self._drained = Deferred()
         self._deadline = self._clock.callLater(self._grace_s, self._cut)

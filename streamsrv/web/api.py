@@ -60,7 +60,8 @@ class ApiApp:
         self._clock = clock
         self._started = clock.seconds()
         self._detailed_open = detailed_open
-        self._metrics_token = metrics_token
+        # An empty token is no token: it must never match an empty bearer.
+        self._metrics_token = metrics_token or None
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -89,18 +90,24 @@ class ApiApp:
     async def index(self, request: Any) -> bytes:
         """What this server is, and where its API document lives."""
         request.route = "api"
-        return json_body(request, {"name": "streamsrv", "version": __version__,
-                                   "openapi": "/openapi.json", "health": "/health"})
+        return json_body(
+            request,
+            {"name": "streamsrv", "version": __version__, "openapi": "/openapi.json", "health": "/health"},
+        )
 
     @app.route("/health", methods=["GET", "HEAD"], strict_slashes=False)
     async def health(self, request: Any) -> bytes:
         """Liveness: the process answers."""
         request.route = "health"
         request.setHeader(b"cache-control", b"no-store")
-        return json_body(request, {
-            "status": "ok", "version": __version__,
-            "uptime_s": round(self._clock.seconds() - self._started, 3),
-        })
+        return json_body(
+            request,
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime_s": round(self._clock.seconds() - self._started, 3),
+            },
+        )
 
     @app.route("/health/ready", methods=["GET", "HEAD"])
     async def ready_check(self, request: Any) -> bytes:
@@ -125,8 +132,12 @@ class ApiApp:
         overall, reports = await self._checks.run()
         return json_body(
             request,
-            {"status": overall, "version": __version__,
-             "uptime_s": round(self._clock.seconds() - self._started, 3), "checks": reports},
+            {
+                "status": overall,
+                "version": __version__,
+                "uptime_s": round(self._clock.seconds() - self._started, 3),
+                "checks": reports,
+            },
             503 if overall == FAILING else 200,
         )
 

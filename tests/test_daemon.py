@@ -1,0 +1,358 @@
+# -*- test-case-name: tests.test_daemon -*-
+"""The real daemon: ``twistd -n streamsrv`` in a subprocess, over real sockets.
+
+These few tests are the end-to-end truth the in-memory ones cannot give: the
+plugin is found from the checkout, configuration errors stop start-up before
+any port is bound, a Range request comes back byte-exact, and SIGTERM drains
+in-flight streams for the grace period and then exits cleanly.  Every wait is
+bounded, and every process is killed in cleanup whatever happened.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+from twisted.trial import unittest
+
+from streamsrv.audio.formats import audio_format_for
+
+try:
+    from tests.audiogen import write_tone
+except ImportError:  # pragma: no cover - the fixture writer is optional
+    write_tone = None  # type: ignore[assignment]
+
+#: The checkout: twistd must run from here to find ``twisted/plugins``.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: How long the daemon may take to become ready (the demo library: longer).
+READY_TIMEOUT_S = 30.0
+DEMO_READY_TIMEOUT_S = 120.0
+
+#: How long a SIGTERM'd daemon may take to exit, beyond its grace period.
+EXIT_TIMEOUT_S = 10.0
+
+#: What DESIGN allows as a clean exit after SIGTERM: 0, or twistd re-raising
+#: SIGTERM (-15 as a subprocess return code, 143 as a shell reports it).
+CLEAN_EXITS = (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+
+#: twistd's own entry point; ``python -m twisted.scripts.twistd`` runs nothing
+#: (that module has no ``__main__`` block), so call ``run()`` like the script.
+TWISTD = ["-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_wav(path: Path, size: int) -> bytes:
+    """Write a 16-bit stereo WAV of about *size* bytes with a non-repeating-at-1-KiB pattern."""
+    frames = size // 4
+    pattern = bytes((i * 7 + i // 251) % 256 for i in range(4 * 1021))
+    data = (pattern * (frames * 4 // len(pattern) + 1))[: frames * 4]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(data)
+    return path.read_bytes()
+
+
+def server_send_buffer_max() -> int:
+    """The most a TCP socket may hold unsent here (what a stalled client leaves buffered)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 8 * 1024 * 1024
+
+
+class Daemon:
+    """One ``twistd -n streamsrv`` subprocess and its captured output."""
+
+    def __init__(self, workdir: Path, args: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self._out_path = workdir / "stdout.txt"
+        self._err_path = workdir / "stderr.txt"
+        self._out: IO[bytes] = self._out_path.open("wb")
+        self._err: IO[bytes] = self._err_path.open("wb")
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSRV_")}
+        clean.update(env)
+        self.process = subprocess.Popen(
+            [sys.executable, *TWISTD, "-n", "--pidfile=", "streamsrv", *args],
+            cwd=REPO_ROOT,
+            env=clean,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+        )
+
+    def output(self) -> str:
+        """Everything the process wrote so far, stdout then stderr."""
+        self._out.flush()
+        self._err.flush()
+        return (
+            "--- stdout ---\n"
+            + self._out_path.read_text(errors="replace")
+            + "\n--- stderr ---\n"
+            + self._err_path.read_text(errors="replace")
+        )
+
+    def stdout(self) -> str:
+        """What the process wrote to stdout."""
+        return self._out_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr."""
+        return self._err_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Kill the process if it still runs; close the output files."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(EXIT_TIMEOUT_S)
+        self._out.close()
+        self._err.close()
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit; its return code."""
+        return self.process.wait(timeout)
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[Any, bytes]:
+        """One HTTP request on a fresh connection; the response and its body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, headers=headers or {})
+            response = conn.getresponse()
+            return response, response.read()
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Poll /health/ready until 200; fail with the output if it never comes."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.process.returncode}\n{self.output()}")
+            try:
+                response, _ = self.request("GET", "/health/ready")
+                if response.status == 200:
+                    return
+                last = response.status
+            except OSError as e:
+                last = e
+            time.sleep(0.1)
+        raise AssertionError(f"not ready after {timeout}s (last: {last!r})\n{self.output()}")
+
+    def refuses_connections(self) -> bool:
+        """Whether a new connection to the port is refused."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                return False
+        except ConnectionRefusedError:
+            return True
+
+
+class DaemonTestCase(unittest.SynchronousTestCase):
+    """Start daemons in a temporary data dir; always kill them afterwards."""
+
+    def setUp(self) -> None:
+        # Absolute: the daemon runs in the checkout, not in trial's directory.
+        self.data = Path(self.mktemp()).absolute()
+        self.data.mkdir(parents=True)
+
+    def start(self, args: list[str], env: dict[str, str] | None = None, port: int | None = None) -> Daemon:
+        """Run the daemon listening on *port* (a free one by default) with *args* and *env*."""
+        port = port if port is not None else free_port()
+        workdir = Path(self.mktemp())
+        workdir.mkdir()
+        full_env = {"STREAMSRV_DATA_DIR": str(self.data), **(env or {})}
+        daemon = Daemon(workdir, [*args, "--listen", f"tcp:{port}:interface=127.0.0.1"], full_env, port)
+        self.addCleanup(daemon.stop)
+        return daemon
+
+    def media_dir(self) -> Path:
+        """An empty media directory."""
+        media = Path(self.mktemp()).absolute()
+        media.mkdir()
+        return media
+
+    def assert_clean_exit(self, daemon: Daemon, code: int) -> None:
+        """*code* is one of the exits DESIGN allows after SIGTERM."""
+        self.assertIn(code, CLEAN_EXITS, daemon.output())
+        self.assertNotIn("Traceback", daemon.output())
+
+
+class DaemonTests(DaemonTestCase):
+    """The daemon serves, and stops cleanly on SIGTERM."""
+
+    def test_range_then_sigterm(self) -> None:
+        """A byte range comes back exact (206), logged as JSON lines; SIGTERM then exits cleanly."""
+        media = self.media_dir()
+        track = media / "tone.wav"
+        if write_tone is not None:
+            write_tone(track, "wav", 1.0)
+            data = track.read_bytes()
+        else:  # pragma: no cover
+            data = write_wav(track, 100_000)
+        daemon = self.start(["--media-dir", str(media)], {"STREAMSRV_LOG_FORMAT": "json"})
+        daemon.wait_ready()
+
+        response, body = daemon.request(
+            "GET", "/stream/tone.wav", {"Range": "bytes=1000-1999", "X-Request-ID": "daemon-range-1"}
+        )
+        self.assertEqual(response.status, 206)
+        self.assertEqual(body, data[1000:2000])
+        self.assertEqual(response.getheader("Content-Range"), f"bytes 1000-1999/{len(data)}")
+        self.assertEqual(response.getheader("Content-Length"), "1000")
+        self.assertEqual(response.getheader("Accept-Ranges"), "bytes")
+        self.assertEqual(response.getheader("X-Request-ID"), "daemon-range-1")
+
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        code = daemon.wait(EXIT_TIMEOUT_S)
+        self.assertLess(time.monotonic() - started, 5.0)
+        self.assert_clean_exit(daemon, code)
+        self.assertTrue(daemon.refuses_connections())
+        # twistd used streamsrv's observer: every line of stdout is one JSON event.
+        records = [json.loads(line) for line in daemon.stdout().splitlines()]
+        access = [
+            r for r in records if r["ns"] == "streamsrv.access" and r.get("request_id") == "daemon-range-1"
+        ]
+        self.assertEqual(len(access), 1, records)
+        self.assertEqual(access[0]["status"], 206)
+
+    def test_sigterm_drains_in_flight_stream(self) -> None:
+        """After SIGTERM the listener closes at once, a stalled download keeps flowing, and the
+        process exits once STREAMSRV_SHUTDOWN_GRACE_S has passed, cutting it."""
+        grace_s = 1.0
+        keep_reading = server_send_buffer_max() + 4 * 1024 * 1024
+        media = self.media_dir()
+        data = write_wav(media / "long.wav", 3 * keep_reading)
+        daemon = self.start(["--media-dir", str(media)], {"STREAMSRV_SHUTDOWN_GRACE_S": str(grace_s)})
+        daemon.wait_ready()
+
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.settimeout(10)
+        client.connect(("127.0.0.1", daemon.port))
+        client.sendall(b"GET /stream/long.wav HTTP/1.1\r\nHost: streamsrv.test\r\n\r\n")
+        received = bytearray()
+        while b"\r\n\r\n" not in received or len(received) < 64 * 1024:
+            chunk = client.recv(16 * 1024)
+            self.assertTrue(chunk, "connection closed early")
+            received += chunk
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        # The listener goes at once (well within the grace period)...
+        deadline = time.monotonic() + grace_s
+        while not daemon.refuses_connections() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(daemon.refuses_connections())
+        self.assertIsNone(daemon.process.poll())
+        # ...while the open stream keeps being sent: more than any buffer holds.
+        got = bytearray(body)
+        while len(got) < len(body) + keep_reading:
+            chunk = client.recv(256 * 1024)
+            self.assertTrue(chunk, f"stream cut after {len(got)} bytes, {time.monotonic() - started:.2f}s")
+            got += chunk
+        self.assertEqual(bytes(got), data[: len(got)])
+        self.assertIsNone(daemon.process.poll(), "exited before the grace period ended")
+
+        # Now stall: the grace period ends, the stream is cut and the process exits.
+        code = daemon.wait(grace_s + EXIT_TIMEOUT_S)
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, grace_s)
+        self.assert_clean_exit(daemon, code)
+        self.assertIn("grace period over: cutting 1 streams", daemon.output())
+        try:
+            while chunk := client.recv(1024 * 1024):
+                got += chunk
+        except OSError as e:
+            self.assertIn(e.errno, (errno.ECONNRESET, errno.EPIPE))
+        self.assertLess(len(got), len(data))
+
+    def test_stream_finishing_ends_grace_early(self) -> None:
+        """A download that completes during the grace period lets the process exit right away."""
+        media = self.media_dir()
+        data = write_wav(media / "mid.wav", 8 * 1024 * 1024)
+        daemon = self.start(["--media-dir", str(media)], {"STREAMSRV_SHUTDOWN_GRACE_S": "30"})
+        daemon.wait_ready()
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.settimeout(10)
+        client.connect(("127.0.0.1", daemon.port))
+        client.sendall(b"GET /stream/mid.wav HTTP/1.1\r\nHost: streamsrv.test\r\nConnection: close\r\n\r\n")
+        received = bytearray(client.recv(64 * 1024))
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        while chunk := client.recv(256 * 1024):
+            received += chunk
+        _, _, body = bytes(received).partition(b"\r\n\r\n")
+        self.assertEqual(body, data)
+        code = daemon.wait(EXIT_TIMEOUT_S)
+        self.assertLess(time.monotonic() - started, 10.0)
+        self.assert_clean_exit(daemon, code)
+
+
+class DaemonConfigTests(DaemonTestCase):
+    """Start-up refuses bad configuration, and needs none at all in development."""
+
+    def test_invalid_configuration(self) -> None:
+        """STREAMSRV_WORKERS=abc exits 1 naming the variable, without ever trying to bind the port."""
+        media = self.media_dir()
+        # Hold the port: had the daemon tried to listen, it would say so.
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        daemon = self.start(["--media-dir", str(media)], {"STREAMSRV_WORKERS": "abc"}, port=port)
+        code = daemon.wait(READY_TIMEOUT_S)
+        output = daemon.output()
+        self.assertEqual(code, 1, output)
+        self.assertIn("STREAMSRV_WORKERS", daemon.stderr())
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("Couldn't listen", output)
+        self.assertNotIn("starting on", output)
+
+    def test_demo_library(self) -> None:
+        """With no --media-dir a demo library is generated in the data dir and served."""
+        daemon = self.start([])
+        daemon.wait_ready(DEMO_READY_TIMEOUT_S)
+        demo = self.data / "demo"
+        tracks = sorted(
+            p for p in demo.rglob("*") if p.is_file() and not p.name.startswith(".") and audio_format_for(p)
+        )
+        self.assertTrue(tracks, daemon.output())
+        track = tracks[0]
+        data = track.read_bytes()
+        url = "/stream/" + quote(track.relative_to(demo).as_posix())
+        response, body = daemon.request("GET", url, {"Range": "bytes=0-99"})
+        self.assertEqual(response.status, 206, body)
+        self.assertEqual(body, data[:100])
+        response, body = daemon.request("GET", url)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(body, data)
+        self.assertIn("demo library", daemon.output())
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assert_clean_exit(daemon, daemon.wait(EXIT_TIMEOUT_S))

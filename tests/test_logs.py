@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.test_logs -*-
+"""The daemon's log observers: JSON lines, text, level filtering, no credentials."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.python import log as legacy_log
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from streamsrv.logs import event_as_json_line, make_log_observer
+
+#: A fixed event time: 2024-01-02T03:04:05.250Z.
+T0 = 1704164645.25
+
+
+def _event(fmt: str, level: LogLevel = LogLevel.info, **fields: Any) -> dict[str, Any]:
+    """A twisted.logger event as a Logger would emit it."""
+    event: dict[str, Any] = {
+        "log_format": fmt,
+        "log_level": level,
+        "log_namespace": "streamsrv.test",
+        "log_time": T0,
+        "log_source": None,
+    }
+    event.update(fields)
+    return event
+
+
+def _emit(observer: Any) -> Logger:
+    """A Logger in namespace ``streamsrv.test`` whose events reach *observer* only."""
+    publisher = LogPublisher(observer)
+    return Logger(namespace="streamsrv.test", observer=publisher)
+
+
+class JsonLineTests(unittest.SynchronousTestCase):
+    """event_as_json_line renders one event as one JSON object on one line."""
+
+    def test_shape(self) -> None:
+        """The line is a JSON object with ts, level, ns, msg and the event's fields."""
+        line = event_as_json_line(_event("stream {path} ended after {sent} bytes", path="a b.mp3", sent=12))
+        self.assertTrue(line.endswith("\n"))
+        self.assertEqual(line.count("\n"), 1)
+        record = json.loads(line)
+        self.assertEqual(record["ts"], "2024-01-02T03:04:05.250Z")
+        self.assertEqual(record["level"], "info")
+        self.assertEqual(record["ns"], "streamsrv.test")
+        self.assertEqual(record["msg"], "stream a b.mp3 ended after 12 bytes")
+        self.assertEqual(record["path"], "a b.mp3")
+        self.assertEqual(record["sent"], 12)
+
+    def test_internal_fields_left_out(self) -> None:
+        """twisted.logger's own ``log_*`` keys are not copied into the record."""
+        record = json.loads(event_as_json_line(_event("hello")))
+        self.assertEqual(sorted(record), ["level", "msg", "ns", "ts"])
+
+    def test_newlines_stay_inside_one_line(self) -> None:
+        """A message or field with newlines still gives exactly one line."""
+        line = event_as_json_line(_event("a\nb {x}", x="c\nd"))
+        self.assertEqual(line.count("\n"), 1)
+        record = json.loads(line)
+        self.assertEqual(record["msg"], "a\nb c\nd")
+        self.assertEqual(record["x"], "c\nd")
+
+    def test_levels(self) -> None:
+        """Every twisted.logger level is written by its name."""
+        for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical):
+            record = json.loads(event_as_json_line(_event("x", level=level)))
+            self.assertEqual(record["level"], level.name)
+
+    def test_values_made_json(self) -> None:
+        """Non-JSON values (bytes, objects, tuples, dicts) become JSON-friendly ones."""
+        record = json.loads(
+            event_as_json_line(_event("x", raw=b"abc", obj=object(), pair=(1, "b"), nested={1: [b"z"]}))
+        )
+        self.assertEqual(record["raw"], "abc")
+        self.assertTrue(record["obj"].startswith("<object object"))
+        self.assertEqual(record["pair"], [1, "b"])
+        self.assertEqual(record["nested"], {"1": ["z"]})
+
+    def test_credentials_never_written(self) -> None:
+        """Fields named like credentials are left out, and out of the message too."""
+        secrets = {
+            "token": "s3cret-token",
+            "access_token": "s3cret-access",
+            "refresh_token": "s3cret-refresh",
+            "authorization": "Bearer s3cret-auth",
+            "Authorization": "Bearer s3cret-AUTH",
+            "sig": "s3cret-sig",
+            "secret": "s3cret-secret",
+            "password": "s3cret-password",
+            "metrics_token": "s3cret-metrics",
+        }
+        fmt = " ".join("{" + name + "}" for name in secrets)
+        line = event_as_json_line(_event("got " + fmt, user="alice", **secrets))
+        for value in secrets.values():
+            self.assertNotIn(value, line)
+        record = json.loads(line)
+        for name in secrets:
+            self.assertNotIn(name, record)
+        self.assertEqual(record["user"], "alice")
+
+    def test_nested_credentials_never_written(self) -> None:
+        """A credential inside a dict field (headers, query) is not written either."""
+        line = event_as_json_line(
+            _event("x", headers={"authorization": "Bearer s3cret", "accept": "*/*"})
+        )
+        self.assertNotIn("s3cret", line)
+        self.assertEqual(json.loads(line)["headers"]["accept"], "*/*")
+
+    def test_failure_has_traceback(self) -> None:
+        """An event with a failure carries its traceback in ``failure``."""
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            failure = Failure()
+        record = json.loads(event_as_json_line(_event("oops", level=LogLevel.critical, log_failure=failure)))
+        self.assertIn("Traceback", record["failure"])
+        self.assertIn("ZeroDivisionError", record["failure"])
+        self.assertEqual(record["msg"], "oops")
+
+    def test_legacy_event(self) -> None:
+        """An event from twisted.python.log is one clean line, without its legacy duplicates."""
+        out = io.StringIO()
+        observer = make_log_observer("json", "info", out)
+        legacy = legacy_log.LogPublisher(publishPublisher=LogPublisher(observer))
+        legacy.msg("(TCP Port 8080 Closed)", system="-")
+        record = json.loads(out.getvalue())
+        self.assertEqual(record["msg"], "(TCP Port 8080 Closed)")
+        self.assertEqual(record["ns"], "log_legacy")
+        self.assertEqual(record["level"], "info")
+        for key in ("message", "isError", "time", "system"):
+            self.assertNotIn(key, record)
+
+    def test_missing_level_and_namespace(self) -> None:
+        """An event without level or namespace (legacy log.msg) still renders."""
+        record = json.loads(event_as_json_line({"log_format": "legacy", "log_time": T0}))
+        self.assertEqual(record["level"], "info")
+        self.assertEqual(record["ns"], "-")
+        self.assertEqual(record["msg"], "legacy")
+
+
+class LogObserverTests(unittest.SynchronousTestCase):
+    """make_log_observer: the observer offered to twistd."""
+
+    def test_json_lines(self) -> None:
+        """In JSON format every event at or above the level is one parseable line."""
+        out = io.StringIO()
+        log = _emit(make_log_observer("json", "info", out))
+        log.info("one {n}", n=1)
+        log.warn("two {n}", n=2)
+        records = [json.loads(line) for line in out.getvalue().splitlines()]
+        self.assertEqual(
+            [(r["msg"], r["level"], r["n"]) for r in records], [("one 1", "info", 1), ("two 2", "warn", 2)]
+        )
+
+    def test_filters_below_level(self) -> None:
+        """Events below the configured level are dropped; those at or above kept."""
+        out = io.StringIO()
+        log = _emit(make_log_observer("json", "warn", out))
+        log.debug("debug")
+        log.info("info")
+        log.warn("warn")
+        log.error("error")
+        log.critical("critical")
+        self.assertEqual(
+            [json.loads(line)["msg"] for line in out.getvalue().splitlines()], ["warn", "error", "critical"]
+        )
+
+    def test_debug_keeps_everything(self) -> None:
+        """At level debug nothing is filtered."""
+        out = io.StringIO()
+        log = _emit(make_log_observer("json", "debug", out))
+        log.debug("d")
+        log.info("i")
+        self.assertEqual(len(out.getvalue().splitlines()), 2)
+
+    def test_text_format(self) -> None:
+        """In text format events are twistd's classic lines with namespace and level."""
+        out = io.StringIO()
+        log = _emit(make_log_observer("text", "info", out))
+        log.debug("hidden")
+        log.info("stream {path} started", path="a.mp3")
+        text = out.getvalue()
+        self.assertNotIn("hidden", text)
+        self.assertEqual(len(text.splitlines()), 1)
+        self.assertIn("[streamsrv.test#info] stream a.mp3 started", text)
+        self.assertRaises(ValueError, json.loads, text)
+
+    def test_text_format_hides_credentials(self) -> None:
+        """Text lines do not show a credential even when the message names it."""
+        out = io.StringIO()
+        log = _emit(make_log_observer("text", "info", out))
+        log.info("auth with {token}", token="s3cret-token")
+        self.assertNotIn("s3cret-token", out.getvalue())
+        self.assertIn("auth with", out.getvalue())
+
+    def test_text_failure_has_traceback(self) -> None:
+        """A logged failure shows its traceback in text format too."""
+        out = io.StringIO()
+        log = _emit(make_log_observer("text", "info", out))
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            log.failure("it broke")
+        self.assertIn("it broke", out.getvalue())
+        self.assertIn("ZeroDivisionError", out.getvalue())
