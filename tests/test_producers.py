@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from streamsrv.streaming.producers import CHUNK_SIZE, FileBodyProducer
@@ -60,6 +62,13 @@ class ChannelBackpressureTests(unittest.TestCase):
         self.transport = FillingTransport(limit=CHUNK_SIZE)
         self.protocol = self.built.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
         self.protocol.makeConnection(self.transport)
+        self.addCleanup(self.disconnect)
+
+    def disconnect(self) -> None:
+        """Drop the connection so no stream (or its file) outlives the test."""
+        if not self.transport.disconnected:
+            self.transport.disconnected = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
 
     def request(self, raw: bytes) -> None:
         self.protocol.dataReceived(raw)
@@ -92,9 +101,7 @@ class ChannelBackpressureTests(unittest.TestCase):
         """A lost connection stops the producer and releases the stream."""
         self.request(b"GET /stream/big.flac HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(self.built.tracker.open_count, 1)
-        from twisted.internet.error import ConnectionLost
-        from twisted.python.failure import Failure
-
+        self.transport.disconnected = True
         self.protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(self.built.tracker.open_count, 0)
         text = self.built.metrics.render().decode()

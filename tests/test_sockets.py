@@ -30,15 +30,16 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
 
 
-def media_fds() -> list[str]:
-    """Open descriptors that point at a test media file."""
+def media_fds(root: Path) -> list[str]:
+    """Open descriptors that point at a file below *root*."""
+    prefix = os.path.realpath(root) + os.sep
     found = []
     for fd in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if target.endswith(".flac"):
+        if target.startswith(prefix):
             found.append(target)
     return found
 
@@ -116,7 +117,7 @@ class RealSocketTests(unittest.TestCase):
         client.transport.abortConnection()
         await self.wait_for(lambda: self.built.tracker.open_count == 0)
         await self.wait_for(lambda: open_fds() <= fds_before)
-        self.assertEqual(media_fds(), [])
+        self.assertEqual(media_fds(self.root), [])
 
     async def test_stalled_reader_producer(self) -> None:
         """Portable producer: a stalled reader leaves at most two chunks buffered, then is cleaned up."""
@@ -198,4 +199,4 @@ class RealSocketTests(unittest.TestCase):
         ok = await self.fetch(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertTrue(ok.startswith(b"HTTP/1.1 200"))
         await self.wait_for(lambda: open_fds() <= fds_before)
-        self.assertEqual(media_fds(), [])
+        self.assertEqual(media_fds(self.root), [])
