@@ -2,15 +2,16 @@
 
 ``twisted.plugins`` is listed as a package so that a regular install puts
 ``twisted/plugins/streamsrv_plugin.py`` where twistd's plugin scan looks.  An
-editable (PEP 660) install cannot do that by itself, so ``streamsrv.pth`` —
-written into the wheel's root by :class:`BuildPyWithPth` only for editable
-builds — adds the checkout to ``sys.path`` and the scan finds the plugin there.
+editable (PEP 660) install cannot do that by itself, so
+:class:`EditableWheelWithPlugins` adds a ``.pth`` naming the checkout, and
+the scan finds the plugin there.
 """
 
 from pathlib import Path
+from typing import Any
 
 from setuptools import setup
-from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
 
 HERE = Path(__file__).parent
 
@@ -22,18 +23,33 @@ def _version() -> str:
     raise RuntimeError("no __version__ in streamsrv/__init__.py")
 
 
-class BuildPyWithPth(build_py):
-    """For editable installs, also ship a ``.pth`` pointing at the checkout.
+class EditableWheelWithPlugins(editable_wheel):
+    """Editable installs also ship ``streamsrv-plugins.pth`` naming the checkout.
 
     twistd finds plugins by scanning ``<sys.path entry>/twisted/plugins``;
-    setuptools' editable finder maps ``streamsrv`` but not that directory.
+    setuptools' editable finder maps ``streamsrv`` but puts no directory on
+    ``sys.path``, so without this twistd would not see the plugin.  Wraps the
+    strategy setuptools picks (a private hook: if it disappears, use
+    ``pip install -e . --config-settings editable_mode=compat``).
     """
 
-    def run(self) -> None:
-        super().run()
-        if getattr(self, "editable_mode", False):
-            target = Path(self.build_lib) / "streamsrv-plugins.pth"
-            target.write_text(str(HERE.resolve()) + "\n")
+    def _select_strategy(self, name: str, tag: str, build_lib: str) -> Any:
+        inner = super()._select_strategy(name, tag, build_lib)
+        root = str(HERE.resolve())
+
+        class WithPluginPath:
+            def __enter__(self) -> "WithPluginPath":
+                inner.__enter__()
+                return self
+
+            def __exit__(self, *exc: object) -> Any:
+                return inner.__exit__(*exc)
+
+            def __call__(self, wheel: Any, files: Any, mapping: Any) -> None:
+                inner(wheel, files, mapping)
+                wheel.writestr("streamsrv-plugins.pth", root + "\n")
+
+        return WithPluginPath()
 
 
 setup(
@@ -54,7 +70,7 @@ setup(
         "twisted.plugins",
     ],
     package_data={"streamsrv": ["py.typed"]},
-    cmdclass={"build_py": BuildPyWithPth},
+    cmdclass={"editable_wheel": EditableWheelWithPlugins},
     install_requires=[
         "twisted[tls]>=24.10",
         "klein>=24.8",
