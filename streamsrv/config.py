@@ -107,10 +107,14 @@ EXAMPLE_SECRETS: frozenset[str] = frozenset(
         "example-url-signing-key-current-0123456789abcdef",
         "example-url-signing-key-previous-0123456789abcdef",
         "example-metrics-token-change-me-0123456789abcdef",
+        # The binary key of the signed-URL test vectors (docs/api/authentication.md).
+        "base64:4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=",
     }
 )
 
-_EXAMPLE_SECRET_BYTES = frozenset(secret.encode("utf-8") for secret in EXAMPLE_SECRETS)
+_EXAMPLE_SECRET_BYTES = frozenset(secret.encode("utf-8") for secret in EXAMPLE_SECRETS) | frozenset(
+    base64.b64decode(secret[len("base64:") :]) for secret in EXAMPLE_SECRETS if secret.startswith("base64:")
+)
 
 #: Twisted endpoint types ``STREAMSRV_LISTEN`` may use.
 ENDPOINT_TYPES: tuple[str, ...] = ("tcp", "tcp6", "ssl", "unix", "systemd")
