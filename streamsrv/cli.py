@@ -4,9 +4,10 @@
 One argparse sub-command per task, each a plain function taking the parsed
 arguments and a :class:`Console` (environment and output streams) and returning
 the exit status, so that tests call :func:`main` with an injected environment
-and captured output.  Today there is ``streamsrv config check``; ``sign-url``,
-``mint-token``, ``scan`` and ``waveform`` join it as their modules land, each
-added by its own ``_add_…_command`` function in :func:`build_parser`.
+and captured output.  Today there are ``streamsrv config check`` and
+``streamsrv sign-url``; ``mint-token``, ``scan`` and ``waveform`` join them as
+their modules land, each added by its own ``_add_…_command`` function in
+:func:`build_parser`.
 
 This command must never start the reactor or bind a port, and must never print
 a secret: configuration is shown only through :func:`streamsrv.config.redacted`.
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import TextIO
 from streamsrv import __version__
 from streamsrv.config import ConfigError, config_warnings, load_settings, redacted
 
-__all__ = ["Console", "build_parser", "config_check", "console_main", "main"]
+__all__ = ["Console", "build_parser", "config_check", "console_main", "main", "sign_url"]
 
 #: Exit status: success.
 EXIT_OK = 0
@@ -72,7 +74,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(help_parser=parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_config_command(commands)
+    _add_sign_url_command(commands)
     return parser
+
+
+def _add_sign_url_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``streamsrv sign-url``: its own parser lives in :mod:`streamsrv.auth.signing`."""
+    sign = commands.add_parser(
+        "sign-url",
+        help="print a signed URL for a track, HLS playlist or media API path",
+        add_help=False,
+        prefix_chars="\0",  # hand every argument, options included, to sign_cli
+    )
+    sign.add_argument("rest", nargs=argparse.REMAINDER)
+    sign.set_defaults(command=sign_url)
+
+
+def sign_url(args: argparse.Namespace, console: Console) -> int:
+    """
+    Sign a URL with the configured ``STREAMSRV_URL_SIGNING_KEYS``.
+
+    :param args: ``rest`` holds the arguments for :func:`streamsrv.auth.signing.sign_cli`.
+    :param console: Environment and output streams.
+    :return: The exit status.
+    """
+    from streamsrv.auth.signing import sign_cli, signing_keys
+
+    try:
+        settings = load_settings(environ=console.environ)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"streamsrv: {problem}", file=console.stderr)
+        return EXIT_INVALID
+    return sign_cli(
+        args.rest,
+        keys=signing_keys(settings.url_signing_keys),
+        max_ttl_s=settings.url_max_ttl_s,
+        now=time.time(),
+        out=console.stdout,
+        err=console.stderr,
+    )
 
 
 def _add_config_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -316,3 +316,44 @@ class UsageTests(unittest.SynchronousTestCase):
         self.assertEqual(document["settings"]["STREAMSRV_JWT_SECRET"], REDACTED)
         self.assertNotIn(JWT_SECRET, completed.stdout + completed.stderr)
         self.assertFalse(list(workdir.iterdir()), "config check must not create files")
+
+
+class SignUrlCommandTests(unittest.SynchronousTestCase):
+    """``streamsrv sign-url`` through the CLI, with keys from the environment."""
+
+    KEYS = "new:a-new-signing-secret-that-is-long-enough-1234,old:the-old-signing-secret-long-enough-5678"
+
+    def test_signs_with_current_key(self) -> None:
+        """The URL is signed with the first key and verifies with the signing module."""
+        from urllib.parse import urlsplit
+
+        from streamsrv.auth.signing import parse_query_pairs, signing_keys, verify
+
+        result = run(
+            ["sign-url", "jazz/So What.mp3", "--expires-in", "3600", "--bind", "format=mp3"],
+            {"STREAMSRV_URL_SIGNING_KEYS": self.KEYS},
+        )
+        self.assertEqual(result.status, 0, result.stderr)
+        url = urlsplit(result.stdout.strip())
+        self.assertEqual(url.path, "/stream/jazz/So%20What.mp3")
+        pairs = parse_query_pairs(url.query.encode())
+        self.assertIn(("kid", "new"), pairs)
+        settings = load_settings(environ={"STREAMSRV_URL_SIGNING_KEYS": self.KEYS})
+        bound = verify(
+            "/stream/jazz/So What.mp3", pairs, keys=signing_keys(settings.url_signing_keys),
+            now=__import__("time").time(), max_ttl_s=3600,
+        )
+        self.assertEqual(bound, {"format": "mp3"})
+        self.assertNotIn("a-new-signing-secret", result.stdout + result.stderr)
+
+    def test_without_keys(self) -> None:
+        """Without STREAMSRV_URL_SIGNING_KEYS the command says so and exits 1."""
+        result = run(["sign-url", "a.mp3"], {})
+        self.assertEqual(result.status, 1)
+        self.assertIn("STREAMSRV_URL_SIGNING_KEYS", result.stderr)
+
+    def test_invalid_config(self) -> None:
+        """An invalid configuration is reported by variable name, exit 1."""
+        result = run(["sign-url", "a.mp3"], {"STREAMSRV_URL_SIGNING_KEYS": "no-colon"})
+        self.assertEqual(result.status, 1)
+        self.assertIn("STREAMSRV_URL_SIGNING_KEYS", result.stderr)
