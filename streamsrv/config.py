@@ -91,6 +91,9 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_WS_MAX_FRAME",
     "STREAMSRV_MAX_RANGES",
     "STREAMSRV_SENDFILE",
+    "STREAMSRV_ROLES_FILE",
+    "STREAMSRV_CACHE_MAX_BYTES",
+    "STREAMSRV_MAX_BODY_BYTES",
 )
 
 #: The placeholder that stands for a secret in :func:`redacted` output.
@@ -218,6 +221,9 @@ class Settings:
     ws_max_frame: int
     max_ranges: int
     sendfile: bool
+    roles_file: Path | None
+    cache_max_bytes: int
+    max_body_bytes: int
     env_file: Path | None
 
     @property
@@ -356,6 +362,9 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         ws_max_frame=read.whole("STREAMSRV_WS_MAX_FRAME", 65536, minimum=1),
         max_ranges=read.whole("STREAMSRV_MAX_RANGES", 16, minimum=1),
         sendfile=read.boolean("STREAMSRV_SENDFILE", True),
+        roles_file=read.parse("STREAMSRV_ROLES_FILE", None, _parse_key_file),
+        cache_max_bytes=read.whole("STREAMSRV_CACHE_MAX_BYTES", 2 * 1024**3, minimum=0),
+        max_body_bytes=read.whole("STREAMSRV_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
         env_file=env_file,
     )
 
@@ -1194,6 +1203,9 @@ def redacted(settings: Settings) -> dict[str, object]:
         "STREAMSRV_WS_MAX_FRAME": settings.ws_max_frame,
         "STREAMSRV_MAX_RANGES": settings.max_ranges,
         "STREAMSRV_SENDFILE": settings.sendfile,
+        "STREAMSRV_ROLES_FILE": _path(settings.roles_file),
+        "STREAMSRV_CACHE_MAX_BYTES": settings.cache_max_bytes,
+        "STREAMSRV_MAX_BODY_BYTES": settings.max_body_bytes,
     }
 
 

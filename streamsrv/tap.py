@@ -10,6 +10,7 @@ configuration ends the process with status 1 before any port is bound.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +23,15 @@ from twisted.python import usage
 
 from streamsrv import __version__
 from streamsrv.audio.demo import ensure_demo_library
+from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.probe import DurationCache
+from streamsrv.auth.devcredentials import DEV_KID, DevCredentials, ensure_dev_credentials
+from streamsrv.auth.guard import Guard
+from streamsrv.auth.jwks import JwksCache
+from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
+from streamsrv.auth.principal import anonymous_principal
+from streamsrv.auth.roles import load_roles
+from streamsrv.auth.signing import SigningKey, sign_url, signing_keys
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.health.checks import (
     OK,
@@ -34,6 +43,9 @@ from streamsrv.health.checks import (
 )
 from streamsrv.health.metrics import Metrics
 from streamsrv.logs import make_log_observer
+from streamsrv.middleware.cors import CorsPolicy
+from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, RedisRateLimiter
+from streamsrv.redisconn import RedisService
 from streamsrv.service import RootService
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
@@ -101,6 +113,17 @@ class _Readiness(Service):
         super().stopService()
 
 
+class _OnStop(Service):
+    """Run a clean-up callable when the daemon stops."""
+
+    def __init__(self, callback: Any) -> None:
+        self._callback = callback
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._callback()
+
+
 def _load(config: Options) -> Settings:
     try:
         return load_settings(config.cli_values(), env_file=config["env-file"])
@@ -132,14 +155,101 @@ def _media_root(settings: Settings) -> Path:
         return settings.media_dir
     demo = settings.data_dir / "demo"
     tracks = ensure_demo_library(demo)
-    base = settings.listen[0] if settings.listen else ""
-    port = next((part for part in base.split(":")[1:2] if part.isdigit()), "8080")
+    base = _base_url(settings)
     log.info("serving the generated demo library ({count} tracks); try:", count=len(tracks))
     for track in tracks[:3]:
         rel = track.relative_to(demo).as_posix()
-        log.info("  curl -r 1000-1999 -o /dev/null -D - http://127.0.0.1:{port}/stream/{url}",
-                 port=port, url=quote(rel))
+        log.info("  curl -r 1000-1999 -o /dev/null -D - {base}/stream/{url}", base=base, url=quote(rel))
     return demo
+
+
+@dataclass(frozen=True)
+class _Auth:
+    guard: Guard
+    verifier: JwtVerifier
+    issuer: TokenIssuer
+    url_keys: tuple[SigningKey, ...]
+    roles: dict[str, frozenset[str]]
+    dev: DevCredentials | None
+
+
+def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: Metrics) -> _Auth:
+    """Credentials (configured, or generated for development), limits and the guard."""
+    try:
+        roles = load_roles(settings.roles_file)
+    except ValueError as e:
+        print(f"streamsrv: STREAMSRV_ROLES_FILE: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    jwt_secret = settings.jwt_secret
+    url_keys = signing_keys(settings.url_signing_keys)
+    no_jwt = jwt_secret is None and settings.jwt_public_key_file is None and settings.jwt_jwks_url is None
+    dev = None
+    if settings.env == "development" and no_jwt and not url_keys:
+        dev = ensure_dev_credentials(settings.data_dir)
+        jwt_secret = dev.jwt_secret
+        url_keys = (SigningKey(DEV_KID, dev.url_key),)
+    private_pem = settings.jwt_private_key_file.read_bytes() if settings.jwt_private_key_file else None
+    issuer = TokenIssuer(
+        secret=jwt_secret, private_key_pem=private_pem, issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience, clock=reactor,
+    )
+    public_pem = settings.jwt_public_key_file.read_bytes() if settings.jwt_public_key_file else None
+    if public_pem is None and private_pem is not None:
+        public_pem = issuer.public_key_pem
+    jwks = None
+    if settings.jwt_jwks_url is not None:
+        jwks = JwksCache(
+            settings.jwt_jwks_url, clock=reactor,
+            metrics_hook=lambda event: metrics.security_events.labels(f"jwks_{event}").inc(),
+        )
+    verifier = JwtVerifier(
+        secret=jwt_secret, public_key_pem=public_pem, jwks=jwks, issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience, leeway_s=settings.jwt_leeway_s, clock=reactor, roles=roles,
+    )
+    local = MemoryRateLimiter(reactor)
+    limiter: Any = local
+    if settings.redis_url is not None:
+        redis = RedisService(settings.redis_url, reactor)
+        redis.setServiceParent(root_service)
+        redis_limiter = RedisRateLimiter(
+            redis.connection, reactor, local, on_state_change=metrics.ratelimit_backend.state
+        )
+        metrics.ratelimit_backend.state("redis")
+        _OnStop(redis_limiter.close).setServiceParent(root_service)
+        limiter = redis_limiter
+    guard = Guard(
+        verifier=verifier,
+        url_keys=url_keys,
+        url_max_ttl_s=settings.url_max_ttl_s,
+        revocations=None,
+        limiter=limiter,
+        policies=Policies.from_settings(settings),
+        anonymous=anonymous_principal(roles) if settings.allow_anonymous else None,
+        clock=reactor,
+    )
+    return _Auth(guard, verifier, issuer, url_keys, roles, dev)
+
+
+def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path, reactor: Any) -> None:
+    """Print a ready token and signed URL for trying a development server."""
+    if auth.dev is None:
+        return
+    base = _base_url(settings)
+    token = auth.issuer.issue(sub="dev-admin", roles=["admin"], ttl_s=7 * 24 * 3600)
+    log.info("development credentials (generated, kept in the data dir):")
+    log.info("  curl -H 'Authorization: Bearer {token}' {base}/health/detailed", token=token, base=base)
+    track = next((p for p in sorted(media_root.rglob("*")) if audio_format_for(p) is not None), None)
+    if track is not None:
+        path = "/stream/" + track.relative_to(media_root).as_posix()
+        url = sign_url(base, path, keys=auth.url_keys, expires=int(reactor.seconds()) + 24 * 3600)
+        log.info("  signed URL, valid 24 h: {url}", url=url)
+
+
+def _base_url(settings: Settings) -> str:
+    first = settings.listen[0] if settings.listen else "tcp:8080"
+    port = next((part for part in first.split(":")[1:2] if part.isdigit()), "8080")
+    scheme = "https" if first.startswith("ssl:") else "http"
+    return f"{scheme}://127.0.0.1:{port}"
 
 
 def makeService(config: Options, reactor: Any = None) -> RootService:
@@ -160,6 +270,8 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     media_root = _media_root(settings)
 
     metrics = Metrics()
+    auth = _auth(settings, reactor, root_service, metrics)
+    _announce_dev_credentials(auth, settings, media_root, reactor)
     tracker = StreamTracker(reactor, settings.shutdown_grace_s, metrics)
     tracker.setServiceParent(root_service)
     lag = ReactorLagMonitor(reactor)
@@ -180,6 +292,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     )
     stream = StreamResource(
         media_root,
+        guard=auth.guard,
         tracker=tracker,
         metrics=metrics,
         clock=reactor,
@@ -192,6 +305,9 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         metrics=metrics,
         clock=reactor,
         hsts=settings.is_production,
+        cors=CorsPolicy(settings.cors_origins),
+        max_body_bytes=settings.max_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
     )
     for description in settings.listen:
         listener = StreamServerEndpointService(serverFromString(reactor, description), site)

@@ -15,8 +15,12 @@ from treq.testing import StubTreq
 from twisted.internet.testing import MemoryReactorClock
 
 from streamsrv.audio.probe import DurationCache
+from streamsrv.auth.guard import Guard
+from streamsrv.auth.principal import anonymous_principal
+from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.health.checks import HealthChecks, media_root_check
 from streamsrv.health.metrics import Metrics
+from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.web.api import ApiApp
@@ -34,6 +38,7 @@ class BuiltSite:
     api: ApiApp
     checks: HealthChecks
     clock: Any
+    guard: Guard
 
 
 def build_site(
@@ -45,9 +50,13 @@ def build_site(
     development: bool = True,
     metrics_token: str | None = None,
     grace_s: float = 10.0,
+    guard: Guard | None = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default)."""
     clock = clock if clock is not None else MemoryReactorClock()
+    if guard is None:
+        guard = Guard(verifier=None, url_keys=(), url_max_ttl_s=604800, revocations=None, limiter=None,
+                      policies=DEFAULT_POLICIES, anonymous=anonymous_principal(DEFAULT_ROLES), clock=clock)
     metrics = Metrics(process=False)
     tracker = StreamTracker(clock, grace_s, metrics)
     tracker.startService()
@@ -56,12 +65,12 @@ def build_site(
     api = ApiApp(metrics=metrics, checks=checks, clock=clock, detailed_open=development,
                  metrics_token=metrics_token)
     api.ready = True
-    stream = StreamResource(media_root, tracker=tracker, metrics=metrics, clock=clock,
+    stream = StreamResource(media_root, guard=guard, tracker=tracker, metrics=metrics, clock=clock,
                             durations=DurationCache(), max_ranges=max_ranges,
                             use_sendfile=use_sendfile)
     site = StreamsrvSite(RootResource(api.app.resource(), {b"stream": stream}),
                          metrics=metrics, clock=clock)
-    return BuiltSite(site, metrics, tracker, api, checks, clock)
+    return BuiltSite(site, metrics, tracker, api, checks, clock, guard)
 
 
 def stub_for(built: BuiltSite) -> StubTreq:

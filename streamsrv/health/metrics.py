@@ -12,6 +12,7 @@ from __future__ import annotations
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Enum,
     Gauge,
     Histogram,
     Info,
@@ -96,6 +97,18 @@ class Metrics:
             "streamsrv_security_events",
             "Security events by kind",
             ["kind"],
+            registry=r,
+        )
+        self.ratelimit_backend = Enum(
+            "streamsrv_ratelimit_backend",
+            "Where rate-limit buckets live now: redis, or local while Redis is unreachable",
+            states=["local", "redis"],
+            registry=r,
+        )
+        self.file_access = Counter(
+            "streamsrv_file_access",
+            "Audited media accesses by outcome (complete, partial, aborted, refused)",
+            ["outcome"],
             registry=r,
         )
 

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import server
 from twisted.web.resource import Resource
 
 from streamsrv.audio.formats import AudioFormat, audio_format_for
 from streamsrv.audio.probe import DurationCache
+from streamsrv.auth.guard import Guard
+from streamsrv.auth.signing import max_age_for
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.headers import mark_media
@@ -54,10 +57,12 @@ from streamsrv.streaming.ranges import (
 )
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.web.errors import ApiError, render_error
+from streamsrv.web.site import finish_response
 
 #: Cache policy for original files: private (media is usually behind
 #: credentials), revalidated with the strong ETag after an hour.
-CACHE_CONTROL = b"private, max-age=3600"
+CACHE_MAX_AGE_S = 3600
+CACHE_CONTROL = b"private, max-age=%d" % CACHE_MAX_AGE_S
 
 
 def _header(request: Any, name: bytes) -> str | None:
@@ -69,6 +74,7 @@ class StreamResource(Resource):
     """Serve original files below *media_root* with ranges and validators.
 
     :param media_root: the library root (resolved here once).
+    :param guard: admission (credentials, revocation, rate limits, permission).
     :param tracker: open-stream bookkeeping and shutdown drain.
     :param durations: cache of probed durations for ``X-Content-Duration``.
     :param max_ranges: most ranges answered in one multipart response.
@@ -81,6 +87,7 @@ class StreamResource(Resource):
         self,
         media_root: Path,
         *,
+        guard: Guard,
         tracker: StreamTracker,
         metrics: Metrics,
         clock: IReactorTime,
@@ -90,6 +97,7 @@ class StreamResource(Resource):
     ) -> None:
         super().__init__()
         self._root = Path(os.path.realpath(media_root))
+        self._guard = guard
         self._tracker = tracker
         self._metrics = metrics
         self._clock = clock
@@ -97,17 +105,30 @@ class StreamResource(Resource):
         self._max_ranges = max_ranges
         self._use_sendfile = use_sendfile
 
-    def render_HEAD(self, request: Any) -> bytes | int:
+    def render_HEAD(self, request: Any) -> int:
         """Headers of what GET would answer, without a body."""
         return self.render_GET(request)
 
-    def render_GET(self, request: Any) -> bytes | int:
-        """Answer with the file, a range of it, or the fitting error."""
+    def render_GET(self, request: Any) -> int:
+        """Admit the request, then answer with the file, a range of it, or the fitting error."""
         request.route = "stream"
+        d = ensureDeferred(self._handle(request))
+        d.addErrback(request.processingFailed)
+        return server.NOT_DONE_YET
+
+    async def _handle(self, request: Any) -> None:
         try:
-            return self._serve(request)
+            admission = await self._guard.admit(request, permission="stream:read", signed=True)
+            if request.args.get(b"download") == [b"1"]:
+                self._guard.require(request, admission, "stream:download")
+            if b"format" in request.args or b"bitrate" in request.args:
+                raise ApiError("UNSUPPORTED_MEDIA", "Transcoding is not available in this build.")
+            body = self._serve(request)
         except ApiError as e:
-            return render_error(request, e)
+            body = render_error(request, e)
+        if body is not server.NOT_DONE_YET:
+            assert isinstance(body, bytes)
+            finish_response(request, body)
 
     def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
         prefix = b"/" + b"/".join(request.prepath) + b"/"
@@ -159,7 +180,7 @@ class StreamResource(Resource):
         request.setHeader(b"etag", etag.encode("ascii"))
         request.setHeader(b"last-modified", http_date(last_modified).encode("ascii"))
         request.setHeader(b"accept-ranges", b"bytes")
-        request.setHeader(b"cache-control", CACHE_CONTROL)
+        request.setHeader(b"cache-control", self._cache_control(request))
         mark_media(request)
 
         outcome = evaluate_preconditions(
@@ -180,7 +201,8 @@ class StreamResource(Resource):
         if duration is not None:
             request.setHeader(b"x-content-duration", b"%.3f" % duration)
         filename = track.rsplit("/", 1)[-1]
-        disposition = b"inline; filename*=UTF-8''" + quote(filename).encode("ascii")
+        kind = b"attachment" if request.args.get(b"download") == [b"1"] else b"inline"
+        disposition = kind + b"; filename*=UTF-8''" + quote(filename).encode("ascii")
         request.setHeader(b"content-disposition", disposition)
 
         ranges = self._ranges(request, size, etag, last_modified)
@@ -204,6 +226,14 @@ class StreamResource(Resource):
         request.setHeader(b"content-length", b"%d" % layout.content_length)
         segments = [(prefix, r.start, r.length) for prefix, r in layout.parts]
         return self._send(request, fileobj, segments, layout.trailer, layout.content_length)
+
+    def _cache_control(self, request: Any) -> bytes:
+        """Private caching, never past the expiry of the signed URL that admitted the request."""
+        expires = request.signed_expires
+        if expires is None:
+            return CACHE_CONTROL
+        max_age = min(CACHE_MAX_AGE_S, max_age_for(expires, self._clock.seconds()))
+        return b"private, max-age=%d" % max_age
 
     def _ranges(self, request: Any, size: int, etag: str, last_modified: int) -> list[ByteRange] | None:
         """The ranges to send, or ``None`` for the whole representation."""

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 from twisted.web.http import datetimeToString
 from twisted.web.resource import IResource
 
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.accesslog import log_access
+from streamsrv.middleware.clientaddr import client_address, forwarded_proto, parse_networks
+from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.headers import apply_security_headers
-from streamsrv.web.errors import ApiError, render_error
+from streamsrv.web.errors import DEFAULT_MESSAGES, ApiError, error_body, render_error
 
 log = Logger()
 
@@ -47,6 +50,8 @@ class StreamsrvRequest(server.Request):
 
     request_id: str = "-"
     route: str = "other"
+    #: ``expires`` of the signed URL that admitted this request, if any.
+    signed_expires: int | None = None
     user: str | None = None
     error_code: str | None = None
     #: Body bytes a sender wrote directly to the socket (sendfile), which
@@ -55,11 +60,33 @@ class StreamsrvRequest(server.Request):
     started_at: float = 0.0
     _ended: bool = False
 
+    _client_ip: str | None = None
+
     @property
-    def client_ip(self) -> str:
-        """The peer address (trusted-proxy handling replaces this later)."""
+    def peer_ip(self) -> str:
+        """The address of whoever opened the connection."""
         peer = self.getClientAddress()
         return getattr(peer, "host", "-") or "-"
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address: ``X-Forwarded-For`` is believed only from trusted proxies."""
+        if self._client_ip is None:
+            trusted = self.site.trusted_proxies
+            forwarded = self.requestHeaders.getRawHeaders("x-forwarded-for") if trusted else None
+            self._client_ip = client_address(self.peer_ip, forwarded, trusted)
+        return self._client_ip
+
+    def is_https(self) -> bool:
+        """TLS to us, or ``X-Forwarded-Proto: https`` from a trusted proxy."""
+        if self.isSecure():
+            return True
+        trusted = self.site.trusted_proxies
+        if not trusted:
+            return False
+        proto = self.getHeader(b"x-forwarded-proto")
+        value = proto.decode("latin-1") if proto is not None else None
+        return forwarded_proto(self.peer_ip, value, trusted) == "https"
 
     def process(self) -> None:
         """Route and render, after stamping id, headers and a finish hook."""
@@ -70,8 +97,15 @@ class StreamsrvRequest(server.Request):
         self.setHeader(b"server", SERVER_HEADER)
         self.setHeader(b"date", datetimeToString())
         self.setHeader(b"x-request-id", self.request_id.encode("ascii"))
-        apply_security_headers(self, hsts=site.hsts and self.isSecure())
+        apply_security_headers(self, hsts=site.hsts and self.is_https())
         self.notifyFinish().addBoth(self._ended_cb)
+        if site.cors.apply(self):
+            self.route = "preflight"
+            self.setResponseCode(204)
+            self.setHeader(b"content-length", b"0")
+            self.write(b"")
+            self.finish()
+            return
 
         self.prepath = []
         self.postpath = list(map(server.unquote, self.path[1:].split(b"/")))
@@ -87,6 +121,22 @@ class StreamsrvRequest(server.Request):
             self.render(resrc)
         except BaseException:
             self.processingFailed(Failure())
+
+    def gotLength(self, length: int | None) -> None:
+        """Refuse a declared body over the limit before reading any of it."""
+        self._body_received = 0
+        if length is not None and length > self.channel.site.max_body_bytes:
+            self.channel.refuse(413, "PAYLOAD_TOO_LARGE")
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Count body bytes (chunked bodies declare no length) against the limit."""
+        self._body_received += len(data)
+        if self._body_received > self.channel.site.max_body_bytes:
+            self.channel.refuse(413, "PAYLOAD_TOO_LARGE")
+            return
+        super().handleContentChunk(data)
 
     def render(self, resrc: IResource) -> None:
         """Render *resrc*, answering an unsupported method with JSON 405."""
@@ -161,6 +211,81 @@ class StreamsrvRequest(server.Request):
             )
 
 
+class StreamsrvChannel(http.HTTPChannel):
+    """Twisted's HTTP channel, answering oversized requests with 414/431/413 JSON.
+
+    Twisted closes the connection silently on a line longer than
+    ``MAX_LENGTH`` and answers a bare 400 to too many or too large headers;
+    these are the contract's ``URI_TOO_LONG`` and ``HEADERS_TOO_LARGE``.
+    """
+
+    _refused = False
+
+    def refuse(self, status: int, code: str) -> None:
+        """Answer *code* as JSON, close, and ignore whatever else arrives."""
+        if self._refused:
+            return
+        self._refused = True
+        request_id = secrets.token_hex(12)
+        body = error_body(code, DEFAULT_MESSAGES[code], request_id)
+        reason = http.RESPONSES.get(status, b"Error")
+        head = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\nX-Request-ID: %s\r\n\r\n"
+            % (status, reason, len(body), request_id.encode("ascii"))
+        )
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        self.transport.write(head + body)
+        self.transport.loseConnection()
+        metrics = getattr(self.site, "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(code).inc()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line (414) or header line (431) over the limit."""
+        if self._receivedHeaderSize == 0:
+            self.refuse(414, "URI_TOO_LONG")
+        else:
+            self.refuse(431, "HEADERS_TOO_LARGE")
+
+    def lineReceived(self, line: bytes) -> None:
+        """Refuse header blocks over ``totalHeadersSize`` with 431."""
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self.refuse(431, "HEADERS_TOO_LARGE")
+            return
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        """Refuse more than ``maxHeaders`` headers with 431."""
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self.refuse(431, "HEADERS_TOO_LARGE")
+            return False
+        return bool(super().headerReceived(line))
+
+
+def _channel_protocol(factory: Any) -> Any:
+    """The site's protocol factory: Twisted's wrapper around our channel."""
+    return http._GenericHTTPChannelProtocol(StreamsrvChannel())
+
+
+def finish_response(request: Any, body: bytes) -> None:
+    """Write *body* (none for HEAD) and finish, unless the client already left.
+
+    For resources that render asynchronously and so return ``NOT_DONE_YET``:
+    the same framing as :meth:`StreamsrvRequest.render` for a bytes body.
+    """
+    if request.finished or request._disconnected:
+        return
+    if request.method == b"HEAD":
+        if body:
+            request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(b"")
+    else:
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+    request.finish()
+
+
 class _OptionsStar(resource.Resource):
     """``OPTIONS *``: advertise the methods the server knows."""
 
@@ -177,6 +302,7 @@ class StreamsrvSite(server.Site):
 
     requestFactory = StreamsrvRequest
     displayTracebacks = False
+    protocol = _channel_protocol
 
     def __init__(
         self,
@@ -187,12 +313,18 @@ class StreamsrvSite(server.Site):
         hsts: bool = False,
         access_log: bool = True,
         timeout: float = 60.0,
+        cors: CorsPolicy | None = None,
+        max_body_bytes: int = 1024 * 1024,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         super().__init__(root, timeout=timeout, reactor=clock)
         self.metrics = metrics
         self.clock = clock
         self.hsts = hsts
         self.access_log = access_log
+        self.cors = cors if cors is not None else CorsPolicy(())
+        self.max_body_bytes = max_body_bytes
+        self.trusted_proxies = parse_networks(trusted_proxies)
         self.options_star = _OptionsStar()
 
     def log(self, request: server.Request) -> None:

@@ -1,0 +1,195 @@
+# -*- test-case-name: tests.test_guard -*-
+"""One admission path for every protected route: credentials, revocation, rate limits, permission.
+
+:meth:`Guard.admit` turns a request into a :class:`~streamsrv.auth.principal.Principal`
+or an :class:`~streamsrv.web.errors.ApiError`, in this order:
+
+1. **Credentials.**  A signed URL (the query carries ``sig`` or ``expires``)
+   on routes that accept them; else ``Authorization: Bearer``; else the
+   anonymous listener when ``STREAMSRV_ALLOW_ANONYMOUS`` is on; else 401.
+   A signed URL authorises exactly the request it names (the backend bound
+   every parameter into it), so its principal may do anything *to that
+   request*; it is never accepted on routes that do not take signed URLs.
+2. **Revocation** of JWTs (jti, family, subject), from the in-process
+   revocation snapshot: no I/O per request.
+3. **Rate limits**: the client address's bucket always, the user's when the
+   caller is known; stream starts and API calls draw from separate
+   policies.  A refused credential still draws from the address's bucket,
+   so guessing tokens is rate limited too.  ``RateLimit-*`` headers are set
+   on every guarded response.
+4. **Permission** of the route.
+
+Every refusal that may be hostile is a security event.  Nothing here logs or
+returns a credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
+
+from streamsrv.auth.jwt import JwtVerifier, bearer_token
+from streamsrv.auth.principal import AuthError, Principal
+from streamsrv.auth.signing import (
+    SignedUrlError,
+    SigningKey,
+    decode_signed_path,
+    parse_query_pairs,
+    verify,
+)
+from streamsrv.middleware.audit import security_event
+from streamsrv.middleware.ratelimit import (
+    Decision,
+    IRateLimiter,
+    Policies,
+    keys_for,
+    stream_start,
+)
+from streamsrv.web.errors import ApiError
+
+#: Query parameters that mark a request as carrying a signed URL.
+_SIGNED_MARKERS = (b"sig=", b"expires=")
+
+
+class RevocationChecker(Protocol):
+    """What the guard needs of the revocation cache."""
+
+    def is_revoked(self, principal: Principal) -> bool:
+        """Whether *principal*'s token has been revoked."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request let in: who, and (for signed URLs) until when and what was bound."""
+
+    principal: Principal
+    signed_expires: int | None = None
+    bound: dict[str, str] | None = None
+
+
+class Guard:
+    """Authenticate, rate-limit and authorise requests.
+
+    :param verifier: JWT verification, or ``None`` when no JWT is configured.
+    :param url_keys: signed-URL keys, current first (empty: signed URLs refused).
+    :param url_max_ttl_s: furthest ``expires`` accepted.
+    :param revocations: the revocation snapshot, or ``None``.
+    :param limiter: the rate limiter, or ``None`` for no limits.
+    :param policies: the four rate-limit policies.
+    :param anonymous: the principal for credential-less requests, or ``None``
+        when they must authenticate.
+    :param clock: time source for signed-URL expiry.
+    """
+
+    def __init__(
+        self,
+        *,
+        verifier: JwtVerifier | None,
+        url_keys: Sequence[SigningKey],
+        url_max_ttl_s: int,
+        revocations: RevocationChecker | None,
+        limiter: IRateLimiter | None,
+        policies: Policies,
+        anonymous: Principal | None,
+        clock: IReactorTime,
+    ) -> None:
+        self._verifier = verifier if verifier is not None and verifier.configured else None
+        self._url_keys = tuple(url_keys)
+        self._url_max_ttl_s = url_max_ttl_s
+        self._revocations = revocations
+        self._limiter = limiter
+        self._policies = policies
+        self._anonymous = anonymous
+        self._clock = clock
+
+    async def admit(
+        self,
+        request: Any,
+        *,
+        permission: str | None,
+        signed: bool = False,
+    ) -> Admission:
+        """Let *request* in or raise the fitting :class:`ApiError`.
+
+        :param permission: what the route needs (``None``: any principal).
+        :param signed: whether this route accepts signed URLs.
+        """
+        try:
+            admission = await self._authenticate(request, signed)
+        except (AuthError, SignedUrlError) as e:
+            security_event(request, e.code.lower(), reason=e.reason)
+            # A refused credential still costs the address a token.
+            await self._limit(request, None)
+            raise ApiError(e.code, e.message) from None
+        principal = admission.principal
+        request.user = principal.sub
+        await self._limit(request, principal)
+        if permission is not None and not principal.can(permission):
+            security_event(request, "forbidden", permission=permission, sub=principal.sub)
+            raise ApiError("FORBIDDEN")
+        return admission
+
+    def require(self, request: Any, admission: Admission, permission: str) -> None:
+        """Check one more permission for an admitted request (e.g. ``stream:hq``)."""
+        if not admission.principal.can(permission):
+            security_event(request, "forbidden", permission=permission, sub=admission.principal.sub)
+            raise ApiError("FORBIDDEN")
+
+    async def _authenticate(self, request: Any, signed: bool) -> Admission:
+        query = request.uri.partition(b"?")[2]
+        if signed and any(marker in query for marker in _SIGNED_MARKERS):
+            return self._signed(request, query)
+        token = bearer_token(request.getHeader(b"authorization"))
+        if token is not None:
+            if self._verifier is None:
+                raise AuthError("TOKEN_INVALID", reason="jwt_not_configured")
+            principal = await self._verifier.verify(token, typ="access")
+            if self._revocations is not None and self._revocations.is_revoked(principal):
+                raise AuthError("TOKEN_REVOKED", reason="revoked")
+            return Admission(principal)
+        if self._anonymous is not None:
+            return Admission(self._anonymous)
+        raise AuthError("UNAUTHENTICATED", reason="no_credentials")
+
+    def _signed(self, request: Any, query: bytes) -> Admission:
+        if not self._url_keys:
+            raise SignedUrlError("SIGNATURE_INVALID", "no_keys")
+        path = decode_signed_path(request.path)
+        pairs = parse_query_pairs(query)
+        bound = verify(
+            path,
+            pairs,
+            keys=self._url_keys,
+            now=self._clock.seconds(),
+            max_ttl_s=self._url_max_ttl_s,
+            client_ip=request.client_ip,
+        )
+        expires = int(dict(pairs)["expires"])
+        principal = Principal(
+            sub=bound.get("uid", "signed-url"),
+            roles=frozenset(),
+            permissions=frozenset({"*"}),
+            via="signed_url",
+            expires_at=float(expires),
+        )
+        request.signed_expires = expires
+        return Admission(principal, signed_expires=expires, bound=bound)
+
+    async def _limit(self, request: Any, principal: Principal | None) -> None:
+        if self._limiter is None:
+            return
+        sub = None
+        if principal is not None and principal.via != "anonymous":
+            sub = principal.sub if principal.via == "jwt" or principal.sub != "signed-url" else None
+        stream = stream_start(request.method, request.path, request.getHeader(b"range"))
+        keys = keys_for(client_ip=request.client_ip, sub=sub, stream=stream, policies=self._policies)
+        decision: Decision = await self._limiter.check(keys)
+        for name, value in decision.headers().items():
+            if name != "Retry-After" or not decision.allowed:
+                request.setHeader(name.encode("ascii"), value.encode("ascii"))
+        if not decision.allowed:
+            security_event(request, "rate_limited", stream=stream)
+            raise ApiError("RATE_LIMITED", headers={"Retry-After": str(decision.retry_after_s)})

@@ -1,0 +1,362 @@
+# -*- test-case-name: tests.test_guard -*-
+"""Admission on /stream through the real site: JWT, signed URLs, permissions,
+rate limits, CORS, trusted proxies, and the size limits of the HTTP layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from streamsrv.auth.guard import Guard
+from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
+from streamsrv.auth.roles import DEFAULT_ROLES
+from streamsrv.auth.signing import SigningKey, sign_url
+from streamsrv.middleware.cors import CorsPolicy
+from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, Policy
+from tests.sitehelpers import build_site, parse_head, raw_exchange
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+KEYS = (
+    SigningKey("k2", b"current-url-signing-key-0123456789abcdef"),
+    SigningKey("k1", b"previous-url-signing-key-0123456789abcdef"),
+)
+NOW = 1_800_000_000
+BODY = b"\xff\xfb" + bytes(range(256)) * 100
+POLICIES = Policies(
+    api_ip=Policy("api_ip", 5, 60.0),
+    api_user=Policy("api_user", 100, 60.0),
+    stream_ip=Policy("stream_ip", 100, 60.0),
+    stream_user=Policy("stream_user", 3, 60.0),
+)
+
+
+class GuardMixin:
+    """A site whose guard takes HS256 JWTs and signed URLs, with small limits."""
+
+    anonymous: Any = None
+
+    def setUp(self) -> None:
+        root = Path(self.mktemp())  # type: ignore[attr-defined]
+        (root / "jazz").mkdir(parents=True)
+        (root / "jazz" / "So What.mp3").write_bytes(BODY)
+        self.clock = MemoryReactorClock()
+        self.clock.advance(NOW)
+        self.issuer = TokenIssuer(
+            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=self.clock
+        )
+        verifier = JwtVerifier(
+            secret=SECRET,
+            public_key_pem=None,
+            jwks=None,
+            issuer=None,
+            audience=None,
+            leeway_s=30,
+            clock=self.clock,
+            roles=DEFAULT_ROLES,
+        )
+        self.limiter = MemoryRateLimiter(self.clock)
+        guard = Guard(
+            verifier=verifier,
+            url_keys=KEYS,
+            url_max_ttl_s=7 * 86400,
+            revocations=None,
+            limiter=self.limiter,
+            policies=POLICIES,
+            anonymous=self.anonymous,
+            clock=self.clock,
+        )
+        self.built = build_site(root, clock=self.clock, guard=guard)
+        self.built.site.cors = CorsPolicy(("https://app.example.com",))
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)  # type: ignore[attr-defined]
+
+    def token(self, roles: tuple[str, ...] = ("listener",), **kw: Any) -> str:
+        return self.issuer.issue(
+            sub=kw.pop("sub", "alice"), roles=list(roles), ttl_s=kw.pop("ttl_s", 900), **kw
+        )
+
+    def fetch(
+        self, target: str, method: str = "GET", peer: str = "10.0.0.7", **headers: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        lines = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+        raw = f"{method} {target} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode()
+        transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 5000))
+        proto = self.built.site.buildProtocol(IPv4Address("TCP", peer, 5000))
+        proto.makeConnection(transport)
+        proto.dataReceived(raw)
+        out = b""
+        for _ in range(1000):
+            out += transport.value()
+            transport.clear()
+            if self.built.tracker.open_count == 0:
+                break
+            transport.producer.resumeProducing()
+        return parse_head(out + transport.value())
+
+    def code(self, body: bytes) -> str:
+        return json.loads(body)["error"]["code"]
+
+    def security_kinds(self) -> list[str]:
+        return [e["kind"] for e in self.events if e.get("event_kind") == "security"]
+
+
+TRACK = "/stream/jazz/So%20What.mp3"
+
+
+class JwtAdmissionTests(GuardMixin, unittest.TestCase):
+    """Bearer tokens on /stream."""
+
+    def test_no_credentials(self) -> None:
+        """Without anonymous access, a request without credentials is 401 UNAUTHENTICATED."""
+        status, _, body = self.fetch(TRACK)
+        self.assertEqual((status, self.code(body)), (401, "UNAUTHENTICATED"))
+
+    def test_listener_streams(self) -> None:
+        """A listener's token streams the file."""
+        status, headers, body = self.fetch(TRACK, authorization="Bearer " + self.token())
+        self.assertEqual(status, 200)
+        self.assertEqual(body, BODY)
+        self.assertIn("ratelimit-remaining", headers)
+
+    def test_bad_tokens(self) -> None:
+        """Garbage, wrong-secret and expired tokens are refused with their codes and logged."""
+        other = TokenIssuer(
+            secret="another-secret-long-enough-0123456789abc",
+            private_key_pem=None,
+            issuer=None,
+            audience=None,
+            clock=self.clock,
+        )
+        cases = [
+            ("Bearer not.a.token", "TOKEN_INVALID"),
+            ("Bearer " + other.issue(sub="a", roles=["admin"], ttl_s=60), "TOKEN_INVALID"),
+            ("Bearer " + self.token(ttl_s=1), "TOKEN_EXPIRED"),
+        ]
+        self.clock.advance(120)
+        for header, code in cases:
+            status, _, body = self.fetch(TRACK, authorization=header)
+            self.assertEqual((status, self.code(body)), (401, code))
+        self.assertEqual(self.security_kinds(), ["token_invalid", "token_invalid", "token_expired"])
+
+    def test_refresh_token_refused_as_bearer(self) -> None:
+        """A refresh token used as a bearer is TOKEN_INVALID."""
+        status, _, body = self.fetch(TRACK, authorization="Bearer " + self.token(typ="refresh"))
+        self.assertEqual((status, self.code(body)), (401, "TOKEN_INVALID"))
+
+    def test_download_needs_permission(self) -> None:
+        """?download=1 needs stream:download: a listener gets 403, premium gets an attachment."""
+        status, _, body = self.fetch(TRACK + "?download=1", authorization="Bearer " + self.token())
+        self.assertEqual((status, self.code(body)), (403, "FORBIDDEN"))
+        status, headers, _ = self.fetch(
+            TRACK + "?download=1", authorization="Bearer " + self.token(("premium",))
+        )
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-disposition"].startswith("attachment;"))
+
+    def test_no_token_in_logs(self) -> None:
+        """Neither a token nor a signature appears in any log event."""
+        token = self.token()
+        self.fetch(TRACK, authorization="Bearer " + token)
+        self.fetch(TRACK, authorization="Bearer " + token[:-3] + "xyz")
+        url = sign_url("http://x", "/stream/jazz/So What.mp3", keys=KEYS, expires=NOW + 60)
+        parts = urlsplit(url)
+        self.fetch(parts.path + "?" + parts.query)
+        signature = parts.query.rsplit("sig=", 1)[1]
+        dump = repr(self.events)
+        self.assertNotIn(token, dump)
+        self.assertNotIn(token.split(".")[2], dump)
+        self.assertNotIn(signature, dump)
+
+
+class SignedUrlAdmissionTests(GuardMixin, unittest.TestCase):
+    """Signed URLs on /stream."""
+
+    def signed(
+        self,
+        path: str = "/stream/jazz/So What.mp3",
+        keys: tuple[SigningKey, ...] = KEYS,
+        expires: int = NOW + 600,
+        **bound: str,
+    ) -> str:
+        parts = urlsplit(sign_url("http://x", path, keys=keys, expires=expires, bound=bound or None))
+        return parts.path + "?" + parts.query
+
+    def test_signed_url_streams(self) -> None:
+        """A valid signed URL streams without any header, cacheable no longer than its expiry."""
+        status, headers, body = self.fetch(self.signed())
+        self.assertEqual(status, 200)
+        self.assertEqual(body, BODY)
+        self.assertEqual(headers["cache-control"], "private, max-age=600")
+
+    def test_old_kid_still_valid(self) -> None:
+        """A URL signed with the previous key (named by kid) still verifies."""
+        status, _, _ = self.fetch(self.signed(keys=(KEYS[1],)))
+        self.assertEqual(status, 200)
+
+    def test_tampering(self) -> None:
+        """A changed path, expiry, signature or an added parameter is SIGNATURE_INVALID."""
+        good = self.signed()
+        tampered = [
+            good.replace("So%20What", "So%20What2"),
+            good.replace(f"expires={NOW + 600}", f"expires={NOW + 601}"),
+            good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
+            good + "&format=flac",
+        ]
+        for target in tampered:
+            status, _, body = self.fetch(target)
+            self.assertEqual((status, self.code(body)), (403, "SIGNATURE_INVALID"), target)
+
+    def test_expired(self) -> None:
+        """A genuine but expired URL is URL_EXPIRED."""
+        target = self.signed(expires=NOW - 1)
+        status, _, body = self.fetch(target)
+        self.assertEqual((status, self.code(body)), (403, "URL_EXPIRED"))
+        self.assertIn("url_expired", self.security_kinds())
+
+    def test_bound_ip(self) -> None:
+        """A URL bound to an address works from it and nowhere else."""
+        target = self.signed(ip="10.0.0.7")
+        self.assertEqual(self.fetch(target, peer="10.0.0.7")[0], 200)
+        status, _, body = self.fetch(target, peer="10.0.0.8")
+        self.assertEqual((status, self.code(body)), (403, "SIGNATURE_INVALID"))
+
+    def test_signed_download_allowed(self) -> None:
+        """A signed URL authorises exactly what was bound into it, download included."""
+        status, headers, _ = self.fetch(self.signed(download="1"))
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-disposition"].startswith("attachment;"))
+
+
+class RateLimitTests(GuardMixin, unittest.TestCase):
+    """Rate limits through the guard."""
+
+    def test_user_stream_starts_limited(self) -> None:
+        """The user's stream-start bucket (3) refuses the 4th start with 429 and Retry-After."""
+        token = self.token()
+        for _ in range(3):
+            self.assertEqual(self.fetch(TRACK, authorization="Bearer " + token)[0], 200)
+        status, headers, body = self.fetch(TRACK, authorization="Bearer " + token)
+        self.assertEqual((status, self.code(body)), (429, "RATE_LIMITED"))
+        self.assertEqual(headers["ratelimit-limit"], "3")
+        self.assertEqual(headers["ratelimit-remaining"], "0")
+        self.assertGreaterEqual(int(headers["retry-after"]), 1)
+        # Seeks (ranges not from 0) are API calls, not stream starts.
+        self.assertEqual(self.fetch(TRACK, authorization="Bearer " + token, range="bytes=100-199")[0], 206)
+        # Another user from the same address is not limited by alice's bucket.
+        self.assertEqual(self.fetch(TRACK, authorization="Bearer " + self.token(sub="bob"))[0], 200)
+
+    def test_ip_limit_counts_bad_credentials(self) -> None:
+        """Refused credentials draw from the address's API bucket until it answers 429."""
+        statuses = [self.fetch(TRACK, authorization="Bearer junk", range="bytes=5-6")[0] for _ in range(7)]
+        self.assertEqual(statuses[:5], [401] * 5)
+        self.assertEqual(statuses[5:], [429, 429])
+
+
+class TrustedProxyTests(GuardMixin, unittest.TestCase):
+    """X-Forwarded-For only from trusted proxies."""
+
+    def test_forwarded_address_used_for_bound_ip(self) -> None:
+        """Behind a trusted proxy, the forwarded client address is the one bound URLs compare."""
+        self.built.site.trusted_proxies = __import__(
+            "streamsrv.middleware.clientaddr", fromlist=["parse_networks"]
+        ).parse_networks(["10.0.0.0/8"])
+        target = urlsplit(
+            sign_url(
+                "http://x",
+                "/stream/jazz/So What.mp3",
+                keys=KEYS,
+                expires=NOW + 60,
+                bound={"ip": "203.0.113.5"},
+            )
+        )
+        path = target.path + "?" + target.query
+        self.assertEqual(self.fetch(path, peer="10.0.0.7", x_forwarded_for="203.0.113.5")[0], 200)
+        # From an untrusted peer the header is ignored.
+        self.assertEqual(self.fetch(path, peer="198.51.100.1", x_forwarded_for="203.0.113.5")[0], 403)
+
+
+class CorsTests(GuardMixin, unittest.TestCase):
+    """CORS for configured origins."""
+
+    anonymous = None
+
+    def test_preflight(self) -> None:
+        """A preflight from an allowed origin is 204 with methods, headers and max-age, no auth needed."""
+        status, headers, _ = self.fetch(
+            TRACK,
+            method="OPTIONS",
+            origin="https://app.example.com",
+            access_control_request_method="GET",
+            access_control_request_headers="range, authorization",
+        )
+        self.assertEqual(status, 204)
+        self.assertEqual(headers["access-control-allow-origin"], "https://app.example.com")
+        self.assertIn("Range", headers["access-control-allow-headers"])
+        self.assertIn("Authorization", headers["access-control-allow-headers"])
+        self.assertEqual(headers["access-control-max-age"], "600")
+
+    def test_actual_request_exposes_headers(self) -> None:
+        """An allowed origin may read Content-Range, Accept-Ranges and Content-Length."""
+        _, headers, _ = self.fetch(
+            TRACK, origin="https://app.example.com", range="bytes=0-1", authorization="Bearer " + self.token()
+        )
+        exposed = headers["access-control-expose-headers"]
+        for name in ("Content-Range", "Accept-Ranges", "Content-Length"):
+            self.assertIn(name, exposed)
+        self.assertEqual(headers["access-control-allow-credentials"], "true")
+        self.assertEqual(headers["vary"], "Origin")
+
+    def test_other_origin(self) -> None:
+        """Another origin gets no CORS headers."""
+        _, headers, _ = self.fetch(
+            TRACK, origin="https://evil.example.com", authorization="Bearer " + self.token()
+        )
+        self.assertNotIn("access-control-allow-origin", headers)
+
+
+class SizeLimitTests(GuardMixin, unittest.TestCase):
+    """Oversized requests answered with the contract's codes."""
+
+    def exchange(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        return parse_head(raw_exchange(self.built, raw))
+
+    def test_long_uri(self) -> None:
+        """A request line over the limit is 414 URI_TOO_LONG as JSON."""
+        status, headers, body = self.exchange(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n")
+        self.assertEqual((status, self.code(body)), (414, "URI_TOO_LONG"))
+        self.assertEqual(headers["connection"], "close")
+
+    def test_huge_header(self) -> None:
+        """A 100 KB header is 431 HEADERS_TOO_LARGE."""
+        status, _, body = self.exchange(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+        )
+        self.assertEqual((status, self.code(body)), (431, "HEADERS_TOO_LARGE"))
+
+    def test_too_many_headers(self) -> None:
+        """More headers than allowed is 431."""
+        status, _, _ = self.exchange(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 600 + b"\r\n")
+        self.assertEqual(status, 431)
+
+    def test_large_body(self) -> None:
+        """A declared body over STREAMSRV_MAX_BODY_BYTES is 413 before it is read."""
+        status, _, body = self.exchange(
+            b"POST /api/v1/auth/refresh HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
+        )
+        self.assertEqual((status, self.code(body)), (413, "PAYLOAD_TOO_LARGE"))
+
+    def test_large_chunked_body(self) -> None:
+        """A chunked body that grows past the limit is 413."""
+        chunk = b"%x\r\n%s\r\n" % (600 * 1024, b"a" * 600 * 1024)
+        status, _, _ = self.exchange(
+            b"POST /api/v1/auth/refresh HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2
+        )
+        self.assertEqual(status, 413)
