@@ -231,18 +231,25 @@ def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: 
 
 
 def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path, reactor: Any) -> None:
-    """Print a ready token and signed URL for trying a development server."""
+    """Print a ready token and signed URL for trying a development server.
+
+    Printed to the terminal, not logged: the log redacts credentials (and
+    may be shipped elsewhere), while these are meant to be copied.
+    """
     if auth.dev is None:
         return
     base = _base_url(settings)
     token = auth.issuer.issue(sub="dev-admin", roles=["admin"], ttl_s=7 * 24 * 3600)
-    log.info("development credentials (generated, kept in the data dir):")
-    log.info("  curl -H 'Authorization: Bearer {token}' {base}/health/detailed", token=token, base=base)
+    lines = [
+        "streamsrv development credentials (generated, kept in the data dir; never used in production):",
+        f"  admin token, valid 7 days:  curl -H 'Authorization: Bearer {token}' {base}/health/detailed",
+    ]
     track = next((p for p in sorted(media_root.rglob("*")) if audio_format_for(p) is not None), None)
     if track is not None:
         path = "/stream/" + track.relative_to(media_root).as_posix()
         url = sign_url(base, path, keys=auth.url_keys, expires=int(reactor.seconds()) + 24 * 3600)
-        log.info("  signed URL, valid 24 h: {url}", url=url)
+        lines.append(f"  signed URL, valid 24 h:     curl -o /dev/null -D - '{url}'")
+    print("\n".join(lines), file=sys.stdout, flush=True)
 
 
 def _base_url(settings: Settings) -> str:
