@@ -233,8 +233,9 @@ def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: 
 def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path, reactor: Any) -> None:
     """Print a ready token and signed URL for trying a development server.
 
-    Printed to the terminal, not logged: the log redacts credentials (and
-    may be shipped elsewhere), while these are meant to be copied.
+    Printed to stderr, not logged: the log redacts credentials (and may be
+    shipped elsewhere) and stdout carries JSON logs, while these are meant
+    to be read and copied by a person.
     """
     if auth.dev is None:
         return
@@ -249,7 +250,7 @@ def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path,
         path = "/stream/" + track.relative_to(media_root).as_posix()
         url = sign_url(base, path, keys=auth.url_keys, expires=int(reactor.seconds()) + 24 * 3600)
         lines.append(f"  signed URL, valid 24 h:     curl -o /dev/null -D - '{url}'")
-    print("\n".join(lines), file=sys.stdout, flush=True)
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _base_url(settings: Settings) -> str:
