@@ -126,6 +126,17 @@ class JwtAdmissionTests(GuardMixin, unittest.TestCase):
         self.assertEqual(body, BODY)
         self.assertIn("ratelimit-remaining", headers)
 
+    def test_file_access_audited(self) -> None:
+        """Each media body sent is one file_access event with who, what, range, bytes and outcome."""
+        self.fetch(TRACK, authorization="Bearer " + self.token(), range="bytes=0-99")
+        (event,) = [e for e in self.events if e.get("event_kind") == "file_access"]
+        self.assertEqual(
+            (event["sub"], event["via"], event["track"], event["range"], event["sent"], event["outcome"]),
+            ("alice", "jwt", "jazz/So What.mp3", "bytes=0-99", 100, "complete"),
+        )
+        text = self.built.metrics.render().decode()
+        self.assertIn('streamsrv_file_access_total{outcome="complete"} 1.0', text)
+
     def test_bad_tokens(self) -> None:
         """Garbage, wrong-secret and expired tokens are refused with their codes and logged."""
         other = TokenIssuer(

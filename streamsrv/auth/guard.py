@@ -126,6 +126,7 @@ class Guard:
             raise ApiError(e.code, e.message) from None
         principal = admission.principal
         request.user = principal.sub
+        request.auth_via = principal.via
         await self._limit(request, principal)
         if permission is not None and not principal.can(permission):
             security_event(request, "forbidden", permission=permission, sub=principal.sub)

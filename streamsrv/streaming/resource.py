@@ -33,7 +33,7 @@ from streamsrv.audio.probe import DurationCache
 from streamsrv.auth.guard import Guard
 from streamsrv.auth.signing import max_age_for
 from streamsrv.health.metrics import Metrics
-from streamsrv.middleware.audit import security_event
+from streamsrv.middleware.audit import file_access, security_event
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import (
     Outcome,
@@ -210,7 +210,7 @@ class StreamResource(Resource):
             request.setResponseCode(200)
             request.setHeader(b"content-type", fmt.mime_type.encode("ascii"))
             request.setHeader(b"content-length", b"%d" % size)
-            return self._send(request, fileobj, [(b"", 0, size)], b"", size)
+            return self._send(request, track, fileobj, [(b"", 0, size)], b"", size)
         if len(ranges) == 1:
             (byte_range,) = ranges
             request.setResponseCode(206)
@@ -218,14 +218,14 @@ class StreamResource(Resource):
             request.setHeader(b"content-range", byte_range.content_range(size).encode("ascii"))
             request.setHeader(b"content-length", b"%d" % byte_range.length)
             return self._send(
-                request, fileobj, [(b"", byte_range.start, byte_range.length)], b"", byte_range.length
+                request, track, fileobj, [(b"", byte_range.start, byte_range.length)], b"", byte_range.length
             )
         layout = multipart_layout(ranges, size, fmt.mime_type, make_boundary())
         request.setResponseCode(206)
         request.setHeader(b"content-type", layout.content_type.encode("ascii"))
         request.setHeader(b"content-length", b"%d" % layout.content_length)
         segments = [(prefix, r.start, r.length) for prefix, r in layout.parts]
-        return self._send(request, fileobj, segments, layout.trailer, layout.content_length)
+        return self._send(request, track, fileobj, segments, layout.trailer, layout.content_length)
 
     def _cache_control(self, request: Any) -> bytes:
         """Private caching, never past the expiry of the signed URL that admitted the request."""
@@ -263,6 +263,7 @@ class StreamResource(Resource):
     def _send(
         self,
         request: Any,
+        track: str,
         fileobj: IO[bytes],
         segments: list[tuple[bytes, int, int]],
         trailer: bytes,
@@ -270,6 +271,9 @@ class StreamResource(Resource):
     ) -> bytes | int:
         if request.method == b"HEAD" or length == 0:
             fileobj.close()
+            outcome = "head" if request.method == b"HEAD" else "complete"
+            range_header = request.getHeader(b"range")
+            file_access(request, track=track, outcome=outcome, sent=0, range_header=range_header)
             return b""
         sender: FileBodyProducer | SendfileSender
         tracker = self._tracker
@@ -281,6 +285,10 @@ class StreamResource(Resource):
             metrics.stream_bytes.labels(label).inc(sender.bytes_written)
             if not completed:
                 metrics.aborted.inc()
+            file_access(
+                request, track=track, outcome="complete" if completed else "aborted",
+                sent=sender.bytes_written, range_header=request.getHeader(b"range"),
+            )
 
         if self._use_sendfile and len(segments) == 1 and not trailer and can_sendfile(request):
             _, offset, count = segments[0]

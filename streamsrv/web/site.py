@@ -53,6 +53,8 @@ class StreamsrvRequest(server.Request):
     #: ``expires`` of the signed URL that admitted this request, if any.
     signed_expires: int | None = None
     user: str | None = None
+    #: How the caller authenticated: ``jwt``, ``signed_url`` or ``anonymous``.
+    auth_via: str | None = None
     error_code: str | None = None
     #: Body bytes a sender wrote directly to the socket (sendfile), which
     #: Twisted's ``sentLength`` does not see.
