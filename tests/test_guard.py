@@ -157,6 +157,15 @@ class JwtAdmissionTests(GuardMixin, unittest.TestCase):
             self.assertEqual((status, self.code(body)), (401, code))
         self.assertEqual(self.security_kinds(), ["token_invalid", "token_invalid", "token_expired"])
 
+    def test_cached_token_still_expires(self) -> None:
+        """A token accepted (and cached) before its exp is refused after it."""
+        token = self.token(ttl_s=60)
+        self.assertEqual(self.fetch(TRACK, authorization="Bearer " + token, range="bytes=0-0")[0], 206)
+        self.assertEqual(self.fetch(TRACK, authorization="Bearer " + token, range="bytes=1-1")[0], 206)
+        self.clock.advance(120)
+        status, _, body = self.fetch(TRACK, authorization="Bearer " + token, range="bytes=2-2")
+        self.assertEqual((status, self.code(body)), (401, "TOKEN_EXPIRED"))
+
     def test_refresh_token_refused_as_bearer(self) -> None:
         """A refresh token used as a bearer is TOKEN_INVALID."""
         status, _, body = self.fetch(TRACK, authorization="Bearer " + self.token(typ="refresh"))

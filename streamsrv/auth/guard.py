@@ -25,6 +25,7 @@ returns a credential.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,6 +50,11 @@ from streamsrv.middleware.ratelimit import (
     stream_start,
 )
 from streamsrv.web.errors import ApiError
+
+#: Verified access tokens remembered (LRU), and for how long at most: a
+#: token whose key was rotated out of the JWKS stays accepted that long.
+TOKEN_CACHE_SIZE = 10_000
+TOKEN_CACHE_TTL_S = 300.0
 
 #: Query parameters that mark a request as carrying a signed URL.
 _SIGNED_MARKERS = (b"sig=", b"expires=")
@@ -104,6 +110,7 @@ class Guard:
         self._policies = policies
         self._anonymous = anonymous
         self._clock = clock
+        self._token_cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def admit(
         self,
@@ -145,15 +152,40 @@ class Guard:
             return self._signed(request, query)
         token = bearer_token(request.getHeader(b"authorization"))
         if token is not None:
-            if self._verifier is None:
-                raise AuthError("TOKEN_INVALID", reason="jwt_not_configured")
-            principal = await self._verifier.verify(token, typ="access")
+            principal = await self._verified(token)
             if self._revocations is not None and self._revocations.is_revoked(principal):
                 raise AuthError("TOKEN_REVOKED", reason="revoked")
             return Admission(principal)
         if self._anonymous is not None:
             return Admission(self._anonymous)
         raise AuthError("UNAUTHENTICATED", reason="no_credentials")
+
+    async def _verified(self, token: str) -> Principal:
+        """The principal of an access token, from the verified-token cache when fresh.
+
+        A player sends the same token with every range request of a track;
+        verifying it once and remembering the result until it expires (at most
+        :data:`TOKEN_CACHE_TTL_S`) takes the signature check and parsing off
+        the hot path.  Revocation is still checked on every request.
+        """
+        if self._verifier is None:
+            raise AuthError("TOKEN_INVALID", reason="jwt_not_configured")
+        now = self._clock.seconds()
+        cached = self._token_cache.get(token)
+        if cached is not None:
+            principal, valid_until = cached
+            if now < valid_until:
+                self._token_cache.move_to_end(token)
+                return principal
+            del self._token_cache[token]
+        principal = await self._verifier.verify(token, typ="access")
+        valid_until = now + TOKEN_CACHE_TTL_S
+        if principal.expires_at is not None:
+            valid_until = min(valid_until, principal.expires_at)
+        self._token_cache[token] = (principal, valid_until)
+        if len(self._token_cache) > TOKEN_CACHE_SIZE:
+            self._token_cache.popitem(last=False)
+        return principal
 
     def _signed(self, request: Any, query: bytes) -> Admission:
         if not self._url_keys:

@@ -17,6 +17,7 @@ Redis key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -559,6 +560,7 @@ DEFAULT_POLICIES: Final = Policies(
 )
 
 
+@functools.lru_cache(maxsize=8192)
 def ip_bucket_key(client_ip: str) -> str:
     """
     The bucket key of a client address: the address itself for IPv4, its
@@ -576,6 +578,7 @@ def ip_bucket_key(client_ip: str) -> str:
     return str(address)
 
 
+@functools.lru_cache(maxsize=8192)
 def user_bucket_key(sub: str) -> str:
     """
     The bucket key of a user: the ``sub`` itself when it is short and plain,
