@@ -1,0 +1,51 @@
+-- wrk script for bench/run_streaming.py: picks a file per request, and for range mode a
+-- random window of SPAN bytes inside it; the choices come from math.random with a fixed
+-- seed, so every server sees the same sequence of requests (per connection schedule).
+--
+-- wrk -t1 -cN -dS --latency --timeout 30s -s ranges.lua URL -- MANIFEST PREFIX MODE SEED SPAN
+--   MANIFEST  file of "name size" lines (names already URL-safe)
+--   PREFIX    URL path prefix of the media root, e.g. /stream/ or /
+--   MODE      "range" (Range: bytes=a-(a+SPAN-1)) or "full" (whole file, no Range)
+--   SEED      integer seed for math.randomseed
+--   SPAN      range length in bytes (262144 for 256 KiB)
+--
+-- done() prints one line "WRKJSON {...}" with exact counts and latency percentiles
+-- (microseconds) for the harness to parse; wrk's own --latency text is printed too.
+
+local files = {}
+local mode = "range"
+local span = 262144
+
+function init(args)
+   local manifest, prefix = args[1], args[2]
+   mode = args[3] or "range"
+   math.randomseed(tonumber(args[4] or "1"))
+   span = tonumber(args[5] or "262144")
+   for line in io.lines(manifest) do
+      local name, size = line:match("^(%S+)%s+(%d+)$")
+      if name then
+         files[#files + 1] = { path = prefix .. name, size = tonumber(size) }
+      end
+   end
+end
+
+function request()
+   local f = files[math.random(#files)]
+   if mode == "range" then
+      local first = math.random(0, f.size - span)
+      return wrk.format("GET", f.path, { ["Range"] = "bytes=" .. first .. "-" .. (first + span - 1) })
+   end
+   return wrk.format("GET", f.path, {})
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      'WRKJSON {"duration_us": %.0f, "requests": %.0f, "bytes": %.0f, ' ..
+      '"errors": {"connect": %.0f, "read": %.0f, "write": %.0f, "status": %.0f, "timeout": %.0f}, ' ..
+      '"latency_us": {"p50": %.0f, "p90": %.0f, "p99": %.0f, "max": %.0f, "mean": %.1f}}\n',
+      summary.duration, summary.requests, summary.bytes,
+      e.connect, e.read, e.write, e.status, e.timeout,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99),
+      latency.max, latency.mean))
+end

@@ -1,0 +1,3 @@
+module example.com/streamsrv-go-backend
+
+go 1.19
