@@ -615,6 +615,14 @@ class ClaimTests(VerifierMixin, unittest.TestCase):
         self.assertTrue(principal.can("notifications:send"))
         self.assertFalse(principal.can("stream:hq"))
 
+    def test_token_permissions_are_the_claim_alone(self) -> None:
+        """``token_permissions`` holds the token's own ``permissions`` claim, not the effective set."""
+        verifier = self.verifier()
+        principal = self.accepted(verifier, hs256(claims(roles=["premium"], permissions=["x:y", "a:b"])))
+        self.assertEqual(principal.token_permissions, frozenset({"x:y", "a:b"}))
+        self.assertEqual(principal.permissions, DEFAULT_ROLES["premium"] | {"x:y", "a:b"})
+        self.assertEqual(self.accepted(verifier, hs256(claims())).token_permissions, frozenset())
+
     def test_unknown_roles_contribute_nothing(self) -> None:
         """An unknown role is kept in ``roles`` but grants nothing."""
         principal = self.accepted(self.verifier(), hs256(claims(roles=["superuser", "listener"])))

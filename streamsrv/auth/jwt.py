@@ -419,6 +419,7 @@ class JwtVerifier:
             family=fam,
             issued_at=iat,
             expires_at=exp,
+            token_permissions=frozenset(permissions),
         )
 
 

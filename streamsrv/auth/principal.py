@@ -89,6 +89,9 @@ class Principal:
     :ivar family: The token's refresh family (``fam``), if any.
     :ivar issued_at: ``iat``, Unix seconds, if present.
     :ivar expires_at: ``exp``, Unix seconds, if any.
+    :ivar token_permissions: The token's own ``permissions`` claim, without
+        its roles' (a refresh re-issues these, not the effective set);
+        empty for other credentials.
     """
 
     sub: str
@@ -99,6 +102,7 @@ class Principal:
     family: str | None = None
     issued_at: float | None = None
     expires_at: float | None = None
+    token_permissions: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.via not in VIAS:
