@@ -4,9 +4,9 @@
 One argparse sub-command per task, each a plain function taking the parsed
 arguments and a :class:`Console` (environment and output streams) and returning
 the exit status, so that tests call :func:`main` with an injected environment
-and captured output.  Today there are ``streamsrv config check`` and
-``streamsrv sign-url``; ``mint-token``, ``scan`` and ``waveform`` join them as
-their modules land, each added by its own ``_add_…_command`` function in
+and captured output.  Today there are ``streamsrv config check``,
+``streamsrv sign-url`` and ``streamsrv mint-token``; ``scan`` and ``waveform``
+join them as their modules land, each added by its own ``_add_…_command`` function in
 :func:`build_parser`.
 
 This command must never start the reactor or bind a port, and must never print
@@ -75,7 +75,59 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_config_command(commands)
     _add_sign_url_command(commands)
+    _add_mint_token_command(commands)
     return parser
+
+
+def _add_mint_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``streamsrv mint-token``: its own parser lives in :mod:`streamsrv.auth.mint`."""
+    mint = commands.add_parser(
+        "mint-token",
+        help="print a signed access or refresh token (development and scripting)",
+        add_help=False,
+        prefix_chars="\0",  # hand every argument, options included, to mint_cli
+    )
+    mint.add_argument("rest", nargs=argparse.REMAINDER)
+    mint.set_defaults(command=mint_token)
+
+
+def mint_token(args: argparse.Namespace, console: Console) -> int:
+    """
+    Mint a token with the configured signing key (or the development one).
+
+    :param args: ``rest`` holds the arguments for :func:`streamsrv.auth.mint.mint_cli`.
+    :param console: Environment and output streams.
+    :return: The exit status.
+    """
+    from twisted.internet.task import Clock
+
+    from streamsrv.auth.devcredentials import signing_material
+    from streamsrv.auth.jwt import TokenIssuer
+    from streamsrv.auth.mint import mint_cli
+
+    try:
+        settings = load_settings(environ=console.environ)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"streamsrv: {problem}", file=console.stderr)
+        return EXIT_INVALID
+    try:
+        material = signing_material(settings)
+    except OSError as e:
+        print(
+            f"streamsrv: STREAMSRV_JWT_PRIVATE_KEY_FILE: cannot read it ({e.strerror})", file=console.stderr
+        )
+        return EXIT_INVALID
+    clock = Clock()
+    clock.advance(time.time())  # now, without the reactor
+    issuer = TokenIssuer(
+        secret=material.jwt_secret,
+        private_key_pem=material.private_key_pem,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        clock=clock,
+    )
+    return mint_cli(args.rest, issuer=issuer, out=console.stdout, err=console.stderr)
 
 
 def _add_sign_url_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,13 +25,15 @@ from streamsrv import __version__
 from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.probe import DurationCache
-from streamsrv.auth.devcredentials import DEV_KID, DevCredentials, ensure_dev_credentials
+from streamsrv.auth.devcredentials import DevCredentials, signing_material
 from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwks import JwksCache
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.principal import anonymous_principal
+from streamsrv.auth.refresh import TokenService, make_revocation_store
+from streamsrv.auth.revocation import RevocationCache, RevocationStoreService
 from streamsrv.auth.roles import load_roles
-from streamsrv.auth.signing import SigningKey, sign_url, signing_keys
+from streamsrv.auth.signing import SigningKey, sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.health.checks import (
     OK,
@@ -43,13 +45,14 @@ from streamsrv.health.checks import (
 )
 from streamsrv.health.metrics import Metrics
 from streamsrv.logs import make_log_observer
+from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, RedisRateLimiter
 from streamsrv.redisconn import RedisService
 from streamsrv.service import RootService
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
-from streamsrv.web.api import ApiApp
+from streamsrv.web.api import ApiApp, current_request
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
 
@@ -171,6 +174,8 @@ class _Auth:
     url_keys: tuple[SigningKey, ...]
     roles: dict[str, frozenset[str]]
     dev: DevCredentials | None
+    revocations: RevocationCache
+    tokens: TokenService
 
 
 def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: Metrics) -> _Auth:
@@ -180,18 +185,15 @@ def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: 
     except ValueError as e:
         print(f"streamsrv: STREAMSRV_ROLES_FILE: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    jwt_secret = settings.jwt_secret
-    url_keys = signing_keys(settings.url_signing_keys)
-    no_jwt = jwt_secret is None and settings.jwt_public_key_file is None and settings.jwt_jwks_url is None
-    dev = None
-    if settings.env == "development" and no_jwt and not url_keys:
-        dev = ensure_dev_credentials(settings.data_dir)
-        jwt_secret = dev.jwt_secret
-        url_keys = (SigningKey(DEV_KID, dev.url_key),)
-    private_pem = settings.jwt_private_key_file.read_bytes() if settings.jwt_private_key_file else None
+    material = signing_material(settings)
+    jwt_secret, url_keys, dev = material.jwt_secret, material.url_keys, material.dev
+    private_pem = material.private_key_pem
     issuer = TokenIssuer(
-        secret=jwt_secret, private_key_pem=private_pem, issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience, clock=reactor,
+        secret=jwt_secret,
+        private_key_pem=private_pem,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        clock=reactor,
     )
     public_pem = settings.jwt_public_key_file.read_bytes() if settings.jwt_public_key_file else None
     if public_pem is None and private_pem is not None:
@@ -199,15 +201,23 @@ def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: 
     jwks = None
     if settings.jwt_jwks_url is not None:
         jwks = JwksCache(
-            settings.jwt_jwks_url, clock=reactor,
+            settings.jwt_jwks_url,
+            clock=reactor,
             metrics_hook=lambda event: metrics.security_events.labels(f"jwks_{event}").inc(),
         )
     verifier = JwtVerifier(
-        secret=jwt_secret, public_key_pem=public_pem, jwks=jwks, issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience, leeway_s=settings.jwt_leeway_s, clock=reactor, roles=roles,
+        secret=jwt_secret,
+        public_key_pem=public_pem,
+        jwks=jwks,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
+        clock=reactor,
+        roles=roles,
     )
     local = MemoryRateLimiter(reactor)
     limiter: Any = local
+    redis = None
     if settings.redis_url is not None:
         redis = RedisService(settings.redis_url, reactor)
         redis.setServiceParent(root_service)
@@ -217,17 +227,34 @@ def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: 
         metrics.ratelimit_backend.state("redis")
         _OnStop(redis_limiter.close).setServiceParent(root_service)
         limiter = redis_limiter
+    store = make_revocation_store(settings, reactor, redis=redis.connection if redis is not None else None)
+    RevocationStoreService(store).setServiceParent(root_service)
+    revocations = RevocationCache(store, reactor)
+    revocations.setServiceParent(root_service)
+    tokens = TokenService(
+        verifier=verifier,
+        issuer=issuer,
+        revocations=revocations,
+        store=store,
+        clock=reactor,
+        on_security_event=_request_security_event,
+    )
     guard = Guard(
         verifier=verifier,
         url_keys=url_keys,
         url_max_ttl_s=settings.url_max_ttl_s,
-        revocations=None,
+        revocations=revocations,
         limiter=limiter,
         policies=Policies.from_settings(settings),
         anonymous=anonymous_principal(roles) if settings.allow_anonymous else None,
         clock=reactor,
     )
-    return _Auth(guard, verifier, issuer, url_keys, roles, dev)
+    return _Auth(guard, verifier, issuer, url_keys, roles, dev, revocations, tokens)
+
+
+def _request_security_event(kind: str, fields: dict[str, Any]) -> None:
+    """A security event from a part that is not handed the request (token refresh)."""
+    security_event(current_request.get(), kind, **fields)
 
 
 def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path, reactor: Any) -> None:
@@ -289,6 +316,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     checks.register("media_root", media_root_check(media_root))
     checks.register("disk_space", disk_space_check(settings.data_dir))
     checks.register("reactor_lag", lag.check)
+    checks.register("revocations", auth.revocations.check)
     checks.register("open_streams", lambda: CheckResult(OK, {"count": tracker.open_count}))
 
     api = ApiApp(
@@ -297,6 +325,9 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         clock=reactor,
         detailed_open=settings.env == "development",
         metrics_token=settings.metrics_token,
+        guard=auth.guard,
+        tokens=auth.tokens,
+        prerequisites={"revocations": lambda: auth.revocations.loaded},
     )
     stream = StreamResource(
         media_root,

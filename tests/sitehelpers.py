@@ -51,25 +51,47 @@ def build_site(
     metrics_token: str | None = None,
     grace_s: float = 10.0,
     guard: Guard | None = None,
+    tokens: Any = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default)."""
     clock = clock if clock is not None else MemoryReactorClock()
     if guard is None:
-        guard = Guard(verifier=None, url_keys=(), url_max_ttl_s=604800, revocations=None, limiter=None,
-                      policies=DEFAULT_POLICIES, anonymous=anonymous_principal(DEFAULT_ROLES), clock=clock)
+        guard = Guard(
+            verifier=None,
+            url_keys=(),
+            url_max_ttl_s=604800,
+            revocations=None,
+            limiter=None,
+            policies=DEFAULT_POLICIES,
+            anonymous=anonymous_principal(DEFAULT_ROLES),
+            clock=clock,
+        )
     metrics = Metrics(process=False)
     tracker = StreamTracker(clock, grace_s, metrics)
     tracker.startService()
     checks = HealthChecks(clock)
     checks.register("media_root", media_root_check(media_root))
-    api = ApiApp(metrics=metrics, checks=checks, clock=clock, detailed_open=development,
-                 metrics_token=metrics_token)
+    api = ApiApp(
+        metrics=metrics,
+        checks=checks,
+        clock=clock,
+        detailed_open=development,
+        metrics_token=metrics_token,
+        guard=guard,
+        tokens=tokens,
+    )
     api.ready = True
-    stream = StreamResource(media_root, guard=guard, tracker=tracker, metrics=metrics, clock=clock,
-                            durations=DurationCache(), max_ranges=max_ranges,
-                            use_sendfile=use_sendfile)
-    site = StreamsrvSite(RootResource(api.app.resource(), {b"stream": stream}),
-                         metrics=metrics, clock=clock)
+    stream = StreamResource(
+        media_root,
+        guard=guard,
+        tracker=tracker,
+        metrics=metrics,
+        clock=clock,
+        durations=DurationCache(),
+        max_ranges=max_ranges,
+        use_sendfile=use_sendfile,
+    )
+    site = StreamsrvSite(RootResource(api.app.resource(), {b"stream": stream}), metrics=metrics, clock=clock)
     return BuiltSite(site, metrics, tracker, api, checks, clock, guard)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Application, IService, IServiceCollection, IServiceMaker, MultiService
+from twisted.internet import reactor as global_reactor
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import FilteringLogObserver, ILogObserver
 from twisted.plugin import getPlugins
@@ -136,6 +138,42 @@ def _stub(site: StreamsrvSite) -> StubTreq:
     return stub
 
 
+class ReadinessTests(MakeServiceMixin, unittest.TestCase):
+    """Readiness follows the service's life and the stores it waits for (real database thread)."""
+
+    async def test_ports_bound_only_on_start(self) -> None:
+        """Nothing is bound before start; readiness waits for the revocation list; stop unlistens."""
+        root = self.make("--media-dir", str(self.media), "-l", "tcp:9004:interface=127.0.0.1")
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertTrue(self.data.is_dir())
+        site = _listeners(root)[0].factory
+        self.assertEqual(_get(site, "/health/ready").code, 503)
+        root.startService()
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+        revocations = root.getServiceNamed("revocations")
+        for _ in range(1000):  # the SQLite thread answers on the real reactor
+            if revocations.loaded:
+                break
+            await deferLater(global_reactor, 0.01, lambda: None)
+        self.assertTrue(revocations.loaded)
+        self.assertEqual(_get(site, "/health/ready").code, 200)
+        self.assertEqual(_get(site, "/health").code, 200)
+        await root.stopService()
+        self.assertEqual(_get(site, "/health/ready").code, 503)
+        self.assertFalse(root.getServiceNamed("streams").accepting)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+def _get(site: StreamsrvSite, path: str) -> Any:
+    """GET *path* from *site* in memory, synchronously; return the response."""
+    stub = _stub(site)
+    d = stub.get("http://streamsrv.test" + path)
+    stub.flush()
+    result: list[Any] = []
+    d.addBoth(result.append)
+    return result[0]
+
+
 class MakeServiceTests(MakeServiceMixin, unittest.SynchronousTestCase):
     """makeService wires the whole daemon into one RootService."""
 
@@ -154,12 +192,13 @@ class MakeServiceTests(MakeServiceMixin, unittest.SynchronousTestCase):
         self.assertIsInstance(root, RootService)
         IService(root)
         children = list(root)
-        self.assertIsInstance(children[0], StreamTracker)
-        self.assertIsInstance(children[1], ReactorLagMonitor)
+        names = [child.name for child in children]
+        # The revocation store opens before the cache that reads it (and closes after it).
+        self.assertLess(names.index("revocation-store"), names.index("revocations"))
+        self.assertIsInstance(root.getServiceNamed("streams"), StreamTracker)
+        self.assertIsInstance(root.getServiceNamed("reactor-lag"), ReactorLagMonitor)
         self.assertEqual(len(_listeners(root)), 2)
         self.assertEqual(children[-1].name, "readiness")
-        self.assertIs(root.getServiceNamed("streams"), children[0])
-        self.assertIs(root.getServiceNamed("reactor-lag"), children[1])
         sites = {listener.factory for listener in _listeners(root)}
         self.assertEqual(len(sites), 1)
         self.assertIsInstance(sites.pop(), StreamsrvSite)
@@ -188,23 +227,6 @@ class MakeServiceTests(MakeServiceMixin, unittest.SynchronousTestCase):
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual([p for p, _, _, _ in self.reactor.tcpServers], [9003])
-
-    def test_ports_bound_only_on_start(self) -> None:
-        """makeService binds nothing; startService listens, readiness follows, stopService unlistens."""
-        root = self.make("--media-dir", str(self.media), "-l", "tcp:9004:interface=127.0.0.1")
-        self.assertEqual(self.reactor.tcpServers, [])
-        self.assertTrue(self.data.is_dir())
-        site = _listeners(root)[0].factory
-        self.assertEqual(self.get(site, "/health/ready").code, 503)
-        root.startService()
-        self.assertEqual(len(self.reactor.tcpServers), 1)
-        self.assertEqual(self.get(site, "/health/ready").code, 200)
-        self.assertEqual(self.get(site, "/health").code, 200)
-        d = root.stopService()
-        self.successResultOf(d)
-        self.assertEqual(self.get(site, "/health/ready").code, 503)
-        self.assertFalse(root.getServiceNamed("streams").accepting)
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_detailed_open_in_development(self) -> None:
         """The default (development) profile serves /health/detailed without credentials."""

@@ -17,6 +17,12 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streamsrv.auth.signing import SigningKey, signing_keys
+
+if TYPE_CHECKING:
+    from streamsrv.config import Settings
 
 #: File name inside the data dir.
 DEV_CREDENTIALS_FILE = "dev-credentials.json"
@@ -57,3 +63,42 @@ def ensure_dev_credentials(data_dir: Path) -> DevCredentials:
         f.write(document)
     os.replace(tmp, path)
     return creds
+
+
+@dataclass(frozen=True)
+class SigningMaterial:
+    """The secrets a process signs and verifies with, as configured or generated.
+
+    :ivar jwt_secret: the HS256 secret (configured, or the development one).
+    :ivar url_keys: signed-URL keys, current first.
+    :ivar private_key_pem: ``STREAMSRV_JWT_PRIVATE_KEY_FILE``'s content, if set.
+    :ivar dev: the generated development credentials, when they are in use.
+    """
+
+    jwt_secret: str | None
+    url_keys: tuple[SigningKey, ...]
+    private_key_pem: bytes | None
+    dev: DevCredentials | None
+
+    def __repr__(self) -> str:
+        return "SigningMaterial(<redacted>)"
+
+
+def signing_material(settings: Settings) -> SigningMaterial:
+    """The secrets *settings* configure; in development with none configured, the generated ones.
+
+    The daemon and ``streamsrv mint-token`` both call this, so a token minted
+    on the command line verifies on a development server with no configuration.
+
+    :raise OSError: when the private key file cannot be read.
+    """
+    jwt_secret = settings.jwt_secret
+    url_keys = signing_keys(settings.url_signing_keys)
+    no_jwt = jwt_secret is None and settings.jwt_public_key_file is None and settings.jwt_jwks_url is None
+    dev = None
+    if settings.env == "development" and no_jwt and not url_keys:
+        dev = ensure_dev_credentials(settings.data_dir)
+        jwt_secret = dev.jwt_secret
+        url_keys = (SigningKey(DEV_KID, dev.url_key),)
+    private_pem = settings.jwt_private_key_file.read_bytes() if settings.jwt_private_key_file else None
+    return SigningMaterial(jwt_secret, url_keys, private_pem, dev)

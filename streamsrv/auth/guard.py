@@ -129,12 +129,12 @@ class Guard:
         except (AuthError, SignedUrlError) as e:
             security_event(request, e.code.lower(), reason=e.reason)
             # A refused credential still costs the address a token.
-            await self._limit(request, None)
+            await self.limit(request, None)
             raise ApiError(e.code, e.message) from None
         principal = admission.principal
         request.user = principal.sub
         request.auth_via = principal.via
-        await self._limit(request, principal)
+        await self.limit(request, principal)
         if permission is not None and not principal.can(permission):
             security_event(request, "forbidden", permission=permission, sub=principal.sub)
             raise ApiError("FORBIDDEN")
@@ -211,7 +211,12 @@ class Guard:
         request.signed_expires = expires
         return Admission(principal, signed_expires=expires, bound=bound)
 
-    async def _limit(self, request: Any, principal: Principal | None) -> None:
+    async def limit(self, request: Any, principal: Principal | None) -> None:
+        """Charge *request* to its client address (and to *principal*'s ``sub``) or raise ``RATE_LIMITED``.
+
+        :meth:`admit` calls this; routes that take no credential in the usual
+        places (``/auth/refresh``) call it themselves.
+        """
         if self._limiter is None:
             return
         sub = None

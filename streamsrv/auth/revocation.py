@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from streamsrv.auth.principal import Principal
+from streamsrv.health.checks import DEGRADED, OK, CheckResult
 from streamsrv.redisconn import RedisConnection
 
 __all__ = [
@@ -225,28 +226,38 @@ class SqliteRevocationStore:
         self.path = path
         self._clock = clock
         self._last_purge = -math.inf
-        self._pool = adbapi.ConnectionPool(
-            "sqlite3",
-            str(path),
-            check_same_thread=False,
-            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE for writes
-            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_connect_sqlite,
-            cp_reactor=reactor,
-        )
+        self._reactor = reactor
+        self._pool: adbapi.ConnectionPool | None = None
         self._closed = False
 
     def start(self) -> Deferred[None]:
+        """Open the database (its thread starts here, not in the constructor) and create the tables."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self._pool.runInteraction(self._create)
+        if self._pool is None:
+            self._pool = adbapi.ConnectionPool(
+                "sqlite3",
+                str(self.path),
+                check_same_thread=False,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE for writes
+                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                cp_min=1,
+                cp_max=1,
+                cp_openfun=_connect_sqlite,
+                cp_reactor=self._reactor,
+            )
+        return self._db().runInteraction(self._create)
 
     def close(self) -> Deferred[None]:
         if not self._closed:
             self._closed = True
-            self._pool.close()
+            if self._pool is not None:
+                self._pool.close()
         return succeed(None)
+
+    def _db(self) -> adbapi.ConnectionPool:
+        if self._pool is None or self._closed:
+            raise RuntimeError("the revocation store is not open")
+        return self._pool
 
     @staticmethod
     def _create(txn: Any) -> None:
@@ -276,7 +287,7 @@ class SqliteRevocationStore:
                 txn.execute(_BUMP_VERSION)
             return count
 
-        d: Deferred[int] = self._pool.runInteraction(interaction)
+        d: Deferred[int] = self._db().runInteraction(interaction)
         return d
 
     @staticmethod
@@ -300,7 +311,7 @@ class SqliteRevocationStore:
             txn.execute("BEGIN IMMEDIATE")
             return self._delete_expired(txn, now)
 
-        d: Deferred[int] = self._pool.runInteraction(interaction)
+        d: Deferred[int] = self._db().runInteraction(interaction)
         return d
 
     def revoke_token(self, jti: str, expires_at: float) -> Deferred[None]:
@@ -353,11 +364,11 @@ class SqliteRevocationStore:
             subjects = {row[0]: float(row[1]) for row in txn.fetchall()}
             return RevocationSnapshot(version, tokens, families, subjects)
 
-        d: Deferred[RevocationSnapshot] = self._pool.runInteraction(interaction)
+        d: Deferred[RevocationSnapshot] = self._db().runInteraction(interaction)
         return d
 
     def version(self) -> Deferred[int]:
-        d: Deferred[list[tuple[int]]] = self._pool.runQuery(
+        d: Deferred[list[tuple[int]]] = self._db().runQuery(
             "SELECT version FROM revocation_version WHERE id = 1"
         )
         return d.addCallback(lambda rows: int(rows[0][0]))
@@ -552,6 +563,13 @@ class RevocationCache(Service):
     def is_revoked(self, principal: Principal) -> bool:
         """Whether *principal*'s token is revoked, by the snapshot in force (no I/O)."""
         return self._snapshot.revokes(principal)
+
+    def check(self) -> CheckResult:
+        """For ``/health/detailed``: failing until loaded, degraded while the store fails."""
+        detail = {"version": self._snapshot.version, "loaded": self.loaded}
+        if not self.loaded:
+            return CheckResult(DEGRADED, {**detail, "state": "loading"})
+        return CheckResult(DEGRADED if self._degraded else OK, detail)
 
     def startService(self) -> None:
         super().startService()

@@ -32,9 +32,7 @@ def redact_uri(uri: bytes) -> str:
     if not sep:
         return path
     pairs = parse_qsl(query, keep_blank_values=True)
-    redacted = [
-        (name, "REDACTED" if name.lower() in CREDENTIAL_PARAMS else value) for name, value in pairs
-    ]
+    redacted = [(name, "REDACTED" if name.lower() in CREDENTIAL_PARAMS else value) for name, value in pairs]
     return path + "?" + urlencode(redacted, safe="/:,")
 
 

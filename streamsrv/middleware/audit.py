@@ -40,9 +40,7 @@ def security_event(request: Any, kind: str, **fields: object) -> None:
     )
 
 
-def file_access(
-    request: Any, *, track: str, outcome: str, sent: int, range_header: bytes | None
-) -> None:
+def file_access(request: Any, *, track: str, outcome: str, sent: int, range_header: bytes | None) -> None:
     """Log and count one access to a media file (the audit trail).
 
     :param track: the track path served (relative to the media root).

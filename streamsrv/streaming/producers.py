@@ -276,7 +276,9 @@ class SendfileSender:
             return None
         try:
             sent = os.sendfile(
-                transport.fileno(), self._file.fileno(), self._offset,
+                transport.fileno(),
+                self._file.fileno(),
+                self._offset,
                 min(self._left, self._chunk_size),
             )
         except BlockingIOError:

@@ -132,7 +132,7 @@ class StreamResource(Resource):
 
     def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
         prefix = b"/" + b"/".join(request.prepath) + b"/"
-        raw = request.path[len(prefix):] if request.path.startswith(prefix) else b""
+        raw = request.path[len(prefix) :] if request.path.startswith(prefix) else b""
         try:
             track, path = safe_media_path(self._root, raw)
         except PathRefused as e:
@@ -184,7 +184,9 @@ class StreamResource(Resource):
         mark_media(request)
 
         outcome = evaluate_preconditions(
-            method, etag, last_modified,
+            method,
+            etag,
+            last_modified,
             if_match=_header(request, b"if-match"),
             if_none_match=_header(request, b"if-none-match"),
             if_modified_since=_header(request, b"if-modified-since"),
@@ -286,8 +288,11 @@ class StreamResource(Resource):
             if not completed:
                 metrics.aborted.inc()
             file_access(
-                request, track=track, outcome="complete" if completed else "aborted",
-                sent=sender.bytes_written, range_header=request.getHeader(b"range"),
+                request,
+                track=track,
+                outcome="complete" if completed else "aborted",
+                sent=sender.bytes_written,
+                range_header=request.getHeader(b"range"),
             )
 
         if self._use_sendfile and len(segments) == 1 and not trailer and can_sendfile(request):

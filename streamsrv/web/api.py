@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
@@ -23,6 +25,13 @@ from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
 from streamsrv.web.errors import ApiError, render_error
 from streamsrv.web.openapi import openapi_document
+
+if TYPE_CHECKING:
+    from streamsrv.auth.guard import Guard
+    from streamsrv.auth.refresh import TokenService
+
+#: The request being handled, for callbacks (security events) that are not handed it.
+current_request: ContextVar[Any] = ContextVar("current_request", default=None)
 
 
 def json_body(request: Any, data: object, status: int = 200) -> bytes:
@@ -40,8 +49,15 @@ class ApiApp:
     :param clock: for uptime.
     :param detailed_open: ``/health/detailed`` needs no credential
         (development).
-    :param metrics_token: bearer token required by ``/metrics`` (and by
-        ``/health/detailed`` outside development) when set.
+    :param metrics_token: bearer token required by ``/metrics`` (and
+        accepted by ``/health/detailed`` outside development) when set.
+    :param guard: admission for the authenticated routes (``None``: they
+        answer ``NOT_CONFIGURED``, and ``/health/detailed`` accepts only the
+        metrics token).
+    :param tokens: refresh and revocation (``None``: ``/auth/*`` answer
+        ``NOT_CONFIGURED``).
+    :param prerequisites: parts that must be up before ``/health/ready``
+        answers 200, by name (e.g. the revocation list, the catalog).
     """
 
     app = Klein()
@@ -54,6 +70,9 @@ class ApiApp:
         clock: IReactorTime,
         detailed_open: bool,
         metrics_token: str | None,
+        guard: Guard | None = None,
+        tokens: TokenService | None = None,
+        prerequisites: Mapping[str, Callable[[], bool]] | None = None,
     ) -> None:
         self._metrics = metrics
         self._checks = checks
@@ -62,6 +81,9 @@ class ApiApp:
         self._detailed_open = detailed_open
         # An empty token is no token: it must never match an empty bearer.
         self._metrics_token = metrics_token or None
+        self._guard = guard
+        self._tokens = tokens
+        self._prerequisites = dict(prerequisites or {})
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -116,6 +138,9 @@ class ApiApp:
         request.setHeader(b"cache-control", b"no-store")
         if not self.ready:
             return json_body(request, {"status": "starting"}, 503)
+        waiting = sorted(name for name, up in self._prerequisites.items() if not up())
+        if waiting:
+            return json_body(request, {"status": "starting", "waiting": waiting}, 503)
         _overall, reports = await self._checks.run()
         media = reports.get("media_root", {"status": "ok"})
         if media["status"] == FAILING:
@@ -128,7 +153,9 @@ class ApiApp:
         request.route = "health"
         request.setHeader(b"cache-control", b"no-store")
         if not (self._detailed_open or self._bearer_ok(request)):
-            raise ApiError("UNAUTHENTICATED")
+            if self._guard is None:
+                raise ApiError("UNAUTHENTICATED")
+            await self._guard.admit(request, permission="admin")
         overall, reports = await self._checks.run()
         return json_body(
             request,
@@ -156,3 +183,30 @@ class ApiApp:
         """The OpenAPI 3.1 document of this server."""
         request.route = "openapi"
         return json_body(request, openapi_document())
+
+    def _token_service(self) -> TokenService:
+        if self._tokens is None or self._guard is None:
+            raise ApiError("NOT_CONFIGURED", "Token refresh and revocation are not configured.")
+        return self._tokens
+
+    @app.route("/api/v1/auth/refresh", methods=["POST"])
+    async def refresh(self, request: Any) -> bytes:
+        """Trade a refresh token for new access and refresh tokens (rotation, reuse detection)."""
+        request.route = "auth"
+        request.setHeader(b"cache-control", b"no-store")
+        tokens = self._token_service()
+        assert self._guard is not None
+        await self._guard.limit(request, None)
+        current_request.set(request)
+        return json_body(request, await tokens.refresh(request.content.read()))
+
+    @app.route("/api/v1/auth/revoke", methods=["POST"])
+    async def revoke(self, request: Any) -> bytes:
+        """Revoke one token by ``jti``, or every token of a ``sub`` issued before now (admin)."""
+        request.route = "auth"
+        request.setHeader(b"cache-control", b"no-store")
+        tokens = self._token_service()
+        assert self._guard is not None
+        admission = await self._guard.admit(request, permission=None)
+        current_request.set(request)
+        return json_body(request, await tokens.revoke(admission.principal, request.content.read()))

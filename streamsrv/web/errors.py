@@ -100,8 +100,14 @@ def render_error(request: IRequest, error: ApiError) -> bytes:
     ``Content-Disposition``, ``ETag``…) are removed, so an error never
     describes a representation it does not carry.
     """
-    for name in (b"content-range", b"content-disposition", b"etag", b"last-modified",
-                 b"x-content-duration", b"accept-ranges"):
+    for name in (
+        b"content-range",
+        b"content-disposition",
+        b"etag",
+        b"last-modified",
+        b"x-content-duration",
+        b"accept-ranges",
+    ):
         request.responseHeaders.removeHeader(name)
     request.setResponseCode(error.status)
     for name, value in error.headers.items():
