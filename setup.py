@@ -10,7 +10,7 @@ the scan finds the plugin there.
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.editable_wheel import editable_wheel
 
 HERE = Path(__file__).parent
@@ -60,16 +60,10 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=[
-        "streamsrv",
-        "streamsrv.web",
-        "streamsrv.middleware",
-        "streamsrv.streaming",
-        "streamsrv.health",
-        "streamsrv.audio",
-        "twisted.plugins",
-    ],
-    package_data={"streamsrv": ["py.typed"]},
+    # Every package under streamsrv/, found rather than listed, so a new one cannot be left
+    # out of a wheel (tests run from the checkout and would not notice).
+    packages=[*find_packages(where=str(HERE), include=["streamsrv", "streamsrv.*"]), "twisted.plugins"],
+    package_data={"streamsrv": ["py.typed"], "streamsrv.analytics": ["migrations/*.sql"]},
     cmdclass={"editable_wheel": EditableWheelWithPlugins},
     install_requires=[
         "twisted[tls]>=24.10",
@@ -83,9 +77,11 @@ setup(
         "av>=12",
         "prometheus-client>=0.20",
         "service-identity>=24.1",
+        # PostgreSQL for analytics (STREAMSRV_ANALYTICS_DSN) through twisted.enterprise.adbapi.
+        "psycopg2-binary>=2.9",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "psycopg2-binary>=2.9"],
+        "test": ["hypothesis>=6.100", "websockets>=12"],
         "dev": ["hypothesis>=6.100", "ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "tox>=4"],
     },
     entry_points={"console_scripts": ["streamsrv = streamsrv.cli:console_main"]},
