@@ -1,0 +1,900 @@
+# -*- test-case-name: tests.test_analytics_store -*-
+"""Where listening sessions and playback events are kept: SQLite by default, PostgreSQL by DSN.
+
+An :class:`IAnalyticsStore` takes :class:`SessionRecord` and
+:class:`AnalyticsEvent` values into an in-memory buffer and writes them in one
+transaction per flush: every *flush_interval_s* (a ``LoopingCall`` on an
+injected clock), early when the buffer passes *flush_threshold*, on
+:meth:`~IAnalyticsStore.flush` and on :meth:`~IAnalyticsStore.close` (so a
+SIGTERM loses nothing; a ``kill -9`` loses at most one interval).  While the
+database fails, the buffer is kept (at most *max_buffered* events; beyond
+that the oldest are dropped and counted) and the write retried.  Both
+backends run the same versioned migrations (``migrations/NNNN_name.sql``)
+at start, in one transaction, recorded in ``schema_migrations``.
+:class:`AnalyticsRetention` deletes what is older than the retention.
+
+This module must never store a full IP address (a :class:`SessionRecord`
+refuses anything narrower than a /24 IPv4 or /48 IPv6 network), never log a
+DSN (it may carry a password), and never let a database failure raise into
+the code that records.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+from twisted.application.service import Service
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
+
+__all__ = [
+    "ANALYTICS_DB_FILE",
+    "DEFAULT_FLUSH_INTERVAL_S",
+    "DEFAULT_FLUSH_THRESHOLD",
+    "DEFAULT_MAX_BUFFERED",
+    "DEFAULT_RETENTION_DAYS",
+    "EVENT_TYPES",
+    "MIGRATIONS_DIR",
+    "SOURCES",
+    "AnalyticsEvent",
+    "AnalyticsRetention",
+    "AnalyticsStore",
+    "IAnalyticsStore",
+    "Migration",
+    "PostgresAnalyticsStore",
+    "SessionRecord",
+    "SqliteAnalyticsStore",
+    "StoreCounters",
+    "load_migrations",
+    "make_analytics_store",
+    "migration_statements",
+    "truncate_ip",
+]
+
+log = Logger()
+
+#: The SQLite file in ``STREAMSRV_DATA_DIR`` used when no DSN is configured.
+ANALYTICS_DB_FILE: Final = "analytics.sqlite3"
+
+#: Seconds between two flushes of the buffer: at most this much is lost on ``kill -9``.
+DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
+
+#: A buffer holding this many records is flushed at once, without waiting for the interval.
+DEFAULT_FLUSH_THRESHOLD: Final = 5_000
+
+#: The most events kept in memory while the database fails; beyond it the oldest are dropped.
+DEFAULT_MAX_BUFFERED: Final = 100_000
+
+#: Default of ``STREAMSRV_ANALYTICS_RETENTION_DAYS``.
+DEFAULT_RETENTION_DAYS: Final = 365
+
+#: Seconds between two retention purges.
+RETENTION_INTERVAL_S: Final = 3600.0
+
+#: How long SQLite waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+
+#: How long connecting to PostgreSQL may take.
+POSTGRES_CONNECT_TIMEOUT_S: Final = 5
+
+#: How often a flush may be attempted when the store closes (a broken
+#: PostgreSQL connection is replaced after its first failure).
+CLOSE_FLUSH_ATTEMPTS: Final = 2
+
+#: Rows per multi-row ``INSERT`` on PostgreSQL.
+POSTGRES_ROWS_PER_STATEMENT: Final = 1000
+
+#: Where the versioned migrations live.
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+
+#: What a session was derived from.
+SOURCES: Final = frozenset({"stream", "hls", "client"})
+
+#: Event types: the client's playback reports and the ones derived from them.
+EVENT_TYPES: Final = frozenset(
+    {
+        "playback.play",
+        "playback.pause",
+        "playback.seek",
+        "playback.progress",
+        "playback.ended",
+        "playback.buffering",
+        "bitrate.switch",
+    }
+)
+
+#: The widest networks an address is kept as.
+IPV4_PREFIX: Final = 24
+IPV6_PREFIX: Final = 48
+
+#: Serialises migrations of concurrent PostgreSQL starters (an arbitrary constant).
+_PG_MIGRATION_LOCK: Final = 0x73747273  # "strs"
+
+_MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+def truncate_ip(address: str | None) -> str | None:
+    """
+    The network an address is stored as: its /24 (IPv4) or /48 (IPv6).
+
+    An IPv4-mapped IPv6 address counts as IPv4.
+
+    :param address: A textual IP address (a zone ``%eth0`` is ignored).
+    :return: E.g. ``"203.0.113.0/24"``, or ``None`` for no or an invalid address.
+    """
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = IPV4_PREFIX if ip.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def _check_network(value: str) -> None:
+    network = ipaddress.ip_network(value, strict=True)
+    widest = IPV4_PREFIX if network.version == 4 else IPV6_PREFIX
+    if network.prefixlen > widest:
+        raise ValueError(f"ip_network must be at most a /{widest}, not a /{network.prefixlen}")
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """
+    The state of one listening session; recording it again replaces it (by ``id``).
+
+    :ivar id: The session's id, chosen by the server.
+    :ivar user_sub: Who listened (the principal's ``sub``).
+    :ivar track_path: The track, relative to the media root.
+    :ivar source: ``stream``, ``hls`` or ``client`` (known from reports only).
+    :ivar started_at: Unix seconds.
+    :ivar last_activity_at: Unix seconds of the last request or report.
+    :ivar ended_at: Unix seconds, ``None`` while open.
+    :ivar bytes_sent: Bytes of audio delivered.
+    :ivar seconds_listened: Seconds listened (reported) or delivered (estimated).
+    :ivar max_position_s: Furthest position reached, in seconds.
+    :ivar duration_s: The track's duration, if known.
+    :ivar completed: Whether it was listened to the end.
+    :ivar client_info: The User-Agent, shortened.
+    :ivar ip_network: The client's network (see :func:`truncate_ip`), never an address.
+    :ivar client_session_id: The ``session_id`` the client's reports use.
+    """
+
+    id: str
+    user_sub: str
+    track_path: str
+    source: str
+    started_at: float
+    last_activity_at: float
+    ended_at: float | None = None
+    bytes_sent: int = 0
+    seconds_listened: float = 0.0
+    max_position_s: float = 0.0
+    duration_s: float | None = None
+    completed: bool = False
+    client_info: str | None = None
+    ip_network: str | None = None
+    client_session_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {sorted(SOURCES)}, got {self.source!r}")
+        if self.ip_network is not None:
+            _check_network(self.ip_network)
+
+    def row(self) -> tuple[Any, ...]:
+        """The values in :data:`_SESSION_COLUMNS` order."""
+        values = list(astuple(self))
+        values[_SESSION_COLUMNS.index("completed")] = int(self.completed)
+        return tuple(values)
+
+
+@dataclass(frozen=True)
+class AnalyticsEvent:
+    """
+    One playback event of a session.
+
+    :ivar event_type: One of :data:`EVENT_TYPES`.
+    :ivar ts: Unix seconds (the server's clock when it was received).
+    :ivar position_s: The playback position, seconds.
+    :ivar startup_ms: Time from the play request to the first sound (``playback.play``).
+    :ivar stall_ms: How long playback stalled (``playback.buffering``).
+    :ivar bitrate_kbps: The bitrate playing, kb/s.
+    :ivar from_bitrate_kbps: ``bitrate.switch``: the previous bitrate.
+    :ivar to_bitrate_kbps: ``bitrate.switch``: the new bitrate.
+    """
+
+    session_id: str
+    user_sub: str
+    track_path: str
+    event_type: str
+    ts: float
+    position_s: float | None = None
+    startup_ms: float | None = None
+    stall_ms: float | None = None
+    bitrate_kbps: float | None = None
+    from_bitrate_kbps: float | None = None
+    to_bitrate_kbps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.event_type not in EVENT_TYPES:
+            raise ValueError(f"event_type must be one of {sorted(EVENT_TYPES)}, got {self.event_type!r}")
+
+    def row(self) -> tuple[Any, ...]:
+        """The values in :data:`_EVENT_COLUMNS` order."""
+        return astuple(self)
+
+
+_SESSION_COLUMNS: Final = tuple(f.name for f in fields(SessionRecord))
+_EVENT_COLUMNS: Final = tuple(f.name for f in fields(AnalyticsEvent))
+
+
+@dataclass(frozen=True)
+class StoreCounters:
+    """
+    What a store has done since it was created, for ``/metrics``.
+
+    :ivar events_written: Events committed to the database.
+    :ivar sessions_written: Session records committed (one per session per flush).
+    :ivar flush_failures: Flushes (or migrations) that failed.
+    :ivar events_dropped: Events dropped: the buffer overflowed while the
+        database failed, or they arrived after the store closed.
+    :ivar buffer_size: Events and session records waiting to be written.
+    """
+
+    events_written: int
+    sessions_written: int
+    flush_failures: int
+    events_dropped: int
+    buffer_size: int
+
+
+# --- migrations -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned schema change: ``migrations/NNNN_name.sql``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> tuple[Migration, ...]:
+    """
+    The migrations in *directory*, in order.
+
+    :raise ValueError: If a ``.sql`` file is misnamed or versions are not 1, 2, 3…
+    """
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_FILE.fullmatch(path.name)
+        if match is None:
+            raise ValueError(f"migration file {path.name!r} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path.read_text(encoding="utf-8")))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise ValueError(f"migration versions must be 1, 2, 3… without gaps, got {versions}")
+    return tuple(found)
+
+
+def migration_statements(sql: str, substitutions: dict[str, str]) -> list[str]:
+    """
+    The statements of a migration, placeholders substituted, comments removed.
+
+    :param sql: The file's text: statements each ending with ``;`` at the end
+        of a line; ``--`` comments on lines of their own.
+    :param substitutions: ``{"{{AUTO_ID}}": "…"}``.
+    """
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    text = "\n".join(lines)
+    for placeholder, value in substitutions.items():
+        text = text.replace(placeholder, value)
+    if "{{" in text:
+        raise ValueError("a migration uses a placeholder this dialect does not define")
+    return [statement.strip() for statement in text.split(";") if statement.strip()]
+
+
+# --- dialects -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """What differs between SQLite and PostgreSQL."""
+
+    name: str
+    substitutions: dict[str, str]
+    #: Run first in a write transaction (SQLite: take the write lock now).
+    begin_write: str | None
+    #: Run first in the migration transaction (PostgreSQL: serialise starters).
+    migration_lock: str | None
+
+    def sql(self, text: str) -> str:
+        """*text*, written with ``?`` placeholders, in this driver's paramstyle."""
+        return text if self.name == "sqlite" else text.replace("?", "%s")
+
+    def insert_many(
+        self, txn: Any, head: str, tail: str, width: int, rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """
+        Run ``head VALUES (…), (…) tail`` for *rows*.
+
+        SQLite: ``executemany`` of a one-row statement (fast in-process);
+        PostgreSQL: multi-row statements (one round trip per
+        :data:`POSTGRES_ROWS_PER_STATEMENT` rows).
+        """
+        one = "(" + ", ".join("?" * width) + ")"
+        if self.name == "sqlite":
+            txn.executemany(f"{head} VALUES {one} {tail}", rows)
+            return
+        for start in range(0, len(rows), POSTGRES_ROWS_PER_STATEMENT):
+            chunk = rows[start : start + POSTGRES_ROWS_PER_STATEMENT]
+            statement = f"{head} VALUES {', '.join([one] * len(chunk))} {tail}"
+            txn.execute(self.sql(statement), [value for row in chunk for value in row])
+
+
+_SQLITE: Final = _Dialect(
+    name="sqlite",
+    substitutions={"{{AUTO_ID}}": "INTEGER PRIMARY KEY"},
+    begin_write="BEGIN IMMEDIATE",
+    migration_lock=None,
+)
+
+_POSTGRES: Final = _Dialect(
+    name="postgresql",
+    substitutions={"{{AUTO_ID}}": "BIGSERIAL PRIMARY KEY"},
+    begin_write=None,  # psycopg2 opens the transaction itself
+    migration_lock=f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})",
+)
+
+_CREATE_SCHEMA_MIGRATIONS: Final = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+)
+
+_UPSERT_SESSION_HEAD: Final = f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)})"
+_UPSERT_SESSION_TAIL: Final = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+    f"{column} = excluded.{column}" for column in _SESSION_COLUMNS if column != "id"
+)
+_INSERT_EVENT_HEAD: Final = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)})"
+
+
+# --- the store ------------------------------------------------------------------------
+
+
+class IAnalyticsStore(Interface):
+    """
+    Listening sessions and playback events, buffered in memory and written in batches.
+
+    Recording never fails and never waits; what is recorded is written by the
+    next flush.  Times are Unix seconds.
+    """
+
+    dialect: str
+    """``"sqlite"`` or ``"postgresql"``."""
+
+    def start() -> Deferred[None]:
+        """Open the database and apply pending migrations; records may be made before it fires."""
+
+    def close() -> Deferred[None]:
+        """Flush everything buffered, then release the database; nothing is written after."""
+
+    def record_session(session: SessionRecord) -> None:  # noqa: N805 - zope interface
+        """Buffer the current state of a session (replacing any buffered state of the same ``id``)."""
+
+    def record_event(event: AnalyticsEvent) -> None:  # noqa: N805 - zope interface
+        """Buffer one event."""
+
+    def flush() -> Deferred[int]:
+        """
+        Write everything buffered now, in one transaction, after any flush in progress.
+
+        Fires with the number of records written; fails if the database did
+        (the records stay buffered for the next attempt).
+        """
+
+    def query(sql: str, args: Sequence[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:  # noqa: N805
+        """Run a read-only *sql* written with ``?`` placeholders (for :mod:`.queries`)."""
+
+    def purge_before(cutoff: float) -> Deferred[int]:  # noqa: N805 - zope interface
+        """Delete events and sessions last active before *cutoff*; fires with the rows deleted."""
+
+    def applied_migrations() -> Deferred[list[int]]:
+        """The versions recorded in ``schema_migrations``, ascending."""
+
+    def counters() -> StoreCounters:
+        """What the store has written, dropped and failed so far."""
+
+    def check() -> CheckResult:
+        """For ``/health/detailed``: failing before the schema is ready, degraded while flushes fail."""
+
+
+@implementer(IAnalyticsStore)
+class AnalyticsStore(Service):
+    """
+    The buffering, flushing and migrating common to both databases.
+
+    A :class:`~twisted.application.service.Service`: ``startService`` opens
+    the database, migrates and starts the flush loop; ``stopService`` stops
+    the loop, flushes what is buffered and closes.  Put it in the service
+    tree before anything that records into it, so it stops after them.
+    """
+
+    dialect: str
+
+    def __init__(
+        self,
+        dialect: _Dialect,
+        clock: IReactorTime,
+        *,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        flush_threshold: int = DEFAULT_FLUSH_THRESHOLD,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
+        """
+        :param clock: Times the flush loop and stamps ``schema_migrations``.
+        :param flush_interval_s: Seconds between flushes.
+        :param flush_threshold: A buffer this long is flushed without waiting.
+        :param max_buffered: The most events (and, separately, sessions) kept
+            while the database fails.
+        """
+        if not (math.isfinite(flush_interval_s) and flush_interval_s > 0):
+            raise ValueError("flush_interval_s must be a number > 0")
+        if not 1 <= flush_threshold <= max_buffered:
+            raise ValueError("need 1 <= flush_threshold <= max_buffered")
+        self.setName("analytics-store")
+        self._dialect = dialect
+        self.dialect = dialect.name
+        self._clock = clock
+        self._interval_s = flush_interval_s
+        self._threshold = flush_threshold
+        self._max = max_buffered
+        self._events: deque[AnalyticsEvent] = deque()
+        self._sessions: dict[str, SessionRecord] = {}
+        self._lock = DeferredLock()
+        self._pool: adbapi.ConnectionPool | None = None
+        self._migrated = False
+        #: The migration versions this instance applied (empty if the schema was current).
+        self.applied_at_start: list[int] = []
+        self._closed = False
+        self._failing = False
+        self._events_written = 0
+        self._sessions_written = 0
+        self._flush_failures = 0
+        self._events_dropped = 0
+        self._migrations = load_migrations()
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+
+    # -- to be provided by each database ------------------------------------------
+
+    def _open_pool(self) -> adbapi.ConnectionPool:
+        raise NotImplementedError
+
+    # -- the service ------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.start().addErrback(self._log_start_failure)
+        self._loop.start(self._interval_s, now=False).addErrback(
+            lambda f: log.failure("analytics: the flush loop stopped", f)
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.close()
+
+    def _log_start_failure(self, failure: Failure) -> None:
+        log.warn(
+            "analytics: the {dialect} store could not start ({error}); records are buffered and retried",
+            dialect=self.dialect,
+            error=_describe(failure),
+            event_kind="degraded",
+        )
+
+    # -- opening and closing --------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        return ensureDeferred(self._ensure_migrated())
+
+    def _db(self) -> adbapi.ConnectionPool:
+        if self._closed:
+            raise RuntimeError("the analytics store is closed")
+        if self._pool is None:
+            self._pool = self._open_pool()
+        return self._pool
+
+    async def _ensure_migrated(self) -> None:
+        if self._migrated:
+            return
+        applied: list[int] = await self._db().runInteraction(self._migrate, self._clock.seconds())
+        self._migrated = True
+        self.applied_at_start = applied
+        if applied:
+            log.info(
+                "analytics: {dialect} schema migrated to version {version} (applied {applied})",
+                dialect=self.dialect,
+                version=self._migrations[-1].version,
+                applied=applied,
+            )
+
+    def _migrate(self, txn: Any, now: float) -> list[int]:
+        """In the database thread: apply the pending migrations in this transaction."""
+        if self._dialect.begin_write is not None:
+            txn.execute(self._dialect.begin_write)
+        if self._dialect.migration_lock is not None:
+            txn.execute(self._dialect.migration_lock)
+        txn.execute(_CREATE_SCHEMA_MIGRATIONS)
+        txn.execute("SELECT version FROM schema_migrations")
+        done = {int(row[0]) for row in txn.fetchall()}
+        applied = []
+        for migration in self._migrations:
+            if migration.version in done:
+                continue
+            for statement in migration_statements(migration.sql, self._dialect.substitutions):
+                txn.execute(statement)
+            txn.execute(
+                self._dialect.sql(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+                ),
+                (migration.version, migration.name, now),
+            )
+            applied.append(migration.version)
+        return applied
+
+    def close(self) -> Deferred[None]:
+        return ensureDeferred(self._close())
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        if self._loop.running:
+            self._loop.stop()
+        for attempt in range(1, CLOSE_FLUSH_ATTEMPTS + 1):
+            try:
+                await self.flush()
+                break
+            except Exception:
+                if attempt == CLOSE_FLUSH_ATTEMPTS:
+                    log.error(
+                        "analytics: {events} events and {sessions} sessions could not be written "
+                        "before closing and are lost",
+                        events=len(self._events),
+                        sessions=len(self._sessions),
+                    )
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    # -- recording ---------------------------------------------------------------------
+
+    def record_session(self, session: SessionRecord) -> None:
+        if self._closed:
+            return
+        self._sessions.pop(session.id, None)  # re-inserted last: the newest state is dropped last
+        self._sessions[session.id] = session
+        if len(self._sessions) > self._max:
+            del self._sessions[next(iter(self._sessions))]
+        self._maybe_flush_early()
+
+    def record_event(self, event: AnalyticsEvent) -> None:
+        if self._closed:
+            self._events_dropped += 1
+            return
+        if len(self._events) >= self._max:
+            self._events.popleft()
+            self._events_dropped += 1
+        self._events.append(event)
+        self._maybe_flush_early()
+
+    def _maybe_flush_early(self) -> None:
+        # While the database fails, only the interval retries: no storm of attempts.
+        if len(self._events) + len(self._sessions) >= self._threshold and not (
+            self._lock.locked or self._failing
+        ):
+            self.flush().addErrback(lambda _: None)  # counted and logged by the flush
+
+    # -- flushing ----------------------------------------------------------------------
+
+    def _tick(self) -> Deferred[None]:
+        return self.flush().addCallbacks(lambda _: None, lambda _: None)
+
+    def flush(self) -> Deferred[int]:
+        return self._lock.run(lambda: ensureDeferred(self._flush_once()))
+
+    async def _flush_once(self) -> int:
+        if not self._events and not self._sessions:
+            return 0
+        events = list(self._events)
+        sessions = self._sessions
+        self._events = deque()
+        self._sessions = {}
+        try:
+            await self._ensure_migrated()
+            await self._db().runInteraction(
+                self._write, [e.row() for e in events], [s.row() for s in sessions.values()]
+            )
+        except Exception:
+            self._requeue(events, sessions)
+            self._flush_failures += 1
+            failure = Failure()
+            if not self._failing:
+                self._failing = True
+                log.warn(
+                    "analytics: writing to {dialect} failed ({error}); {count} records kept and retried",
+                    dialect=self.dialect,
+                    error=_describe(failure),
+                    count=len(self._events) + len(self._sessions),
+                    event_kind="degraded",
+                )
+            failure.raiseException()
+        if self._failing:
+            self._failing = False
+            log.info("analytics: writing to {dialect} works again", dialect=self.dialect)
+        self._events_written += len(events)
+        self._sessions_written += len(sessions)
+        return len(events) + len(sessions)
+
+    def _requeue(self, events: list[AnalyticsEvent], sessions: dict[str, SessionRecord]) -> None:
+        """Put a failed batch back in front of what arrived meanwhile, within the bounds."""
+        merged = deque(events)
+        merged.extend(self._events)
+        overflow = len(merged) - self._max
+        for _ in range(max(0, overflow)):
+            merged.popleft()
+        self._events_dropped += max(0, overflow)
+        self._events = merged
+        newer = self._sessions
+        self._sessions = {sid: s for sid, s in sessions.items() if sid not in newer}
+        self._sessions.update(newer)
+        while len(self._sessions) > self._max:
+            del self._sessions[next(iter(self._sessions))]
+
+    def _write(self, txn: Any, events: list[tuple[Any, ...]], sessions: list[tuple[Any, ...]]) -> None:
+        """In the database thread: one transaction with every session and event."""
+        if self._dialect.begin_write is not None:
+            txn.execute(self._dialect.begin_write)
+        if sessions:
+            self._dialect.insert_many(
+                txn, _UPSERT_SESSION_HEAD, _UPSERT_SESSION_TAIL, len(_SESSION_COLUMNS), sessions
+            )
+        if events:
+            self._dialect.insert_many(txn, _INSERT_EVENT_HEAD, "", len(_EVENT_COLUMNS), events)
+
+    # -- reading and purging --------------------------------------------------------------
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
+        async def run() -> list[tuple[Any, ...]]:
+            await self._ensure_migrated()
+            rows = await self._db().runQuery(self._dialect.sql(sql), tuple(args))
+            return [tuple(row) for row in rows]
+
+        return ensureDeferred(run())
+
+    def purge_before(self, cutoff: float) -> Deferred[int]:
+        def interaction(txn: Any) -> int:
+            if self._dialect.begin_write is not None:
+                txn.execute(self._dialect.begin_write)
+            txn.execute(self._dialect.sql("DELETE FROM events WHERE ts < ?"), (cutoff,))
+            removed = max(0, txn.rowcount)
+            txn.execute(self._dialect.sql("DELETE FROM sessions WHERE last_activity_at < ?"), (cutoff,))
+            return removed + max(0, txn.rowcount)
+
+        async def run() -> int:
+            await self._ensure_migrated()
+            removed: int = await self._db().runInteraction(interaction)
+            return removed
+
+        return ensureDeferred(run())
+
+    def applied_migrations(self) -> Deferred[list[int]]:
+        d = self.query("SELECT version FROM schema_migrations ORDER BY version")
+        return d.addCallback(lambda rows: [int(row[0]) for row in rows])
+
+    # -- observing -----------------------------------------------------------------------
+
+    def counters(self) -> StoreCounters:
+        return StoreCounters(
+            events_written=self._events_written,
+            sessions_written=self._sessions_written,
+            flush_failures=self._flush_failures,
+            events_dropped=self._events_dropped,
+            buffer_size=len(self._events) + len(self._sessions),
+        )
+
+    def check(self) -> CheckResult:
+        counters = self.counters()
+        detail: dict[str, object] = {
+            "dialect": self.dialect,
+            "buffer_size": counters.buffer_size,
+            "flush_failures": counters.flush_failures,
+        }
+        if not self._migrated:
+            return CheckResult(FAILING, {**detail, "state": "not ready"})
+        return CheckResult(DEGRADED if self._failing else OK, detail)
+
+
+def _describe(failure: Failure) -> str:
+    """A one-line description of a database error (driver messages carry no DSN)."""
+    text = str(failure.value).strip().splitlines()
+    return f"{type(failure.value).__name__}: {text[0] if text else ''}"
+
+
+def _connect_sqlite(connection: Any) -> None:
+    connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+
+
+class SqliteAnalyticsStore(AnalyticsStore):
+    """
+    Analytics in a SQLite file (WAL), written by one database thread.
+
+    Every write is one ``BEGIN IMMEDIATE`` transaction, so several processes
+    on the host may share the file.  ``synchronous = NORMAL``: a committed
+    flush survives a crash of the process, not necessarily of the machine.
+    """
+
+    def __init__(self, path: Path, clock: IReactorTime, *, reactor: Any = None, **options: Any) -> None:
+        """
+        :param path: The database file; its directory is created if missing.
+        :param clock: See :class:`AnalyticsStore`.
+        :param reactor: Runs the database thread; by default the global reactor.
+        :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
+        """
+        super().__init__(_SQLITE, clock, **options)
+        self.path = path
+        self._reactor = reactor
+
+    def _open_pool(self) -> adbapi.ConnectionPool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return adbapi.ConnectionPool(
+            "sqlite3",
+            str(self.path),
+            check_same_thread=False,
+            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE for writes
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_connect_sqlite,
+            cp_reactor=self._reactor,
+        )
+
+
+class PostgresAnalyticsStore(AnalyticsStore):
+    """
+    Analytics in PostgreSQL through psycopg2, shared by every process and host.
+
+    A broken connection is replaced on the next attempt (``cp_reconnect``).
+    """
+
+    def __init__(self, dsn: str, clock: IReactorTime, *, reactor: Any = None, **options: Any) -> None:
+        """
+        :param dsn: A ``postgresql://`` URL (or libpq key=value string); never logged.
+        :param clock: See :class:`AnalyticsStore`.
+        :param reactor: Runs the database threads; by default the global reactor.
+        :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
+        """
+        super().__init__(_POSTGRES, clock, **options)
+        self._dsn = dsn
+        self._reactor = reactor
+
+    def _open_pool(self) -> adbapi.ConnectionPool:
+        return adbapi.ConnectionPool(
+            "psycopg2",
+            self._dsn,
+            connect_timeout=POSTGRES_CONNECT_TIMEOUT_S,
+            application_name="streamsrv-analytics",
+            cp_min=1,
+            cp_max=2,
+            cp_reconnect=True,
+            cp_noisy=False,
+            cp_reactor=self._reactor,
+        )
+
+
+def make_analytics_store(
+    dsn: str | None, data_dir: Path, reactor: Any, **options: Any
+) -> SqliteAnalyticsStore | PostgresAnalyticsStore:
+    """
+    The store the configuration asks for.
+
+    :param dsn: ``STREAMSRV_ANALYTICS_DSN``: ``None`` for
+        ``<data_dir>/analytics.sqlite3``; ``sqlite:///relative/path`` or
+        ``sqlite:////absolute/path``; ``postgresql://…`` or ``postgres://…``.
+    :param data_dir: ``STREAMSRV_DATA_DIR``.
+    :param reactor: The reactor: clock of the flush loop and runner of the
+        database threads.
+    :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
+    :raise ValueError: For any other DSN (the message does not quote it).
+    """
+    if dsn is None:
+        return SqliteAnalyticsStore(data_dir / ANALYTICS_DB_FILE, reactor, reactor=reactor, **options)
+    if dsn.startswith("sqlite:///") and len(dsn) > len("sqlite:///"):
+        return SqliteAnalyticsStore(Path(dsn[len("sqlite:///") :]), reactor, reactor=reactor, **options)
+    if dsn.startswith(("postgresql://", "postgres://")):
+        return PostgresAnalyticsStore(dsn, reactor, reactor=reactor, **options)
+    raise ValueError("the analytics DSN must start with sqlite:/// or postgresql://")
+
+
+# --- retention ------------------------------------------------------------------------
+
+
+class AnalyticsRetention(Service):
+    """
+    Deletes sessions and events older than *retention_days*, every *interval_s*.
+
+    The first purge runs when the service starts.  A failed purge is logged
+    and retried at the next interval.
+    """
+
+    def __init__(
+        self,
+        store: IAnalyticsStore,
+        clock: IReactorTime,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+        interval_s: float = RETENTION_INTERVAL_S,
+    ) -> None:
+        if not (math.isfinite(retention_days) and retention_days > 0):
+            raise ValueError("retention_days must be a number > 0")
+        self.setName("analytics-retention")
+        self._store = store
+        self._clock = clock
+        self._retention_s = retention_days * 86400.0
+        self._interval_s = interval_s
+        self._loop = LoopingCall(self.purge)
+        self._loop.clock = clock
+        self.purged = 0
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval_s, now=True).addErrback(
+            lambda f: log.failure("analytics: the retention loop stopped", f)
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def purge(self) -> Deferred[int]:
+        """
+        Delete what is older than the retention now; never fails.
+
+        :return: A Deferred firing with the rows deleted (0 on failure).
+        """
+        cutoff = self._clock.seconds() - self._retention_s
+
+        def done(removed: int) -> int:
+            self.purged += removed
+            if removed:
+                log.info("analytics: retention purge deleted {removed} rows", removed=removed)
+            return removed
+
+        def failed(failure: Failure) -> int:
+            log.warn("analytics: retention purge failed ({error})", error=_describe(failure))
+            return 0
+
+        return self._store.purge_before(cutoff).addCallbacks(done, failed)
