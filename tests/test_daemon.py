@@ -131,11 +131,13 @@ class Daemon:
         """Wait for the process to exit; its return code."""
         return self.process.wait(timeout)
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[Any, bytes]:
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> tuple[Any, bytes]:
         """One HTTP request on a fresh connection; the response and its body."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            conn.request(method, path, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
             return response, response.read()
         finally:

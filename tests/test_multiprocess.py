@@ -2,16 +2,23 @@
 """Two real streamsrv processes sharing one real Redis.
 
 They share rate-limit buckets; when Redis dies both keep serving on their
-own local buckets; when it comes back they share again.  A private
+own local buckets; when it comes back they share again.  They share one
+revocation list: a token revoked through one process, or a refresh family
+revoked by reuse on one, is refused by the other.  A private
 ``redis-server`` is started (and killed) by the test; the machine's shared
 Redis is never touched.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from pathlib import Path
 
+from twisted.internet.task import Clock
+
+from streamsrv.auth.jwt import TokenIssuer
 from tests.services import RedisServerProcess
 from tests.test_daemon import Daemon, DaemonTestCase, write_wav
 
@@ -81,3 +88,94 @@ class SharedRateLimitTests(DaemonTestCase):
         self.assertEqual(allowed, LIMIT)
         for daemon in (self.a, self.b):
             self.assertNotIn("Traceback", daemon.output())
+
+
+#: The deployment's shared HS256 secret, in these tests.
+SECRET = "multiprocess-test-secret-0123456789abcdef-0123456789"
+
+
+class SharedRevocationTests(DaemonTestCase):
+    """With STREAMSRV_REDIS_URL, a revocation made through one process holds on every process."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.redis = RedisServerProcess.start_for(self)
+        media = self.media_dir()
+        write_wav(media / "track.wav", 16 * 1024)
+        self.a = self.start_with_own_data(media)
+        self.b = self.start_with_own_data(media)
+        self.a.wait_ready()
+        self.b.wait_ready()
+        clock = Clock()
+        clock.advance(time.time())
+        self.issuer = TokenIssuer(
+            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=clock
+        )
+
+    def start_with_own_data(self, media: Path) -> Daemon:
+        """A daemon with a data dir of its own: only Redis is shared."""
+        data = Path(self.mktemp()).absolute()
+        data.mkdir()
+        env = {
+            "STREAMSRV_REDIS_URL": self.redis.url,
+            "STREAMSRV_JWT_SECRET": SECRET,
+            "STREAMSRV_DATA_DIR": str(data),
+        }
+        return self.start(["--media-dir", str(media)], env)
+
+    def stream(self, daemon: Daemon, token: str) -> tuple[int, str]:
+        response, body = daemon.request("GET", "/stream/track.wav", {"Authorization": f"Bearer {token}"})
+        code = json.loads(body)["error"]["code"] if response.status >= 400 else ""
+        return int(response.status), code
+
+    def post(
+        self, daemon: Daemon, path: str, fields: dict[str, str], token: str | None = None
+    ) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        response, body = daemon.request("POST", path, headers, json.dumps(fields).encode())
+        return int(response.status), json.loads(body)
+
+    def eventually(
+        self, daemon: Daemon, token: str, expected: tuple[int, str], timeout: float = 15.0
+    ) -> None:
+        """The other process applies a revocation at its next poll of the store (about a second)."""
+        deadline = time.monotonic() + timeout
+        got = self.stream(daemon, token)
+        while got != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+            got = self.stream(daemon, token)
+        self.assertEqual(got, expected, daemon.output())
+
+    def test_revoke_subject_on_one_holds_on_both(self) -> None:
+        """An admin revokes alice on A; B refuses alice's token too, and still serves bob."""
+        alice = self.issuer.issue(sub="alice", roles=["listener"], ttl_s=600)
+        bob = self.issuer.issue(sub="bob", roles=["listener"], ttl_s=600)
+        admin = self.issuer.issue(sub="ops", roles=["admin"], ttl_s=600)
+        self.assertEqual(self.stream(self.a, alice), (200, ""))
+        self.assertEqual(self.stream(self.b, alice), (200, ""))
+        time.sleep(1.1)  # "issued before now" has a resolution of one second (iat)
+        status, body = self.post(self.a, "/api/v1/auth/revoke", {"sub": "alice"}, admin)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.stream(self.a, alice), (401, "TOKEN_REVOKED"))
+        self.eventually(self.b, alice, (401, "TOKEN_REVOKED"))
+        self.assertEqual(self.stream(self.b, bob), (200, ""))
+
+    def test_refresh_reuse_across_processes(self) -> None:
+        """A refresh token spent on A and replayed on B revokes the family on both."""
+        first = self.issuer.issue(sub="carol", roles=["listener"], typ="refresh", ttl_s=3600)
+        status, rotated = self.post(self.a, "/api/v1/auth/refresh", {"refresh_token": first})
+        self.assertEqual(status, 200, rotated)
+        access = rotated["access_token"]
+        self.assertEqual(self.stream(self.b, access), (200, ""))
+        status, body = self.post(self.b, "/api/v1/auth/refresh", {"refresh_token": first})
+        self.assertEqual((status, body["error"]["code"]), (401, "TOKEN_REVOKED"))
+        self.assertEqual(self.stream(self.b, access), (401, "TOKEN_REVOKED"))
+        self.eventually(self.a, access, (401, "TOKEN_REVOKED"))
+        status, body = self.post(self.a, "/api/v1/auth/refresh", {"refresh_token": rotated["refresh_token"]})
+        self.assertEqual((status, body["error"]["code"]), (401, "TOKEN_REVOKED"))
+        for daemon in (self.a, self.b):
+            self.assertNotIn("Traceback", daemon.output())
+            for part in (first.split(".")[2], access.split(".")[2]):
+                self.assertNotIn(part, daemon.output())
