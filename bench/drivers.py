@@ -49,16 +49,23 @@ def wrk_version() -> str | None:
     return (out.stdout or out.stderr).strip().splitlines()[0].split(" Copyright")[0]
 
 
-def _run(argv: list[str], timeout: float) -> tuple[str, float, float]:
+def _run(argv: list[str], timeout: float, authorization: str | None = None) -> tuple[str, float, float]:
     """Run ``argv`` in its own process group; return stdout, its CPU seconds and wall seconds.
+
+    ``authorization`` reaches ranges.lua as ``BENCH_AUTHORIZATION``.
 
     The CPU time comes from RUSAGE_CHILDREN around the wait: the servers are children
     too, but they are only reaped when stopped, so they do not count here.
     """
     usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
+    env = dict(os.environ)
+    env.pop("BENCH_AUTHORIZATION", None)
+    if authorization:
+        env["BENCH_AUTHORIZATION"] = authorization
     popen = subprocess.Popen(
         argv,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -125,8 +132,13 @@ def http_load(
     duration: float,
     seed: int,
     span: int,
+    authorization: str | None = None,
 ) -> dict[str, Any]:
-    """Keep ``concurrency`` connections busy for ``duration`` s; return counts and latency."""
+    """Keep ``concurrency`` connections busy for ``duration`` s; return counts and latency.
+
+    ``authorization``, when given, is sent as the ``Authorization`` header of every
+    request (wrk only).
+    """
     url = f"http://127.0.0.1:{port}"
     if use_wrk:
         binary = wrk_binary()
@@ -150,7 +162,7 @@ def http_load(
             str(seed),
             str(span),
         ]
-        out, cpu, wall = _run(argv, duration + SLACK_S)
+        out, cpu, wall = _run(argv, duration + SLACK_S, authorization)
         result = parse_wrk(out)
     else:
         argv = [

@@ -3,11 +3,14 @@
 -- seed, so every server sees the same sequence of requests (per connection schedule).
 --
 -- wrk -t1 -cN -dS --latency --timeout 30s -s ranges.lua URL -- MANIFEST PREFIX MODE SEED SPAN
---   MANIFEST  file of "name size" lines (names already URL-safe)
+--   MANIFEST  file of "name size [query]" lines (names already URL-safe; the optional
+--             query, e.g. a signed URL's "expires=…&sig=…", is appended after "?")
 --   PREFIX    URL path prefix of the media root, e.g. /stream/ or /
 --   MODE      "range" (Range: bytes=a-(a+SPAN-1)) or "full" (whole file, no Range)
 --   SEED      integer seed for math.randomseed
 --   SPAN      range length in bytes (262144 for 256 KiB)
+--
+-- BENCH_AUTHORIZATION in the environment, when set, is sent as the Authorization header.
 --
 -- done() prints one line "WRKJSON {...}" with exact counts and latency percentiles
 -- (microseconds) for the harness to parse; wrk's own --latency text is printed too.
@@ -15,16 +18,25 @@
 local files = {}
 local mode = "range"
 local span = 262144
+local base_headers = {}
 
 function init(args)
    local manifest, prefix = args[1], args[2]
    mode = args[3] or "range"
    math.randomseed(tonumber(args[4] or "1"))
    span = tonumber(args[5] or "262144")
+   local authorization = os.getenv("BENCH_AUTHORIZATION")
+   if authorization and authorization ~= "" then
+      base_headers["Authorization"] = authorization
+   end
    for line in io.lines(manifest) do
-      local name, size = line:match("^(%S+)%s+(%d+)$")
+      local name, size, query = line:match("^(%S+)%s+(%d+)%s*(%S*)$")
       if name then
-         files[#files + 1] = { path = prefix .. name, size = tonumber(size) }
+         local path = prefix .. name
+         if query ~= "" then
+            path = path .. "?" .. query
+         end
+         files[#files + 1] = { path = path, size = tonumber(size) }
       end
    end
 end
@@ -33,9 +45,13 @@ function request()
    local f = files[math.random(#files)]
    if mode == "range" then
       local first = math.random(0, f.size - span)
-      return wrk.format("GET", f.path, { ["Range"] = "bytes=" .. first .. "-" .. (first + span - 1) })
+      local headers = { ["Range"] = "bytes=" .. first .. "-" .. (first + span - 1) }
+      for k, v in pairs(base_headers) do
+         headers[k] = v
+      end
+      return wrk.format("GET", f.path, headers)
    end
-   return wrk.format("GET", f.path, {})
+   return wrk.format("GET", f.path, base_headers)
 end
 
 function done(summary, latency, requests)
