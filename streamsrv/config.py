@@ -75,6 +75,7 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_URL_MAX_TTL_S",
     "STREAMSRV_REDIS_URL",
     "STREAMSRV_ANALYTICS_DSN",
+    "STREAMSRV_ANALYTICS_RETENTION_DAYS",
     "STREAMSRV_CORS_ORIGINS",
     "STREAMSRV_TRUSTED_PROXIES",
     "STREAMSRV_LOG_LEVEL",
@@ -205,6 +206,7 @@ class Settings:
     url_max_ttl_s: int
     redis_url: str | None
     analytics_dsn: str | None
+    analytics_retention_days: float
     cors_origins: tuple[str, ...]
     trusted_proxies: tuple[str, ...]
     log_level: str
@@ -340,6 +342,9 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         url_max_ttl_s=read.whole("STREAMSRV_URL_MAX_TTL_S", 7 * 24 * 3600, minimum=1),
         redis_url=read.parse("STREAMSRV_REDIS_URL", None, _parse_redis_url),
         analytics_dsn=read.parse("STREAMSRV_ANALYTICS_DSN", None, _parse_analytics_dsn),
+        analytics_retention_days=read.number(
+            "STREAMSRV_ANALYTICS_RETENTION_DAYS", 365.0, minimum=0.0, inclusive=False
+        ),
         cors_origins=read.parse("STREAMSRV_CORS_ORIGINS", (), _parse_cors_origins),
         trusted_proxies=read.parse("STREAMSRV_TRUSTED_PROXIES", (), _parse_trusted_proxies),
         log_level=read.choice("STREAMSRV_LOG_LEVEL", LOG_LEVELS, "info", aliases={"warning": "warn"}),
@@ -1187,6 +1192,7 @@ def redacted(settings: Settings) -> dict[str, object]:
         "STREAMSRV_URL_MAX_TTL_S": settings.url_max_ttl_s,
         "STREAMSRV_REDIS_URL": None if settings.redis_url is None else _redact_url(settings.redis_url),
         "STREAMSRV_ANALYTICS_DSN": _redact_url(settings.analytics_dsn_effective),
+        "STREAMSRV_ANALYTICS_RETENTION_DAYS": settings.analytics_retention_days,
         "STREAMSRV_CORS_ORIGINS": list(settings.cors_origins),
         "STREAMSRV_TRUSTED_PROXIES": list(settings.trusted_proxies),
         "STREAMSRV_LOG_LEVEL": settings.log_level,

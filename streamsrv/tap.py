@@ -22,6 +22,8 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
 from streamsrv import __version__
+from streamsrv.analytics.sessions import SessionTracker
+from streamsrv.analytics.store import AnalyticsRetention, AnalyticsStore, make_analytics_store
 from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.probe import DurationCache
@@ -29,13 +31,16 @@ from streamsrv.auth.devcredentials import DevCredentials, signing_material
 from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwks import JwksCache
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
-from streamsrv.auth.principal import anonymous_principal
+from streamsrv.auth.principal import Principal, anonymous_principal
 from streamsrv.auth.refresh import TokenService, make_revocation_store
 from streamsrv.auth.revocation import RevocationCache, RevocationStoreService
 from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import SigningKey, sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
+from streamsrv.events.hub import make_hub, track_channel, user_channel
 from streamsrv.health.checks import (
+    DEGRADED,
+    FAILING,
     OK,
     CheckResult,
     HealthChecks,
@@ -43,6 +48,7 @@ from streamsrv.health.checks import (
     disk_space_check,
     media_root_check,
 )
+from streamsrv.health.collectors import AnalyticsCollector, EventHubCollector, WebSocketCollector
 from streamsrv.health.metrics import Metrics
 from streamsrv.logs import make_log_observer
 from streamsrv.middleware.audit import security_event
@@ -55,6 +61,8 @@ from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.web.api import ApiApp, current_request
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
+from streamsrv.ws.protocol import EventSocketFactory, EventSocketService, WsLimits
+from streamsrv.ws.resource import EventSocketResource, jwt_authenticator
 
 log = Logger()
 
@@ -176,6 +184,7 @@ class _Auth:
     dev: DevCredentials | None
     revocations: RevocationCache
     tokens: TokenService
+    redis: RedisService | None
 
 
 def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: Metrics) -> _Auth:
@@ -249,12 +258,105 @@ def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: 
         anonymous=anonymous_principal(roles) if settings.allow_anonymous else None,
         clock=reactor,
     )
-    return _Auth(guard, verifier, issuer, url_keys, roles, dev, revocations, tokens)
+    return _Auth(guard, verifier, issuer, url_keys, roles, dev, revocations, tokens, redis)
 
 
 def _request_security_event(kind: str, fields: dict[str, Any]) -> None:
     """A security event from a part that is not handed the request (token refresh)."""
     security_event(current_request.get(), kind, **fields)
+
+
+def _realtime(
+    settings: Settings,
+    reactor: Any,
+    root_service: RootService,
+    auth: _Auth,
+    metrics: Metrics,
+    checks: HealthChecks,
+) -> tuple[AnalyticsStore, SessionTracker, Any, EventSocketFactory]:
+    """Analytics (store, retention, sessions), the event hub and the WebSocket factory.
+
+    Start order is stop order reversed: the store starts first so it stops
+    last and its final flush holds the sessions the tracker closes on stop;
+    the hub starts before the sockets so they close before it goes.
+    """
+    try:
+        store = make_analytics_store(settings.analytics_dsn, settings.data_dir, reactor)
+    except ValueError as e:
+        print(f"streamsrv: STREAMSRV_ANALYTICS_DSN: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    store.setServiceParent(root_service)
+    AnalyticsRetention(store, reactor, settings.analytics_retention_days).setServiceParent(root_service)
+    metrics.registry.register(AnalyticsCollector(store.counters))
+    checks.register("analytics", store.check)
+
+    redis = auth.redis
+    hub = make_hub(settings.redis_url, reactor, publisher=redis.connection if redis is not None else None)
+    hub.setServiceParent(root_service)
+    metrics.registry.register(EventHubCollector(lambda: hub.stats, lambda: hub.connected))
+    checks.register(
+        "events",
+        lambda: CheckResult(OK if hub.connected else DEGRADED, {"redis": settings.redis_url is not None}),
+    )
+
+    def session_event(kind: str, fields: dict[str, Any]) -> None:
+        event = {"type": kind, **fields}
+        hub.publish(user_channel(fields["sub"]), event)
+        hub.publish(track_channel(fields["path"]), event)
+
+    sessions = SessionTracker(store, reactor, on_event=session_event)
+    sessions.setServiceParent(root_service)
+
+    def on_playback(principal: Principal, kind: str, data: dict[str, Any]) -> str | None:
+        outcome = sessions.on_playback_report(principal.sub, {"type": f"playback.{kind}", **data})
+        if not outcome.ok:
+            return outcome.message or "The report was refused."
+        event = {"type": f"playback.{kind}", "sub": principal.sub, **data}
+        hub.publish(user_channel(principal.sub), event)
+        if isinstance(data.get("path"), str):
+            hub.publish(track_channel(data["path"]), event)
+        return None
+
+    ws = EventSocketFactory(
+        hub=hub,
+        authenticate=jwt_authenticator(auth.verifier, auth.revocations.is_revoked),
+        clock=reactor,
+        limits=WsLimits(auth_timeout_s=settings.ws_auth_timeout_s, max_frame=settings.ws_max_frame),
+        on_playback=on_playback,
+        anonymous=anonymous_principal(auth.roles) if settings.allow_anonymous else None,
+        is_revoked=auth.revocations.is_revoked,
+        metrics=metrics,
+    )
+    EventSocketService(ws).setServiceParent(root_service)
+    metrics.registry.register(WebSocketCollector(lambda: ws.stats, lambda: len(ws.sockets)))
+    return store, sessions, hub, ws
+
+
+def _listening(sessions: SessionTracker) -> Any:
+    """What /stream tells the session tracker after each body it sends."""
+
+    def delivered(
+        request: Any, track: str, spans: list[tuple[int, int]], sent: int, size: int, duration: float | None
+    ) -> None:
+        user = getattr(request, "user", None) or "anonymous"
+        agent = request.getHeader(b"user-agent")
+        remaining = sent
+        for start, length in spans:
+            part = min(remaining, length)
+            remaining -= part
+            sessions.on_stream_activity(
+                user,
+                track,
+                bytes_sent=part,
+                range_start=start,
+                range_end=start + length - 1,
+                size=size,
+                duration_s=duration,
+                ip=getattr(request, "client_ip", None),
+                user_agent=agent.decode("latin-1") if agent else None,
+            )
+
+    return delivered
 
 
 def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path, reactor: Any) -> None:
@@ -319,6 +421,8 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     checks.register("revocations", auth.revocations.check)
     checks.register("open_streams", lambda: CheckResult(OK, {"count": tracker.open_count}))
 
+    analytics, sessions, _hub, ws = _realtime(settings, reactor, root_service, auth, metrics, checks)
+
     api = ApiApp(
         metrics=metrics,
         checks=checks,
@@ -327,7 +431,10 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         metrics_token=settings.metrics_token,
         guard=auth.guard,
         tokens=auth.tokens,
-        prerequisites={"revocations": lambda: auth.revocations.loaded},
+        prerequisites={
+            "revocations": lambda: auth.revocations.loaded,
+            "analytics": lambda: analytics.check().status != FAILING,
+        },
     )
     stream = StreamResource(
         media_root,
@@ -338,9 +445,10 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         durations=DurationCache(),
         max_ranges=settings.max_ranges,
         use_sendfile=settings.sendfile,
+        on_delivered=_listening(sessions),
     )
     site = StreamsrvSite(
-        RootResource(api.app.resource(), {b"stream": stream}),
+        RootResource(api.app.resource(), {b"stream": stream, b"ws": EventSocketResource(ws)}),
         metrics=metrics,
         clock=reactor,
         hsts=settings.is_production,

@@ -373,3 +373,39 @@ class TrackerWithStoreTests(unittest.TestCase):
         self.assertEqual(rows, [(50.0, "2001:db8::/48", NOW)])
         rows = await store.query("SELECT event_type, startup_ms FROM events")
         self.assertEqual(rows, [("playback.play", 200.0)])
+
+
+class SessionEventTests(unittest.TestCase):
+    """``on_event`` hears stream.started when a server session opens and stream.ended when it closes."""
+
+    def test_started_and_ended(self) -> None:
+        clock = Clock()
+        clock.advance(1_767_225_600)
+        store = SqliteAnalyticsStore(Path(self.mktemp()) / "a.sqlite3", clock)
+        events: list[tuple[str, dict[str, object]]] = []
+        tracker = SessionTracker(store, clock, idle_timeout_s=60, on_event=lambda k, f: events.append((k, f)))
+        tracker.on_stream_activity("alice", "a.mp3", bytes_sent=1000, size=10_000, duration_s=100.0)
+        tracker.on_stream_activity(
+            "alice", "a.mp3", bytes_sent=1000, range_start=1000, size=10_000, duration_s=100.0
+        )
+        self.assertEqual([k for k, _ in events], ["stream.started"])
+        started = events[0][1]
+        self.assertEqual((started["path"], started["sub"], started["source"]), ("a.mp3", "alice", "stream"))
+        clock.advance(60 + 100 + 1)  # idle timeout, plus the track's length a player may buffer ahead
+        tracker.sweep()
+        self.assertEqual([k for k, _ in events], ["stream.started", "stream.ended"])
+        ended = events[1][1]
+        self.assertEqual(ended["session_id"], started["session_id"])
+        self.assertEqual(ended["bytes"], 2000)
+        self.assertAlmostEqual(ended["duration_s"], 20.0, places=3)
+
+    def test_callback_errors_do_not_escape(self) -> None:
+        clock = Clock()
+        store = SqliteAnalyticsStore(Path(self.mktemp()) / "a.sqlite3", clock)
+
+        def broken(kind: str, fields: dict[str, object]) -> None:
+            raise RuntimeError("subscriber bug")
+
+        tracker = SessionTracker(store, clock, on_event=broken)
+        self.assertIsNotNone(tracker.on_stream_activity("bob", "b.mp3", bytes_sent=10))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -44,7 +44,7 @@ async def settle(d: Deferred[Any], built: BuiltSite, stub: Any) -> Any:
 class AuthRoutesTests(TokenServiceMixin, unittest.TestCase):
     """The refresh and revoke routes on a real site."""
 
-    async def build(self, *, tokens: bool = True) -> BuiltSite:
+    async def build(self, *, tokens: bool = True, development: bool = True) -> BuiltSite:
         service = await self.service() if tokens else None
         guard = Guard(
             verifier=self.verifier(),
@@ -58,7 +58,7 @@ class AuthRoutesTests(TokenServiceMixin, unittest.TestCase):
         )
         media = Path(self.mktemp())
         media.mkdir()
-        self.built = build_site(media, clock=self.clock, guard=guard, tokens=service)
+        self.built = build_site(media, clock=self.clock, guard=guard, tokens=service, development=development)
         self.stub = stub_for(self.built)
         return self.built
 
@@ -194,3 +194,15 @@ class AuthRoutesTests(TokenServiceMixin, unittest.TestCase):
         for token in (first, rotated["access_token"], rotated["refresh_token"]):
             for part in token.split("."):
                 self.assertNotIn(part, text)
+
+    async def test_detailed_health_for_admins(self) -> None:
+        """Outside development an admin's JWT opens /health/detailed; a listener's is 403, none is 401."""
+        await self.build(development=False)
+        code, body = await self.get_status("/health/detailed", self.admin())
+        self.assertEqual(code, 200, body)
+        self.assertIn("checks", body)
+        listener = self.issuer().issue(sub="bob", roles=["listener"], ttl_s=600)
+        code, body = await self.get_status("/health/detailed", listener)
+        self.assertEqual((code, body["error"]["code"]), (403, "FORBIDDEN"))
+        code, body = await self.get_status("/health/detailed", "not-a-jwt")
+        self.assertEqual((code, body["error"]["code"]), (401, "UNAUTHENTICATED"))

@@ -26,7 +26,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -351,6 +351,7 @@ class SessionTracker(Service):
         segment_s: float = HLS_SEGMENT_S,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         """
         :param store: Receives every session state and event.
@@ -360,6 +361,11 @@ class SessionTracker(Service):
         :param segment_s: Seconds of audio in one HLS segment.
         :param max_sessions: The most sessions tracked at once.
         :param new_id: Makes a session id.
+        :param on_event: Told ``stream.started`` when a session of server
+            activity opens and ``stream.ended`` when it closes, with the
+            fields of the WebSocket contract (``path``, ``sub``,
+            ``session_id``; ``bytes`` and ``duration_s`` at the end); its
+            exceptions are logged, never raised.
         """
         for name, value in (("idle_timeout_s", idle_timeout_s), ("sweep_interval_s", sweep_interval_s)):
             if not (math.isfinite(value) and value > 0):
@@ -372,6 +378,7 @@ class SessionTracker(Service):
         self._segment_s = segment_s
         self._max = max_sessions
         self._new_id = new_id
+        self._on_event = on_event
         #: Open sessions by (user, track), least recently active first.
         self._open: dict[tuple[str, str], _Session] = {}
         #: The same sessions by (user, the client's session_id).
@@ -580,7 +587,19 @@ class SessionTracker(Service):
                 last_activity_at=now,
             )
             self._open[key] = session
+            if source != "client":
+                self._notify("stream.started", session, source=source)
         return session
+
+    def _notify(self, kind: str, session: _Session, **fields: Any) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(
+                kind, {"path": session.path, "sub": session.user_sub, "session_id": session.id, **fields}
+            )
+        except Exception:
+            log.failure("analytics: the session event callback failed for {kind}", kind=kind)
 
     def _touch(self, session: _Session, now: float) -> None:
         session.last_activity_at = max(session.last_activity_at, now)
@@ -597,7 +616,15 @@ class SessionTracker(Service):
             client_key = (session.user_sub, session.client_session_id)
             if self._by_client.get(client_key) is session:
                 del self._by_client[client_key]
-        self._store.record_session(session.record(self._segment_s, ended_at=session.last_activity_at))
+        record = session.record(self._segment_s, ended_at=session.last_activity_at)
+        self._store.record_session(record)
+        if session.source != "client":
+            self._notify(
+                "stream.ended",
+                session,
+                bytes=record.bytes_sent,
+                duration_s=round(record.seconds_listened, 3),
+            )
 
     def sweep(self) -> int:
         """

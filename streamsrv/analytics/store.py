@@ -33,7 +33,7 @@ from typing import Any, Final
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -830,12 +830,13 @@ def make_analytics_store(
     :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
     :raise ValueError: For any other DSN (the message does not quote it).
     """
+    threads = reactor if IReactorThreads.providedBy(reactor) else None  # a test clock runs no threads
     if dsn is None:
-        return SqliteAnalyticsStore(data_dir / ANALYTICS_DB_FILE, reactor, reactor=reactor, **options)
+        return SqliteAnalyticsStore(data_dir / ANALYTICS_DB_FILE, reactor, reactor=threads, **options)
     if dsn.startswith("sqlite:///") and len(dsn) > len("sqlite:///"):
-        return SqliteAnalyticsStore(Path(dsn[len("sqlite:///") :]), reactor, reactor=reactor, **options)
+        return SqliteAnalyticsStore(Path(dsn[len("sqlite:///") :]), reactor, reactor=threads, **options)
     if dsn.startswith(("postgresql://", "postgres://")):
-        return PostgresAnalyticsStore(dsn, reactor, reactor=reactor, **options)
+        return PostgresAnalyticsStore(dsn, reactor, reactor=threads, **options)
     raise ValueError("the analytics DSN must start with sqlite:/// or postgresql://")
 
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import Resource
 
@@ -59,6 +61,11 @@ from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.web.errors import ApiError, render_error
 from streamsrv.web.site import finish_response
 
+log = Logger()
+
+#: ``(request, track, spans, sent, size, duration_s)``: see :class:`StreamResource`.
+Delivered = Callable[[Any, str, list[tuple[int, int]], int, int, "float | None"], None]
+
 #: Cache policy for original files: private (media is usually behind
 #: credentials), revalidated with the strong ETag after an hour.
 CACHE_MAX_AGE_S = 3600
@@ -79,6 +86,11 @@ class StreamResource(Resource):
     :param durations: cache of probed durations for ``X-Content-Duration``.
     :param max_ranges: most ranges answered in one multipart response.
     :param use_sendfile: allow zero-copy sends on plain TCP.
+    :param on_delivered: told of every body sent (completed or cut short),
+        for listening sessions: ``(request, track, spans, sent, size,
+        duration_s)`` where *spans* are the ``(start, length)`` byte ranges
+        asked for and *sent* the body bytes that left; its exceptions are
+        logged, never raised.
     """
 
     isLeaf = True
@@ -94,6 +106,7 @@ class StreamResource(Resource):
         durations: DurationCache,
         max_ranges: int = 16,
         use_sendfile: bool = True,
+        on_delivered: Delivered | None = None,
     ) -> None:
         super().__init__()
         self._root = Path(os.path.realpath(media_root))
@@ -104,6 +117,7 @@ class StreamResource(Resource):
         self._durations = durations
         self._max_ranges = max_ranges
         self._use_sendfile = use_sendfile
+        self._on_delivered = on_delivered
 
     def render_HEAD(self, request: Any) -> int:
         """Headers of what GET would answer, without a body."""
@@ -212,22 +226,23 @@ class StreamResource(Resource):
             request.setResponseCode(200)
             request.setHeader(b"content-type", fmt.mime_type.encode("ascii"))
             request.setHeader(b"content-length", b"%d" % size)
-            return self._send(request, track, fileobj, [(b"", 0, size)], b"", size)
+            return self._send(request, track, fileobj, [(b"", 0, size)], b"", size, (size, duration))
         if len(ranges) == 1:
             (byte_range,) = ranges
             request.setResponseCode(206)
             request.setHeader(b"content-type", fmt.mime_type.encode("ascii"))
             request.setHeader(b"content-range", byte_range.content_range(size).encode("ascii"))
             request.setHeader(b"content-length", b"%d" % byte_range.length)
-            return self._send(
-                request, track, fileobj, [(b"", byte_range.start, byte_range.length)], b"", byte_range.length
-            )
+            segment = (b"", byte_range.start, byte_range.length)
+            return self._send(request, track, fileobj, [segment], b"", byte_range.length, (size, duration))
         layout = multipart_layout(ranges, size, fmt.mime_type, make_boundary())
         request.setResponseCode(206)
         request.setHeader(b"content-type", layout.content_type.encode("ascii"))
         request.setHeader(b"content-length", b"%d" % layout.content_length)
         segments = [(prefix, r.start, r.length) for prefix, r in layout.parts]
-        return self._send(request, track, fileobj, segments, layout.trailer, layout.content_length)
+        return self._send(
+            request, track, fileobj, segments, layout.trailer, layout.content_length, (size, duration)
+        )
 
     def _cache_control(self, request: Any) -> bytes:
         """Private caching, never past the expiry of the signed URL that admitted the request."""
@@ -270,7 +285,9 @@ class StreamResource(Resource):
         segments: list[tuple[bytes, int, int]],
         trailer: bytes,
         length: int,
+        source: tuple[int, float | None],
     ) -> bytes | int:
+        """Send *segments* of *fileobj*; *source* is the file's size and duration."""
         if request.method == b"HEAD" or length == 0:
             fileobj.close()
             outcome = "head" if request.method == b"HEAD" else "complete"
@@ -280,6 +297,9 @@ class StreamResource(Resource):
         sender: FileBodyProducer | SendfileSender
         tracker = self._tracker
         metrics = self._metrics
+        on_delivered = self._on_delivered
+        spans = [(offset, count) for _, offset, count in segments]
+        size, duration = source
 
         def on_end(completed: bool) -> None:
             tracker.remove(sender)
@@ -294,6 +314,11 @@ class StreamResource(Resource):
                 sent=sender.bytes_written,
                 range_header=request.getHeader(b"range"),
             )
+            if on_delivered is not None:
+                try:
+                    on_delivered(request, track, spans, sender.bytes_written, size, duration)
+                except Exception:
+                    log.failure("stream: the delivery observer failed")
 
         if self._use_sendfile and len(segments) == 1 and not trailer and can_sendfile(request):
             _, offset, count = segments[0]

@@ -21,6 +21,8 @@ from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from streamsrv import __version__
+from streamsrv.auth.jwt import bearer_token
+from streamsrv.auth.principal import AuthError
 from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
 from streamsrv.web.errors import ApiError, render_error
@@ -153,9 +155,7 @@ class ApiApp:
         request.route = "health"
         request.setHeader(b"cache-control", b"no-store")
         if not (self._detailed_open or self._bearer_ok(request)):
-            if self._guard is None:
-                raise ApiError("UNAUTHENTICATED")
-            await self._guard.admit(request, permission="admin")
+            await self._admit_admin(request)
         overall, reports = await self._checks.run()
         return json_body(
             request,
@@ -183,6 +183,21 @@ class ApiApp:
         """The OpenAPI 3.1 document of this server."""
         request.route = "openapi"
         return json_body(request, openapi_document())
+
+    async def _admit_admin(self, request: Any) -> None:
+        """Let in an admin's access token (``*``); anything else is 401, or 403 for a valid non-admin."""
+        try:
+            token = bearer_token(request.getHeader(b"authorization"))
+        except AuthError:
+            token = None
+        if self._guard is None or token is None:
+            raise ApiError("UNAUTHENTICATED", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            await self._guard.admit(request, permission="admin")
+        except ApiError as e:
+            if e.status == 401:
+                raise ApiError("UNAUTHENTICATED", headers={"WWW-Authenticate": "Bearer"}) from None
+            raise
 
     def _token_service(self) -> TokenService:
         if self._tokens is None or self._guard is None:

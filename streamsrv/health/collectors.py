@@ -1,0 +1,92 @@
+# -*- test-case-name: tests.test_collectors -*-
+"""Prometheus collectors for parts that keep plain counters.
+
+The WebSocket factory, the event hub and the analytics store count what they
+do in plain attributes (no prometheus-client in their hot paths, and nothing
+global); these collectors read them at scrape time.  Each takes a callable
+returning the current numbers, so it never holds a part alive or reaches into
+it beyond that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["AnalyticsCollector", "EventHubCollector", "WebSocketCollector"]
+
+
+def _counters(obj: Any) -> Mapping[str, Any]:
+    return asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else dict(vars(obj))
+
+
+class WebSocketCollector(Collector):
+    """``streamsrv_ws_*``: open sockets, and counters of a :class:`~streamsrv.ws.protocol.WsStats`."""
+
+    def __init__(self, stats: Callable[[], Any], open_sockets: Callable[[], int]) -> None:
+        self._stats = stats
+        self._open = open_sockets
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily(
+            "streamsrv_ws_connections_open", "WebSocket connections open", value=self._open()
+        )
+        stats = self._stats()
+        for name, help_text, attribute in (
+            ("streamsrv_ws_connections", "WebSocket connections accepted", "connections"),
+            ("streamsrv_ws_authenticated", "WebSocket authentications that succeeded", "authenticated"),
+            ("streamsrv_ws_auth_failures", "WebSocket authentications refused", "auth_failures"),
+            ("streamsrv_ws_messages_received", "WebSocket messages from clients", "messages_in"),
+            ("streamsrv_ws_frames_sent", "WebSocket frames sent", "frames_out"),
+            ("streamsrv_ws_events_sent", "Events delivered to sockets", "events_sent"),
+            ("streamsrv_ws_events_dropped", "Events dropped for slow consumers", "events_dropped"),
+            ("streamsrv_ws_rate_limited", "Client messages refused by the rate limit", "rate_limited"),
+            ("streamsrv_ws_playback_reports", "Playback reports received", "playback_reports"),
+        ):
+            yield CounterMetricFamily(name, help_text, value=getattr(stats, attribute))
+        closes = CounterMetricFamily("streamsrv_ws_closes", "WebSocket closes by code", labels=["code"])
+        for code, count in sorted(stats.closes.items()):
+            closes.add_metric([str(code)], count)
+        yield closes
+
+
+class EventHubCollector(Collector):
+    """``streamsrv_events_*``: a hub's :class:`~streamsrv.events.hub.HubStats` and its Redis link."""
+
+    def __init__(self, stats: Callable[[], Any], connected: Callable[[], bool]) -> None:
+        self._stats = stats
+        self._connected = connected
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily(
+            "streamsrv_events_redis_connected",
+            "1 when the event hub reaches Redis (or needs none), else 0",
+            value=1 if self._connected() else 0,
+        )
+        for name, value in _counters(self._stats()).items():
+            yield CounterMetricFamily(
+                f"streamsrv_events_{name}", f"Event hub: {name.replace('_', ' ')}", value=value
+            )
+
+
+class AnalyticsCollector(Collector):
+    """``streamsrv_analytics_*``: a store's :class:`~streamsrv.analytics.store.StoreCounters`."""
+
+    def __init__(self, counters: Callable[[], Any]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Any]:
+        counters = _counters(self._counters())
+        for name, value in counters.items():
+            if name == "buffer_size":
+                yield GaugeMetricFamily(
+                    "streamsrv_analytics_buffer_size", "Analytics records waiting to be written", value=value
+                )
+            else:
+                yield CounterMetricFamily(
+                    f"streamsrv_analytics_{name}", f"Analytics store: {name.replace('_', ' ')}", value=value
+                )
