@@ -248,6 +248,23 @@ class SignedUrlAdmissionTests(GuardMixin, unittest.TestCase):
         status, _, body = self.fetch(target, peer="10.0.0.8")
         self.assertEqual((status, self.code(body)), (403, "SIGNATURE_INVALID"))
 
+    def test_remembered_url_still_expires(self) -> None:
+        """A URL verified (and remembered) while valid answers URL_EXPIRED once its time is up."""
+        target = self.signed(expires=NOW + 10)
+        self.assertEqual(self.fetch(target)[0], 200)
+        self.assertEqual(self.fetch(target)[0], 200)
+        self.clock.advance(10)
+        status, _, body = self.fetch(target)
+        self.assertEqual((status, self.code(body)), (403, "URL_EXPIRED"))
+
+    def test_remembered_url_is_per_address(self) -> None:
+        """An ip-bound URL remembered for its address is still refused from another one."""
+        target = self.signed(ip="10.0.0.7")
+        for _ in range(2):
+            self.assertEqual(self.fetch(target, peer="10.0.0.7")[0], 200)
+            status, _, body = self.fetch(target, peer="10.0.0.8")
+            self.assertEqual((status, self.code(body)), (403, "SIGNATURE_INVALID"))
+
     def test_signed_download_allowed(self) -> None:
         """A signed URL authorises exactly what was bound into it, download included."""
         status, headers, _ = self.fetch(self.signed(download="1"))

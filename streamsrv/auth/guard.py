@@ -56,6 +56,9 @@ from streamsrv.web.errors import ApiError
 TOKEN_CACHE_SIZE = 10_000
 TOKEN_CACHE_TTL_S = 300.0
 
+#: Signed URLs remembered after verification (request target and client address).
+SIGNED_CACHE_SIZE = 10_000
+
 #: Query parameters that mark a request as carrying a signed URL.
 _SIGNED_MARKERS = (b"sig=", b"expires=")
 
@@ -111,6 +114,7 @@ class Guard:
         self._anonymous = anonymous
         self._clock = clock
         self._token_cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._signed_cache: OrderedDict[tuple[bytes, str], Admission] = OrderedDict()
 
     async def admit(
         self,
@@ -188,6 +192,29 @@ class Guard:
         return principal
 
     def _signed(self, request: Any, query: bytes) -> Admission:
+        """Verify a signed URL, or recall it: a player asks the same URL for every range.
+
+        The cache is keyed by the exact request target and the client address
+        (an ``ip``-bound URL verifies per address) and an entry is used only
+        before the URL's ``expires``; after that the URL is verified again so
+        the answer is the precise ``URL_EXPIRED``.  Rotating keys restarts the
+        process, so a cached verdict never outlives the keys that gave it.
+        """
+        key = (request.uri, request.client_ip)
+        cached = self._signed_cache.get(key)
+        if cached is not None and cached.signed_expires is not None:
+            if self._clock.seconds() < cached.signed_expires:
+                self._signed_cache.move_to_end(key)
+                request.signed_expires = cached.signed_expires
+                return cached
+            del self._signed_cache[key]
+        admission = self._verify_signed(request, query)
+        self._signed_cache[key] = admission
+        if len(self._signed_cache) > SIGNED_CACHE_SIZE:
+            self._signed_cache.popitem(last=False)
+        return admission
+
+    def _verify_signed(self, request: Any, query: bytes) -> Admission:
         if not self._url_keys:
             raise SignedUrlError("SIGNATURE_INVALID", "no_keys")
         path = decode_signed_path(request.path)
