@@ -18,6 +18,7 @@ from urllib.parse import quote
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
@@ -26,7 +27,9 @@ from streamsrv.analytics.sessions import SessionTracker
 from streamsrv.analytics.store import AnalyticsRetention, AnalyticsStore, make_analytics_store
 from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
+from streamsrv.audio.library import MediaLibrary
 from streamsrv.audio.probe import DurationCache
+from streamsrv.audio.workers import WorkerPool
 from streamsrv.auth.devcredentials import DevCredentials, signing_material
 from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwks import JwksCache
@@ -36,6 +39,7 @@ from streamsrv.auth.refresh import TokenService, make_revocation_store
 from streamsrv.auth.revocation import RevocationCache, RevocationStoreService
 from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import SigningKey, sign_url
+from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.events.hub import make_hub, track_channel, user_channel
 from streamsrv.health.checks import (
@@ -332,6 +336,15 @@ def _realtime(
     return store, sessions, hub, ws
 
 
+def _threads_reactor(reactor: Any) -> Any:
+    """*reactor* if it runs threads; else (a test's memory reactor) the global one."""
+    if IReactorFromThreads.providedBy(reactor):
+        return reactor
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
 def _listening(sessions: SessionTracker) -> Any:
     """What /stream tells the session tracker after each body it sends."""
 
@@ -421,6 +434,12 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     checks.register("revocations", auth.revocations.check)
     checks.register("open_streams", lambda: CheckResult(OK, {"count": tracker.open_count}))
 
+    pool = WorkerPool(_threads_reactor(reactor))
+    pool.setServiceParent(root_service)
+    checks.register("worker_pool", pool.check)
+    artifacts = ArtifactCache(settings.data_dir / "cache", settings.cache_max_bytes)
+    media = MediaLibrary(media_root, catalog=None, pool=pool, cache=artifacts)
+
     analytics, sessions, _hub, ws = _realtime(settings, reactor, root_service, auth, metrics, checks)
 
     api = ApiApp(
@@ -431,6 +450,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         metrics_token=settings.metrics_token,
         guard=auth.guard,
         tokens=auth.tokens,
+        media=media,
         prerequisites={
             "revocations": lambda: auth.revocations.loaded,
             "analytics": lambda: analytics.check().status != FAILING,

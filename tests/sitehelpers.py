@@ -52,6 +52,7 @@ def build_site(
     grace_s: float = 10.0,
     guard: Guard | None = None,
     tokens: Any = None,
+    media: Any = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default)."""
     clock = clock if clock is not None else MemoryReactorClock()
@@ -79,6 +80,7 @@ def build_site(
         metrics_token=metrics_token,
         guard=guard,
         tokens=tokens,
+        media=media,
     )
     api.ready = True
     stream = StreamResource(

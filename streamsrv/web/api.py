@@ -23,12 +23,16 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from streamsrv import __version__
 from streamsrv.auth.jwt import bearer_token
 from streamsrv.auth.principal import AuthError
+from streamsrv.auth.signing import max_age_for
 from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
+from streamsrv.middleware.headers import mark_media
+from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.web.errors import ApiError, render_error
 from streamsrv.web.openapi import openapi_document
 
 if TYPE_CHECKING:
+    from streamsrv.audio.library import MediaLibrary, Representation
     from streamsrv.auth.guard import Guard
     from streamsrv.auth.refresh import TokenService
 
@@ -60,6 +64,8 @@ class ApiApp:
         ``NOT_CONFIGURED``).
     :param prerequisites: parts that must be up before ``/health/ready``
         answers 200, by name (e.g. the revocation list, the catalog).
+    :param media: tracks, artwork, waveforms and spectra (``None``: those
+        routes answer ``NOT_CONFIGURED``).
     """
 
     app = Klein()
@@ -75,6 +81,7 @@ class ApiApp:
         guard: Guard | None = None,
         tokens: TokenService | None = None,
         prerequisites: Mapping[str, Callable[[], bool]] | None = None,
+        media: MediaLibrary | None = None,
     ) -> None:
         self._metrics = metrics
         self._checks = checks
@@ -86,6 +93,7 @@ class ApiApp:
         self._guard = guard
         self._tokens = tokens
         self._prerequisites = dict(prerequisites or {})
+        self._media = media
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -225,3 +233,63 @@ class ApiApp:
         admission = await self._guard.admit(request, permission=None)
         current_request.set(request)
         return json_body(request, await tokens.revoke(admission.principal, request.content.read()))
+
+    # -- media: artwork, waveforms, spectra (signed URLs accepted: <img> and peaks.js send no header) --
+
+    async def _media_request(self, request: Any, route: str) -> tuple[MediaLibrary, bytes]:
+        request.route = route
+        if self._media is None or self._guard is None:
+            raise ApiError("NOT_CONFIGURED", "The media library is not configured.")
+        await self._guard.admit(request, permission="tracks:read", signed=True)
+        prefix = f"/api/v1/{route}/".encode("ascii")
+        return self._media, request.path[len(prefix) :]
+
+    def _represent(self, request: Any, rep: Representation) -> bytes:
+        """Send *rep* with its validator, private caching (clamped for signed URLs) and 304 on a match."""
+        request.setHeader(b"etag", rep.etag.encode("ascii"))
+        max_age = MEDIA_MAX_AGE_S
+        if getattr(request, "signed_expires", None) is not None:
+            max_age = min(max_age, max_age_for(request.signed_expires, self._clock.seconds()))
+        request.setHeader(b"cache-control", b"private, max-age=%d" % max_age)
+        mark_media(request)
+        outcome = evaluate_preconditions(
+            request.method.decode("ascii"),
+            rep.etag,
+            0,
+            if_match=None,
+            if_none_match=_text_header(request, b"if-none-match"),
+            if_modified_since=None,
+            if_unmodified_since=None,
+        )
+        if outcome is Outcome.NOT_MODIFIED:
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"content-type", rep.content_type.encode("ascii"))
+        return rep.body
+
+    @app.route("/api/v1/waveform/<path:_track>", methods=["GET", "HEAD"])
+    async def waveform(self, request: Any, _track: str) -> bytes:
+        """Peaks in the audiowaveform formats (always 200, never 206)."""
+        media, raw = await self._media_request(request, "waveform")
+        return self._represent(request, await media.waveform(request, raw))
+
+    @app.route("/api/v1/spectrum/<path:_track>", methods=["GET", "HEAD"])
+    async def spectrum(self, request: Any, _track: str) -> bytes:
+        """Average spectrum, band energies, centroid, roll-off; spectrogram as JSON or PNG."""
+        media, raw = await self._media_request(request, "spectrum")
+        return self._represent(request, await media.spectrum(request, raw))
+
+    @app.route("/api/v1/artwork/<path:_track>", methods=["GET", "HEAD"])
+    async def artwork(self, request: Any, _track: str) -> bytes:
+        """The cover: embedded in the file, or ``cover.*``/``folder.*`` beside it."""
+        media, raw = await self._media_request(request, "artwork")
+        return self._represent(request, await media.artwork(request, raw))
+
+
+#: How long clients may reuse artwork, waveforms and spectra before revalidating.
+MEDIA_MAX_AGE_S = 3600
+
+
+def _text_header(request: Any, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
