@@ -32,22 +32,49 @@ class GoBackendTests(unittest.SynchronousTestCase):
 
     def test_token_and_url_verify(self) -> None:
         """The printed access token verifies as alice/premium and the URL as a uid-bound signed URL."""
-        env = {**os.environ, "STREAMSRV_JWT_SECRET": SECRET, "STREAMSRV_URL_SIGNING_KEY": f"{KID}:{KEY}",
-               "GOFLAGS": "-mod=mod", "GOCACHE": str(Path(self.mktemp()).resolve())}
+        env = {
+            **os.environ,
+            "STREAMSRV_JWT_SECRET": SECRET,
+            "STREAMSRV_URL_SIGNING_KEY": f"{KID}:{KEY}",
+            "GOFLAGS": "-mod=mod",
+            "GOCACHE": str(Path(self.mktemp()).resolve()),
+        }
         out = subprocess.run(
             ["go", "run", ".", "-sub", "alice", "-role", "premium", "-track", "jazz/Café Blue.mp3"],
-            cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=300, check=True,
+            cwd=EXAMPLE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
         ).stdout
         document = json.loads(out)
         clock = Clock()
         clock.advance(time.time())
-        verifier = JwtVerifier(secret=SECRET, public_key_pem=None, jwks=None, issuer=None, audience=None,
-                               leeway_s=30, clock=clock, roles=DEFAULT_ROLES)
+        verifier = JwtVerifier(
+            secret=SECRET,
+            public_key_pem=None,
+            jwks=None,
+            issuer=None,
+            audience=None,
+            leeway_s=30,
+            clock=clock,
+            roles=DEFAULT_ROLES,
+        )
         principal = self.successResultOf(ensureDeferred(verifier.verify(document["access_token"])))
         self.assertEqual(principal.sub, "alice")
         self.assertTrue(principal.can("stream:hq"))
         url = urlsplit(document["stream_url"])
-        bound = verify(unquote(url.path), parse_query_pairs(url.query.encode()),
-                       keys=(SigningKey(KID, KEY.encode()),), now=time.time(), max_ttl_s=7200)
+        bound = verify(
+            unquote(url.path),
+            parse_query_pairs(url.query.encode()),
+            keys=(SigningKey(KID, KEY.encode()),),
+            now=time.time(),
+            max_ttl_s=7200,
+        )
         self.assertEqual(bound, {"uid": "alice"})
         self.assertEqual(unquote(url.path), "/stream/jazz/Café Blue.mp3")
+        refresh = self.successResultOf(
+            ensureDeferred(verifier.verify(document["refresh_token"], typ="refresh"))
+        )
+        self.assertEqual((refresh.sub, refresh.family), ("alice", None))

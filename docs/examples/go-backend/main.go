@@ -28,10 +28,22 @@ import (
 
 var b64 = base64.RawURLEncoding
 
-// MintAccessToken returns an HS256 JWT streamsrv accepts: sub, roles, typ,
-// iat, exp and a random jti. Add iss/aud when streamsrv is configured with
+// MintAccessToken returns an HS256 access token streamsrv accepts: sub, roles,
+// typ, iat, exp and a random jti. Add iss/aud when streamsrv is configured with
 // STREAMSRV_JWT_ISSUER/STREAMSRV_JWT_AUDIENCE.
 func MintAccessToken(secret []byte, sub string, roles []string, ttl time.Duration, now time.Time) (string, error) {
+	return mintToken(secret, sub, roles, "access", ttl, now)
+}
+
+// MintRefreshToken returns the first refresh token of a session (typ
+// "refresh", no fam: streamsrv starts a family for it). The frontend trades it
+// at POST /api/v1/auth/refresh for fresh access tokens; each trade rotates it,
+// and presenting a spent one again revokes the whole family.
+func MintRefreshToken(secret []byte, sub string, roles []string, ttl time.Duration, now time.Time) (string, error) {
+	return mintToken(secret, sub, roles, "refresh", ttl, now)
+}
+
+func mintToken(secret []byte, sub string, roles []string, typ string, ttl time.Duration, now time.Time) (string, error) {
 	header, _ := json.Marshal(map[string]string{"alg": "HS256", "typ": "JWT"})
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
@@ -40,7 +52,7 @@ func MintAccessToken(secret []byte, sub string, roles []string, ttl time.Duratio
 	claims, err := json.Marshal(map[string]any{
 		"sub":   sub,
 		"roles": roles,
-		"typ":   "access",
+		"typ":   typ,
 		"iat":   now.Unix(),
 		"exp":   now.Add(ttl).Unix(),
 		"jti":   b64.EncodeToString(jti),
@@ -85,9 +97,10 @@ func SignURL(base, path, kid string, secret []byte, expires int64, bound map[str
 }
 
 type playback struct {
-	AccessToken string `json:"access_token"`
-	StreamURL   string `json:"stream_url"`
-	ExpiresIn   int    `json:"expires_in"`
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	StreamURL    string `json:"stream_url"`
+	ExpiresIn    int    `json:"expires_in"`
 }
 
 func describe(secret []byte, kid string, key []byte, base, sub string, roles []string, track string, now time.Time) (playback, error) {
@@ -95,9 +108,13 @@ func describe(secret []byte, kid string, key []byte, base, sub string, roles []s
 	if err != nil {
 		return playback{}, err
 	}
+	refresh, err := MintRefreshToken(secret, sub, roles, 30*24*time.Hour, now)
+	if err != nil {
+		return playback{}, err
+	}
 	expires := now.Add(time.Hour).Unix()
 	stream := SignURL(base, "/stream/"+track, kid, key, expires, map[string]string{"uid": sub})
-	return playback{AccessToken: token, StreamURL: stream, ExpiresIn: 900}, nil
+	return playback{AccessToken: token, RefreshToken: refresh, StreamURL: stream, ExpiresIn: 900}, nil
 }
 
 func main() {
