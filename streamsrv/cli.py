@@ -5,8 +5,8 @@ One argparse sub-command per task, each a plain function taking the parsed
 arguments and a :class:`Console` (environment and output streams) and returning
 the exit status, so that tests call :func:`main` with an injected environment
 and captured output.  Today there are ``streamsrv config check``,
-``streamsrv sign-url`` and ``streamsrv mint-token``; ``scan`` and ``waveform``
-join them as their modules land, each added by its own ``_add_…_command`` function in
+``streamsrv sign-url``, ``streamsrv mint-token`` and ``streamsrv waveform``;
+``scan`` joins them as its module lands, each added by its own ``_add_…_command`` function in
 :func:`build_parser`.
 
 This command must never start the reactor or bind a port, and must never print
@@ -76,7 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_command(commands)
     _add_sign_url_command(commands)
     _add_mint_token_command(commands)
+    _add_waveform_command(commands)
     return parser
+
+
+def _add_waveform_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``streamsrv waveform``: audiowaveform's flags, parsed in :mod:`streamsrv.audio.waveform`."""
+    waveform = commands.add_parser(
+        "waveform",
+        help="compute peaks of an audio file as audiowaveform JSON or .dat",
+        add_help=False,
+        prefix_chars="\0",  # hand every argument, options included, to waveform_cli
+    )
+    waveform.add_argument("rest", nargs=argparse.REMAINDER)
+    waveform.set_defaults(command=waveform_peaks)
+
+
+def waveform_peaks(args: argparse.Namespace, console: Console) -> int:
+    """
+    ``streamsrv waveform IN -o OUT.json|OUT.dat [-z N | --pixels-per-second N] [-b 8|16] ...``.
+
+    :param args: ``rest`` holds the arguments for :func:`streamsrv.audio.waveform.waveform_cli`.
+    :param console: Output streams (the environment is not used).
+    :return: The exit status.
+    """
+    from streamsrv.audio.waveform import waveform_cli
+
+    return waveform_cli(args.rest, out=console.stdout, err=console.stderr)
 
 
 def _add_mint_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

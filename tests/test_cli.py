@@ -340,8 +340,11 @@ class SignUrlCommandTests(unittest.SynchronousTestCase):
         self.assertIn(("kid", "new"), pairs)
         settings = load_settings(environ={"STREAMSRV_URL_SIGNING_KEYS": self.KEYS})
         bound = verify(
-            "/stream/jazz/So What.mp3", pairs, keys=signing_keys(settings.url_signing_keys),
-            now=__import__("time").time(), max_ttl_s=3600,
+            "/stream/jazz/So What.mp3",
+            pairs,
+            keys=signing_keys(settings.url_signing_keys),
+            now=__import__("time").time(),
+            max_ttl_s=3600,
         )
         self.assertEqual(bound, {"format": "mp3"})
         self.assertNotIn("a-new-signing-secret", result.stdout + result.stderr)
@@ -357,3 +360,73 @@ class SignUrlCommandTests(unittest.SynchronousTestCase):
         result = run(["sign-url", "a.mp3"], {"STREAMSRV_URL_SIGNING_KEYS": "no-colon"})
         self.assertEqual(result.status, 1)
         self.assertIn("STREAMSRV_URL_SIGNING_KEYS", result.stderr)
+
+
+class MintTokenCommandTests(unittest.SynchronousTestCase):
+    """``streamsrv mint-token`` through the CLI: the configured key, or the development one."""
+
+    SECRET = "a-mint-test-secret-that-is-long-enough-0123456789"
+
+    def test_configured_secret(self) -> None:
+        """The token verifies with STREAMSRV_JWT_SECRET and carries the asked roles."""
+        import time
+
+        from twisted.internet.defer import ensureDeferred
+        from twisted.internet.task import Clock
+
+        from streamsrv.auth.jwt import JwtVerifier
+        from streamsrv.auth.roles import DEFAULT_ROLES
+
+        result = run(
+            ["mint-token", "--sub", "carol", "--role", "premium"], {"STREAMSRV_JWT_SECRET": self.SECRET}
+        )
+        self.assertEqual(result.status, 0, result.stderr)
+        clock = Clock()
+        clock.advance(time.time())
+        verifier = JwtVerifier(secret=self.SECRET, public_key_pem=None, jwks=None, issuer=None, audience=None,
+                               leeway_s=30, clock=clock, roles=DEFAULT_ROLES)  # fmt: skip
+        principal = self.successResultOf(ensureDeferred(verifier.verify(result.stdout.strip())))
+        self.assertEqual(principal.sub, "carol")
+        self.assertTrue(principal.can("stream:hq"))
+        self.assertNotIn(result.stdout.strip(), result.stderr)
+
+    def test_development_key_is_the_daemons(self) -> None:
+        """Without configuration, the token is signed with the data dir's development secret."""
+        from streamsrv.auth.devcredentials import ensure_dev_credentials
+
+        data = self.mktemp()
+        creds = ensure_dev_credentials(__import__("pathlib").Path(data))
+        result = run(["mint-token", "--sub", "dev"], {"STREAMSRV_DATA_DIR": data})
+        self.assertEqual(result.status, 0, result.stderr)
+        import jwt as pyjwt
+
+        claims = pyjwt.decode(result.stdout.strip(), creds.jwt_secret, algorithms=["HS256"])
+        self.assertEqual(claims["sub"], "dev")
+
+    def test_no_key_in_production(self) -> None:
+        """With no signing key at all, it refuses with exit status 1 (configuration invalid)."""
+        result = run(["mint-token", "--sub", "x"], {"STREAMSRV_ENV": "production"})
+        self.assertEqual(result.status, 1)
+
+
+class WaveformCommandTests(unittest.SynchronousTestCase):
+    """``streamsrv waveform`` through the CLI."""
+
+    def test_json_and_dat(self) -> None:
+        """A generated tone gives audiowaveform JSON and .dat files; a missing input is status 1."""
+        import json
+        from pathlib import Path
+
+        from tests.audiogen import write_tone
+
+        d = Path(self.mktemp())
+        d.mkdir()
+        write_tone(d / "t.flac", "flac", 1.0, amplitude=0.5)
+        result = run(["waveform", str(d / "t.flac"), "-o", str(d / "t.json"), "-z", "512", "-b", "8"])
+        self.assertEqual(result.status, 0, result.stderr)
+        doc = json.loads((d / "t.json").read_text())
+        self.assertEqual((doc["version"], doc["samples_per_pixel"], doc["bits"]), (2, 512, 8))
+        result = run(["waveform", str(d / "t.flac"), "-o", str(d / "t.dat"), "--split-channels"])
+        self.assertEqual(result.status, 0, result.stderr)
+        self.assertEqual((d / "t.dat").read_bytes()[:4], b"\x02\0\0\0")
+        self.assertEqual(run(["waveform", str(d / "missing.wav"), "-o", str(d / "x.json")]).status, 1)
