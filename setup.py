@@ -81,7 +81,7 @@ setup(
         "psycopg2-binary>=2.9",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "websockets>=12"],
+        "test": ["hypothesis>=6.100", "websockets>=12", "m3u8>=4"],
         "dev": ["hypothesis>=6.100", "ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "tox>=4"],
     },
     entry_points={"console_scripts": ["streamsrv = streamsrv.cli:console_main"]},
