@@ -89,6 +89,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "head": {"summary": "Headers of GET", "responses": stream_responses},
             },
+            **_more_paths(),
         },
         "components": {
             "schemas": {
@@ -114,5 +115,126 @@ def openapi_document() -> dict[str, Any]:
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 }
             },
+        },
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}  # fmt: skip
+
+
+def _get(summary: str, content: str = "application/json", params: list[dict[str, Any]] | None = None,
+         errors: tuple[str, ...] = ("400", "401", "403", "404")) -> dict[str, Any]:  # fmt: skip
+    responses: dict[str, Any] = {"200": {"description": summary, "content": {content: {}}}}
+    responses.update({code: _ERROR for code in errors})
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+def _post(summary: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "200": {"description": summary},
+            "400": _ERROR,
+            "401": _ERROR,
+            "403": _ERROR,
+            "501": _ERROR,
+        },
+    }
+
+
+def _more_paths() -> dict[str, Any]:
+    """The routes beyond health and originals: auth, catalog, media, analytics, HLS, WebSocket."""
+    track = [_track_param()]
+    window = [_query("start", "seconds", {"type": "number"}), _query("end", "seconds", {"type": "number"})]
+    period = [
+        _query("from", "RFC 3339 or Unix seconds"), _query("to", "RFC 3339 or Unix seconds"),
+        _query("granularity", "hour, day, week, month"), _query("limit", "1-100", {"type": "integer"}),
+    ]  # fmt: skip
+    return {
+        "/api/v1/auth/refresh": {
+            "post": _post(
+                "Rotate a refresh token",
+                {
+                    "type": "object",
+                    "required": ["refresh_token"],
+                    "properties": {"refresh_token": {"type": "string"}},
+                },
+            )
+        },
+        "/api/v1/auth/revoke": {
+            "post": _post(
+                "Revoke by jti, or every token of a sub (admin)",
+                {"type": "object", "properties": {"jti": {"type": "string"}, "sub": {"type": "string"}}},
+            )
+        },
+        "/api/v1/tracks": {
+            "get": _get(
+                "Catalog listing",
+                params=[
+                    _query("q", "words in title, artist or album"),
+                    _query("artist", "artist"),
+                    _query("album", "album"),
+                    _query("limit", "1-200", {"type": "integer"}),
+                    _query("cursor", "from the previous page"),
+                ],
+            )
+        },
+        "/api/v1/tracks/{path}": {"parameters": track, "get": _get("Track metadata")},
+        "/api/v1/artwork/{path}": {"parameters": track, "get": _get("Cover art", "image/*")},
+        "/api/v1/waveform/{path}": {
+            "parameters": track,
+            "get": _get(
+                "Peaks (audiowaveform v2, wavesurfer)",
+                params=[
+                    _query("samples_per_pixel", "zoom", {"type": "integer"}),
+                    _query("pixels_per_second", "zoom", {"type": "integer"}),
+                    _query("bits", "8 or 16", {"type": "integer"}),
+                    _query("channels", "merge or split"),
+                    _query("format", "json, dat or wavesurfer"),
+                    *window,
+                ],
+            ),
+        },
+        "/api/v1/spectrum/{path}": {
+            "parameters": track,
+            "get": _get(
+                "Spectral analysis",
+                params=[
+                    _query("format", "json or png"),
+                    _query("fft_size", "power of two", {"type": "integer"}),
+                    _query("hop", "samples", {"type": "integer"}),
+                    _query("window", "hann, hamming, blackman"),
+                    _query("spectrogram", "0 or 1"),
+                    *window,
+                ],
+            ),
+        },
+        "/api/v1/analytics/summary": {"get": _get("Listening summary", params=period)},
+        "/api/v1/analytics/top-tracks": {"get": _get("Top tracks", params=period)},
+        "/api/v1/analytics/tracks/{path}": {
+            "parameters": track,
+            "get": _get("A track's listening", params=period),
+        },
+        "/api/v1/analytics/users/{sub}": {
+            "parameters": [{"name": "sub", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": _get("A user's listening", params=period),
+        },
+        "/api/v1/analytics/active": {"get": _get("Sessions open now")},
+        "/api/v1/analytics/qoe": {"get": _get("Quality of experience", params=period)},
+        "/hls/{path}/master.m3u8": {
+            "parameters": track,
+            "get": _get("HLS multivariant playlist", "application/vnd.apple.mpegurl"),
+        },
+        "/ws": {
+            "get": {
+                "summary": "WebSocket events (see docs/api/websockets.md)",
+                "responses": {"101": {"description": "Switching Protocols"}, "426": _ERROR},
+            }
         },
     }
