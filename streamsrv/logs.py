@@ -6,6 +6,12 @@ turns events into what operators read: one JSON object per line (for
 journald, Docker, Loki…) or twistd's familiar text lines, keeping only events
 at or above the configured level.  It never writes a field whose name says it
 holds a credential, and it never blocks on anything but the output file.
+
+:func:`will_observe` tells a hot path (the access log, the audit trail) whether
+an event at some level can reach any observer at all, so that it need not build
+an event every observer would drop.  Only observers made here know their level;
+any other observer (twistd's log file, a test's list) is assumed to want
+everything.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    LogPublisher,
     formatEvent,
     formatEventAsClassicLogText,
 )
@@ -123,6 +130,42 @@ def event_as_json_line(event: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+#: Levels in increasing order of severity, as numbers to compare.
+_SEVERITY = {level: rank for rank, level in enumerate(LogLevel.iterconstants())}
+
+
+class LevelFilteringObserver(FilteringLogObserver):
+    """A :class:`FilteringLogObserver` that drops everything below one level, and says which.
+
+    :ivar min_severity: the rank of the lowest level it passes (see :func:`will_observe`).
+    """
+
+    def __init__(self, observer: ILogObserver, level: LogLevel) -> None:
+        super().__init__(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+        self.min_severity = _SEVERITY[level]
+
+
+def will_observe(logger: Any, level: LogLevel) -> bool:
+    """Whether an event *logger* emits at *level* can reach an observer that keeps it.
+
+    ``False`` only when the logger publishes to a :class:`LogPublisher` all of
+    whose observers are :class:`LevelFilteringObserver` set above *level*
+    (twistd in the foreground with ``STREAMSRV_LOG_LEVEL=warn``: access events
+    are dropped).  Any other observer counts as one that keeps everything.
+    """
+    publisher = logger.observer
+    if type(publisher) is not LogPublisher:
+        return True
+    observers = getattr(publisher, "_observers", None)
+    if observers is None:
+        return True
+    severity = _SEVERITY[level]
+    for observer in observers:
+        if severity >= getattr(observer, "min_severity", -1):
+            return True
+    return False
+
+
 def make_log_observer(fmt: str, level: str, out: IO[str]) -> ILogObserver:
     """Build the observer streamsrv offers to twistd.
 
@@ -135,5 +178,4 @@ def make_log_observer(fmt: str, level: str, out: IO[str]) -> ILogObserver:
         inner: ILogObserver = FileLogObserver(out, event_as_json_line)
     else:
         inner = FileLogObserver(out, lambda e: formatEventAsClassicLogText(_redacted(e)))
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS.get(level, LogLevel.info))
-    return FilteringLogObserver(inner, [predicate])
+    return LevelFilteringObserver(inner, LEVELS.get(level, LogLevel.info))

@@ -5,9 +5,15 @@ Each :class:`Metrics` owns its own ``CollectorRegistry`` (not the global
 one), so a test can build as many sites as it likes and read exact values.
 Route labels are a small fixed set (``stream``, ``health``, ``api``…), never
 raw paths, so label cardinality stays bounded whatever clients request.
+
+The labelled families remember the child of each label tuple they have handed
+out, so the per-request ``labels(...)`` of the hot path is one dict lookup
+instead of prometheus-client's locked validation and conversion.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,6 +33,55 @@ from streamsrv import __version__
 #: Request-duration buckets in seconds, from cache hits to long downloads.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
+#: Children remembered per family by their exact label values (beyond this,
+#: ``labels()`` takes prometheus-client's own path every time).
+LABEL_CACHE_SIZE = 1024
+
+
+class _RememberedLabels:
+    """Mixin: ``labels(*values)`` answered from a dict of the children already made.
+
+    prometheus-client returns the same child for the same values anyway (it
+    keeps them in ``_metrics``); this skips its lock, validation and ``str()``
+    conversions on repeat.  :meth:`remove`, :meth:`remove_by_labels` and
+    :meth:`clear` forget the remembered children too.
+    """
+
+    def labels(self, *values: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            return super().labels(*values, **kwargs)  # type: ignore[misc]
+        try:
+            remembered: dict[tuple[Any, ...], Any] = self._remembered  # type: ignore[has-type]
+        except AttributeError:
+            remembered = self._remembered = {}
+        child = remembered.get(values)
+        if child is None:
+            child = super().labels(*values)  # type: ignore[misc]
+            if len(remembered) < LABEL_CACHE_SIZE:
+                remembered[values] = child
+        return child
+
+    def remove(self, *values: Any) -> None:
+        self.__dict__.pop("_remembered", None)
+        super().remove(*values)  # type: ignore[misc]
+
+    def remove_by_labels(self, labels: dict[str, str]) -> None:
+        self.__dict__.pop("_remembered", None)
+        super().remove_by_labels(labels)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self.__dict__.pop("_remembered", None)
+        super().clear()  # type: ignore[misc]
+
+
+class _Counter(_RememberedLabels, Counter):
+    """A Counter whose ``labels()`` remembers its children."""
+
+
+class _Histogram(_RememberedLabels, Histogram):
+    """A Histogram whose ``labels()`` remembers its children."""
+
+
 #: Route labels; anything else is counted as "other".
 ROUTES = frozenset({"stream", "hls", "health", "metrics", "api", "openapi", "ws", "other"})
 
@@ -40,32 +95,33 @@ class Metrics:
         :param process: also collect process, platform and GC metrics.
         """
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         r = self.registry
         if process:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
         Info("streamsrv_build", "streamsrv version", registry=r).info({"version": __version__})
-        self.requests = Counter(
+        self.requests = _Counter(
             "streamsrv_http_requests",
             "HTTP requests by route, method and status",
             ["route", "method", "status"],
             registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = _Histogram(
             "streamsrv_http_request_duration_seconds",
             "Time from request to last byte or abort",
             ["route"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
-        self.response_bytes = Counter(
+        self.response_bytes = _Counter(
             "streamsrv_http_response_bytes",
             "Body bytes sent, by route",
             ["route"],
             registry=r,
         )
-        self.errors = Counter(
+        self.errors = _Counter(
             "streamsrv_http_errors",
             "Error responses by contract error code",
             ["code"],
@@ -76,24 +132,24 @@ class Metrics:
             "Response bodies being streamed right now",
             registry=r,
         )
-        self.stream_bytes = Counter(
+        self.stream_bytes = _Counter(
             "streamsrv_stream_bytes_sent",
             "Media bytes sent by /stream, by sender",
             ["sender"],
             registry=r,
         )
-        self.range_requests = Counter(
+        self.range_requests = _Counter(
             "streamsrv_range_requests",
             "Range requests by outcome (single, multi, unsatisfiable, ignored, if_range_mismatch)",
             ["kind"],
             registry=r,
         )
-        self.aborted = Counter(
+        self.aborted = _Counter(
             "streamsrv_streams_aborted",
             "Streams whose client left before the last byte",
             registry=r,
         )
-        self.security_events = Counter(
+        self.security_events = _Counter(
             "streamsrv_security_events",
             "Security events by kind",
             ["kind"],
@@ -105,7 +161,7 @@ class Metrics:
             states=["local", "redis"],
             registry=r,
         )
-        self.file_access = Counter(
+        self.file_access = _Counter(
             "streamsrv_file_access",
             "Audited media accesses by outcome (complete, partial, aborted, refused)",
             ["outcome"],
@@ -114,11 +170,27 @@ class Metrics:
 
     def observe_request(self, *, route: str, method: str, status: int, duration_s: float, sent: int) -> None:
         """Record one finished (or aborted) request."""
-        route = route if route in ROUTES else "other"
-        self.requests.labels(route, method if method in _METHODS else "OTHER", str(status)).inc()
-        self.request_duration.labels(route).observe(duration_s)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._bind_request(route, method, status)
+        requests, duration, sent_bytes = children
+        requests.inc()
+        duration.observe(duration_s)
         if sent:
-            self.response_bytes.labels(route).inc(sent)
+            sent_bytes.inc(sent)
+
+    def _bind_request(self, route: str, method: str, status: int) -> tuple[Any, Any, Any]:
+        """The children :meth:`observe_request` updates for these labels, bound once."""
+        label = route if route in ROUTES else "other"
+        children = (
+            self.requests.labels(label, method if method in _METHODS else "OTHER", str(status)),
+            self.request_duration.labels(label),
+            self.response_bytes.labels(label),
+        )
+        if len(self._request_children) < LABEL_CACHE_SIZE:
+            self._request_children[(route, method, status)] = children
+        return children
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""

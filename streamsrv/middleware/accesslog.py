@@ -5,14 +5,18 @@ One event per finished or aborted request, in namespace ``streamsrv.access``,
 with method, path, status, bytes, duration, range, user and request id as
 fields, so JSON logs need no parsing.  Query parameters that carry
 credentials (signatures, tokens) are replaced by ``REDACTED`` before the path
-is logged: a log line never holds a credential.
+is logged: a log line never holds a credential.  :func:`access_log_observed`
+says whether any observer would keep the event, so that callers can skip
+building it when the log level drops it anyway.
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+
+from streamsrv.logs import will_observe
 
 #: Query parameters whose values are credentials.
 CREDENTIAL_PARAMS = frozenset(
@@ -34,6 +38,11 @@ def redact_uri(uri: bytes) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     redacted = [(name, "REDACTED" if name.lower() in CREDENTIAL_PARAMS else value) for name, value in pairs]
     return path + "?" + urlencode(redacted, safe="/:,")
+
+
+def access_log_observed() -> bool:
+    """Whether an access-log event can reach an observer that keeps it."""
+    return will_observe(log, LogLevel.info)
 
 
 def log_access(

@@ -7,14 +7,17 @@ it is one log event with ``event_kind="security"`` and one increment of
 ``streamsrv_security_events_total{kind}``.  Fields never include the
 credential itself.  Every body of a media file that is sent (or cut short)
 is one :func:`file_access` event (``event_kind="file_access"``) with who,
-what, which range, how many bytes and how it ended.
+what, which range, how many bytes and how it ended; it is counted always, and
+built only when an observer would keep it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+
+from streamsrv.logs import will_observe
 
 log = Logger(namespace="streamsrv.security")
 access_log = Logger(namespace="streamsrv.audit")
@@ -50,6 +53,9 @@ def file_access(request: Any, *, track: str, outcome: str, sent: int, range_head
     metrics = getattr(getattr(request, "site", None), "metrics", None)
     if metrics is not None:
         metrics.file_access.labels(outcome).inc()
+    if not will_observe(access_log, LogLevel.info):
+        # The level drops it: skip building the event.
+        return
     access_log.info(
         "file {track} {outcome} for {sub}: {sent} bytes",
         track=track,

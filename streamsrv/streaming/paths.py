@@ -13,6 +13,11 @@ answers 404.
 
 This module must never join a request path to the file system as given, never
 decode it twice, never open or create a file, and never log.
+
+:class:`ResolvedPathCache` remembers successful resolutions for a few seconds, so
+that the range requests a player makes for one track skip the decoding and the
+``realpath`` walk; an entry is used only while ``stat`` of its resolved path still
+finds the very file (device and inode) that was resolved inside the root.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Generic, TypeVar
 from urllib.parse import unquote_to_bytes
 
 #: Longest accepted segment (a file or directory name), in UTF-8 bytes: NAME_MAX.
@@ -33,6 +39,15 @@ MAX_PATH_BYTES = 4096
 #: A DOS drive: ``C:``, ``c:x``... Harmless on POSIX, refused everywhere so the
 #: code stays safe wherever it runs and the log shows what was tried.
 _DRIVE = re.compile(r"[A-Za-z]:", re.ASCII)
+
+#: How long a resolution is reused (seconds). A file replaced, removed or
+#: swapped for a symlink is noticed at once by the identity check; this bounds
+#: the one change that check cannot see (a directory on the path moved out of
+#: the root, with its files, and a symlink left in its place).
+PATH_CACHE_TTL_S = 2.0
+
+#: Resolutions remembered at most (raw request paths: clients choose them).
+PATH_CACHE_SIZE = 4096
 
 #: Bidirectional embeddings, overrides and isolates (the "Trojan Source" set):
 #: they let a name display as something it is not, in logs and in UIs. The
@@ -183,3 +198,77 @@ def safe_media_path(root: Path, raw: bytes) -> tuple[str, Path]:
     """
     segments = normalise_relative_path(decode_request_path(raw))
     return "/".join(segments), resolve_inside(root, segments)
+
+
+_V = TypeVar("_V")
+
+
+class ResolvedPathCache(Generic[_V]):
+    """
+    Successful :func:`safe_media_path` results, keyed by the raw path tail.
+
+    Each entry holds the resolved path, the device and inode ``stat`` found
+    there when it was resolved, the caller's own value (e.g. the audio format)
+    and the time it was made. :meth:`get` gives it back only within
+    *ttl_s* and only while ``os.stat`` of the resolved path still finds the same
+    file; anything else (a missing file, another inode: a replacement or a
+    symlink swapped in anywhere on the path) drops the entry, and the caller
+    resolves again from scratch, with every check and refusal of the uncached
+    path. Refusals are never cached. The caller still opens the file with
+    ``O_NOFOLLOW``, as without the cache.
+
+    :param clock: returns the current time in seconds (e.g. ``reactor.seconds``).
+    :param ttl_s: how long an entry is used.
+    :param max_entries: the most entries kept; past it the oldest go.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        ttl_s: float = PATH_CACHE_TTL_S,
+        max_entries: int = PATH_CACHE_SIZE,
+    ) -> None:
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._entries: dict[bytes, tuple[float, str, Path, int, int, _V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, raw: bytes) -> tuple[str, Path, _V] | None:
+        """
+        The remembered ``(track, path, value)`` of *raw*, if still valid.
+        """
+        entry = self._entries.get(raw)
+        if entry is None:
+            return None
+        made, track, path, device, inode, value = entry
+        if self._clock() - made < self._ttl_s:
+            try:
+                info = os.stat(path)
+            except (OSError, ValueError):
+                info = None
+            if info is not None and info.st_ino == inode and info.st_dev == device:
+                return track, path, value
+        del self._entries[raw]
+        return None
+
+    def put(self, raw: bytes, track: str, path: Path, value: _V) -> None:
+        """
+        Remember that *raw* resolved to *track* and *path* (if it exists).
+        """
+        try:
+            info = os.stat(path)
+        except (OSError, ValueError):
+            return
+        entries = self._entries
+        if len(entries) >= self._max_entries:
+            # Oldest first: dicts keep insertion order.
+            for stale in list(entries)[: max(1, self._max_entries // 8)]:
+                del entries[stale]
+        entries[raw] = (self._clock(), track, path, info.st_dev, info.st_ino, value)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self._entries.clear()

@@ -1,0 +1,428 @@
+"""Where a ``/stream`` range request spends its CPU: in-process profile, timing, and wrk A/B.
+
+    .venv/bin/python bench/profile_stream.py profile [-n 3000] [--top 35] [--sort tottime]
+    .venv/bin/python bench/profile_stream.py time [-n 3000] [--rounds 5] [--repo DIR ...]
+    .venv/bin/python bench/profile_stream.py wrk [--variant NAME=DIR[,VAR=VALUE...] ...]
+        [--baselines static,nginx] [-c 16] [-d 5] [--rounds 3]
+
+``profile`` and ``time`` build the daemon exactly as ``twistd streamsrv`` does
+(:func:`streamsrv.tap.makeService`, development profile, ``STREAMSRV_LOG_LEVEL=warn``,
+rate limits lifted as in bench/run_streaming.py, the log observer installed as twistd
+installs it), take the real :class:`~streamsrv.web.site.StreamsrvSite` out of the
+service tree, and feed it N keep-alive requests for random 256 KiB ranges over ONE
+in-memory connection (a transport that counts and discards what is written). Nothing
+runs the reactor: every request is answered synchronously, so the run is deterministic
+(a fixed seed picks files and offsets). The body goes through the portable push
+producer (an in-memory transport has no socket for ``sendfile``), so 256 KiB are read
+and written in four 64 KiB chunks per request; ``--span 1`` makes that part negligible
+and leaves the per-request overhead.
+
+``profile`` prints the top functions by own time (cProfile) and µs per request with and
+without the profiler. ``time`` runs each ``--repo`` (a checkout, e.g. one made with
+``git archive HEAD | tar -x -C /tmp/base``) in its own subprocess, alternating between
+them for ``--rounds`` rounds, and prints the median µs per request of each: the way to
+compare two versions of the code on a noisy machine.
+
+``wrk`` starts every ``--variant`` (a checkout plus extra ``STREAMSRV_*`` settings) and
+the chosen baselines at once, each on its own port, all pinned to core 0, then loads
+them in turn from core 1 with ``wrk -t1 -cC -dD -s bench/ranges.lua`` (random 256 KiB
+ranges), rotating the order every round, and prints the median req/s and server CPU µs
+per request of each and their ratios to the first variant. Idle servers cost nothing
+while another is loaded.
+
+Everything stays on 127.0.0.1 and in a temp dir removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+SPAN = 256 * 1024
+SEED = 20240601
+UNLIMITED = "1000000000/1"
+
+#: The environment run_streaming.py gives streamsrv.
+BENCH_ENV = {
+    "STREAMSRV_ENV": "development",
+    "STREAMSRV_LOG_LEVEL": "warn",
+    "STREAMSRV_SHUTDOWN_GRACE_S": "1",
+    "STREAMSRV_RATELIMIT_API_PER_IP": UNLIMITED,
+    "STREAMSRV_RATELIMIT_API_PER_USER": UNLIMITED,
+    "STREAMSRV_RATELIMIT_STREAM_PER_IP": UNLIMITED,
+    "STREAMSRV_RATELIMIT_STREAM_PER_USER": UNLIMITED,
+}
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+class _Sink:
+    """What an in-memory transport needs to count (and drop) the bytes written to it."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.statuses: dict[bytes, int] = {}
+
+    def note(self, data: bytes) -> None:
+        self.bytes += len(data)
+        if data.startswith(b"HTTP/1.1 "):
+            status = data[9:12]
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+def _make_transport(sink: _Sink) -> Any:
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    class SinkTransport(StringTransport):
+        """A StringTransport that counts what is written instead of keeping it."""
+
+        def write(self, data: bytes) -> None:
+            sink.note(data)
+
+        def writeSequence(self, seq: Any) -> None:
+            sink.note(b"".join(seq))
+
+    return SinkTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+    )
+
+
+def _build(tmp: Path, tracks: int) -> tuple[Any, list[tuple[str, int]], Any, Any]:
+    """The daemon as ``twistd streamsrv`` builds it: its site, corpus, stream tracker and root service."""
+    sys.path.insert(0, str(BENCH_DIR))
+    from corpus import MIB, make_corpus
+
+    corpus = make_corpus(tmp / "media", tracks=tracks, track_min=1 * MIB, track_max=4 * MIB, long_count=0)
+    os.environ.update(BENCH_ENV)
+    os.environ["STREAMSRV_DATA_DIR"] = str(tmp / "data")
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+
+    from streamsrv.tap import Options, makeService
+
+    config = Options()
+    config.parseOptions(["--media-dir", str(corpus.root), "--listen", "tcp:0:interface=127.0.0.1"])
+    root = makeService(config, reactor)
+    observer = getattr(root, "log_observer", None)
+    if observer is not None:
+        # What twistd does with the application's ILogObserver.
+        globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)
+    site = None
+    for service in root:
+        if isinstance(service, StreamServerEndpointService):
+            site = service.factory
+    assert site is not None, "makeService built no listener"
+    tracker = root.getServiceNamed("streams")
+    return site, [(f.name, f.size) for f in corpus.tracks], tracker, root
+
+
+def _requests(files: list[tuple[str, int]], n: int, span: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        name, size = files[rng.randrange(len(files))]
+        first = rng.randint(0, size - span)
+        out.append(
+            b"GET /stream/%s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nRange: bytes=%d-%d\r\n\r\n"
+            % (name.encode(), first, first + span - 1)
+        )
+    return out
+
+
+class Bench:
+    """One connection to the real site, and a way to push requests through it."""
+
+    def __init__(self, tmp: Path, span: int, tracks: int = 8) -> None:
+        from twisted.internet.address import IPv4Address
+
+        self.site, self.files, self.tracker, self.root = _build(tmp, tracks)
+        self.span = span
+        self.sink = _Sink()
+        self.transport = _make_transport(self.sink)
+        self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.protocol.makeConnection(self.transport)
+
+    def run(self, requests: list[bytes]) -> None:
+        transport = self.transport
+        tracker = self.tracker
+        feed = self.protocol.dataReceived
+        for raw in requests:
+            feed(raw)
+            # This transport never pauses the producer, so every body is
+            # written within dataReceived; this loop is a safety net.
+            for _ in range(100):
+                if not tracker.open_count:
+                    break
+                transport.producer.resumeProducing()
+
+    probes = 0
+
+    def probe(self) -> bool:
+        """Send one range request; whether it was answered 206."""
+        before = self.sink.statuses.get(b"206", 0)
+        self.run(_requests(self.files, 1, self.span, SEED + 2))
+        self.probes += 1
+        ok = self.sink.statuses.get(b"206", 0) > before
+        if ok:
+            self.probes = 1
+            self.sink.statuses.clear()
+            self.sink.statuses[b"206"] = 1
+        return ok
+
+    def check(self, expected: int) -> None:
+        got = self.sink.statuses.get(b"206", 0)
+        if got != expected:
+            raise SystemExit(f"expected {expected} responses 206, got {self.sink.statuses}")
+
+
+def _in_process(args: argparse.Namespace) -> None:
+    """Start the daemon's services under the reactor, wait until /stream answers, then measure.
+
+    The measurement runs inside one reactor callback: the reactor is blocked
+    meanwhile, so nothing else (timers, threads' results) interleaves with it.
+    """
+    from twisted.internet import reactor
+
+    with tempfile.TemporaryDirectory(prefix="profile-stream-") as tmp_name:
+        bench = Bench(Path(tmp_name), args.span)
+        deadline = time.monotonic() + 120
+        failure: list[str] = []
+
+        def measure() -> None:
+            try:
+                warm = _requests(bench.files, args.warmup, args.span, SEED + 1)
+                bench.run(warm)
+                requests = _requests(bench.files, args.n, args.span, SEED)
+                if args.command == "profile":
+                    _profile(bench, requests, args)
+                    batches = 2
+                else:
+                    batches = args.batches
+                    for _ in range(batches):
+                        started = time.perf_counter()
+                        bench.run(requests)
+                        elapsed = time.perf_counter() - started
+                        print(f"US_PER_REQ {1e6 * elapsed / len(requests):.2f}", flush=True)
+                bench.check(bench.probes + args.warmup + len(requests) * batches)
+            except BaseException as e:
+                failure.append(f"{type(e).__name__}: {e}")
+            finally:
+                reactor.stop()
+
+        def when_ready() -> None:
+            # The catalog scans the library when the daemon starts; /stream
+            # serves only tracks it knows.
+            if bench.probe():
+                # Let the start-up work (scan, workers) settle first.
+                reactor.callLater(1.0, measure)
+            elif time.monotonic() > deadline:
+                failure.append(f"/stream never answered 206: {bench.sink.statuses}")
+                reactor.stop()
+            else:
+                reactor.callLater(0.2, when_ready)
+
+        reactor.callWhenRunning(bench.root.startService)
+        reactor.addSystemEventTrigger("before", "shutdown", bench.root.stopService)
+        reactor.callWhenRunning(when_ready)
+        reactor.run()
+        if failure:
+            raise SystemExit(failure[0])
+
+
+def _profile(bench: Bench, requests: list[bytes], args: argparse.Namespace) -> None:
+    import cProfile
+    import pstats
+
+    started = time.perf_counter()
+    bench.run(requests)
+    plain = time.perf_counter() - started
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    bench.run(requests)
+    profiler.disable()
+    profiled = time.perf_counter() - started
+    n = len(requests)
+    print(
+        f"{n} requests of {args.span} bytes over one keep-alive connection: "
+        f"{1e6 * plain / n:.1f} us/request ({n / plain:,.0f} req/s), "
+        f"{1e6 * profiled / n:.1f} us/request under cProfile"
+    )
+    stats = pstats.Stats(profiler)
+    stats.sort_stats(args.sort)
+    stats.print_stats(args.top)
+    if args.callers:
+        stats.print_callers(args.callers)
+    if args.out:
+        stats.dump_stats(args.out)
+        print(f"profile written to {args.out} (pstats format)")
+
+
+def _time(args: argparse.Namespace) -> None:
+    repos = [Path(r).resolve() for r in (args.repo or [str(REPO)])]
+    results: dict[Path, list[float]] = {r: [] for r in repos}
+    for round_no in range(args.rounds):
+        order = repos[round_no % len(repos) :] + repos[: round_no % len(repos)]
+        for repo in order:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = str(repo)
+            argv = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "_time",
+                "-n",
+                str(args.n),
+                "--span",
+                str(args.span),
+                "--warmup",
+                str(args.warmup),
+                "--batches",
+                str(args.batches),
+            ]
+            out = subprocess.run(argv, env=env, cwd=repo, capture_output=True, text=True, timeout=900)
+            if out.returncode != 0:
+                raise SystemExit(f"{repo}: {out.stderr.strip()[-2000:]}")
+            values = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("US_PER_REQ")]
+            best = min(values)
+            results[repo].append(best)
+            print(f"round {round_no + 1} {repo}: best of {len(values)} batches {best:.1f} us/request", flush=True)
+    first = statistics.median(results[repos[0]])
+    print()
+    for repo in repos:
+        median = statistics.median(results[repo])
+        print(
+            f"{str(repo):<40} median {median:7.1f} us/request  ({1e6 / median:,.0f} req/s in-process)"
+            f"  x{median / first:.2f} of {repos[0].name}"
+        )
+
+
+# --------------------------------------------------------------------------- real sockets
+
+
+def _wrk(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(BENCH_DIR))
+    import drivers
+    import procstats
+    import servers
+    from corpus import MIB, make_corpus
+
+    pin_server = ["taskset", "-c", "0"]
+    pin_load = ["taskset", "-c", "1"]
+    variants = args.variant or [f"streamsrv={REPO}"]
+    with tempfile.TemporaryDirectory(prefix="profile-stream-wrk-") as tmp_name:
+        tmp = Path(tmp_name)
+        corpus = make_corpus(tmp / "media", tracks=20, track_min=1 * MIB, track_max=10 * MIB, long_count=0)
+        manifest = corpus.write_manifest(tmp / "manifest.txt", corpus.tracks)
+        started: list[tuple[str, Any]] = []
+        try:
+            for spec in variants:
+                name, _, rest = spec.partition("=")
+                repo_text, *settings = rest.split(",")
+                extra = dict(setting.split("=", 1) for setting in settings)
+                vtmp = tmp / f"v-{name}"
+                vtmp.mkdir()
+                server = servers.streamsrv(vtmp, Path(repo_text).resolve(), corpus, servers.free_port(), extra)
+                server.start(pin_server, corpus, 60)
+                started.append((name, server))
+            for baseline in filter(None, (args.baselines or "").split(",")):
+                btmp = tmp / f"b-{baseline}"
+                btmp.mkdir()
+                if baseline == "static":
+                    server = servers.static_file(btmp, corpus, servers.free_port(), access_log=False)
+                elif baseline == "nginx":
+                    server = servers.nginx(btmp, corpus, servers.free_port(), access_log=False)
+                else:
+                    raise SystemExit(f"unknown baseline {baseline!r}")
+                server.start(pin_server, corpus, 60)
+                started.append((baseline, server))
+            results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in started}
+            for round_no in range(args.rounds):
+                k = round_no % len(started)
+                for name, server in started[k:] + started[:k]:
+                    drivers.http_load(
+                        use_wrk=True, pin=pin_load, port=server.port, manifest=manifest,
+                        prefix=server.prefix, mode="range", concurrency=args.c, duration=1,
+                        seed=SEED + round_no, span=SPAN,
+                    )  # fmt: skip
+                    time.sleep(0.3)
+                    cpu0 = procstats.cpu_seconds(server.pid)
+                    result = drivers.http_load(
+                        use_wrk=True, pin=pin_load, port=server.port, manifest=manifest,
+                        prefix=server.prefix, mode="range", concurrency=args.c, duration=args.d,
+                        seed=SEED, span=SPAN,
+                    )  # fmt: skip
+                    time.sleep(0.3)
+                    cpu = procstats.cpu_seconds(server.pid) - cpu0
+                    seconds = result["duration_us"] / 1e6
+                    rate = result["requests"] / seconds
+                    cpu_us = 1e6 * cpu / max(1, result["requests"])
+                    errors = {k: v for k, v in result.get("errors", {}).items() if v}
+                    results[name].append((rate, cpu_us))
+                    print(
+                        f"round {round_no + 1} {name:<12} {rate:8,.0f} req/s  {cpu_us:6.0f} us CPU/req"
+                        + (f"  errors {errors}" if errors else ""),
+                        flush=True,
+                    )
+        finally:
+            for _, server in started:
+                server.stop()
+        print(f"\nmedians over {args.rounds} interleaved rounds, c={args.c}, {args.d:g} s each:")
+        base_rate = statistics.median(r for r, _ in results[started[0][0]])
+        for name, _ in started:
+            rate = statistics.median(r for r, _ in results[name])
+            cpu_us = statistics.median(c for _, c in results[name])
+            print(
+                f"  {name:<12} {rate:8,.0f} req/s  {cpu_us:6.0f} us CPU/req   "
+                f"{started[0][0]}/{name} = {base_rate / rate:.2f}x"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("profile", "time", "_time"):
+        p = sub.add_parser(command)
+        p.add_argument("-n", type=int, default=3000, help="requests measured")
+        p.add_argument("--span", type=int, default=SPAN, help="bytes per range (default 256 KiB)")
+        p.add_argument("--warmup", type=int, default=300, help="requests before measuring")
+        if command == "profile":
+            p.add_argument("--top", type=int, default=35)
+            p.add_argument("--sort", default="tottime")
+            p.add_argument("--callers", default=None, help="also print callers of functions matching this")
+            p.add_argument("--out", default=None, help="write the pstats file here")
+        else:
+            p.add_argument("--batches", type=int, default=3, help="timed batches per process (best is kept)")
+        if command == "time":
+            p.add_argument("--rounds", type=int, default=5)
+            p.add_argument("--repo", action="append", help="checkout to time (repeatable; default this one)")
+    p = sub.add_parser("wrk")
+    p.add_argument("--variant", action="append", help="NAME=CHECKOUT[,STREAMSRV_X=V...] (repeatable)")
+    p.add_argument("--baselines", default="", help="comma-separated: static, nginx")
+    p.add_argument("-c", type=int, default=16, help="connections")
+    p.add_argument("-d", type=float, default=5, help="seconds per measurement")
+    p.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.command == "time":
+        _time(args)
+    elif args.command == "wrk":
+        _wrk(args)
+    else:
+        _in_process(args)
+
+
+if __name__ == "__main__":
+    main()
