@@ -5,8 +5,8 @@ One argparse sub-command per task, each a plain function taking the parsed
 arguments and a :class:`Console` (environment and output streams) and returning
 the exit status, so that tests call :func:`main` with an injected environment
 and captured output.  Today there are ``streamsrv config check``,
-``streamsrv sign-url``, ``streamsrv mint-token`` and ``streamsrv waveform``;
-``scan`` joins them as its module lands, each added by its own ``_add_…_command`` function in
+``streamsrv sign-url``, ``streamsrv mint-token``, ``streamsrv waveform`` and
+``streamsrv scan``, each added by its own ``_add_…_command`` function in
 :func:`build_parser`.
 
 This command must never start the reactor or bind a port, and must never print
@@ -77,7 +77,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sign_url_command(commands)
     _add_mint_token_command(commands)
     _add_waveform_command(commands)
+    _add_scan_command(commands)
     return parser
+
+
+def _add_scan_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``streamsrv scan``: its own parser lives in :mod:`streamsrv.audio.scan_cli`."""
+    scan = commands.add_parser(
+        "scan",
+        help="scan the media library into the catalog (progress bar and summary)",
+        add_help=False,
+        prefix_chars="\0",  # hand every argument, options included, to scan_cli
+    )
+    scan.add_argument("rest", nargs=argparse.REMAINDER)
+    scan.set_defaults(command=scan_library)
+
+
+def scan_library(args: argparse.Namespace, console: Console) -> int:
+    """
+    Scan ``STREAMSRV_MEDIA_DIR`` into the catalog in ``STREAMSRV_DATA_DIR`` (the daemon's own).
+
+    :param args: ``rest`` holds the arguments for :func:`streamsrv.audio.scan_cli.scan_cli`.
+    :param console: Environment and output streams.
+    :return: The exit status.
+    """
+    from streamsrv.audio.scan_cli import scan_cli
+
+    try:
+        settings = load_settings(environ=console.environ)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"streamsrv: {problem}", file=console.stderr)
+        return EXIT_INVALID
+    return scan_cli(
+        args.rest,
+        data_dir=settings.data_dir,
+        media_root=settings.media_dir,
+        out=console.stdout,
+        err=console.stderr,
+    )
 
 
 def _add_waveform_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

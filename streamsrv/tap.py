@@ -23,12 +23,15 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
 from streamsrv import __version__
+from streamsrv.analytics.api import AnalyticsApi
 from streamsrv.analytics.sessions import SessionTracker
 from streamsrv.analytics.store import AnalyticsRetention, AnalyticsStore, make_analytics_store
+from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog, CatalogEvent
 from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.library import MediaLibrary
 from streamsrv.audio.probe import DurationCache
+from streamsrv.audio.watcher import CatalogService
 from streamsrv.audio.workers import WorkerPool
 from streamsrv.auth.devcredentials import DevCredentials, signing_material
 from streamsrv.auth.guard import Guard
@@ -41,7 +44,7 @@ from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import SigningKey, sign_url
 from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.config import ConfigError, Settings, load_settings
-from streamsrv.events.hub import make_hub, track_channel, user_channel
+from streamsrv.events.hub import SYSTEM_CHANNEL, make_hub, track_channel, user_channel
 from streamsrv.health.checks import (
     DEGRADED,
     FAILING,
@@ -54,6 +57,7 @@ from streamsrv.health.checks import (
 )
 from streamsrv.health.collectors import AnalyticsCollector, EventHubCollector, WebSocketCollector
 from streamsrv.health.metrics import Metrics
+from streamsrv.hls.resource import HlsResource
 from streamsrv.logs import make_log_observer
 from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.cors import CorsPolicy
@@ -62,6 +66,7 @@ from streamsrv.redisconn import RedisService
 from streamsrv.service import RootService
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
+from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.web.api import ApiApp, current_request
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
@@ -336,6 +341,32 @@ def _realtime(
     return store, sessions, hub, ws
 
 
+def _hls_listening(sessions: SessionTracker) -> Any:
+    """What /hls tells the session tracker after each media segment it sends."""
+
+    def segment(request: Any, track: str, n: int, sent: int) -> None:
+        user = getattr(request, "user", None) or "anonymous"
+        sessions.on_stream_activity(
+            user, track, bytes_sent=sent, source="hls", segment=n, ip=getattr(request, "client_ip", None)
+        )
+
+    return segment
+
+
+def _catalog_events(hub: Any) -> Any:
+    """Publish catalog changes: ``system`` (admins) and the track's own channel."""
+
+    def publish(event: CatalogEvent) -> None:
+        fields: dict[str, Any] = {"type": f"track.{event.kind}", "path": event.path}
+        if event.record is not None:
+            fields.update(event.record.to_json())
+        hub.publish(SYSTEM_CHANNEL, fields)
+        if event.kind != "added":
+            hub.publish(track_channel(event.path), fields)
+
+    return publish
+
+
 def _threads_reactor(reactor: Any) -> Any:
     """*reactor* if it runs threads; else (a test's memory reactor) the global one."""
     if IReactorFromThreads.providedBy(reactor):
@@ -434,13 +465,22 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     checks.register("revocations", auth.revocations.check)
     checks.register("open_streams", lambda: CheckResult(OK, {"count": tracker.open_count}))
 
-    pool = WorkerPool(_threads_reactor(reactor))
+    # Warm workers for a real reactor; a test's memory reactor starts none until asked.
+    pool = WorkerPool(
+        _threads_reactor(reactor),
+        preload=("streamsrv.audio.decode", "streamsrv.transcode.encode", "streamsrv.hls.segments"),
+        eager=IReactorFromThreads.providedBy(reactor),
+    )
     pool.setServiceParent(root_service)
     checks.register("worker_pool", pool.check)
     artifacts = ArtifactCache(settings.data_dir / "cache", settings.cache_max_bytes)
-    media = MediaLibrary(media_root, catalog=None, pool=pool, cache=artifacts)
+    catalog = Catalog(settings.data_dir / CATALOG_FILENAME, media_root, reactor=_threads_reactor(reactor))
+    CatalogService(catalog, clock=reactor).setServiceParent(root_service)
+    checks.register("catalog", catalog.check)
+    media = MediaLibrary(media_root, catalog=catalog, pool=pool, cache=artifacts)
 
-    analytics, sessions, _hub, ws = _realtime(settings, reactor, root_service, auth, metrics, checks)
+    analytics, sessions, hub, ws = _realtime(settings, reactor, root_service, auth, metrics, checks)
+    catalog.subscribe(_catalog_events(hub))
 
     api = ApiApp(
         metrics=metrics,
@@ -451,11 +491,15 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         guard=auth.guard,
         tokens=auth.tokens,
         media=media,
+        analytics=AnalyticsApi(analytics, reactor, catalog),
         prerequisites={
             "revocations": lambda: auth.revocations.loaded,
             "analytics": lambda: analytics.check().status != FAILING,
+            # Opened, and scanned fully at least once (by this or another process).
+            "catalog": lambda: catalog.opened and catalog.stats().last_scan_at is not None,
         },
     )
+    transcodes = TranscodeService(pool=pool, cache=artifacts, tracker=tracker, metrics=metrics, clock=reactor)
     stream = StreamResource(
         media_root,
         guard=auth.guard,
@@ -466,9 +510,24 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         max_ranges=settings.max_ranges,
         use_sendfile=settings.sendfile,
         on_delivered=_listening(sessions),
+        is_audio=catalog.is_audio,
+        transcodes=transcodes,
     )
+    hls = HlsResource(
+        media_root,
+        guard=auth.guard,
+        pool=pool,
+        cache=artifacts,
+        url_keys=auth.url_keys,
+        clock=reactor,
+        catalog=catalog,
+        metrics=metrics,
+        url_max_ttl_s=settings.url_max_ttl_s,
+        on_segment=_hls_listening(sessions),
+    )
+    children = {b"stream": stream, b"hls": hls, b"ws": EventSocketResource(ws)}
     site = StreamsrvSite(
-        RootResource(api.app.resource(), {b"stream": stream, b"ws": EventSocketResource(ws)}),
+        RootResource(api.app.resource(), children),
         metrics=metrics,
         clock=reactor,
         hsts=settings.is_production,

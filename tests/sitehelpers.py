@@ -53,6 +53,8 @@ def build_site(
     guard: Guard | None = None,
     tokens: Any = None,
     media: Any = None,
+    transcodes: Any = None,
+    is_audio: Any = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default)."""
     clock = clock if clock is not None else MemoryReactorClock()
@@ -92,6 +94,8 @@ def build_site(
         durations=DurationCache(),
         max_ranges=max_ranges,
         use_sendfile=use_sendfile,
+        transcodes=transcodes(tracker, metrics) if transcodes is not None else None,
+        is_audio=is_audio,
     )
     site = StreamsrvSite(RootResource(api.app.resource(), {b"stream": stream}), metrics=metrics, clock=clock)
     return BuiltSite(site, metrics, tracker, api, checks, clock, guard)

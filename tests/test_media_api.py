@@ -196,3 +196,92 @@ class MediaApiTests(unittest.TestCase):
         tampered = target.path + "?" + target.query.replace("expires=", "expires=1")
         code, _, body = await self.get(tampered)
         self.assertEqual((code, json.loads(body)["error"]["code"]), (403, "SIGNATURE_INVALID"))
+
+
+class CatalogRoutesTests(unittest.TestCase):
+    """``/api/v1/tracks`` and the catalog's gate on /stream and the media routes."""
+
+    timeout = 120
+
+    async def asyncSetUp(self) -> None:
+        from mutagen.flac import FLAC
+
+        from streamsrv.audio.catalog import Catalog, ImmediateReactor, SynchronousThreadPool
+
+        self.root = Path(self.mktemp()).resolve()
+        (self.root / "Artist" / "Album").mkdir(parents=True)
+        for n, title in enumerate(("Morning", "Noon", "Night"), 1):
+            path = self.root / "Artist" / "Album" / f"0{n} {title}.flac"
+            write_tone(path, "flac", seconds=1.0)
+            tags = FLAC(path)
+            tags.update({"title": title, "artist": "Artist", "album": "Album", "tracknumber": str(n)})
+            tags.save()
+        self.catalog = Catalog(
+            Path(self.mktemp()), self.root, reactor=ImmediateReactor(), threadpool=SynchronousThreadPool()
+        )
+        await self.catalog.open()
+        self.addCleanup(self.catalog.close)
+        await self.catalog.scan()
+        # Arrives after the scan: on disk, not (yet) in the catalog.
+        write_tone(self.root / "Artist" / "Album" / "04 Late.flac", "flac", seconds=1.0)
+        pool = WorkerPool(reactor, size=1, max_queue=4, eager=False)
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        library = MediaLibrary(
+            self.root, catalog=self.catalog, pool=pool, cache=ArtifactCache(Path(self.mktemp()), 1 << 24)
+        )
+        guard = Guard(
+            verifier=None, url_keys=(), url_max_ttl_s=60, revocations=None, limiter=None,
+            policies=DEFAULT_POLICIES, anonymous=anonymous_principal(DEFAULT_ROLES), clock=reactor,
+        )  # fmt: skip
+        self.built = build_site(
+            self.root, clock=reactor, guard=guard, media=library, is_audio=self.catalog.is_audio
+        )
+        self.stub = stub_for(self.built)
+
+    async def get_json(self, target: str) -> tuple[int, Any]:
+        d = self.stub.get("http://streamsrv.test" + target)
+        response = await settle(self.stub, d)
+        body = await settle(self.stub, response.content())
+        return response.code, json.loads(body)
+
+    async def test_listing_and_search(self) -> None:
+        """Items in path order with DESIGN's fields; q matches titles case-insensitively; cursors page."""
+        await self.asyncSetUp()
+        code, page = await self.get_json("/api/v1/tracks?limit=2")
+        self.assertEqual(code, 200)
+        self.assertEqual([item["title"] for item in page["items"]], ["Morning", "Noon"])
+        self.assertIsNotNone(page["next_cursor"])
+        code, rest = await self.get_json(f"/api/v1/tracks?limit=2&cursor={page['next_cursor']}")
+        self.assertEqual(([i["title"] for i in rest["items"]], rest["next_cursor"]), (["Night"], None))
+        code, found = await self.get_json("/api/v1/tracks?q=nIGHT")
+        self.assertEqual([i["path"] for i in found["items"]], ["Artist/Album/03 Night.flac"])
+        item = found["items"][0]
+        for field in ("path", "title", "artist", "album", "duration_s", "codec", "sample_rate", "etag"):
+            self.assertIn(field, item)
+
+    async def test_bad_listing_parameters(self) -> None:
+        """limit out of bounds, a forged cursor or a repeated parameter: 400."""
+        await self.asyncSetUp()
+        for query in ("limit=0", "limit=201", "limit=x", "cursor=not-a-cursor", "q=a&q=b", "q=" + "x" * 600):
+            code, body = await self.get_json(f"/api/v1/tracks?{query}")
+            self.assertEqual((code, body["error"]["code"]), (400, "BAD_REQUEST"), query)
+
+    async def test_track_metadata(self) -> None:
+        """One track's metadata; a file not (yet) in the catalog and a traversal are 404."""
+        await self.asyncSetUp()
+        code, track = await self.get_json("/api/v1/tracks/" + quote("Artist/Album/02 Noon.flac"))
+        self.assertEqual((code, track["title"], track["track_number"]), (200, "Noon", 2))
+        for path in ("Artist/Album/04%20Late.flac", "..%2f..%2fetc%2fpasswd", "Artist/Album"):
+            code, body = await self.get_json(f"/api/v1/tracks/{path}")
+            self.assertEqual((code, body["error"]["code"]), (404, "NOT_FOUND"), path)
+        code, body = await self.get_json("/api/v1/waveform/" + quote("Artist/Album/04 Late.flac"))
+        self.assertEqual(code, 404)
+
+    async def test_stream_serves_only_catalog_tracks(self) -> None:
+        """/stream answers 404 for an audio file the catalog does not know yet."""
+        await self.asyncSetUp()
+        d = self.stub.get("http://streamsrv.test/stream/" + quote("Artist/Album/01 Morning.flac"))
+        self.assertEqual((await settle(self.stub, d)).code, 200)
+        code, body = await self.get_json("/stream/" + quote("Artist/Album/04 Late.flac"))
+        self.assertEqual((code, body["error"]["code"]), (404, "NOT_FOUND"))

@@ -15,8 +15,10 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.trial import unittest
 
 from streamsrv.auth.jwt import TokenIssuer
 from tests.services import RedisServerProcess
@@ -179,3 +181,151 @@ class SharedRevocationTests(DaemonTestCase):
             self.assertNotIn("Traceback", daemon.output())
             for part in (first.split(".")[2], access.split(".")[2]):
                 self.assertNotIn(part, daemon.output())
+
+
+def _ws_session(port: int, token: str, script: Any) -> Any:
+    """Run *script(ws)* against ``ws://127.0.0.1:PORT/ws`` after authenticating (websockets, in asyncio)."""
+    import asyncio
+
+    import websockets
+
+    async def main() -> Any:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+            await ws.send(json.dumps({"type": "auth", "data": {"token": token}}))
+            ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert ready["type"] == "ready", ready
+            return await script(ws)
+
+    return asyncio.run(main())
+
+
+class SharedEventsTests(DaemonTestCase):
+    """Events raised on one process reach sockets on another through Redis, also after Redis restarts."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        try:
+            import websockets  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("the websockets client library is not installed") from None
+        self.redis = RedisServerProcess.start_for(self)
+        media = self.media_dir()
+        write_wav(media / "track.wav", 64 * 1024)
+        env = {"STREAMSRV_REDIS_URL": self.redis.url, "STREAMSRV_JWT_SECRET": SECRET}
+        self.a = self.start(["--media-dir", str(media)], {**env, "STREAMSRV_DATA_DIR": self.own_dir()})
+        self.b = self.start(["--media-dir", str(media)], {**env, "STREAMSRV_DATA_DIR": self.own_dir()})
+        self.a.wait_ready()
+        self.b.wait_ready()
+        clock = Clock()
+        clock.advance(time.time())
+        self.issuer = TokenIssuer(
+            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=clock
+        )
+
+    def own_dir(self) -> str:
+        path = Path(self.mktemp()).absolute()
+        path.mkdir()
+        return str(path)
+
+    def event_crosses(self, user: str) -> dict[str, Any]:
+        """Subscribe to user:me on B, then stream as *user* on A; the stream.started event B relays."""
+        import asyncio
+
+        token = self.issuer.issue(sub=user, roles=["listener"], ttl_s=600)
+
+        async def script(ws: Any) -> dict[str, Any]:
+            await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["user:me"]}}))
+            subscribed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert subscribed["type"] == "subscribed", subscribed
+            loop = asyncio.get_running_loop()
+            status = await loop.run_in_executor(
+                None,
+                lambda: (
+                    self.a.request(
+                        "GET",
+                        "/stream/track.wav",
+                        {"Authorization": f"Bearer {token}", "Range": "bytes=0-999"},
+                    )[0].status
+                ),
+            )
+            assert status == 206, status
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                if frame["type"] == "event":
+                    return dict(frame["data"]["event"])
+
+        return dict(_ws_session(self.b.port, token, script))
+
+    def wait_connected(self, daemon: Daemon, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, body = daemon.request("GET", "/metrics")
+            if b"streamsrv_events_redis_connected 1.0" in body:
+                return
+            time.sleep(0.2)
+        self.fail(f"the event hub did not reconnect:\n{daemon.output()}")
+
+    def test_event_crosses_processes_and_survives_redis_restart(self) -> None:
+        """stream.started raised on A reaches a socket on B; after Redis dies and returns, again."""
+        event = self.event_crosses("dana")
+        self.assertEqual(
+            (event["type"], event["path"], event["sub"]), ("stream.started", "track.wav", "dana")
+        )
+        self.redis.kill()
+        for daemon in (self.a, self.b):
+            response, _ = daemon.request("GET", "/health")
+            self.assertEqual(response.status, 200)
+        self.redis.restart()
+        self.wait_connected(self.a)
+        self.wait_connected(self.b)
+        event = self.event_crosses("erin")
+        self.assertEqual((event["type"], event["sub"]), ("stream.started", "erin"))
+        for daemon in (self.a, self.b):
+            self.assertNotIn("Traceback", daemon.output())
+
+
+class PlaybackDurabilityTests(DaemonTestCase):
+    """SIGTERM right after a burst of playback reports: every report is in the analytics store."""
+
+    def test_sigterm_after_burst_loses_nothing(self) -> None:
+        import signal
+        import sqlite3
+
+        try:
+            import websockets  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("the websockets client library is not installed") from None
+        media = self.media_dir()
+        write_wav(media / "track.wav", 64 * 1024)
+        daemon = self.start(["--media-dir", str(media)], {"STREAMSRV_JWT_SECRET": SECRET})
+        daemon.wait_ready()
+        clock = Clock()
+        clock.advance(time.time())
+        issuer = TokenIssuer(secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=clock)
+        token = issuer.issue(sub="fay", roles=["listener"], ttl_s=600)
+        reports = 18  # within the socket's burst allowance (20 messages)
+
+        async def script(ws: Any) -> None:
+            await ws.send(json.dumps({"type": "playback.play", "data": {
+                "session_id": "burst", "path": "track.wav", "position_s": 0, "startup_ms": 90}}))  # fmt: skip
+            for n in range(1, reports):
+                await ws.send(json.dumps({"type": "playback.progress", "data": {
+                    "session_id": "burst", "path": "track.wav", "position_s": n * 0.1}}))  # fmt: skip
+            await ws.send(json.dumps({"type": "ping", "id": "last"}))
+            while True:  # the pong comes after every report before it was handled
+                import asyncio
+
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if frame["type"] == "pong":
+                    return
+
+        _ws_session(daemon.port, token, script)
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assert_clean_exit(daemon, daemon.wait(30))
+        with sqlite3.connect(self.data / "analytics.sqlite3") as db:
+            query = (
+                "SELECT COUNT(*) FROM events"
+                " WHERE session_id IN (SELECT id FROM sessions WHERE client_session_id = ?)"
+            )
+            (count,) = db.execute(query, ("burst",)).fetchone()
+        self.assertEqual(count, reports)

@@ -54,6 +54,12 @@ ARTIFACT_VERSION: Final = 1
 
 JSON_TYPE: Final = "application/json; charset=utf-8"
 
+#: Largest ``limit`` of a track listing.
+MAX_PAGE: Final = 200
+
+#: Longest ``q``, ``artist``, ``album`` or ``cursor`` accepted.
+MAX_QUERY_CHARS: Final = 512
+
 
 @dataclass(frozen=True)
 class Representation:
@@ -170,6 +176,44 @@ class MediaLibrary:
         except WorkerCrashed:
             log.error("media: a worker crashed on job {key}", key=key)
             raise ApiError("INTERNAL") from None
+
+    # -- the catalog ------------------------------------------------------------------------
+
+    async def tracks(self, request: Any) -> dict[str, object]:
+        """``GET /api/v1/tracks``: ``q``, ``artist``, ``album``, ``limit`` (1–200, default 50), ``cursor``."""
+        if self._catalog is None:
+            raise ApiError("NOT_CONFIGURED", "The catalog is not configured.")
+        args = request.args
+        limit = _int(args, "limit", MAX_PAGE // 4)
+        if limit is None or not 1 <= limit <= MAX_PAGE:
+            raise ApiError("BAD_REQUEST", f"limit must be within 1..{MAX_PAGE}.")
+        fields = {name: _one(args, name) for name in ("q", "artist", "album", "cursor")}
+        for name, value in fields.items():
+            if value is not None and len(value) > MAX_QUERY_CHARS:
+                raise ApiError("BAD_REQUEST", f"{name} must be at most {MAX_QUERY_CHARS} characters.")
+        try:
+            page = await self._catalog.search(
+                q=fields["q"],
+                artist=fields["artist"],
+                album=fields["album"],
+                limit=limit,
+                cursor=fields["cursor"],
+            )
+        except ValueError:
+            raise ApiError("BAD_REQUEST", "cursor is not one this server gave out.") from None
+        document: dict[str, object] = page.to_json()
+        return document
+
+    async def track(self, request: Any, raw_path: bytes) -> dict[str, object]:
+        """``GET /api/v1/tracks/{path}``: the metadata of DESIGN."""
+        if self._catalog is None:
+            raise ApiError("NOT_CONFIGURED", "The catalog is not configured.")
+        track, _path, _info = self.resolve(request, raw_path)
+        record = await self._catalog.get(track)
+        if record is None:
+            raise ApiError("NOT_FOUND")
+        document: dict[str, object] = record.to_json()
+        return document
 
     # -- waveforms --------------------------------------------------------------------------
 

@@ -173,6 +173,8 @@ class WorkerPool(Service):
     :param preload: modules every worker imports when it starts.
     :param stop_timeout_s: how long stopping waits for running jobs before it
         kills their processes.
+    :param eager: start the worker processes with the service (warm for the
+        first job); ``False`` starts them with the first job.
     """
 
     name = "workers"  # type: ignore[assignment]  # Twisted declares Service.name as None
@@ -185,6 +187,7 @@ class WorkerPool(Service):
         *,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        eager: bool = True,
     ) -> None:
         if size is None:
             size = _available_cpus()
@@ -193,6 +196,7 @@ class WorkerPool(Service):
         if max_queue < 0:
             raise ValueError("max_queue must be at least 0")
         self._service_running = False
+        self._eager = eager
         self._reactor = reactor
         self._size = size
         self._max_queue = max_queue
@@ -259,7 +263,8 @@ class WorkerPool(Service):
         """Start the executor and its worker processes."""
         super().startService()
         self._start_error = None
-        self._executor_or_none()
+        if self._eager:
+            self._executor_or_none()
 
     def stopService(self) -> Deferred[None]:
         """Refuse new jobs, drop queued ones, let running ones finish.

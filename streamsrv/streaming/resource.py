@@ -32,7 +32,7 @@ from twisted.web.resource import Resource
 
 from streamsrv.audio.formats import AudioFormat, audio_format_for
 from streamsrv.audio.probe import DurationCache
-from streamsrv.auth.guard import Guard
+from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.signing import max_age_for
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.audit import file_access, security_event
@@ -45,7 +45,7 @@ from streamsrv.streaming.conditional import (
     make_etag,
 )
 from streamsrv.streaming.multipart import make_boundary, multipart_layout
-from streamsrv.streaming.paths import PathRefused, safe_media_path
+from streamsrv.streaming.paths import PathRefused, ResolvedPathCache, safe_media_path
 from streamsrv.streaming.producers import (
     FileBodyProducer,
     SendfileSender,
@@ -58,10 +58,64 @@ from streamsrv.streaming.ranges import (
     resolve_ranges,
 )
 from streamsrv.streaming.tracker import StreamTracker
+from streamsrv.streaming.transcoded import TranscodeService
+from streamsrv.transcode import Rendition
 from streamsrv.web.errors import ApiError, render_error
 from streamsrv.web.site import finish_response
 
 log = Logger()
+
+
+def rendition_for(request: Any) -> Rendition:
+    """The rendition ``format``/``bitrate``/``t`` ask for; ``format=auto`` chooses by Client Hints.
+
+    ``auto`` picks Opus (the best quality per bit every current browser
+    plays) at a bitrate from ``Save-Data`` and ``Downlink`` (Mb/s): 32 kb/s to
+    save data or below 0.3 Mb/s, 64 below 1 Mb/s, else 96.
+
+    :raise ApiError: ``BAD_REQUEST`` for a missing, repeated or invalid parameter.
+    """
+    values: dict[str, str | None] = {}
+    for name in ("format", "bitrate", "t"):
+        given = request.args.get(name.encode("ascii"))
+        if given is not None and len(given) != 1:
+            raise ApiError("BAD_REQUEST", f"{name} may be given once.")
+        values[name] = given[0].decode("latin-1") if given else None
+    fmt = values["format"]
+    if fmt is None:
+        raise ApiError("BAD_REQUEST", "format is required with bitrate or t (mp3, aac, opus, flac or auto).")
+    if fmt == "auto":
+        fmt = "opus"
+        if values["bitrate"] is None:
+            values["bitrate"] = str(_auto_bitrate(request))
+    try:
+        return Rendition.from_query(fmt, values["bitrate"], values["t"])
+    except ValueError as e:
+        raise ApiError("BAD_REQUEST", str(e)) from None
+
+
+def _auto_bitrate(request: Any) -> int:
+    if (request.getHeader(b"save-data") or b"").strip().lower() == b"on":
+        return 32
+    try:
+        downlink = float((request.getHeader(b"downlink") or b"10").decode("latin-1"))
+    except ValueError:
+        downlink = 10.0
+    if downlink < 0.3:
+        return 32
+    return 64 if downlink < 1.0 else 96
+
+
+def _sent_span(request: Any, sent: int) -> tuple[int, int, int]:
+    """``(start, length, size)`` of what a response carried, from its ``Content-Range``."""
+    content_range = request.responseHeaders.getRawHeaders(b"content-range", [b""])[0]
+    if content_range.startswith(b"bytes ") and b"/" in content_range and b"-" in content_range:
+        span, _, total = content_range[6:].partition(b"/")
+        first, _, last = span.partition(b"-")
+        if first.isdigit() and last.isdigit() and total.isdigit():
+            return int(first), int(last) - int(first) + 1, int(total)
+    return 0, sent, sent
+
 
 #: ``(request, track, spans, sent, size, duration_s)``: see :class:`StreamResource`.
 Delivered = Callable[[Any, str, list[tuple[int, int]], int, int, "float | None"], None]
@@ -86,6 +140,10 @@ class StreamResource(Resource):
     :param durations: cache of probed durations for ``X-Content-Duration``.
     :param max_ranges: most ranges answered in one multipart response.
     :param use_sendfile: allow zero-copy sends on plain TCP.
+    :param is_audio: whether the catalog knows a track as audio (only those
+        are served); ``None`` serves every file with an audio extension.
+    :param transcodes: serves ``format=``/``bitrate=``/``t=`` renditions
+        (``None``: they answer ``UNSUPPORTED_MEDIA``).
     :param on_delivered: told of every body sent (completed or cut short),
         for listening sessions: ``(request, track, spans, sent, size,
         duration_s)`` where *spans* are the ``(start, length)`` byte ranges
@@ -94,6 +152,11 @@ class StreamResource(Resource):
     """
 
     isLeaf = True
+
+    #: Recent resolutions of raw request paths (made on first use).
+    _path_cache: ResolvedPathCache[AudioFormat] | None = None
+    #: ``media_root / track`` by track: the duration cache's keys.
+    _track_paths: dict[str, Path] | None = None
 
     def __init__(
         self,
@@ -107,6 +170,8 @@ class StreamResource(Resource):
         max_ranges: int = 16,
         use_sendfile: bool = True,
         on_delivered: Delivered | None = None,
+        is_audio: Callable[[str], bool] | None = None,
+        transcodes: TranscodeService | None = None,
     ) -> None:
         super().__init__()
         self._root = Path(os.path.realpath(media_root))
@@ -118,6 +183,8 @@ class StreamResource(Resource):
         self._max_ranges = max_ranges
         self._use_sendfile = use_sendfile
         self._on_delivered = on_delivered
+        self._is_audio = is_audio
+        self._transcodes = transcodes
 
     def render_HEAD(self, request: Any) -> int:
         """Headers of what GET would answer, without a body."""
@@ -135,9 +202,10 @@ class StreamResource(Resource):
             admission = await self._guard.admit(request, permission="stream:read", signed=True)
             if request.args.get(b"download") == [b"1"]:
                 self._guard.require(request, admission, "stream:download")
-            if b"format" in request.args or b"bitrate" in request.args:
-                raise ApiError("UNSUPPORTED_MEDIA", "Transcoding is not available in this build.")
-            body = self._serve(request)
+            if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
+                body = await self._transcode(request, admission)
+            else:
+                body = self._serve(request)
         except ApiError as e:
             body = render_error(request, e)
         if body is not server.NOT_DONE_YET:
@@ -147,6 +215,14 @@ class StreamResource(Resource):
     def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
         prefix = b"/" + b"/".join(request.prepath) + b"/"
         raw = request.path[len(prefix) :] if request.path.startswith(prefix) else b""
+        cache = self._path_cache
+        if cache is None:
+            cache = self._path_cache = ResolvedPathCache(self._clock.seconds)
+        hit = cache.get(raw)
+        if hit is not None:
+            if self._is_audio is not None and not self._is_audio(hit[0]):
+                raise ApiError("NOT_FOUND")
+            return hit
         try:
             track, path = safe_media_path(self._root, raw)
         except PathRefused as e:
@@ -157,7 +233,51 @@ class StreamResource(Resource):
         fmt = audio_format_for(track)
         if fmt is None:
             raise ApiError("NOT_FOUND")
+        if self._is_audio is not None and not self._is_audio(track):
+            raise ApiError("NOT_FOUND")
+        cache.put(raw, track, path, fmt)
         return track, path, fmt
+
+    async def _transcode(self, request: Any, admission: Admission) -> bytes | int:
+        """A rendition of the track (``format``, ``bitrate`` kb/s, ``t`` seconds)."""
+        if self._transcodes is None:
+            raise ApiError("UNSUPPORTED_MEDIA", "Transcoding is not available in this build.")
+        if not self._tracker.accepting:
+            request.setHeader(b"connection", b"close")
+            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
+        rendition = rendition_for(request)
+        if rendition.needs_hq:
+            self._guard.require(request, admission, "stream:hq")
+        track, path, _fmt = self._resolve(request)
+        try:
+            info = os.stat(path)
+        except OSError:
+            raise ApiError("NOT_FOUND") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ApiError("NOT_FOUND")
+        on_delivered = self._on_delivered
+
+        def on_end(sent: int, completed: bool) -> None:
+            range_header = request.getHeader(b"range")
+            outcome = "complete" if completed else "aborted"
+            file_access(request, track=track, outcome=outcome, sent=sent, range_header=range_header)
+            if on_delivered is None:
+                return
+            start, length, size = _sent_span(request, sent)
+            try:
+                on_delivered(request, track, [(start, length)], sent, size, None)
+            except Exception:
+                log.failure("stream: the delivery observer failed")
+
+        return await self._transcodes.answer(
+            request,
+            track=track,
+            path=path,
+            info=info,
+            rendition=rendition,
+            cache_control=self._cache_control(request),
+            on_end=on_end,
+        )
 
     def _open(self, path: Path) -> tuple[IO[bytes], os.stat_result]:
         try:
@@ -213,7 +333,13 @@ class StreamResource(Resource):
         if outcome is Outcome.PRECONDITION_FAILED:
             raise ApiError("PRECONDITION_FAILED")
 
-        duration = self._durations.get(self._root / track, size, info.st_mtime_ns)
+        track_paths = self._track_paths
+        if track_paths is None or len(track_paths) > 4096:
+            track_paths = self._track_paths = {}
+        track_path = track_paths.get(track)
+        if track_path is None:
+            track_path = track_paths[track] = self._root / track
+        duration = self._durations.get(track_path, size, info.st_mtime_ns)
         if duration is not None:
             request.setHeader(b"x-content-duration", b"%.3f" % duration)
         filename = track.rsplit("/", 1)[-1]

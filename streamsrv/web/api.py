@@ -32,6 +32,7 @@ from streamsrv.web.errors import ApiError, render_error
 from streamsrv.web.openapi import openapi_document
 
 if TYPE_CHECKING:
+    from streamsrv.analytics.api import AnalyticsApi
     from streamsrv.audio.library import MediaLibrary, Representation
     from streamsrv.auth.guard import Guard
     from streamsrv.auth.refresh import TokenService
@@ -66,6 +67,7 @@ class ApiApp:
         answers 200, by name (e.g. the revocation list, the catalog).
     :param media: tracks, artwork, waveforms and spectra (``None``: those
         routes answer ``NOT_CONFIGURED``).
+    :param analytics: the analytics routes (``None``: ``NOT_CONFIGURED``).
     """
 
     app = Klein()
@@ -82,6 +84,7 @@ class ApiApp:
         tokens: TokenService | None = None,
         prerequisites: Mapping[str, Callable[[], bool]] | None = None,
         media: MediaLibrary | None = None,
+        analytics: AnalyticsApi | None = None,
     ) -> None:
         self._metrics = metrics
         self._checks = checks
@@ -94,6 +97,7 @@ class ApiApp:
         self._tokens = tokens
         self._prerequisites = dict(prerequisites or {})
         self._media = media
+        self._analytics = analytics
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -266,6 +270,77 @@ class ApiApp:
             return b""
         request.setHeader(b"content-type", rep.content_type.encode("ascii"))
         return rep.body
+
+    async def _analytics_request(self, request: Any) -> tuple[AnalyticsApi, Any]:
+        request.route = "analytics"
+        request.setHeader(b"cache-control", b"private, no-cache")
+        if self._analytics is None or self._guard is None:
+            raise ApiError("NOT_CONFIGURED", "Analytics are not configured.")
+        admission = await self._guard.admit(request, permission="analytics:read:own")
+        return self._analytics, admission.principal
+
+    @app.route("/api/v1/analytics/summary", methods=["GET", "HEAD"])
+    async def analytics_summary(self, request: Any) -> bytes:
+        """Listeners, sessions, listening time and completion rate over ``from``–``to``."""
+        analytics, principal = await self._analytics_request(request)
+        return json_body(request, await analytics.summary(request, principal))
+
+    @app.route("/api/v1/analytics/top-tracks", methods=["GET", "HEAD"])
+    async def analytics_top_tracks(self, request: Any) -> bytes:
+        """The most listened tracks over ``from``–``to`` (``limit``)."""
+        analytics, principal = await self._analytics_request(request)
+        return json_body(request, await analytics.top_tracks(request, principal))
+
+    @app.route("/api/v1/analytics/tracks/<path:_track>", methods=["GET", "HEAD"])
+    async def analytics_track(self, request: Any, _track: str) -> bytes:
+        """One track's listening as a series (``granularity``)."""
+        analytics, principal = await self._analytics_request(request)
+        raw = request.path[len(b"/api/v1/analytics/tracks/") :]
+        return json_body(request, await analytics.track(request, principal, raw))
+
+    @app.route("/api/v1/analytics/users/<_sub>", methods=["GET", "HEAD"])
+    async def analytics_user(self, request: Any, _sub: str) -> bytes:
+        """One user's listening (admins, or the user)."""
+        request.route = "analytics"
+        if self._analytics is None or self._guard is None:
+            raise ApiError("NOT_CONFIGURED", "Analytics are not configured.")
+        admission = await self._guard.admit(request, permission=None)
+        raw = request.path[len(b"/api/v1/analytics/users/") :]
+        return json_body(request, await self._analytics.user(request, admission.principal, raw))
+
+    @app.route("/api/v1/analytics/active", methods=["GET", "HEAD"])
+    async def analytics_active(self, request: Any) -> bytes:
+        """Listening sessions open now."""
+        analytics, principal = await self._analytics_request(request)
+        return json_body(request, await analytics.active(request, principal))
+
+    @app.route("/api/v1/analytics/qoe", methods=["GET", "HEAD"])
+    async def analytics_qoe(self, request: Any) -> bytes:
+        """Startup time, stalls, seeks and bitrate switches over ``from``–``to``."""
+        analytics, principal = await self._analytics_request(request)
+        return json_body(request, await analytics.qoe(request, principal))
+
+    async def _catalog_request(self, request: Any) -> MediaLibrary:
+        request.route = "tracks"
+        if self._media is None or self._guard is None:
+            raise ApiError("NOT_CONFIGURED", "The media library is not configured.")
+        await self._guard.admit(request, permission="tracks:read")
+        return self._media
+
+    @app.route("/api/v1/tracks", methods=["GET", "HEAD"])
+    async def tracks(self, request: Any) -> bytes:
+        """The catalog: ``q`` (title, artist, album), ``artist``, ``album``, ``limit``, ``cursor``."""
+        media = await self._catalog_request(request)
+        request.setHeader(b"cache-control", b"private, no-cache")
+        return json_body(request, await media.tracks(request))
+
+    @app.route("/api/v1/tracks/<path:_track>", methods=["GET", "HEAD"])
+    async def track(self, request: Any, _track: str) -> bytes:
+        """One track's metadata."""
+        media = await self._catalog_request(request)
+        raw = request.path[len(b"/api/v1/tracks/") :]
+        request.setHeader(b"cache-control", b"private, no-cache")
+        return json_body(request, await media.track(request, raw))
 
     @app.route("/api/v1/waveform/<path:_track>", methods=["GET", "HEAD"])
     async def waveform(self, request: Any, _track: str) -> bytes:
