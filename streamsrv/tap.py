@@ -29,7 +29,9 @@ from streamsrv.analytics.store import AnalyticsRetention, AnalyticsStore, make_a
 from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog, CatalogEvent
 from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
+from streamsrv.audio.l2 import RedisMetadataL2
 from streamsrv.audio.library import MediaLibrary
+from streamsrv.audio.metadata import read_metadata
 from streamsrv.audio.probe import DurationCache
 from streamsrv.audio.watcher import CatalogService
 from streamsrv.audio.workers import WorkerPool
@@ -55,7 +57,12 @@ from streamsrv.health.checks import (
     disk_space_check,
     media_root_check,
 )
-from streamsrv.health.collectors import AnalyticsCollector, EventHubCollector, WebSocketCollector
+from streamsrv.health.collectors import (
+    AnalyticsCollector,
+    CacheCollector,
+    EventHubCollector,
+    WebSocketCollector,
+)
 from streamsrv.health.metrics import Metrics
 from streamsrv.hls.resource import HlsResource
 from streamsrv.logs import make_log_observer
@@ -474,10 +481,24 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     pool.setServiceParent(root_service)
     checks.register("worker_pool", pool.check)
     artifacts = ArtifactCache(settings.data_dir / "cache", settings.cache_max_bytes)
-    catalog = Catalog(settings.data_dir / CATALOG_FILENAME, media_root, reactor=_threads_reactor(reactor))
+    caches: dict[str, Any] = {"artifacts": lambda: artifacts.stats}
+    reader: Any = read_metadata
+    if auth.redis is not None:
+        # Hosts sharing a media volume share what they read of it.
+        reader = RedisMetadataL2(auth.redis.connection, _threads_reactor(reactor), read_metadata)
+        caches["metadata_l2"] = lambda: reader.stats
+    catalog = Catalog(
+        settings.data_dir / CATALOG_FILENAME, media_root, reactor=_threads_reactor(reactor), reader=reader
+    )
+    caches["metadata"] = lambda: catalog.metadata_cache_stats
     CatalogService(catalog, clock=reactor).setServiceParent(root_service)
     checks.register("catalog", catalog.check)
     media = MediaLibrary(media_root, catalog=catalog, pool=pool, cache=artifacts)
+    metrics.registry.register(
+        CacheCollector(
+            {"metadata": lambda: catalog.metadata_cache_stats, "artifacts": lambda: artifacts.stats}
+        )
+    )
 
     analytics, sessions, hub, ws = _realtime(settings, reactor, root_service, auth, metrics, checks)
     catalog.subscribe(_catalog_events(hub))

@@ -57,7 +57,7 @@ from twisted.python.threadpool import ThreadPool
 from streamsrv.audio.artwork import folder_image, is_folder_image_name
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.metadata import MetadataError, TrackMetadata, read_metadata
-from streamsrv.cache.lru import LruCache
+from streamsrv.cache.lru import CacheStats, LruCache
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
 from streamsrv.streaming.conditional import make_etag
 from streamsrv.streaming.paths import PathRefused, normalise_relative_path, resolve_inside
@@ -586,6 +586,11 @@ class Catalog:
     def opened(self) -> bool:
         """Whether :meth:`open` has finished and :meth:`close` not begun."""
         return self._opened and not self._closing
+
+    @property
+    def metadata_cache_stats(self) -> CacheStats:
+        """Counters of the in-process metadata LRU (for ``/metrics``)."""
+        return self._records.stats
 
     @property
     def media_root(self) -> Path:

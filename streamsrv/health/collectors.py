@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["AnalyticsCollector", "EventHubCollector", "WebSocketCollector"]
+__all__ = ["AnalyticsCollector", "CacheCollector", "EventHubCollector", "WebSocketCollector"]
 
 
 def _counters(obj: Any) -> Mapping[str, Any]:
@@ -90,3 +90,32 @@ class AnalyticsCollector(Collector):
                 yield CounterMetricFamily(
                     f"streamsrv_analytics_{name}", f"Analytics store: {name.replace('_', ' ')}", value=value
                 )
+
+
+class CacheCollector(Collector):
+    """``streamsrv_cache_*{cache}``: hits, misses, evictions, entries and bytes of each named cache.
+
+    :param caches: cache name → a callable returning its
+        :class:`~streamsrv.cache.lru.CacheStats`.
+    """
+
+    def __init__(self, caches: Mapping[str, Callable[[], Any]]) -> None:
+        self._caches = dict(caches)
+
+    def collect(self) -> Iterator[Any]:
+        families = {
+            "hits": CounterMetricFamily("streamsrv_cache_hits", "Cache lookups that hit", labels=["cache"]),
+            "misses": CounterMetricFamily(
+                "streamsrv_cache_misses", "Cache lookups that missed", labels=["cache"]
+            ),
+            "evictions": CounterMetricFamily(
+                "streamsrv_cache_evictions", "Entries dropped to respect a bound", labels=["cache"]
+            ),
+            "entries": GaugeMetricFamily("streamsrv_cache_entries", "Entries held", labels=["cache"]),
+            "bytes": GaugeMetricFamily("streamsrv_cache_bytes", "Bytes held", labels=["cache"]),
+        }
+        for name, stats in self._caches.items():
+            snapshot = stats()
+            for field, family in families.items():
+                family.add_metric([name], getattr(snapshot, field))
+        yield from families.values()
