@@ -62,6 +62,7 @@ from streamsrv.health.collectors import (
     CacheCollector,
     EventHubCollector,
     WebSocketCollector,
+    WorkerPoolCollector,
 )
 from streamsrv.health.metrics import Metrics
 from streamsrv.hls.resource import HlsResource
@@ -480,6 +481,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     )
     pool.setServiceParent(root_service)
     checks.register("worker_pool", pool.check)
+    metrics.registry.register(WorkerPoolCollector(pool))
     artifacts = ArtifactCache(settings.data_dir / "cache", settings.cache_max_bytes)
     caches: dict[str, Any] = {"artifacts": lambda: artifacts.stats}
     reader: Any = read_metadata

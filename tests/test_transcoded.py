@@ -215,3 +215,5 @@ class TranscodeTests(unittest.TestCase):
         text = self.built.metrics.render()
         lines = [line for line in text.splitlines() if line.startswith(b"streamsrv_stream_bytes_sent")]
         self.assertTrue(any(b'"transcode"' in line for line in lines), lines)
+        self.assertIn(b'streamsrv_transcode_first_byte_seconds_count{format="opus"} 1.0', text)
+        self.assertIn(b'streamsrv_transcode_chunks_total{origin="encoded"}', text)

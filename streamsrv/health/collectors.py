@@ -17,7 +17,13 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["AnalyticsCollector", "CacheCollector", "EventHubCollector", "WebSocketCollector"]
+__all__ = [
+    "AnalyticsCollector",
+    "CacheCollector",
+    "EventHubCollector",
+    "WebSocketCollector",
+    "WorkerPoolCollector",
+]
 
 
 def _counters(obj: Any) -> Mapping[str, Any]:
@@ -119,3 +125,25 @@ class CacheCollector(Collector):
             for field, family in families.items():
                 family.add_metric([name], getattr(snapshot, field))
         yield from families.values()
+
+
+class WorkerPoolCollector(Collector):
+    """``streamsrv_workers_*``: the decode/encode pool's size, running and queued jobs, and its counters."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator[Any]:
+        pool = self._pool
+        yield GaugeMetricFamily("streamsrv_workers_size", "Worker processes", value=pool.size)
+        yield GaugeMetricFamily(
+            "streamsrv_workers_running", "Jobs running (transcodes, decodes)", value=pool.running
+        )
+        yield GaugeMetricFamily("streamsrv_workers_queued", "Jobs waiting for a worker", value=pool.queued)
+        yield CounterMetricFamily("streamsrv_workers_completed", "Jobs finished", value=pool.completed)
+        yield CounterMetricFamily(
+            "streamsrv_workers_coalesced", "Requests that joined an identical job", value=pool.coalesced
+        )
+        yield CounterMetricFamily(
+            "streamsrv_workers_crashes", "Worker processes that died", value=pool.crashes
+        )

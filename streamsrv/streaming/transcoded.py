@@ -99,6 +99,7 @@ class TranscodeService:
         self._metrics = metrics
         self._clock = clock
         self._sources: OrderedDict[str, SourceInfo] = OrderedDict()
+        self._stats = _TranscodeMetrics(metrics.registry)
 
     async def _job(self, fn: Any, *args: Any, key: str) -> Any:
         try:
@@ -143,6 +144,7 @@ class TranscodeService:
         :return: A body, or ``NOT_DONE_YET`` while a producer writes it.
         """
         identity = FileIdentity.of(track, info)
+        started = self._clock.seconds()
         source = await self._source(identity, path)
         resolved = rendition.resolved(source.sample_rate)
         key = artifact_key(identity, "transcode", resolved.cache_params())
@@ -179,6 +181,11 @@ class TranscodeService:
             start, length = self._range(request, layout.total_length, etag, last_modified)
             if method == "HEAD" or length == 0:
                 return b""
+            kind = resolved.format
+
+            def first_byte() -> None:
+                self._stats.first_byte.labels(kind).observe(self._clock.seconds() - started)
+
             producer = ChunkProducer(
                 request,
                 layout,
@@ -186,6 +193,7 @@ class TranscodeService:
                 length,
                 fetch=lambda index: self._chunk(path, layout, key, index),
                 on_end=lambda sent, done: self._ended(producer, sent, done, on_end),
+                on_first_byte=first_byte,
             )
             self._tracker.add(producer)
             producer.start()
@@ -261,10 +269,18 @@ class TranscodeService:
             cached = self._cache.get(chunk_key, "transcode-chunk")
             if cached is not None:
                 try:
-                    return cached.read_bytes()
+                    data = cached.read_bytes()
+                    self._stats.chunks.labels("cache").inc()
+                    return data
                 except OSError:
                     log.warn("transcode: a cached chunk could not be read; encoding it again")
-            data: bytes = await self._job(encode_chunk, str(path), layout, index, key=f"chunk:{chunk_key}")
+            began = self._clock.seconds()
+            data = await self._job(encode_chunk, str(path), layout, index, key=f"chunk:{chunk_key}")
+            self._stats.chunks.labels("encoded").inc()
+            seconds = self._clock.seconds() - began
+            if seconds > 0:
+                audio_s = layout.chunk_packets * layout.packet_samples / (layout.rendition.sample_rate or 1)
+                self._stats.speed.labels(layout.rendition.format).observe(audio_s / seconds)
             try:
                 self._cache.put_bytes(chunk_key, "transcode-chunk", data)
             except OSError as e:
@@ -272,6 +288,32 @@ class TranscodeService:
             return data
 
         return ensureDeferred(encode())
+
+
+class _TranscodeMetrics:
+    """The transcode families, registered in the process's registry."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.first_byte = Histogram(
+            "streamsrv_transcode_first_byte_seconds",
+            "From request to the first body byte of a progressive rendition",
+            ["format"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.chunks = Counter(
+            "streamsrv_transcode_chunks", "Rendition chunks served, by origin (cache, encoded)", ["origin"],
+            registry=registry,
+        )  # fmt: skip
+        self.speed = Histogram(
+            "streamsrv_transcode_speed_ratio",
+            "Encode speed of one chunk, seconds of audio per second of work (x realtime)",
+            ["format"],
+            buckets=(1, 5, 10, 20, 40, 80, 160, 320),
+            registry=registry,
+        )
 
 
 def _ignore_cancel(failure: Any) -> None:
@@ -304,6 +346,7 @@ class ChunkProducer:
         *,
         fetch: Callable[[int], Deferred[bytes]],
         on_end: Callable[[int, bool], None],
+        on_first_byte: Callable[[], None] | None = None,
     ) -> None:
         self._request = request
         self._layout = layout
@@ -311,6 +354,7 @@ class ChunkProducer:
         self._end = start + length  # exclusive
         self._fetch = fetch
         self._on_end = on_end
+        self._on_first_byte = on_first_byte
         self._position = start
         self._chunks = iter(layout.chunks_for(start, self._end))
         self._pending: OrderedDict[int, Deferred[bytes]] = OrderedDict()
@@ -370,6 +414,8 @@ class ChunkProducer:
 
     def _write(self, piece: bytes) -> None:
         if piece and not self._done:
+            if self.bytes_written == 0 and self._on_first_byte is not None:
+                self._on_first_byte()
             self._position += len(piece)
             self.bytes_written += len(piece)
             self._request.write(piece)
