@@ -26,9 +26,19 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from streamsrv import __version__
-from streamsrv.config import ConfigError, config_warnings, load_settings, redacted
+from streamsrv.config import ConfigError, Settings, config_warnings, load_settings, redacted
 
-__all__ = ["Console", "build_parser", "config_check", "console_main", "main", "sign_url"]
+__all__ = [
+    "Console",
+    "build_parser",
+    "config_check",
+    "console_main",
+    "main",
+    "mint_token",
+    "scan_library",
+    "sign_url",
+    "waveform_peaks",
+]
 
 #: Exit status: success.
 EXIT_OK = 0
@@ -54,6 +64,16 @@ class Console:
 
 
 Command = Callable[[argparse.Namespace, Console], int]
+
+
+def _settings(console: Console) -> Settings | None:
+    """The configuration from *console*'s environment, or ``None`` after printing every problem."""
+    try:
+        return load_settings(environ=console.environ)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"streamsrv: {problem}", file=console.stderr)
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,11 +123,8 @@ def scan_library(args: argparse.Namespace, console: Console) -> int:
     """
     from streamsrv.audio.scan_cli import scan_cli
 
-    try:
-        settings = load_settings(environ=console.environ)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(f"streamsrv: {problem}", file=console.stderr)
+    settings = _settings(console)
+    if settings is None:
         return EXIT_INVALID
     return scan_cli(
         args.rest,
@@ -169,11 +186,8 @@ def mint_token(args: argparse.Namespace, console: Console) -> int:
     from streamsrv.auth.jwt import TokenIssuer
     from streamsrv.auth.mint import mint_cli
 
-    try:
-        settings = load_settings(environ=console.environ)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(f"streamsrv: {problem}", file=console.stderr)
+    settings = _settings(console)
+    if settings is None:
         return EXIT_INVALID
     try:
         material = signing_material(settings)
@@ -216,11 +230,8 @@ def sign_url(args: argparse.Namespace, console: Console) -> int:
     """
     from streamsrv.auth.signing import sign_cli, signing_keys
 
-    try:
-        settings = load_settings(environ=console.environ)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(f"streamsrv: {problem}", file=console.stderr)
+    settings = _settings(console)
+    if settings is None:
         return EXIT_INVALID
     return sign_cli(
         args.rest,

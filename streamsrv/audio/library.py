@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,9 @@ from streamsrv.audio import spectrum as spectrum_mod
 from streamsrv.audio import waveform as waveform_mod
 from streamsrv.audio.artwork import find_artwork
 from streamsrv.audio.decode import DecodeError
-from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
-from streamsrv.middleware.audit import security_event
-from streamsrv.streaming.paths import PathRefused, safe_media_path
+from streamsrv.streaming.tracks import resolve_media
 from streamsrv.web.errors import ApiError
 
 __all__ = ["MediaLibrary", "Representation"]
@@ -145,22 +142,8 @@ class MediaLibrary:
             of the catalog inside the root; an unsafe path is also a security
             event.  Nothing tells why.
         """
-        try:
-            track, path = safe_media_path(self._root, raw_path)
-        except PathRefused as e:
-            security_event(request, "path_refused", reason=e.reason)
-            raise ApiError("NOT_FOUND") from None
-        if any(segment.startswith(".") for segment in track.split("/")) or audio_format_for(track) is None:
-            raise ApiError("NOT_FOUND")
-        if self._catalog is not None and not self._catalog.is_audio(track):
-            raise ApiError("NOT_FOUND")
-        try:
-            info = os.stat(path)
-        except OSError:
-            raise ApiError("NOT_FOUND") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ApiError("NOT_FOUND")
-        return track, path, info
+        is_audio = self._catalog.is_audio if self._catalog is not None else None
+        return resolve_media(self._root, request, raw_path, is_audio)
 
     async def _run(self, fn: Any, *args: Any, key: str, **kwargs: Any) -> Any:
         """Run a job in the pool; map its failures to contract errors."""

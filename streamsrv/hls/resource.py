@@ -36,7 +36,6 @@ import gzip
 import io
 import os
 import re
-import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -53,7 +52,6 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from streamsrv.audio.decode import DecodeError
-from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.signing import SignedUrlError, SigningKey, decode_signed_path, max_age_for
@@ -69,11 +67,10 @@ from streamsrv.hls.segments import (
     encode_segment,
     probe_track,
 )
-from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
-from streamsrv.streaming.paths import PathRefused, safe_media_path
 from streamsrv.streaming.producers import FileBodyProducer
+from streamsrv.streaming.tracks import resolve_media
 from streamsrv.web.errors import ApiError, render_error
 from streamsrv.web.site import finish_response
 
@@ -306,22 +303,8 @@ class HlsResource(Resource):
 
     def _resolve(self, request: Any, raw: bytes) -> tuple[str, Path, os.stat_result]:
         """The track named by the still-encoded path, exactly as ``/stream`` resolves it."""
-        try:
-            track, path = safe_media_path(self._root, raw)
-        except PathRefused as e:
-            security_event(request, "path_refused", reason=e.reason)
-            raise ApiError("NOT_FOUND") from None
-        if any(segment.startswith(".") for segment in track.split("/")) or audio_format_for(track) is None:
-            raise ApiError("NOT_FOUND")
-        if self._catalog is not None and not self._catalog.is_audio(track):
-            raise ApiError("NOT_FOUND")
-        try:
-            info = os.stat(path)
-        except OSError:
-            raise ApiError("NOT_FOUND") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ApiError("NOT_FOUND")
-        return track, path, info
+        is_audio = self._catalog.is_audio if self._catalog is not None else None
+        return resolve_media(self._root, request, raw, is_audio)
 
     async def _track(self, identity: FileIdentity, path: Path) -> Track:
         name = artifact_key(identity, "hls-track", {"v": FORMAT_VERSION})

@@ -39,13 +39,13 @@ from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import (
     Outcome,
-    evaluate_preconditions,
     http_date,
     if_range_allows_partial,
 )
 from streamsrv.streaming.producers import FileBodyProducer
 from streamsrv.streaming.ranges import RangeNotSatisfiable, parse_range_header, resolve_ranges
 from streamsrv.streaming.tracker import StreamTracker
+from streamsrv.streaming.tracks import request_preconditions
 from streamsrv.transcode import (
     Layout,
     Rendition,
@@ -160,15 +160,7 @@ class TranscodeService:
         kind = b"attachment" if request.args.get(b"download") == [b"1"] else b"inline"
         request.setHeader(b"content-disposition", kind + b"; filename*=UTF-8''" + quote(name).encode("ascii"))
         mark_media(request)
-        outcome = evaluate_preconditions(
-            method,
-            etag,
-            last_modified,
-            if_match=_header(request, b"if-match"),
-            if_none_match=_header(request, b"if-none-match"),
-            if_modified_since=_header(request, b"if-modified-since"),
-            if_unmodified_since=_header(request, b"if-unmodified-since"),
-        )
+        outcome = request_preconditions(request, etag, last_modified)
         if outcome is Outcome.NOT_MODIFIED:
             request.setResponseCode(304)
             return b""
