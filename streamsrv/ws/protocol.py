@@ -66,6 +66,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from streamsrv.analytics.sessions import REPORT_TYPES
 from streamsrv.auth.principal import AuthError, Principal
 from streamsrv.events.hub import SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
 from streamsrv.streaming.paths import PathRefused, normalise_relative_path
@@ -100,17 +101,8 @@ CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_UNAUTHENTICATED: Final = 4401
 CLOSE_UNAUTHORIZED: Final = 4403
 
-#: Client message types that are playback reports.
-PLAYBACK_TYPES: Final = frozenset(
-    {
-        "playback.play",
-        "playback.pause",
-        "playback.seek",
-        "playback.progress",
-        "playback.ended",
-        "playback.buffering",
-    }
-)
+#: Client message types that are playback reports (the analytics' report types).
+PLAYBACK_TYPES: Final = REPORT_TYPES
 
 #: Longest client message ``id`` echoed back.
 MAX_ID_LENGTH: Final = 128
