@@ -3,7 +3,7 @@
     .venv/bin/python bench/profile_stream.py profile [-n 3000] [--top 35] [--sort tottime]
     .venv/bin/python bench/profile_stream.py time [-n 3000] [--rounds 5] [--repo DIR ...]
     .venv/bin/python bench/profile_stream.py wrk [--variant NAME=DIR[,VAR=VALUE...] ...]
-        [--baselines static,nginx] [-c 16] [-d 5] [--rounds 3]
+        [--baselines static,nginx] [--mode range|full] [-c 16] [-d 5] [--rounds 3]
 
 ``profile`` and ``time`` build the daemon exactly as ``twistd streamsrv`` does
 (:func:`streamsrv.tap.makeService`, development profile, ``STREAMSRV_LOG_LEVEL=warn``,
@@ -296,16 +296,21 @@ def _time(args: argparse.Namespace) -> None:
             out = subprocess.run(argv, env=env, cwd=repo, capture_output=True, text=True, timeout=900)
             if out.returncode != 0:
                 raise SystemExit(f"{repo}: {out.stderr.strip()[-2000:]}")
-            values = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("US_PER_REQ")]
+            values = [
+                float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("US_PER_REQ")
+            ]
             best = min(values)
             results[repo].append(best)
-            print(f"round {round_no + 1} {repo}: best of {len(values)} batches {best:.1f} us/request", flush=True)
+            print(
+                f"round {round_no + 1} {repo}: best of {len(values)} batches {best:.1f} us/request",
+                flush=True,
+            )
     first = statistics.median(results[repos[0]])
     print()
     for repo in repos:
         median = statistics.median(results[repo])
         print(
-            f"{str(repo):<40} median {median:7.1f} us/request  ({1e6 / median:,.0f} req/s in-process)"
+            f"{repo!s:<40} median {median:7.1f} us/request  ({1e6 / median:,.0f} req/s in-process)"
             f"  x{median / first:.2f} of {repos[0].name}"
         )
 
@@ -335,7 +340,9 @@ def _wrk(args: argparse.Namespace) -> None:
                 extra = dict(setting.split("=", 1) for setting in settings)
                 vtmp = tmp / f"v-{name}"
                 vtmp.mkdir()
-                server = servers.streamsrv(vtmp, Path(repo_text).resolve(), corpus, servers.free_port(), extra)
+                server = servers.streamsrv(
+                    vtmp, Path(repo_text).resolve(), corpus, servers.free_port(), extra
+                )
                 server.start(pin_server, corpus, 60)
                 started.append((name, server))
             for baseline in filter(None, (args.baselines or "").split(",")):
@@ -355,14 +362,14 @@ def _wrk(args: argparse.Namespace) -> None:
                 for name, server in started[k:] + started[:k]:
                     drivers.http_load(
                         use_wrk=True, pin=pin_load, port=server.port, manifest=manifest,
-                        prefix=server.prefix, mode="range", concurrency=args.c, duration=1,
+                        prefix=server.prefix, mode=args.mode, concurrency=args.c, duration=1,
                         seed=SEED + round_no, span=SPAN,
                     )  # fmt: skip
                     time.sleep(0.3)
                     cpu0 = procstats.cpu_seconds(server.pid)
                     result = drivers.http_load(
                         use_wrk=True, pin=pin_load, port=server.port, manifest=manifest,
-                        prefix=server.prefix, mode="range", concurrency=args.c, duration=args.d,
+                        prefix=server.prefix, mode=args.mode, concurrency=args.c, duration=args.d,
                         seed=SEED, span=SPAN,
                     )  # fmt: skip
                     time.sleep(0.3)
@@ -380,7 +387,7 @@ def _wrk(args: argparse.Namespace) -> None:
         finally:
             for _, server in started:
                 server.stop()
-        print(f"\nmedians over {args.rounds} interleaved rounds, c={args.c}, {args.d:g} s each:")
+        print(f"\nmedians over {args.rounds} interleaved rounds, {args.mode}, c={args.c}, {args.d:g} s each:")
         base_rate = statistics.median(r for r, _ in results[started[0][0]])
         for name, _ in started:
             rate = statistics.median(r for r, _ in results[name])
@@ -392,7 +399,9 @@ def _wrk(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in ("profile", "time", "_time"):
         p = sub.add_parser(command)
@@ -412,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("wrk")
     p.add_argument("--variant", action="append", help="NAME=CHECKOUT[,STREAMSRV_X=V...] (repeatable)")
     p.add_argument("--baselines", default="", help="comma-separated: static, nginx")
+    p.add_argument("--mode", choices=("range", "full"), default="range", help="256 KiB ranges or whole files")
     p.add_argument("-c", type=int, default=16, help="connections")
     p.add_argument("-d", type=float, default=5, help="seconds per measurement")
     p.add_argument("--rounds", type=int, default=3)

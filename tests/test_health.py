@@ -170,9 +170,7 @@ class DetailedTests(HealthSiteMixin, unittest.TestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(data["status"], OK)
         self.assertEqual(data["version"], __version__)
-        self.assertEqual(
-            sorted(data["checks"]), ["disk_space", "media_root", "open_streams", "reactor_lag"]
-        )
+        self.assertEqual(sorted(data["checks"]), ["disk_space", "media_root", "open_streams", "reactor_lag"])
         for name, report in data["checks"].items():
             self.assertIn(report["status"], (OK, DEGRADED, FAILING), name)
             self.assertIsInstance(report["duration_ms"], (int, float), name)
@@ -396,6 +394,29 @@ class MetricsProtectedTests(HealthSiteMixin, unittest.TestCase):
 
 class MetricsTests(unittest.SynchronousTestCase):
     """The Metrics object itself."""
+
+    def test_labels_remembered(self) -> None:
+        """labels() hands out the same child for the same values; clear() forgets them."""
+        metrics = Metrics(process=False)
+        child = metrics.range_requests.labels("single")
+        self.assertIs(metrics.range_requests.labels("single"), child)
+        self.assertIs(metrics.range_requests.labels(kind="single"), child)
+        child.inc()
+        metrics.range_requests.clear()
+        fresh = metrics.range_requests.labels("single")
+        self.assertIsNot(fresh, child)
+        self.assertIn(b'streamsrv_range_requests_total{kind="single"} 0.0', metrics.render())
+
+    def test_observe_request_bound_children(self) -> None:
+        """Repeated observations of one route, method and status add up; odd labels are folded."""
+        metrics = Metrics(process=False)
+        for _ in range(3):
+            metrics.observe_request(route="stream", method="GET", status=206, duration_s=0.01, sent=10)
+        metrics.observe_request(route="/weird", method="BREW", status=418, duration_s=0.01, sent=0)
+        text = metrics.render()
+        self.assertIn(b'streamsrv_http_requests_total{method="GET",route="stream",status="206"} 3.0', text)
+        self.assertIn(b'streamsrv_http_response_bytes_total{route="stream"} 30.0', text)
+        self.assertIn(b'streamsrv_http_requests_total{method="OTHER",route="other",status="418"} 1.0', text)
 
     def test_process_metrics(self) -> None:
         """By default the registry has process, platform and GC metrics."""

@@ -12,7 +12,7 @@ from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from streamsrv.logs import event_as_json_line, make_log_observer
+from streamsrv.logs import event_as_json_line, make_log_observer, will_observe
 
 #: A fixed event time: 2024-01-02T03:04:05.250Z.
 T0 = 1704164645.25
@@ -106,9 +106,7 @@ class JsonLineTests(unittest.SynchronousTestCase):
 
     def test_nested_credentials_never_written(self) -> None:
         """A credential inside a dict field (headers, query) is not written either."""
-        line = event_as_json_line(
-            _event("x", headers={"authorization": "Bearer s3cret", "accept": "*/*"})
-        )
+        line = event_as_json_line(_event("x", headers={"authorization": "Bearer s3cret", "accept": "*/*"}))
         self.assertNotIn("s3cret", line)
         self.assertEqual(json.loads(line)["headers"]["accept"], "*/*")
 
@@ -209,3 +207,34 @@ class LogObserverTests(unittest.SynchronousTestCase):
             log.failure("it broke")
         self.assertIn("it broke", out.getvalue())
         self.assertIn("ZeroDivisionError", out.getvalue())
+
+
+class WillObserveTests(unittest.TestCase):
+    """Whether an event at a level can reach an observer that keeps it."""
+
+    def test_level_observer_above(self) -> None:
+        """Only level observers set above the level: nobody keeps the event."""
+        publisher = LogPublisher(make_log_observer("json", "warn", io.StringIO()))
+        logger = Logger(namespace="streamsrv.test", observer=publisher)
+        self.assertFalse(will_observe(logger, LogLevel.info))
+        self.assertTrue(will_observe(logger, LogLevel.warn))
+        self.assertTrue(will_observe(logger, LogLevel.error))
+
+    def test_level_observer_at_or_below(self) -> None:
+        """A level observer at info keeps info events."""
+        publisher = LogPublisher(make_log_observer("text", "info", io.StringIO()))
+        logger = Logger(namespace="streamsrv.test", observer=publisher)
+        self.assertTrue(will_observe(logger, LogLevel.info))
+        self.assertFalse(will_observe(logger, LogLevel.debug))
+
+    def test_other_observer(self) -> None:
+        """Any other observer (a list, twistd's log file) counts as keeping everything."""
+        events: list[dict[str, Any]] = []
+        publisher = LogPublisher(make_log_observer("json", "error", io.StringIO()), events.append)
+        logger = Logger(namespace="streamsrv.test", observer=publisher)
+        self.assertTrue(will_observe(logger, LogLevel.debug))
+        self.assertTrue(will_observe(Logger(observer=events.append), LogLevel.debug))
+
+    def test_no_observer(self) -> None:
+        """A publisher with no observer at all keeps nothing."""
+        self.assertFalse(will_observe(Logger(observer=LogPublisher()), LogLevel.critical))

@@ -16,6 +16,7 @@ from streamsrv.streaming.paths import (
     MAX_PATH_BYTES,
     MAX_SEGMENT_BYTES,
     PathRefused,
+    ResolvedPathCache,
     decode_request_path,
     normalise_relative_path,
     resolve_inside,
@@ -639,3 +640,93 @@ class SafeMediaPathTests(_TreeTestCase):
         self.assertFalse(track.startswith("/"))
         self.assertNotIn("..", track.split("/"))
         self.assertNotIn("\\", track)
+
+
+class ResolvedPathCacheTests(unittest.TestCase):
+    """
+    Tests for L{ResolvedPathCache}: an entry is used only while the same file
+    is still where it was resolved, and only for a short time.
+    """
+
+    def setUp(self) -> None:
+        self.root = Path(os.path.realpath(self.mktemp()))
+        (self.root / "jazz").mkdir(parents=True)
+        self.track = self.root / "jazz" / "a.mp3"
+        self.track.write_bytes(b"a")
+        self.now = 1000.0
+        self.cache: ResolvedPathCache[str] = ResolvedPathCache(lambda: self.now, ttl_s=2.0, max_entries=8)
+
+    def test_hit(self) -> None:
+        """
+        A remembered resolution comes back while the file is unchanged.
+        """
+        self.cache.put(b"jazz/a.mp3", "jazz/a.mp3", self.track, "mp3")
+        self.assertEqual(self.cache.get(b"jazz/a.mp3"), ("jazz/a.mp3", self.track, "mp3"))
+        self.assertIsNone(self.cache.get(b"jazz/b.mp3"))
+
+    def test_expires(self) -> None:
+        """
+        An entry older than the TTL is dropped.
+        """
+        self.cache.put(b"jazz/a.mp3", "jazz/a.mp3", self.track, "mp3")
+        self.now += 2.0
+        self.assertIsNone(self.cache.get(b"jazz/a.mp3"))
+        self.assertEqual(len(self.cache), 0)
+
+    def test_replaced_file(self) -> None:
+        """
+        A file replaced by another (another inode) invalidates the entry.
+        """
+        self.cache.put(b"jazz/a.mp3", "jazz/a.mp3", self.track, "mp3")
+        replacement = self.root / "jazz" / "new.mp3"
+        replacement.write_bytes(b"b")
+        os.replace(replacement, self.track)
+        self.assertIsNone(self.cache.get(b"jazz/a.mp3"))
+
+    def test_removed_file(self) -> None:
+        """
+        A removed file invalidates the entry; a missing file is never remembered.
+        """
+        self.cache.put(b"jazz/a.mp3", "jazz/a.mp3", self.track, "mp3")
+        self.track.unlink()
+        self.assertIsNone(self.cache.get(b"jazz/a.mp3"))
+        self.cache.put(b"jazz/a.mp3", "jazz/a.mp3", self.track, "mp3")
+        self.assertEqual(len(self.cache), 0)
+
+    def test_directory_swapped_for_symlink(self) -> None:
+        """
+        A directory on the path swapped for a symlink leading outside the root
+        invalidates the entry, even when the file outside has the same name.
+        """
+        self.cache.put(b"jazz/a.mp3", "jazz/a.mp3", self.track, "mp3")
+        outside = Path(os.path.realpath(self.mktemp()))
+        outside.mkdir()
+        (outside / "a.mp3").write_bytes(b"secret")
+        os.rename(self.root / "jazz", self.root / "old-jazz")
+        os.symlink(outside, self.root / "jazz")
+        self.assertIsNone(self.cache.get(b"jazz/a.mp3"))
+        with self.assertRaises(PathRefused):
+            safe_media_path(self.root, b"jazz/a.mp3")
+
+    def test_file_swapped_for_symlink(self) -> None:
+        """
+        The file swapped for a symlink to another file invalidates the entry.
+        """
+        self.cache.put(b"jazz/a.mp3", "jazz/a.mp3", self.track, "mp3")
+        outside = Path(os.path.realpath(self.mktemp()))
+        outside.mkdir()
+        (outside / "secret.mp3").write_bytes(b"secret")
+        self.track.unlink()
+        os.symlink(outside / "secret.mp3", self.track)
+        self.assertIsNone(self.cache.get(b"jazz/a.mp3"))
+
+    def test_bounded(self) -> None:
+        """
+        The cache never holds more than its maximum, whatever clients ask.
+        """
+        for i in range(50):
+            self.cache.put(b"jazz/a.mp3?%d" % i, "jazz/a.mp3", self.track, "mp3")
+        self.assertLessEqual(len(self.cache), 8)
+        self.assertIsNotNone(self.cache.get(b"jazz/a.mp3?49"))
+        self.cache.clear()
+        self.assertEqual(len(self.cache), 0)

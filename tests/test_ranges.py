@@ -546,3 +546,21 @@ class ResolveRangesTests(unittest.SynchronousTestCase):
             self.assertEqual(byte_range.content_range(size).split("/")[1], str(size))
         for before, after in itertools.pairwise(ranges):
             self.assertGreater(after.start, before.end + 1)
+
+
+class ParseMemoTests(unittest.TestCase):
+    """The last parse is remembered without letting callers share its result."""
+
+    def test_independent_results(self) -> None:
+        """Parsing the same header twice gives equal lists that do not alias."""
+        first = parse_range_header("bytes=0-9, 20-")
+        first.append((1, 2))
+        self.assertEqual(parse_range_header("bytes=0-9, 20-"), [(0, 9), (20, None)])
+
+    def test_errors_not_remembered(self) -> None:
+        """A malformed header raises every time, and does not disturb the last good one."""
+        parse_range_header("bytes=5-6")
+        for _ in range(2):
+            with self.assertRaises(ValueError):
+                parse_range_header("bytes=6-5")
+        self.assertEqual(parse_range_header("bytes=5-6"), [(5, 6)])

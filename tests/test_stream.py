@@ -359,6 +359,20 @@ class RefusalTests(StreamTestMixin, unittest.TestCase):
         body = self.assertNotFound("/stream/link.mp3")
         self.assertNotIn(b"secret", body)
 
+    def test_swapped_for_symlink_after_serving(self) -> None:
+        """A track served once, then swapped for a symlink leading outside, answers 404."""
+        name = self.track.relative_to(self.root).as_posix()
+        response, body = self.get("/stream/" + name)
+        self.assertEqual(response.code, 200)
+        outside = Path(self.mktemp())
+        outside.mkdir()
+        (outside / "secret.mp3").write_bytes(b"secret")
+        self.track.unlink()
+        os.symlink((outside / "secret.mp3").resolve(), self.track)
+        body = self.assertNotFound("/stream/" + name)
+        self.assertNotIn(b"secret", body)
+        self.assertEqual([e["kind"] for e in self.security_events()], ["path_refused"])
+
     def test_symlink_inside(self) -> None:
         """A symlink whose target stays inside the root is followed."""
         os.symlink(self.track.resolve(), self.root / "alias.mp3")

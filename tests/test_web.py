@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from streamsrv.middleware.accesslog import redact_uri
 from streamsrv.web.errors import STATUS_FOR_CODE, ApiError, error_body
 from streamsrv.web.openapi import openapi_document
-from streamsrv.web.site import choose_request_id
+from streamsrv.web.site import choose_request_id, http_date_now
 from tests.sitehelpers import build_site, parse_head, raw_exchange, stub_for
 
 
@@ -187,3 +187,31 @@ class OpenApiTests(unittest.SynchronousTestCase):
         self.assertIn("/stream/{path}", doc["paths"])
         codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
         self.assertEqual(set(codes), set(STATUS_FOR_CODE))
+
+
+class HttpDateNowTests(unittest.SynchronousTestCase):
+    """The Date header value, formatted once per second."""
+
+    def test_matches_twisted(self) -> None:
+        """It is what Twisted's datetimeToString() gives for the current second."""
+        from twisted.web.http import datetimeToString
+
+        for _ in range(3):
+            before = datetimeToString()
+            value = http_date_now()
+            after = datetimeToString()
+            if before == after:
+                self.assertEqual(value, before)
+                return
+        self.fail("the second changed three times in a row")
+
+    def test_follows_the_clock(self) -> None:
+        """A new second gives a new value."""
+        from streamsrv.web import site as site_module
+
+        now = [1_700_000_000.2]
+        self.patch(site_module.time, "time", lambda: now[0])
+        first = http_date_now()
+        self.assertEqual(first, b"Tue, 14 Nov 2023 22:13:20 GMT")
+        now[0] += 1
+        self.assertEqual(http_date_now(), b"Tue, 14 Nov 2023 22:13:21 GMT")

@@ -14,6 +14,7 @@ for it, and never do DNS or any other I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -142,11 +143,11 @@ def client_address(peer_ip: str, x_forwarded_for: Sequence[str] | None, trusted:
         the peer itself is not an IP address (a UNIX socket), it is returned
         unchanged and ``X-Forwarded-For`` is ignored.  Never raises.
     """
-    peer = parse_address(peer_ip)
+    peer, peer_text = _peer(peer_ip)
     if peer is None:
         return peer_ip
     if not x_forwarded_for or not _is_trusted(peer, trusted):
-        return str(peer)
+        return peer_text
     current = peer
     for entry in reversed(_forwarded_entries(x_forwarded_for)):
         address = parse_address(entry)
@@ -156,6 +157,17 @@ def client_address(peer_ip: str, x_forwarded_for: Sequence[str] | None, trusted:
         if not _is_trusted(address, trusted):
             break
     return str(current)
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer(peer_ip: str) -> tuple[Address | None, str]:
+    """:func:`parse_address` of a TCP peer and its normalised text, remembered.
+
+    Peers are the few addresses that connect (or proxies), parsed again for
+    every request otherwise.
+    """
+    peer = parse_address(peer_ip)
+    return peer, str(peer) if peer is not None else peer_ip
 
 
 def forwarded_proto(peer_ip: str, header: str | None, trusted: Sequence[Network]) -> str | None:

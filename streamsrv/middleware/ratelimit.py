@@ -88,7 +88,7 @@ class Policy:
         if not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ValueError(f"policy {self.name}: seconds must be > 0, got {self.seconds!r}")
 
-    @property
+    @functools.cached_property
     def rate(self) -> float:
         """
         Tokens added per second.
@@ -179,7 +179,11 @@ def decide(buckets: Sequence[tuple[Policy, float]], allowed: bool) -> Decision:
     """
     if not buckets:
         raise ValueError("a check needs at least one bucket")
-    if allowed:
+    if len(buckets) == 1:
+        # The usual anonymous case: no choice to make.
+        policy, tokens = buckets[0]
+        retry_after = 0 if allowed else max(1, _ceil(_seconds_to_token(policy, tokens)))
+    elif allowed:
         # Least room: fewest whole tokens left; of equals, the slowest to refill.
         policy, tokens = min(
             buckets, key=lambda b: (math.floor(b[1] + EPSILON), -_seconds_to_full(b[0], b[1]))
@@ -203,6 +207,8 @@ def decide(buckets: Sequence[tuple[Policy, float]], allowed: bool) -> Decision:
 def _unique(keys: Sequence[tuple[Policy, str]]) -> list[tuple[Policy, str]]:
     if not keys:
         raise ValueError("a check needs at least one (policy, key) pair")
+    if len(keys) == 1:
+        return [keys[0]]
     seen: set[tuple[str, str]] = set()
     unique: list[tuple[Policy, str]] = []
     for policy, key in keys:
@@ -262,18 +268,29 @@ class MemoryRateLimiter:
         """
         pairs = _unique(keys)
         now = self._clock.seconds()
-        current = [(policy, key, self._tokens(policy, key, now)) for policy, key in pairs]
-        allowed = all(_has_token(tokens) for _, _, tokens in current)
-        buckets: list[tuple[Policy, float]] = []
-        for policy, key, tokens in current:
+        stored = self._buckets
+        current = []
+        allowed = True
+        for policy, key in pairs:
             bucket_id = (policy.name, key)
+            state = stored.get(bucket_id)
+            count = float(policy.count)
+            if state is None:
+                tokens = count
+            else:
+                tokens = min(count, state[0] + max(0.0, now - state[1]) * policy.rate)
+            if not _has_token(tokens):
+                allowed = False
+            current.append((policy, bucket_id, tokens))
+        buckets: list[tuple[Policy, float]] = []
+        for policy, bucket_id, tokens in current:
             if allowed:
                 tokens = max(0.0, tokens - 1.0)
-                self._buckets[bucket_id] = (tokens, now, policy)
-                self._buckets.move_to_end(bucket_id)
-            elif bucket_id in self._buckets:
+                stored[bucket_id] = (tokens, now, policy)
+                stored.move_to_end(bucket_id)
+            elif bucket_id in stored:
                 # Refused: nothing taken, but a bucket in use is not evicted.
-                self._buckets.move_to_end(bucket_id)
+                stored.move_to_end(bucket_id)
             buckets.append((policy, tokens))
         self._evict(now)
         return decide(buckets, allowed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import calendar
 import datetime
 import enum
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -96,9 +97,13 @@ def make_etag(size: int, mtime_ns: int, inode: int) -> str:
     return f'"{size:x}-{mtime_ns:x}-{inode:x}"'
 
 
+@functools.lru_cache(maxsize=4096)
 def http_date(timestamp: float) -> str:
     """
     Format a POSIX timestamp as an IMF-fixdate (RFC 9110 §5.6.7).
+
+    Remembered per timestamp: ``Last-Modified`` repeats the few modification
+    times of the tracks being played.
 
     :param timestamp: Seconds since the epoch; fractions are dropped.
     :return: For example ``"Sun, 06 Nov 1994 08:49:37 GMT"``.

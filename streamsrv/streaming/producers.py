@@ -216,11 +216,16 @@ def can_sendfile(request: Any) -> bool:
 class SendfileSender:
     """Send one file range with ``os.sendfile`` on a plain TCP transport.
 
-    The headers are queued with ``request.write(b"")``; the transport's own
-    ``doWrite`` flushes them, then this sender's ``doWrite`` moves file bytes
-    socket-ward whenever the reactor reports the socket writable.  The
-    kernel's socket buffer is the only buffer, so a slow reader costs no
-    memory at all.
+    The headers are queued with ``request.write(b"")``; this sender's
+    ``doWrite`` flushes them with the transport's own ``doWrite``, then moves
+    file bytes socket-ward, first at once (the socket is usually writable, so
+    a short body is sent without a trip through the reactor) and then
+    whenever the reactor reports the socket writable.  The kernel's socket
+    buffer is the only buffer, so a slow reader costs no memory at all.
+
+    (Corking the socket so that the headers share a segment with the body,
+    as nginx's ``tcp_nopush`` does, was measured and left out: on loopback
+    the two extra ``setsockopt`` calls cost more than the packet they save.)
     """
 
     def __init__(
@@ -243,7 +248,7 @@ class SendfileSender:
         self.bytes_written = 0
 
     def start(self) -> None:
-        """Queue the headers and take over the transport's writes."""
+        """Queue the headers, take over the transport's writes and send what the socket takes now."""
         request = self._request
         request.notifyFinish().addErrback(lambda _: self._end(False))
         request.write(b"")
@@ -252,9 +257,14 @@ class SendfileSender:
         if self._left == 0:
             self._complete()
             return
-        self._transport.doWrite = self._do_write
+        transport = self._transport
+        transport.doWrite = self._do_write
         self._hooked = True
-        self._transport.startWriting()
+        transport.startWriting()
+        result = self._do_write()
+        if result is not None:
+            # What the reactor does when doWrite fails: drop the connection.
+            transport.abortConnection()
 
     def abort(self) -> None:
         """Cut this stream (shutdown grace expired)."""
@@ -265,13 +275,13 @@ class SendfileSender:
     def _do_write(self) -> object:
         transport = self._transport
         if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
-            # Flush what the transport holds (the headers) its own way.
+            # Flush what the transport holds (the headers) its own way; it
+            # stops writing once its buffer is empty.
             result = type(transport).doWrite(transport)
             if result is not None:
                 return result
             if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
                 return None
-            transport.startWriting()
         if self._file is None:
             return None
         try:
@@ -282,6 +292,7 @@ class SendfileSender:
                 min(self._left, self._chunk_size),
             )
         except BlockingIOError:
+            transport.startWriting()
             return None
         except OSError:
             self._end(False)
@@ -296,6 +307,8 @@ class SendfileSender:
         self._request.direct_bytes += sent
         if self._left == 0:
             self._complete()
+        else:
+            transport.startWriting()
         return None
 
     def _unhook(self) -> None:
@@ -305,6 +318,8 @@ class SendfileSender:
             del transport.doWrite
             if len(transport.dataBuffer) <= transport.offset and not transport._tempDataLen:
                 transport.stopWriting()
+            else:
+                transport.startWriting()
 
     def _complete(self) -> None:
         request = self._request

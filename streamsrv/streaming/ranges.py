@@ -136,6 +136,22 @@ def parse_range_header(value: str) -> list[RangeSpec]:
         longer than :data:`MAX_HEADER_LENGTH`. The caller then ignores the
         header and serves the whole representation with 200.
     """
+    global _last_parsed
+    last_value, last_specs = _last_parsed
+    if value == last_value and last_specs is not None:
+        return list(last_specs)
+    specs = _parse_range_header(value)
+    _last_parsed = (value, tuple(specs))
+    return specs
+
+
+#: The last header :func:`parse_range_header` parsed well and its specs: a
+#: request's ``Range`` is parsed by the rate limiter and then by ``/stream``.
+_last_parsed: tuple[str | None, tuple[RangeSpec, ...] | None] = (None, None)
+
+
+def _parse_range_header(value: str) -> list[RangeSpec]:
+    """:func:`parse_range_header`, always parsing."""
     if len(value) > MAX_HEADER_LENGTH:
         raise ValueError("Range header too long")
     unit, equals, range_set = value.partition("=")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from twisted.web.http import datetimeToString
 from twisted.web.resource import IResource
 
 from streamsrv.health.metrics import Metrics
-from streamsrv.middleware.accesslog import log_access
+from streamsrv.middleware.accesslog import access_log_observed, log_access
 from streamsrv.middleware.clientaddr import client_address, forwarded_proto, parse_networks
 from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.headers import apply_security_headers
@@ -36,6 +37,21 @@ log = Logger()
 REQUEST_ID_RE = re.compile(rb"\A[A-Za-z0-9._-]{1,128}\Z")
 
 SERVER_HEADER = b"streamsrv"
+
+
+#: ``(second, Date header value)``: formatted once per second, not per response.
+_date_cache: tuple[int, bytes] = (-1, b"")
+
+
+def http_date_now() -> bytes:
+    """The ``Date`` header value for now (``datetimeToString()``, cached for the second)."""
+    global _date_cache
+    now = int(time.time())
+    second, value = _date_cache
+    if second != now:
+        value = datetimeToString(now)
+        _date_cache = (now, value)
+    return value
 
 
 def choose_request_id(offered: bytes | None) -> str:
@@ -97,7 +113,7 @@ class StreamsrvRequest(server.Request):
         self.started_at = site.clock.seconds()
         self.request_id = choose_request_id(self.getHeader(b"x-request-id"))
         self.setHeader(b"server", SERVER_HEADER)
-        self.setHeader(b"date", datetimeToString())
+        self.setHeader(b"date", http_date_now())
         self.setHeader(b"x-request-id", self.request_id.encode("ascii"))
         apply_security_headers(self, hsts=site.hsts and self.is_https())
         self.notifyFinish().addBoth(self._ended_cb)
@@ -195,7 +211,7 @@ class StreamsrvRequest(server.Request):
         )
         if self.error_code is not None:
             site.metrics.errors.labels(self.error_code).inc()
-        if site.access_log:
+        if site.access_log and access_log_observed():
             range_header = self.getHeader(b"range")
             user_agent = self.getHeader(b"user-agent")
             log_access(
