@@ -21,6 +21,7 @@ the code that records.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -130,6 +131,7 @@ _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 # --- values ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # pure; every range of a session asks for the same address
 def truncate_ip(address: str | None) -> str | None:
     """
     The network an address is stored as: its /24 (IPv4) or /48 (IPv6).
@@ -151,6 +153,7 @@ def truncate_ip(address: str | None) -> str | None:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+@functools.lru_cache(maxsize=4096)
 def _check_network(value: str) -> None:
     network = ipaddress.ip_network(value, strict=True)
     widest = IPV4_PREFIX if network.version == 4 else IPV6_PREFIX
