@@ -42,7 +42,7 @@ from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.principal import Principal, anonymous_principal
 from streamsrv.auth.refresh import TokenService, make_revocation_store
 from streamsrv.auth.revocation import RevocationCache, RevocationStoreService
-from streamsrv.auth.roles import load_roles
+from streamsrv.auth.roles import load_roles, load_shaping
 from streamsrv.auth.signing import SigningKey, sign_url
 from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.config import ConfigError, Settings, load_settings
@@ -535,6 +535,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         on_delivered=_listening(sessions),
         is_audio=catalog.is_audio,
         transcodes=transcodes,
+        shaping=load_shaping(settings.roles_file),
     )
     hls = HlsResource(
         media_root,

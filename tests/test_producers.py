@@ -201,3 +201,85 @@ class FileBodyProducerTests(unittest.SynchronousTestCase):
         self.assertEqual(ends, [False])
         self.assertTrue(request.channel.transport.disconnecting or request.channel.transport.disconnected)  # type: ignore[attr-defined]
         self.flushLoggedErrors(EOFError)
+
+
+class ShapingTests(unittest.TestCase):
+    """A capped producer sends the burst at once, then no faster than its rate."""
+
+    def test_burst_then_rate(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        data = bytes(range(256)) * 4096  # 1 MiB
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        clock = Clock()
+        request = _ShapedRequest(StringTransport())
+        ended: list[bool] = []
+        producer = FileBodyProducer(
+            request, open(path, "rb"), [(b"", 0, len(data))], b"", ended.append,
+            shaping=(100_000, 200_000, clock),
+        )  # fmt: skip
+        producer.start()
+        self.assertGreaterEqual(producer.bytes_written, 200_000)
+        self.assertLess(producer.bytes_written, 200_000 + 64 * 1024)
+        for second in range(1, 6):
+            clock.advance(1.0)
+            capped = producer.bytes_written - 200_000
+            self.assertLessEqual(capped, 100_000 * second + 10_000)
+            self.assertGreaterEqual(capped, 100_000 * (second - 1))
+        clock.advance(10)
+        self.assertEqual(ended, [True])
+        self.assertEqual(b"".join(request.written), data)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_leaving_cancels_the_timer(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"x" * 500_000)
+        clock = Clock()
+        request = _ShapedRequest(StringTransport())
+        ended: list[bool] = []
+        producer = FileBodyProducer(
+            request,
+            open(path, "rb"),
+            [(b"", 0, 500_000)],
+            b"",
+            ended.append,
+            shaping=(10_000, 0, clock),
+        )
+        producer.start()
+        self.assertTrue(clock.getDelayedCalls())
+        producer.stopProducing()
+        self.assertEqual((ended, clock.getDelayedCalls()), ([False], []))
+
+
+class _ShapedRequest:
+    """The parts of a request a producer uses, recording what it writes."""
+
+    def __init__(self, transport: object) -> None:
+        from twisted.internet.defer import Deferred
+
+        self.channel = type("C", (), {"transport": transport})()
+        self.written: list[bytes] = []
+        self.finished = Deferred()
+        self.producer: object = None
+
+    def notifyFinish(self) -> object:
+        return self.finished
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def finish(self) -> None:
+        pass

@@ -198,3 +198,38 @@ class EffectivePermissionsTests(unittest.TestCase):
         for role in roles:
             expected |= table.get(role, frozenset())
         self.assertEqual(effective_permissions(roles, extra, table), frozenset(expected))
+
+
+class ShapingTests(unittest.TestCase):
+    """``limit_rate`` / ``limit_rate_after`` per role in the roles file."""
+
+    def write(self, text: str) -> Path:
+        path = Path(self.mktemp())
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def test_parsed_and_chosen(self) -> None:
+        """Capped roles are read; a holder's cap is the most generous, none if any role is uncapped."""
+        from streamsrv.auth.roles import Shaping, load_shaping, shaping_for
+
+        path = self.write(
+            '[roles.free]\npermissions = ["stream:read"]\nlimit_rate = 40000\nlimit_rate_after = 500000\n'
+            '[roles.mobile]\npermissions = ["stream:read"]\nlimit_rate = 64000\n'
+            '[roles.premium]\npermissions = ["stream:read", "stream:hq"]\n'
+        )
+        self.assertIn("free", load_roles(path))
+        table = load_shaping(path)
+        self.assertEqual(table, {"free": Shaping(40000, 500000), "mobile": Shaping(64000, 0)})
+        self.assertEqual(shaping_for(["free"], table), Shaping(40000, 500000))
+        self.assertEqual(shaping_for(["free", "mobile"], table), Shaping(64000, 0))
+        self.assertIsNone(shaping_for(["free", "premium"], table))
+        self.assertIsNone(shaping_for([], table))
+        self.assertEqual(load_shaping(None), {})
+
+    def test_bad_values_refused(self) -> None:
+        """A negative, fractional or textual limit is a roles-file error naming the key."""
+        for value in ("-1", "1.5", '"fast"', "true"):
+            path = self.write(f'[roles.x]\npermissions = ["stream:read"]\nlimit_rate = {value}\n')
+            with self.assertRaises(ValueError) as caught:
+                load_roles(path)
+            self.assertIn("roles.x.limit_rate", str(caught.exception))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -50,7 +51,7 @@ DEFAULT_ROLES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
     }
 )
 
-_ROLE_KEYS: Final = frozenset({"permissions", "inherits"})
+_ROLE_KEYS: Final = frozenset({"permissions", "inherits", "limit_rate", "limit_rate_after"})
 
 
 def load_roles(path: Path | None) -> dict[str, frozenset[str]]:
@@ -126,7 +127,8 @@ def _parse_document(document: Mapping[str, Any], problems: list[str]) -> _Declar
         extra = sorted(set(body) - _ROLE_KEYS)
         if extra:
             problems.append(
-                f"roles.{name}: unknown key(s) {', '.join(map(repr, extra))} (only 'permissions', 'inherits')"
+                f"roles.{name}: unknown key(s) {', '.join(map(repr, extra))} "
+                "(only 'permissions', 'inherits', 'limit_rate', 'limit_rate_after')"
             )
         permissions = _string_list(body.get("permissions", []), f"roles.{name}.permissions", problems)
         for permission in permissions:
@@ -136,6 +138,10 @@ def _parse_document(document: Mapping[str, Any], problems: list[str]) -> _Declar
                     "('*' or lower-case segments separated by ':', e.g. 'stream:read')"
                 )
         inherits = _string_list(body.get("inherits", []), f"roles.{name}.inherits", problems)
+        for key in ("limit_rate", "limit_rate_after"):
+            value = body.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                problems.append(f"roles.{name}.{key} must be a whole number of bytes (per second) >= 0")
         declared[name] = (set(permissions), inherits)
     return declared
 
@@ -191,3 +197,51 @@ def effective_permissions(
         granted |= table.get(role, frozenset())
     granted.update(permission for permission in extra if permission)
     return frozenset(granted)
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """A per-stream rate cap after a burst, as nginx's ``limit_rate_after`` + ``limit_rate``.
+
+    :ivar rate: bytes per second once *after* bytes have been sent.
+    :ivar after: bytes sent at full speed first (the player's buffer: seeking
+        and the first seconds are never slowed).
+    """
+
+    rate: int
+    after: int
+
+
+def load_shaping(path: Path | None) -> dict[str, Shaping]:
+    """
+    The roles of the roles file that cap their streams (``limit_rate`` > 0).
+
+    ``limit_rate`` is bytes per second (``0`` or absent: no cap),
+    ``limit_rate_after`` the bytes sent at full speed first (default 0).
+    Not inherited: each role says its own.  Call after :func:`load_roles`,
+    which validates the file.
+    """
+    if path is None or not path.exists():
+        return {}
+    with path.open("rb") as f:
+        roles = tomllib.load(f).get("roles", {})
+    shaping: dict[str, Shaping] = {}
+    for name, body in roles.items():
+        rate = body.get("limit_rate") if isinstance(body, dict) else None
+        if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0:
+            after = body.get("limit_rate_after", 0)
+            shaping[name] = Shaping(rate, after if isinstance(after, int) and after > 0 else 0)
+    return shaping
+
+
+def shaping_for(roles: Iterable[str], table: Mapping[str, Shaping]) -> Shaping | None:
+    """The cap of a holder of *roles*: none if any of them is uncapped, else the most generous."""
+    caps = []
+    for role in roles:
+        cap = table.get(role)
+        if cap is None:
+            return None
+        caps.append(cap)
+    if not caps:
+        return None
+    return max(caps, key=lambda cap: (cap.rate, cap.after))

@@ -58,6 +58,8 @@ class FileBodyProducer:
     :param trailer: bytes written after the last segment.
     :param on_end: called once with ``True`` after the last byte, ``False``
         if the client left or the sender was aborted.
+    :param shaping: ``(rate, after, clock)``: after *after* bytes, send at
+        most *rate* bytes per second (timed by *clock*); ``None``: full speed.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class FileBodyProducer:
         trailer: bytes = b"",
         on_end: EndCallback | None = None,
         chunk_size: int = CHUNK_SIZE,
+        shaping: tuple[int, int, Any] | None = None,
     ) -> None:
         self._request: Any = request
         self._file: IO[bytes] | None = fileobj
@@ -81,6 +84,13 @@ class FileBodyProducer:
         self._paused = False
         self._producing = False
         self.bytes_written = 0
+        self._shaping = shaping
+        self._shaped_since: float | None = None  # when the capped part began
+        self._wakeup: Any = None
+        if shaping is not None:
+            rate = shaping[0]
+            # A tenth of a second of the capped rate per write keeps the pace smooth.
+            self._chunk_size = max(1024, min(chunk_size, rate // 10))
 
     def start(self) -> None:
         """Register with the request and write until paused or done."""
@@ -161,6 +171,8 @@ class FileBodyProducer:
         self._producing = True
         try:
             while not self._paused and self._request is not None:
+                if self._shaping is not None and self._hold():
+                    return
                 try:
                     chunk = self._next_chunk()
                 except (OSError, EOFError):
@@ -175,6 +187,29 @@ class FileBodyProducer:
         finally:
             self._producing = False
 
+    def _hold(self) -> bool:
+        """Whether the rate cap says wait now; if so the next write is scheduled."""
+        assert self._shaping is not None
+        rate, after, clock = self._shaping
+        if self.bytes_written < after:
+            return False
+        now = clock.seconds()
+        if self._shaped_since is None:
+            self._shaped_since = now
+        allowed = rate * (now - self._shaped_since)
+        sent = self.bytes_written - after
+        if sent < allowed or sent == 0:
+            return False
+        if self._wakeup is None or not self._wakeup.active():
+            # At least 10 ms: at the cap exactly, waking "now" would spin.
+            self._wakeup = clock.callLater(max((sent - allowed) / rate, 0.01), self._wake)
+        return True
+
+    def _wake(self) -> None:
+        self._wakeup = None
+        if not self._paused:
+            self._produce()
+
     def _complete(self) -> None:
         request = self._request
         if request is None:
@@ -188,6 +223,9 @@ class FileBodyProducer:
 
     def _end(self, completed: bool) -> None:
         """Release the request and the file; report the outcome once."""
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.cancel()
+        self._wakeup = None
         request, self._request = self._request, None
         if request is not None:
             with contextlib.suppress(RuntimeError, AttributeError):
@@ -320,6 +358,29 @@ class SendfileSender:
                 transport.stopWriting()
             else:
                 transport.startWriting()
+
+    def _hold(self) -> bool:
+        """Whether the rate cap says wait now; if so the next write is scheduled."""
+        assert self._shaping is not None
+        rate, after, clock = self._shaping
+        if self.bytes_written < after:
+            return False
+        now = clock.seconds()
+        if self._shaped_since is None:
+            self._shaped_since = now
+        allowed = rate * (now - self._shaped_since)
+        sent = self.bytes_written - after
+        if sent < allowed or sent == 0:
+            return False
+        if self._wakeup is None or not self._wakeup.active():
+            # At least 10 ms: at the cap exactly, waking "now" would spin.
+            self._wakeup = clock.callLater(max((sent - allowed) / rate, 0.01), self._wake)
+        return True
+
+    def _wake(self) -> None:
+        self._wakeup = None
+        if not self._paused:
+            self._produce()
 
     def _complete(self) -> None:
         request = self._request

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from streamsrv.audio.formats import AudioFormat, audio_format_for
 from streamsrv.audio.probe import DurationCache
 from streamsrv.auth.guard import Admission, Guard
+from streamsrv.auth.roles import Shaping, shaping_for
 from streamsrv.auth.signing import max_age_for
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.audit import file_access, security_event
@@ -144,6 +145,9 @@ class StreamResource(Resource):
         are served); ``None`` serves every file with an audio extension.
     :param transcodes: serves ``format=``/``bitrate=``/``t=`` renditions
         (``None``: they answer ``UNSUPPORTED_MEDIA``).
+    :param shaping: per-role rate caps (``limit_rate`` after
+        ``limit_rate_after``) for originals; a capped stream uses the
+        portable producer, never ``sendfile``.
     :param on_delivered: told of every body sent (completed or cut short),
         for listening sessions: ``(request, track, spans, sent, size,
         duration_s)`` where *spans* are the ``(start, length)`` byte ranges
@@ -172,6 +176,7 @@ class StreamResource(Resource):
         on_delivered: Delivered | None = None,
         is_audio: Callable[[str], bool] | None = None,
         transcodes: TranscodeService | None = None,
+        shaping: Mapping[str, Shaping] | None = None,
     ) -> None:
         super().__init__()
         self._root = Path(os.path.realpath(media_root))
@@ -185,6 +190,7 @@ class StreamResource(Resource):
         self._on_delivered = on_delivered
         self._is_audio = is_audio
         self._transcodes = transcodes
+        self._shaping = dict(shaping or {})
 
     def render_HEAD(self, request: Any) -> int:
         """Headers of what GET would answer, without a body."""
@@ -202,6 +208,8 @@ class StreamResource(Resource):
             admission = await self._guard.admit(request, permission="stream:read", signed=True)
             if request.args.get(b"download") == [b"1"]:
                 self._guard.require(request, admission, "stream:download")
+            if self._shaping:
+                request.stream_shaping = shaping_for(admission.principal.roles, self._shaping)
             if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
                 body = await self._transcode(request, admission)
             else:
@@ -446,7 +454,12 @@ class StreamResource(Resource):
                 except Exception:
                     log.failure("stream: the delivery observer failed")
 
-        if self._use_sendfile and len(segments) == 1 and not trailer and can_sendfile(request):
+        cap = getattr(request, "stream_shaping", None)
+        if cap is not None:
+            sender = FileBodyProducer(
+                request, fileobj, segments, trailer, on_end, shaping=(cap.rate, cap.after, self._clock)
+            )
+        elif self._use_sendfile and len(segments) == 1 and not trailer and can_sendfile(request):
             _, offset, count = segments[0]
             sender = SendfileSender(request, fileobj, offset, count, on_end)
         else:
