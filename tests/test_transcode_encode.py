@@ -77,7 +77,7 @@ def ffmpeg_frames(path: Path) -> tuple[int, int]:
         ).stdout.strip()
     )  # fmt: skip
     raw = subprocess.run(
-        [FFMPEG, "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-"],
+        [FFMPEG, "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-"],
         check=True,
         capture_output=True,
     ).stdout
@@ -157,7 +157,7 @@ class FullEncodeTests(unittest.SynchronousTestCase):
                 layout = layout_for(rendition, self.info.frames, self.info.sample_rate)
                 self.assertEqual(frames, layout.frames, rendition)
             errors = subprocess.run(
-                [FFMPEG, "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True
+                [FFMPEG, "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True
             ).stderr
             self.assertEqual(errors, "", rendition)
 

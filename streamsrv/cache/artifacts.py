@@ -235,18 +235,32 @@ class ArtifactCache:
             return None
         now = self._clock()
         with self._lock:
-            entry = self._index.get(relative)
-            if entry is None:
-                # Written by another process: adopt it.
-                entry = self._index[relative] = _Entry(stat.st_size, stat.st_mtime)
-                self._total += stat.st_size
-            elif entry.size != stat.st_size:
-                self._total += stat.st_size - entry.size
-                entry.size = stat.st_size
-            self._index.move_to_end(relative)
-            touch = abs(now - entry.touched) >= TOUCH_INTERVAL_S  # abs: a clock set back
-            if touch:
-                entry.touched = now
+            # A second look under the lock is decisive: this process's writes and evictions
+            # change the directory only while holding it.
+            try:
+                stat = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                gone = self._index.pop(relative, None)
+                if gone is not None:
+                    self._total -= gone.size
+                entry = None
+            else:
+                entry = self._index.get(relative)
+                if entry is None:  # written by another process: adopt it
+                    entry = self._index[relative] = _Entry(stat.st_size, stat.st_mtime)
+                    self._total += stat.st_size
+                elif entry.size != stat.st_size:
+                    self._total += stat.st_size - entry.size
+                    entry.size = stat.st_size
+            touch = False
+            if entry is not None:
+                self._index.move_to_end(relative)
+                touch = abs(now - entry.touched) >= TOUCH_INTERVAL_S  # abs: a clock set back
+                if touch:
+                    entry.touched = now
+        if entry is None:
+            self._miss()
+            return None
         if touch:
             try:
                 os.utime(path, (now, now))
