@@ -51,7 +51,8 @@ def waveform_costs(track: Path, out: Path, rounds: int) -> dict[str, Any]:
     if shutil.which("ffmpeg"):
         result["ffmpeg_decode_only_s"] = _median_s(
             lambda: subprocess.run(
-                ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-i", str(track), "-f", "null", "-"], check=True
+                ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-i", str(track), "-f", "null", "-"],
+                check=True,
             ),
             rounds,
         )

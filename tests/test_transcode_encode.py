@@ -157,7 +157,9 @@ class FullEncodeTests(unittest.SynchronousTestCase):
                 layout = layout_for(rendition, self.info.frames, self.info.sample_rate)
                 self.assertEqual(frames, layout.frames, rendition)
             errors = subprocess.run(
-                [FFMPEG, "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True
+                [FFMPEG, "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                capture_output=True,
+                text=True,
             ).stderr
             self.assertEqual(errors, "", rendition)
 

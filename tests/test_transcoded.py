@@ -119,7 +119,8 @@ class TranscodeTests(unittest.TestCase):
         path = Path(self.mktemp() + suffix)
         path.write_bytes(data)
         pcm = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+            ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path),
+             "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
             capture_output=True, check=True, timeout=60,
         ).stdout  # fmt: skip
         return len(pcm) / 2 / 48000
