@@ -58,6 +58,7 @@ from streamsrv.streaming.ranges import (
     parse_range_header,
     resolve_ranges,
 )
+from streamsrv.streaming.throughput import ThroughputTracker
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.transcode import Rendition
@@ -67,12 +68,14 @@ from streamsrv.web.site import finish_response
 log = Logger()
 
 
-def rendition_for(request: Any) -> Rendition:
-    """The rendition ``format``/``bitrate``/``t`` ask for; ``format=auto`` chooses by Client Hints.
+def rendition_for(request: Any, measured_mbps: float | None = None) -> Rendition:
+    """The rendition ``format``/``bitrate``/``t`` ask for; ``format=auto`` chooses for the connection.
 
     ``auto`` picks Opus (the best quality per bit every current browser
-    plays) at a bitrate from ``Save-Data`` and ``Downlink`` (Mb/s): 32 kb/s to
-    save data or below 0.3 Mb/s, 64 below 1 Mb/s, else 96.
+    plays) at a bitrate from ``Save-Data``, the ``Downlink`` hint (Mb/s) and
+    the throughput measured on this client's recent streams (the lower of the
+    two counts): 32 kb/s to save data or below 0.3 Mb/s, 64 below 1 Mb/s,
+    else 96 — all within every role's cap (``stream:hq`` starts above 192).
 
     :raise ApiError: ``BAD_REQUEST`` for a missing, repeated or invalid parameter.
     """
@@ -88,20 +91,24 @@ def rendition_for(request: Any) -> Rendition:
     if fmt == "auto":
         fmt = "opus"
         if values["bitrate"] is None:
-            values["bitrate"] = str(_auto_bitrate(request))
+            values["bitrate"] = str(_auto_bitrate(request, measured_mbps))
     try:
         return Rendition.from_query(fmt, values["bitrate"], values["t"])
     except ValueError as e:
         raise ApiError("BAD_REQUEST", str(e)) from None
 
 
-def _auto_bitrate(request: Any) -> int:
+def _auto_bitrate(request: Any, measured_mbps: float | None) -> int:
     if (request.getHeader(b"save-data") or b"").strip().lower() == b"on":
         return 32
     try:
         downlink = float((request.getHeader(b"downlink") or b"10").decode("latin-1"))
     except ValueError:
         downlink = 10.0
+    if not downlink >= 0:  # NaN
+        downlink = 10.0
+    if measured_mbps is not None:
+        downlink = min(downlink, measured_mbps)
     if downlink < 0.3:
         return 32
     return 64 if downlink < 1.0 else 96
@@ -191,6 +198,7 @@ class StreamResource(Resource):
         self._is_audio = is_audio
         self._transcodes = transcodes
         self._shaping = dict(shaping or {})
+        self._throughput = ThroughputTracker()
 
     def render_HEAD(self, request: Any) -> int:
         """Headers of what GET would answer, without a body."""
@@ -253,7 +261,9 @@ class StreamResource(Resource):
         if not self._tracker.accepting:
             request.setHeader(b"connection", b"close")
             raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
-        rendition = rendition_for(request)
+        rendition = rendition_for(
+            request, self._throughput.estimate_mbps(request.client_ip, self._clock.seconds())
+        )
         if rendition.needs_hq:
             self._guard.require(request, admission, "stream:hq")
         track, path, _fmt = self._resolve(request)
@@ -435,7 +445,13 @@ class StreamResource(Resource):
         spans = [(offset, count) for _, offset, count in segments]
         size, duration = source
 
+        began = self._clock.seconds()
+        throughput, clock = self._throughput, self._clock
+
         def on_end(completed: bool) -> None:
+            if completed:
+                now = clock.seconds()
+                throughput.record(request.client_ip, sender.bytes_written, now - began, now)
             tracker.remove(sender)
             label = "sendfile" if isinstance(sender, SendfileSender) else "producer"
             metrics.stream_bytes.labels(label).inc(sender.bytes_written)
