@@ -349,6 +349,16 @@ def _realtime(
     return store, sessions, hub, ws
 
 
+def _replaygain_of(catalog: Catalog) -> Any:
+    """A track's ReplayGain values from the catalog, for ``replaygain=`` on transcodes."""
+
+    async def lookup(track: str) -> Any:
+        record = await catalog.get(track)
+        return record.to_json().get("replaygain") if record is not None else None
+
+    return lookup
+
+
 def _hls_listening(sessions: SessionTracker) -> Any:
     """What /hls tells the session tracker after each media segment it sends."""
 
@@ -536,6 +546,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         is_audio=catalog.is_audio,
         transcodes=transcodes,
         shaping=load_shaping(settings.roles_file),
+        replaygain_of=_replaygain_of(catalog),
     )
     hls = HlsResource(
         media_root,

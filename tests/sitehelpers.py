@@ -55,6 +55,7 @@ def build_site(
     media: Any = None,
     transcodes: Any = None,
     is_audio: Any = None,
+    replaygain_of: Any = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default)."""
     clock = clock if clock is not None else MemoryReactorClock()
@@ -96,6 +97,7 @@ def build_site(
         use_sendfile=use_sendfile,
         transcodes=transcodes(tracker, metrics) if transcodes is not None else None,
         is_audio=is_audio,
+        replaygain_of=replaygain_of,
     )
     site = StreamsrvSite(RootResource(api.app.resource(), {b"stream": stream}), metrics=metrics, clock=clock)
     return BuiltSite(site, metrics, tracker, api, checks, clock, guard)

@@ -79,10 +79,44 @@ class TranscodeTests(unittest.TestCase):
             transcodes=lambda tracker, metrics: TranscodeService(
                 pool=self.pool, cache=self.cache, tracker=tracker, metrics=metrics, clock=reactor
             ),
+            replaygain_of=self.replaygain_of,
         )
         self.stub = stub_for(self.built)
         self.listener = self.issuer.issue(sub="alice", roles=["listener"], ttl_s=600)
         self.premium = self.issuer.issue(sub="pat", roles=["premium"], ttl_s=600)
+
+    async def replaygain_of(self, track: str) -> dict[str, float] | None:
+        """The catalog's ReplayGain of the test track: -6.02 dB track gain, +12 dB album gain, peak 0.5."""
+        return {"track_gain": -6.0206, "track_peak": 0.5, "album_gain": 12.0, "album_peak": 0.5}
+
+    def peak(self, data: bytes, suffix: str) -> float:
+        """The largest absolute sample of a rendition, decoded by Debian's ffmpeg."""
+        import array
+
+        path = Path(self.mktemp() + suffix)
+        path.write_bytes(data)
+        pcm = subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-"],
+            capture_output=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        samples = array.array("h", pcm)
+        return max(abs(v) for v in samples) / 32768
+
+    async def test_replaygain(self) -> None:
+        """replaygain=track applies the track gain; album gain is limited so the 0.5 peak does not clip."""
+        if shutil.which("ffmpeg") is None:
+            raise unittest.SkipTest("ffmpeg is not installed")
+        code, _, plain = await self.get(self.url("format=flac"), token=self.premium)
+        self.assertEqual(code, 200)
+        code, _, quieter = await self.get(self.url("format=flac&replaygain=track"), token=self.premium)
+        self.assertEqual(code, 200)
+        ratio = self.peak(quieter, ".flac") / self.peak(plain, ".flac")
+        self.assertLessEqual(abs(ratio - 0.5), 0.01)
+        code, _, louder = await self.get(self.url("format=flac&replaygain=album"), token=self.premium)
+        self.assertLessEqual(self.peak(louder, ".flac"), 1.0)
+        self.assertGreaterEqual(self.peak(louder, ".flac"), 0.98)  # +6.02 dB, not +12: the peak limit
+        code, _, body = await self.get(self.url("format=mp3&replaygain=loud"))
+        self.assertEqual((code, json.loads(body)["error"]["code"]), (400, "BAD_REQUEST"))
 
     def url(self, query: str) -> str:
         return f"/stream/{quote(TRACK)}?{query}"

@@ -17,9 +17,11 @@ audio are served; dotfiles, directories and anything else answer 404.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -62,6 +64,7 @@ from streamsrv.streaming.throughput import ThroughputTracker
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.transcode import Rendition
+from streamsrv.transcode.layout import MAX_GAIN_MDB
 from streamsrv.web.errors import ApiError, render_error
 from streamsrv.web.site import finish_response
 
@@ -152,6 +155,8 @@ class StreamResource(Resource):
         are served); ``None`` serves every file with an audio extension.
     :param transcodes: serves ``format=``/``bitrate=``/``t=`` renditions
         (``None``: they answer ``UNSUPPORTED_MEDIA``).
+    :param replaygain_of: a track's ReplayGain values (the catalog's), for
+        ``replaygain=track|album`` on transcodes.
     :param shaping: per-role rate caps (``limit_rate`` after
         ``limit_rate_after``) for originals; a capped stream uses the
         portable producer, never ``sendfile``.
@@ -184,6 +189,7 @@ class StreamResource(Resource):
         is_audio: Callable[[str], bool] | None = None,
         transcodes: TranscodeService | None = None,
         shaping: Mapping[str, Shaping] | None = None,
+        replaygain_of: Callable[[str], Awaitable[Mapping[str, float] | None]] | None = None,
     ) -> None:
         super().__init__()
         self._root = Path(os.path.realpath(media_root))
@@ -199,6 +205,7 @@ class StreamResource(Resource):
         self._transcodes = transcodes
         self._shaping = dict(shaping or {})
         self._throughput = ThroughputTracker()
+        self._replaygain_of = replaygain_of
 
     def render_HEAD(self, request: Any) -> int:
         """Headers of what GET would answer, without a body."""
@@ -254,6 +261,24 @@ class StreamResource(Resource):
         cache.put(raw, track, path, fmt)
         return track, path, fmt
 
+    async def _with_replaygain(self, request: Any, track: str, rendition: Rendition) -> Rendition:
+        """*rendition* with ``replaygain=track|album`` applied, limited so the peak does not clip."""
+        given = request.args.get(b"replaygain")
+        if given is None:
+            return rendition
+        if given not in ([b"track"], [b"album"]):
+            raise ApiError("BAD_REQUEST", "replaygain must be track or album.")
+        mode = given[0].decode("ascii")
+        values = await self._replaygain_of(track) if self._replaygain_of is not None else None
+        gain = (values or {}).get(f"{mode}_gain")
+        if gain is None:
+            return rendition  # nothing known: the audio as it is
+        peak = (values or {}).get(f"{mode}_peak")
+        if peak and peak > 0:
+            gain = min(gain, -20 * math.log10(peak))
+        gain_mdb = max(-MAX_GAIN_MDB, min(MAX_GAIN_MDB, round(gain * 1000)))
+        return dataclasses.replace(rendition, gain_mdb=gain_mdb)
+
     async def _transcode(self, request: Any, admission: Admission) -> bytes | int:
         """A rendition of the track (``format``, ``bitrate`` kb/s, ``t`` seconds)."""
         if self._transcodes is None:
@@ -267,6 +292,7 @@ class StreamResource(Resource):
         if rendition.needs_hq:
             self._guard.require(request, admission, "stream:hq")
         track, path, _fmt = self._resolve(request)
+        rendition = await self._with_replaygain(request, track, rendition)
         try:
             info = os.stat(path)
         except OSError:

@@ -39,6 +39,7 @@ from streamsrv.transcode.layout import (
     OPUS_PAGE_PACKETS,
     Layout,
     Rendition,
+    gain_factor,
     layout_for,
     start_frame,
 )
@@ -247,6 +248,9 @@ def _window(source_path: str, layout: Layout, start: int, end: int) -> Samples:
     )
     count = min(pcm.frames, high - low)
     out[:, low - start : low - start + count] = pcm.samples[:, :count]
+    if rendition.gain_mdb:
+        out *= np.float32(gain_factor(rendition.gain_mdb))
+        np.clip(out, -1.0, 1.0, out=out)
     return out
 
 
@@ -321,7 +325,10 @@ def _encode_file(source_path: str, rendition: Rendition, source: SourceInfo, out
             sample_rate=rendition.sample_rate,
             channels=rendition.channels,
         )
+        factor = np.float32(gain_factor(rendition.gain_mdb)) if rendition.gain_mdb else None
         for block in blocks:
+            if factor is not None:
+                block = np.clip(block * factor, -1.0, 1.0)
             pending = np.concatenate([pending, block], axis=1) if pending.shape[1] else block
             usable = pending.shape[1] - pending.shape[1] % size
             for start in range(0, usable, size):

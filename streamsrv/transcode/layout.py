@@ -107,6 +107,15 @@ OGG_SERIAL: Final = 0x73747276  # "strv"
 OPUS_VENDOR: Final = "streamsrv"
 
 
+#: The largest ReplayGain applied, either way (thousandths of a dB).
+MAX_GAIN_MDB: Final = 30_000
+
+
+def gain_factor(gain_mdb: int) -> float:
+    """The linear factor of a gain in thousandths of a dB."""
+    return float(10 ** (gain_mdb / 20_000))
+
+
 class NotProgressive(ValueError):
     """The rendition's size is not known before it is encoded (AAC, FLAC)."""
 
@@ -126,6 +135,9 @@ class Rendition:
     :param sample_rate: output rate, or ``None`` to choose from the source.
     :param channels: 1 or 2, or ``None`` for the default.
     :param start_ms: milliseconds of the source to skip (``t=``), >= 0.
+    :param gain_mdb: gain applied before encoding, in thousandths of a dB
+        (ReplayGain, already limited so the track's peak does not clip);
+        ``0`` leaves the audio as it is.
     """
 
     format: str
@@ -133,6 +145,7 @@ class Rendition:
     sample_rate: int | None = None
     channels: int | None = None
     start_ms: int = 0
+    gain_mdb: int = 0
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -167,6 +180,12 @@ class Rendition:
                 raise ValueError("sample rate out of range")
         if isinstance(self.start_ms, bool) or not isinstance(self.start_ms, int) or self.start_ms < 0:
             raise ValueError("t must be >= 0")
+        if (
+            isinstance(self.gain_mdb, bool)
+            or not isinstance(self.gain_mdb, int)
+            or abs(self.gain_mdb) > MAX_GAIN_MDB
+        ):
+            raise ValueError(f"gain must be within +-{MAX_GAIN_MDB / 1000:g} dB")
 
     @classmethod
     def from_query(
@@ -245,6 +264,7 @@ class Rendition:
             "sample_rate": self.sample_rate,
             "channels": self.channels,
             "start_ms": self.start_ms,
+            "gain_mdb": self.gain_mdb,
             "layout_version": LAYOUT_VERSION,
         }
 
