@@ -359,29 +359,6 @@ class SendfileSender:
             else:
                 transport.startWriting()
 
-    def _hold(self) -> bool:
-        """Whether the rate cap says wait now; if so the next write is scheduled."""
-        assert self._shaping is not None
-        rate, after, clock = self._shaping
-        if self.bytes_written < after:
-            return False
-        now = clock.seconds()
-        if self._shaped_since is None:
-            self._shaped_since = now
-        allowed = rate * (now - self._shaped_since)
-        sent = self.bytes_written - after
-        if sent < allowed or sent == 0:
-            return False
-        if self._wakeup is None or not self._wakeup.active():
-            # At least 10 ms: at the cap exactly, waking "now" would spin.
-            self._wakeup = clock.callLater(max((sent - allowed) / rate, 0.01), self._wake)
-        return True
-
-    def _wake(self) -> None:
-        self._wakeup = None
-        if not self._paused:
-            self._produce()
-
     def _complete(self) -> None:
         request = self._request
         self._unhook()
