@@ -66,6 +66,15 @@ class Console:
 Command = Callable[[argparse.Namespace, Console], int]
 
 
+def _add_passthrough(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str, command: Command
+) -> None:
+    """A sub-command whose arguments, options included, all go to its own module's parser."""
+    parser = commands.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(command=command)
+
+
 def _settings(console: Console) -> Settings | None:
     """The configuration from *console*'s environment, or ``None`` after printing every problem."""
     try:
@@ -103,14 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_scan_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``streamsrv scan``: its own parser lives in :mod:`streamsrv.audio.scan_cli`."""
-    scan = commands.add_parser(
-        "scan",
-        help="scan the media library into the catalog (progress bar and summary)",
-        add_help=False,
-        prefix_chars="\0",  # hand every argument, options included, to scan_cli
+    _add_passthrough(
+        commands, "scan", "scan the media library into the catalog (progress bar and summary)", scan_library
     )
-    scan.add_argument("rest", nargs=argparse.REMAINDER)
-    scan.set_defaults(command=scan_library)
 
 
 def scan_library(args: argparse.Namespace, console: Console) -> int:
@@ -137,14 +141,9 @@ def scan_library(args: argparse.Namespace, console: Console) -> int:
 
 def _add_waveform_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``streamsrv waveform``: audiowaveform's flags, parsed in :mod:`streamsrv.audio.waveform`."""
-    waveform = commands.add_parser(
-        "waveform",
-        help="compute peaks of an audio file as audiowaveform JSON or .dat",
-        add_help=False,
-        prefix_chars="\0",  # hand every argument, options included, to waveform_cli
+    _add_passthrough(
+        commands, "waveform", "compute peaks of an audio file as audiowaveform JSON or .dat", waveform_peaks
     )
-    waveform.add_argument("rest", nargs=argparse.REMAINDER)
-    waveform.set_defaults(command=waveform_peaks)
 
 
 def waveform_peaks(args: argparse.Namespace, console: Console) -> int:
@@ -162,14 +161,12 @@ def waveform_peaks(args: argparse.Namespace, console: Console) -> int:
 
 def _add_mint_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``streamsrv mint-token``: its own parser lives in :mod:`streamsrv.auth.mint`."""
-    mint = commands.add_parser(
+    _add_passthrough(
+        commands,
         "mint-token",
-        help="print a signed access or refresh token (development and scripting)",
-        add_help=False,
-        prefix_chars="\0",  # hand every argument, options included, to mint_cli
+        "print a signed access or refresh token (development and scripting)",
+        mint_token,
     )
-    mint.add_argument("rest", nargs=argparse.REMAINDER)
-    mint.set_defaults(command=mint_token)
 
 
 def mint_token(args: argparse.Namespace, console: Console) -> int:
@@ -210,14 +207,9 @@ def mint_token(args: argparse.Namespace, console: Console) -> int:
 
 def _add_sign_url_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``streamsrv sign-url``: its own parser lives in :mod:`streamsrv.auth.signing`."""
-    sign = commands.add_parser(
-        "sign-url",
-        help="print a signed URL for a track, HLS playlist or media API path",
-        add_help=False,
-        prefix_chars="\0",  # hand every argument, options included, to sign_cli
+    _add_passthrough(
+        commands, "sign-url", "print a signed URL for a track, HLS playlist or media API path", sign_url
     )
-    sign.add_argument("rest", nargs=argparse.REMAINDER)
-    sign.set_defaults(command=sign_url)
 
 
 def sign_url(args: argparse.Namespace, console: Console) -> int:
