@@ -34,13 +34,8 @@ FLAC frames overlap nothing and need no priming: segment ``n`` is the FLAC
 encoding of exactly its samples, with the frame numbers in the frame headers
 rewritten to the stream's (a fresh encoder counts from 0).
 
-The boxes are written here rather than by FFmpeg's ``mp4`` muxer, which
-renumbers and retimes fragments per output file; writing them directly makes
-the timestamps and the bytes exactly what the grid says.  Layout (CMAF-like):
-init = ``ftyp`` + ``moov`` (``mvhd``, ``trak`` with ``edts``/``elst`` for AAC,
-an empty sample table, ``mvex``/``trex``); segment = ``moof`` (``mfhd``,
-``traf``: ``tfhd`` with default-base-is-moof, ``tfdt`` v1, ``trun`` with
-per-sample durations and sizes) + ``mdat``.
+The boxes (init = ``ftyp`` + ``moov`` with ``edts``/``elst`` for AAC; segment =
+``moof`` + ``mdat``) come from :mod:`streamsrv.transcode.fmp4`.
 
 The jobs (:func:`probe_track`, :func:`encode_init`, :func:`encode_segment`)
 are module-level functions of picklable values for
@@ -64,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.audio.decode import ALLOWED_DEMUXERS, Samples, decode, probe_stream
+from streamsrv.transcode import fmp4
 from streamsrv.transcode.encode import probe_source
 
 __all__ = [
@@ -105,9 +101,6 @@ FLAC_MAX_BLOCK: Final = 4608
 
 #: Rates AAC renditions play at (as the progressive AAC transcodes).
 AAC_RATES: Final = (44100, 48000)
-
-#: The track id of the one track of every init segment.
-_TRACK_ID: Final = 1
 
 
 class SegmentError(Exception):
@@ -319,9 +312,11 @@ def encode_init(source_path: str, variant: Variant, track: Track | None = None) 
         edit = None
     else:
         context = _aac_encoder(track, variant)
-        entry = _mp4a_sample_entry(track, variant, bytes(context.extradata or b""))
+        assert variant.bitrate_kbps is not None
+        config = bytes(context.extradata or b"")
+        entry = fmp4.mp4a_sample_entry(2, track.sample_rate, variant.bitrate_kbps * 1000, config)
         edit = (track.samples, AAC_PRIMING)
-    return _init_segment(track.rate(variant), entry, edit)
+    return fmp4.init_segment(track.rate(variant), entry, edit)
 
 
 def encode_segment(source_path: str, variant: Variant, n: int, track: Track | None = None) -> bytes:
@@ -340,7 +335,7 @@ def encode_segment(source_path: str, variant: Variant, n: int, track: Track | No
         base, durations, payloads = _flac_samples(source_path, track, n)
     else:
         base, durations, payloads = _aac_samples(source_path, track, variant, n)
-    return _media_segment(n, base, durations, payloads)
+    return fmp4.media_segment(n, base, durations, payloads)
 
 
 def _check_lossless(track: Track) -> None:
@@ -419,28 +414,6 @@ def _window(source_path: str, track: Track, start: int, end: int, rate: int, cha
     count = min(pcm.frames, high - start)
     out[:, :count] = pcm.samples[:, :count]
     return out
-
-
-def _mp4a_sample_entry(track: Track, variant: Variant, config: bytes) -> bytes:
-    """``mp4a`` with its ``esds`` (ES, DecoderConfig with AudioSpecificConfig, SLConfig)."""
-    assert variant.bitrate_kbps is not None
-    bitrate = variant.bitrate_kbps * 1000
-    decoder_config = (
-        struct.pack(">BB", 0x40, 0x15)  # MPEG-4 Audio; AudioStream, upstream 0, reserved 1
-        + (6144 * 2 // 8).to_bytes(3, "big")  # bufferSizeDB: one stereo frame at most
-        + struct.pack(">II", bitrate * 2, bitrate)
-        + _descriptor(0x05, config)
-    )
-    es = struct.pack(">HB", _TRACK_ID, 0) + _descriptor(0x04, decoder_config) + _descriptor(0x06, b"\x02")
-    esds = _full_box(b"esds", 0, 0, _descriptor(0x03, es))
-    return _box(b"mp4a", _audio_sample_entry(2, 16, track.sample_rate) + esds)
-
-
-def _descriptor(tag: int, payload: bytes) -> bytes:
-    """An MPEG-4 descriptor with a 4-byte size (``0x80 0x80 0x80 nn``, as most muxers write)."""
-    size = len(payload)
-    length = bytes([0x80 | (size >> shift) & 0x7F for shift in (21, 14, 7)] + [size & 0x7F])
-    return bytes([tag]) + length + payload
 
 
 # -- FLAC --------------------------------------------------------------------------------------
@@ -575,103 +548,12 @@ def _flac_sample_entry(track: Track) -> bytes:
         + bytes(16)  # MD5 of the audio: not computed (allowed: all zero)
     )
     metadata = bytes([0x80]) + len(streaminfo).to_bytes(3, "big") + streaminfo
-    dfla = _full_box(b"dfLa", 0, 0, metadata)
+    dfla = fmp4.full_box(b"dfLa", 0, 0, metadata)
     rate = track.source_rate if track.source_rate <= 0xFFFF else 0
-    return _box(b"fLaC", _audio_sample_entry(track.source_channels, track.bits, rate) + dfla)
-
-
-# -- ISO BMFF boxes ----------------------------------------------------------------------------
-
-_MATRIX: Final = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-
-
-def _box(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", 8 + len(payload)) + kind + payload
-
-
-def _full_box(kind: bytes, version: int, flags: int, payload: bytes) -> bytes:
-    return _box(kind, struct.pack(">I", (version << 24) | flags) + payload)
-
-
-def _audio_sample_entry(channels: int, bits: int, rate: int) -> bytes:
-    """The fields every ``AudioSampleEntry`` starts with (before its codec's box)."""
-    fields = struct.pack(">HHHHI", channels, bits, 0, 0, rate << 16)
-    return bytes(6) + struct.pack(">H", 1) + bytes(8) + fields
-
-
-def _init_segment(timescale: int, sample_entry: bytes, edit: tuple[int, int] | None) -> bytes:
-    """``ftyp`` + ``moov`` of a one-track audio presentation; *edit* = ``(duration, media_time)``."""
-    ftyp = _box(b"ftyp", b"iso6" + struct.pack(">I", 0) + b"iso6cmfcmp41")
-    mvhd = _full_box(
-        b"mvhd",
-        0,
-        0,
-        struct.pack(">IIII", 0, 0, timescale, 0)
-        + struct.pack(">IH", 0x00010000, 0x0100)
-        + bytes(10)
-        + _MATRIX
-        + bytes(24)
-        + struct.pack(">I", _TRACK_ID + 1),
-    )
-    tkhd = _full_box(
-        b"tkhd",
-        0,
-        0x3,  # enabled, in movie
-        struct.pack(">IIIII", 0, 0, _TRACK_ID, 0, 0)
-        + bytes(8)
-        + struct.pack(">HHHH", 0, 1, 0x0100, 0)  # layer, alternate group, volume, reserved
-        + _MATRIX
-        + struct.pack(">II", 0, 0),
-    )
-    edts = b""
-    if edit is not None:
-        duration, media_time = edit
-        elst = _full_box(b"elst", 0, 0, struct.pack(">IIiHH", 1, duration, media_time, 1, 0))
-        edts = _box(b"edts", elst)
-    mdhd = _full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, timescale, 0, 0x55C4, 0))  # 'und'
-    hdlr = _full_box(b"hdlr", 0, 0, struct.pack(">I", 0) + b"soun" + bytes(12) + b"SoundHandler\x00")
-    smhd = _full_box(b"smhd", 0, 0, struct.pack(">HH", 0, 0))
-    dref = _full_box(b"dref", 0, 0, struct.pack(">I", 1) + _full_box(b"url ", 0, 1, b""))
-    dinf = _box(b"dinf", dref)
-    stsd = _full_box(b"stsd", 0, 0, struct.pack(">I", 1) + sample_entry)
-    empty = struct.pack(">I", 0)
-    stbl = _box(
-        b"stbl",
-        stsd
-        + _full_box(b"stts", 0, 0, empty)
-        + _full_box(b"stsc", 0, 0, empty)
-        + _full_box(b"stsz", 0, 0, struct.pack(">II", 0, 0))
-        + _full_box(b"stco", 0, 0, empty),
-    )
-    minf = _box(b"minf", smhd + dinf + stbl)
-    mdia = _box(b"mdia", mdhd + hdlr + minf)
-    trak = _box(b"trak", tkhd + edts + mdia)
-    trex = _full_box(b"trex", 0, 0, struct.pack(">IIIII", _TRACK_ID, 1, 0, 0, 0))
-    mvex = _box(b"mvex", trex)
-    return ftyp + _box(b"moov", mvhd + trak + mvex)
-
-
-#: ``sample_depends_on = 2``: every audio sample is a sync sample.
-_SYNC_SAMPLE_FLAGS: Final = 0x02000000
-
-
-def _media_segment(n: int, base_time: int, durations: list[int], payloads: list[bytes]) -> bytes:
-    """``moof`` + ``mdat`` holding *payloads*, the first decoded at *base_time*."""
-    mfhd = _full_box(b"mfhd", 0, 0, struct.pack(">I", n + 1))
-    # default-base-is-moof, default-sample-flags present.
-    tfhd = _full_box(b"tfhd", 0, 0x020020, struct.pack(">II", _TRACK_ID, _SYNC_SAMPLE_FLAGS))
-    tfdt = _full_box(b"tfdt", 1, 0, struct.pack(">Q", base_time))
-    entries = b"".join(struct.pack(">II", d, len(p)) for d, p in zip(durations, payloads, strict=True))
-    trun_size = 8 + 4 + 8 + len(entries)
-    moof_size = 8 + len(mfhd) + 8 + len(tfhd) + len(tfdt) + trun_size
-    # data-offset, sample-duration and sample-size present.
-    trun = _full_box(b"trun", 0, 0x000301, struct.pack(">Ii", len(payloads), moof_size + 8) + entries)
-    moof = _box(b"moof", mfhd + _box(b"traf", tfhd + tfdt + trun))
-    assert len(moof) == moof_size
-    return moof + _box(b"mdat", b"".join(payloads))
+    return fmp4.box(b"fLaC", fmp4.audio_sample_entry(track.source_channels, track.bits, rate) + dfla)
 
 
 def segment_overhead_bytes(samples_per_segment: int) -> int:
     """Container bytes of one media segment carrying that many AAC frames (for ``BANDWIDTH``)."""
     frames = math.ceil(samples_per_segment / AAC_FRAME) + 1
-    return 8 + 16 + 8 + 16 + 20 + 20 + 8 * frames + 8
+    return fmp4.fragment_length(frames, 0)
