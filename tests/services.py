@@ -155,6 +155,18 @@ def postgres_dsn_or_skip(testcase: unittest.TestCase) -> str:
     return dsn
 
 
+def ffmpeg_or_skip(testcase: unittest.TestCase) -> tuple[str, str]:
+    """
+    The paths of Debian's ``ffmpeg`` and ``ffprobe``, the independent decoders
+    renditions are checked with; skips the test without them (fails it under
+    ``STREAMSRV_TEST_REQUIRE_SERVICES=1``: ``.ci/run`` installs them).
+    """
+    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if ffmpeg is None or ffprobe is None:
+        _unavailable(testcase, "ffmpeg/ffprobe are not on PATH (Debian: apt-get install ffmpeg)")
+    return ffmpeg, ffprobe
+
+
 def free_port() -> int:
     """
     A TCP port on 127.0.0.1 that nothing listens on right now.
