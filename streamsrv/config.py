@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 __all__ = [
@@ -95,6 +95,7 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_ROLES_FILE",
     "STREAMSRV_CACHE_MAX_BYTES",
     "STREAMSRV_MAX_BODY_BYTES",
+    "STREAMSRV_HLS_LADDER",
 )
 
 #: The placeholder that stands for a secret in :func:`redacted` output.
@@ -226,6 +227,7 @@ class Settings:
     roles_file: Path | None
     cache_max_bytes: int
     max_body_bytes: int
+    hls_ladder: tuple[int, ...]
     env_file: Path | None
 
     @property
@@ -370,6 +372,7 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         roles_file=read.parse("STREAMSRV_ROLES_FILE", None, _parse_key_file),
         cache_max_bytes=read.whole("STREAMSRV_CACHE_MAX_BYTES", 2 * 1024**3, minimum=0),
         max_body_bytes=read.whole("STREAMSRV_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        hls_ladder=read.parse("STREAMSRV_HLS_LADDER", HLS_LADDER_DEFAULT, _parse_ladder),
         env_file=env_file,
     )
 
@@ -707,6 +710,31 @@ def _parse_rate(value: str) -> RateLimit:
         return RateLimit(int(count), float(seconds))
     raise _RefusedError(
         f"must be COUNT/SECONDS with a whole COUNT > 0 and SECONDS > 0 (e.g. 300/60), got {_echo(value)}"
+    )
+
+
+#: The HLS AAC-LC ladder in kb/s when ``STREAMSRV_HLS_LADDER`` is unset, and its bounds.
+HLS_LADDER_DEFAULT: Final = (64, 96, 128, 160)
+HLS_LADDER_KBPS: Final = (32, 320)
+HLS_LADDER_MAX_RUNGS: Final = 8
+
+
+def _parse_ladder(value: str) -> tuple[int, ...]:
+    """
+    Comma-separated kb/s of the HLS AAC rungs: 1 to 8 distinct whole numbers within 32..320, sorted here.
+    """
+    words = [word.strip() for word in value.split(",")]
+    low, high = HLS_LADDER_KBPS
+    if (
+        all(_WHOLE.fullmatch(word) for word in words)
+        and 1 <= len(words) <= HLS_LADDER_MAX_RUNGS
+        and len(set(map(int, words))) == len(words)
+        and all(low <= int(word) <= high for word in words)
+    ):
+        return tuple(sorted(int(word) for word in words))
+    raise _RefusedError(
+        f"must be 1 to {HLS_LADDER_MAX_RUNGS} distinct kb/s within {low}..{high}, comma-separated "
+        f"(e.g. 64,96,128,160), got {_echo(value)}"
     )
 
 
@@ -1212,6 +1240,7 @@ def redacted(settings: Settings) -> dict[str, object]:
         "STREAMSRV_ROLES_FILE": _path(settings.roles_file),
         "STREAMSRV_CACHE_MAX_BYTES": settings.cache_max_bytes,
         "STREAMSRV_MAX_BODY_BYTES": settings.max_body_bytes,
+        "STREAMSRV_HLS_LADDER": ",".join(map(str, settings.hls_ladder)),
     }
 
 

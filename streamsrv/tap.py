@@ -65,6 +65,7 @@ from streamsrv.health.collectors import (
     WorkerPoolCollector,
 )
 from streamsrv.health.metrics import Metrics
+from streamsrv.hls.playlists import aac_ladder
 from streamsrv.hls.resource import HlsResource
 from streamsrv.logs import make_log_observer
 from streamsrv.middleware.audit import security_event
@@ -559,6 +560,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         metrics=metrics,
         url_max_ttl_s=settings.url_max_ttl_s,
         on_segment=_hls_listening(sessions),
+        ladder=aac_ladder(settings.hls_ladder),
     )
     children = {b"stream": stream, b"hls": hls, b"ws": EventSocketResource(ws)}
     site = StreamsrvSite(

@@ -526,6 +526,15 @@ class ValidationTests(_ConfigTestCase):
         problem = self.assertOneProblem({"STREAMSRV_ZZZZZZ": "1"}, "STREAMSRV_ZZZZZZ")
         self.assertEqual(problem, "STREAMSRV_ZZZZZZ: unknown variable")
 
+    def test_hls_ladder(self) -> None:
+        """
+        The HLS ladder is 1 to 8 distinct kb/s within 32..320, kept sorted; anything else is refused.
+        """
+        self.assertEqual(_load({}).hls_ladder, (64, 96, 128, 160))
+        self.assertEqual(_load({"STREAMSRV_HLS_LADDER": "160, 48,96"}).hls_ladder, (48, 96, 160))
+        for bad in ("64,64", "16,64", "64,400", "64k", "1,2,3,4,5,6,7,8,9", "64;96"):
+            self.assertOneProblem({"STREAMSRV_HLS_LADDER": bad}, "STREAMSRV_HLS_LADDER", "32..320")
+
     def test_unknown_lower_case(self) -> None:
         """
         A lower-case spelling of a known name is caught too (environment names are case-sensitive).

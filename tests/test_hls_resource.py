@@ -33,7 +33,9 @@ from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import sign_url, verify
 from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.health.metrics import Metrics
+from streamsrv.hls.playlists import aac_ladder
 from streamsrv.hls.resource import HlsResource
+from streamsrv.hls.segments import AAC_LADDER
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.web.site import StreamsrvSite
 from tests.audiogen import write_samples
@@ -51,7 +53,13 @@ class HlsSite:
     """A site with ``/hls`` mounted over a temporary library, a pool and a cache."""
 
     def __init__(
-        self, case: unittest.TestCase, *, url_keys: Any = KEYS, anonymous: bool = True, pool_size: int = 1
+        self,
+        case: unittest.TestCase,
+        *,
+        url_keys: Any = KEYS,
+        anonymous: bool = True,
+        pool_size: int = 1,
+        ladder: Any = AAC_LADDER,
     ) -> None:
         self.root = Path(case.mktemp()).resolve()
         (self.root / "Artist" / "Album").mkdir(parents=True)
@@ -96,6 +104,7 @@ class HlsSite:
             clock=reactor,
             metrics=self.metrics,
             on_segment=lambda request, track, n, sent: self.segments_seen.append((track, n, sent)),
+            ladder=ladder,
         )
         root = Resource()
         root.putChild(b"hls", self.hls)
@@ -331,3 +340,22 @@ class HlsUnsignedChildrenTests(unittest.TestCase):
         code, _, body = await site.get(f"/hls/{quote(TRACK)}/64k/index.m3u8")
         media = m3u8.loads(body.decode())
         self.assertEqual((media.segment_map[0].uri, media.segments[0].uri), ("init.mp4", "0.m4s"))
+
+
+class HlsLadderTests(unittest.TestCase):
+    """``STREAMSRV_HLS_LADDER``: the rungs a deployment configures are the ones served."""
+
+    timeout = 120
+
+    async def test_configured_ladder(self) -> None:
+        """A 48/112 kb/s ladder lists exactly those rungs, lowest first; their segments are
+        served at about their bit rate; a default rung that is not configured is 404."""
+        site = HlsSite(self, ladder=aac_ladder((112, 48)))
+        code, _, body = await site.get(master_path())
+        self.assertEqual(code, 200)
+        names = [line.split("/")[0] for line in body.decode().splitlines() if not line.startswith("#")]
+        self.assertEqual(names, ["48k", "112k"])
+        code, _, segment = await site.get(f"/hls/{TRACK}/112k/0.m4s")
+        self.assertEqual((code, segment[4:8]), (200, b"moof"))
+        code, _, _ = await site.get(f"/hls/{TRACK}/128k/index.m3u8")
+        self.assertEqual(code, 404)

@@ -37,6 +37,7 @@ __all__ = [
     "MEDIA_NAME",
     "PLAYLIST_VERSION",
     "Bandwidth",
+    "aac_ladder",
     "bandwidth",
     "child_expires",
     "master_playlist",
@@ -85,9 +86,14 @@ class Bandwidth:
     average: int
 
 
-def variants_for(track: Track, *, hq: bool) -> list[Variant]:
-    """The AAC ladder, plus the lossless rung for *hq* when the source has one."""
-    ladder = list(AAC_LADDER)
+def aac_ladder(kbps: Sequence[int]) -> tuple[Variant, ...]:
+    """AAC-LC rungs at these kb/s, lowest first, named ``"{kbps}k"`` (``STREAMSRV_HLS_LADDER``)."""
+    return tuple(Variant(f"{rate}k", "aac", rate) for rate in sorted(set(kbps)))
+
+
+def variants_for(track: Track, *, hq: bool, ladder: Sequence[Variant] = AAC_LADDER) -> list[Variant]:
+    """The AAC *ladder*, plus the lossless rung for *hq* when the source has one."""
+    ladder = list(ladder)
     if hq and track.has_lossless:
         ladder.append(LOSSLESS)
     return ladder

@@ -38,7 +38,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -58,7 +58,9 @@ from streamsrv.auth.signing import SignedUrlError, SigningKey, decode_signed_pat
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.hls import playlists
 from streamsrv.hls.segments import (
+    AAC_LADDER,
     FORMAT_VERSION,
+    LOSSLESS,
     VARIANTS,
     SegmentError,
     Track,
@@ -128,11 +130,12 @@ class HlsTarget:
     leaf: bytes = b""
 
 
-def parse_hls_path(raw: bytes) -> HlsTarget | None:
+def parse_hls_path(raw: bytes, variants: Mapping[str, Variant] = VARIANTS) -> HlsTarget | None:
     """Split the raw tail of an ``/hls/`` path (after ``/hls/``) into track and target.
 
     Pure: ``b"jazz/So%20What.mp3/128k/3.m4s"`` is track ``b"jazz/So%20What.mp3"``,
-    variant ``128k``, segment 3.  Variant names and leaves are matched as raw
+    variant ``128k``, segment 3.  Variant names (the keys of *variants*: the
+    configured ladder and the lossless rung) and leaves are matched as raw
     bytes (no decoding): anything else is ``None`` (a 404).
     """
     master = b"/" + playlists.MASTER_NAME.encode()
@@ -143,7 +146,7 @@ def parse_hls_path(raw: bytes) -> HlsTarget | None:
     if len(parts) != 3 or not parts[0]:
         return None
     track, name, leaf = parts
-    variant = VARIANTS.get(name.decode("ascii", "replace"))
+    variant = variants.get(name.decode("ascii", "replace"))
     if variant is None:
         return None
     if leaf == playlists.MEDIA_NAME.encode():
@@ -222,6 +225,8 @@ class HlsResource(Resource):
     :param prefetch: Segments encoded ahead after one is served.
     :param on_segment: Told ``(request, track, n, bytes_sent)`` after each
         media segment body (for listening sessions); its exceptions are logged.
+    :param ladder: The AAC rungs (``STREAMSRV_HLS_LADDER``, see
+        :func:`~streamsrv.hls.playlists.aac_ladder`); the lossless rung comes on top.
     """
 
     isLeaf = True
@@ -240,6 +245,7 @@ class HlsResource(Resource):
         url_max_ttl_s: int = DEFAULT_URL_MAX_TTL_S,
         prefetch: int = PREFETCH_SEGMENTS,
         on_segment: SegmentObserver | None = None,
+        ladder: Sequence[Variant] = AAC_LADDER,
     ) -> None:
         super().__init__()
         self._root = Path(os.path.realpath(media_root))
@@ -253,6 +259,8 @@ class HlsResource(Resource):
         self._url_max_ttl_s = url_max_ttl_s
         self._prefetch = prefetch
         self._on_segment = on_segment
+        self._ladder = tuple(ladder)
+        self._variants = {v.name: v for v in (*self._ladder, LOSSLESS)}
         self._tracks: OrderedDict[str, Track] = OrderedDict()
         self._inflight: dict[str, _Shared] = {}
         #: Background encodes running now (tests wait for them).
@@ -296,7 +304,7 @@ class HlsResource(Resource):
     def _target(self, request: Any) -> HlsTarget:
         prefix = b"/" + b"/".join(request.prepath) + b"/"
         raw = request.path[len(prefix) :] if request.path.startswith(prefix) else b""
-        target = parse_hls_path(raw)
+        target = parse_hls_path(raw, self._variants)
         if target is None:
             raise ApiError("NOT_FOUND")
         return target
@@ -357,7 +365,7 @@ class HlsResource(Resource):
             hq = (admission.bound or {}).get("hq") == "1"
         else:
             hq = admission.principal.can("stream:hq")
-        variants = playlists.variants_for(track, hq=hq)
+        variants = playlists.variants_for(track, hq=hq, ladder=self._ladder)
         uri = self._child_uri(request, admission, track, playlists.MASTER_NAME.encode())
         return self._playlist(request, "master", playlists.master_playlist(track, variants, uri))
 
