@@ -18,6 +18,7 @@ audio are served; dotfiles, directories and anything else answer 404.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import stat
@@ -51,6 +52,7 @@ from streamsrv.streaming.multipart import make_boundary, multipart_layout
 from streamsrv.streaming.paths import PathRefused, ResolvedPathCache, safe_media_path
 from streamsrv.streaming.producers import (
     FileBodyProducer,
+    Segment,
     SendfileSender,
     can_sendfile,
 )
@@ -115,17 +117,6 @@ def _auto_bitrate(request: Any, measured_mbps: float | None) -> int:
     if downlink < 0.3:
         return 32
     return 64 if downlink < 1.0 else 96
-
-
-def _sent_span(request: Any, sent: int) -> tuple[int, int, int]:
-    """``(start, length, size)`` of what a response carried, from its ``Content-Range``."""
-    content_range = request.responseHeaders.getRawHeaders(b"content-range", [b""])[0]
-    if content_range.startswith(b"bytes ") and b"/" in content_range and b"-" in content_range:
-        span, _, total = content_range[6:].partition(b"/")
-        first, _, last = span.partition(b"-")
-        if first.isdigit() and last.isdigit() and total.isdigit():
-            return int(first), int(last) - int(first) + 1, int(total)
-    return 0, sent, sent
 
 
 #: ``(request, track, spans, sent, size, duration_s)``: see :class:`StreamResource`.
@@ -301,15 +292,14 @@ class StreamResource(Resource):
             raise ApiError("NOT_FOUND")
         on_delivered = self._on_delivered
 
-        def on_end(sent: int, completed: bool) -> None:
+        def on_end(spans: list[tuple[int, int]], sent: int, size: int, completed: bool) -> None:
             range_header = request.getHeader(b"range")
             outcome = "complete" if completed else "aborted"
             file_access(request, track=track, outcome=outcome, sent=sent, range_header=range_header)
             if on_delivered is None:
                 return
-            start, length, size = _sent_span(request, sent)
             try:
-                on_delivered(request, track, [(start, length)], sent, size, None)
+                on_delivered(request, track, spans, sent, size, None)
             except Exception:
                 log.failure("stream: the delivery observer failed")
 
@@ -320,6 +310,7 @@ class StreamResource(Resource):
             info=info,
             rendition=rendition,
             cache_control=self._cache_control(request),
+            framing=functools.partial(self._framing, request),
             on_end=on_end,
         )
 
@@ -391,28 +382,8 @@ class StreamResource(Resource):
         disposition = kind + b"; filename*=UTF-8''" + quote(filename).encode("ascii")
         request.setHeader(b"content-disposition", disposition)
 
-        ranges = self._ranges(request, size, etag, last_modified)
-        if ranges is None:
-            request.setResponseCode(200)
-            request.setHeader(b"content-type", fmt.mime_type.encode("ascii"))
-            request.setHeader(b"content-length", b"%d" % size)
-            return self._send(request, track, fileobj, [(b"", 0, size)], b"", size, (size, duration))
-        if len(ranges) == 1:
-            (byte_range,) = ranges
-            request.setResponseCode(206)
-            request.setHeader(b"content-type", fmt.mime_type.encode("ascii"))
-            request.setHeader(b"content-range", byte_range.content_range(size).encode("ascii"))
-            request.setHeader(b"content-length", b"%d" % byte_range.length)
-            segment = (b"", byte_range.start, byte_range.length)
-            return self._send(request, track, fileobj, [segment], b"", byte_range.length, (size, duration))
-        layout = multipart_layout(ranges, size, fmt.mime_type, make_boundary())
-        request.setResponseCode(206)
-        request.setHeader(b"content-type", layout.content_type.encode("ascii"))
-        request.setHeader(b"content-length", b"%d" % layout.content_length)
-        segments = [(prefix, r.start, r.length) for prefix, r in layout.parts]
-        return self._send(
-            request, track, fileobj, segments, layout.trailer, layout.content_length, (size, duration)
-        )
+        segments, trailer, length = self._framing(request, size, etag, last_modified, fmt.mime_type)
+        return self._send(request, track, fileobj, segments, trailer, length, (size, duration))
 
     def _cache_control(self, request: Any) -> bytes:
         """Private caching, never past the expiry of the signed URL that admitted the request."""
@@ -446,6 +417,40 @@ class StreamResource(Resource):
             return None
         self._metrics.range_requests.labels("single" if len(ranges) == 1 else "multi").inc()
         return ranges
+
+    def _framing(
+        self, request: Any, size: int, etag: str, last_modified: int, content_type: str
+    ) -> tuple[list[Segment], bytes, int]:
+        """Frame the answer to *request* for a representation of *size* bytes.
+
+        Sets the status and ``Content-Type``, ``Content-Range`` and
+        ``Content-Length``: 200 with the whole representation, 206 with one
+        range, or 206 ``multipart/byteranges`` whose parts carry
+        *content_type*, as :meth:`_ranges` decides (it raises the 416).
+        Originals and transcodes (:data:`~streamsrv.streaming.transcoded.Framing`)
+        share it, so both follow the same range rules.
+
+        :return: The body as ``(segments, trailer, length)``.
+        """
+        ranges = self._ranges(request, size, etag, last_modified)
+        if ranges is None:
+            request.setResponseCode(200)
+            request.setHeader(b"content-type", content_type.encode("ascii"))
+            request.setHeader(b"content-length", b"%d" % size)
+            return [(b"", 0, size)], b"", size
+        if len(ranges) == 1:
+            (byte_range,) = ranges
+            request.setResponseCode(206)
+            request.setHeader(b"content-type", content_type.encode("ascii"))
+            request.setHeader(b"content-range", byte_range.content_range(size).encode("ascii"))
+            request.setHeader(b"content-length", b"%d" % byte_range.length)
+            return [(b"", byte_range.start, byte_range.length)], b"", byte_range.length
+        layout = multipart_layout(ranges, size, content_type, make_boundary())
+        request.setResponseCode(206)
+        request.setHeader(b"content-type", layout.content_type.encode("ascii"))
+        request.setHeader(b"content-length", b"%d" % layout.content_length)
+        segments = [(prefix, r.start, r.length) for prefix, r in layout.parts]
+        return segments, layout.trailer, layout.content_length
 
     def _send(
         self,

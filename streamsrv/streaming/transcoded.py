@@ -5,20 +5,26 @@ Progressive renditions (MP3 CBR, Opus in Ogg) have a byte layout known before
 anything is encoded (:mod:`streamsrv.transcode.layout`): the header comes
 from arithmetic, and the body is fixed-size chunks, each encoded
 independently by a worker.  So the very first request of a never-seen
-rendition gets an exact ``Content-Length`` and any byte range, and only the
-chunks a range touches are encoded.  Chunks land in the artifact cache;
-identical concurrent requests share one encode of each chunk (the pool
-coalesces by key); every listener has its own producer with its own
-backpressure; a listener who leaves cancels the chunk jobs only they were
-waiting for, so an encode nobody listens to stops.
+rendition gets an exact ``Content-Length`` and any byte range, or several
+(``multipart/byteranges``), and only the chunks the ranges touch are encoded,
+each once.  Chunks land in the artifact cache; identical concurrent requests
+share one encode of each chunk (the pool coalesces by key); every listener
+has its own producer with its own backpressure; a listener who leaves
+cancels the chunk jobs only they were waiting for, so an encode nobody
+listens to stops.
 
 AAC (ADTS) and FLAC have no such layout: their first request waits for a
 full encode into the cache, and from then on they are plain files with
-ranges.  See ``docs/modules/streaming.md``.
+ranges.  Which ranges are answered, and how (200, 206, multipart, 416), is
+decided by the caller's *framing* (the originals' rules, shared); this module
+only writes the body it describes, never more than
+:data:`~streamsrv.streaming.producers.CHUNK_SIZE` bytes per write.  See
+``docs/modules/streaming.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,6 +35,7 @@ from urllib.parse import quote
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
 
@@ -37,13 +44,8 @@ from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.headers import mark_media
-from streamsrv.streaming.conditional import (
-    Outcome,
-    http_date,
-    if_range_allows_partial,
-)
-from streamsrv.streaming.producers import FileBodyProducer
-from streamsrv.streaming.ranges import RangeNotSatisfiable, parse_range_header, resolve_ranges
+from streamsrv.streaming.conditional import Outcome, http_date
+from streamsrv.streaming.producers import CHUNK_SIZE, FileBodyProducer, Segment
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.tracks import request_preconditions
 from streamsrv.transcode import (
@@ -57,7 +59,7 @@ from streamsrv.transcode import (
 )
 from streamsrv.web.errors import ApiError
 
-__all__ = ["TranscodeService"]
+__all__ = ["BodyEnded", "ChunkProducer", "Framing", "TranscodeService"]
 
 log = Logger()
 
@@ -67,10 +69,22 @@ SOURCE_CACHE_SIZE: Final = 4096
 #: Chunks encoded ahead of the one being written, per listener.
 PREFETCH_CHUNKS: Final = 1
 
+#: ``framing(size, etag, last_modified, content_type)``: decides what a
+#: request gets of a representation of *size* bytes (the whole, one range,
+#: several, or a 416 :class:`~streamsrv.web.errors.ApiError`), sets the status
+#: and ``Content-Type``/``Content-Range``/``Content-Length``, and returns the
+#: body as ``(segments, trailer, length)`` (``(prefix, start, count)``
+#: segments as :class:`~streamsrv.streaming.producers.FileBodyProducer` takes
+#: them).  The stream resource passes its own, so renditions follow exactly
+#: the originals' range rules.
+Framing = Callable[[int, str, int, str], tuple[list[Segment], bytes, int]]
 
-def _header(request: Any, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None
+#: ``on_end(spans, sent, size, completed)``: the ``(start, length)`` byte
+#: ranges of the rendition the body carries (one for a 200 or a single range,
+#: one per part of ``multipart/byteranges``), the body bytes that left
+#: (multipart framing included), the rendition's size, and whether the body
+#: completed.
+BodyEnded = Callable[[list[tuple[int, int]], int, int, bool], None]
 
 
 class TranscodeService:
@@ -99,6 +113,7 @@ class TranscodeService:
         self._metrics = metrics
         self._clock = clock
         self._sources: OrderedDict[str, SourceInfo] = OrderedDict()
+        self._whole_waiters: dict[str, list[Deferred[Path]]] = {}
         self._stats = _TranscodeMetrics(metrics.registry)
 
     async def _job(self, fn: Any, *args: Any, key: str) -> Any:
@@ -125,6 +140,39 @@ class TranscodeService:
             self._sources.popitem(last=False)
         return info
 
+    async def _whole(self, path: Path, rendition: Rendition, key: str) -> Path:
+        """The cached file of a whole rendition (ADTS AAC, FLAC), encoded once however many ask.
+
+        The first caller starts the encode into a temp file and commits it;
+        everyone asking meanwhile waits for that same commit (the pool's own
+        coalescing shares the job, not the temp file it writes).  A listener
+        who leaves does not stop it: the result is cached for the next.
+        """
+        cached = self._cache.get(key, "transcode", rendition.suffix)
+        if cached is not None:
+            return cached
+        waiter: Deferred[Path] = Deferred()
+        waiters = self._whole_waiters.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+            return await waiter
+        self._whole_waiters[key] = [waiter]
+
+        async def encode() -> Path:
+            temp = self._cache.temp_path("transcode")
+            await self._job(encode_full, str(path), rendition, str(temp), key=f"full:{key}")
+            return self._cache.commit_file(key, "transcode", temp, rendition.suffix)
+
+        def fire(result: Any) -> None:
+            for each in self._whole_waiters.pop(key, []):
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(result)
+
+        ensureDeferred(encode()).addBoth(fire)
+        return await waiter
+
     async def answer(
         self,
         request: Any,
@@ -134,13 +182,17 @@ class TranscodeService:
         info: os.stat_result,
         rendition: Rendition,
         cache_control: bytes,
-        on_end: Callable[[int, bool], None],
+        framing: Framing,
+        on_end: BodyEnded,
     ) -> bytes | int:
         """
         Answer a ``GET``/``HEAD`` for *rendition* of *track*.
 
-        :param on_end: Called once the body is done with the bytes sent and
-            whether it completed (for the audit trail and sessions).
+        :param framing: Chooses the ranges and frames the answer (see
+            :data:`Framing`).
+        :param on_end: Called once the body is done, with what it carried
+            (for the audit trail and sessions; see :data:`BodyEnded`); not
+            called for ``HEAD`` or an empty body.
         :return: A body, or ``NOT_DONE_YET`` while a producer writes it.
         """
         identity = FileIdentity.of(track, info)
@@ -170,88 +222,66 @@ class TranscodeService:
         if resolved.progressive:
             layout = layout_for(resolved, source.frames, source.sample_rate)
             request.setHeader(b"x-content-duration", b"%.3f" % (layout.frames / (resolved.sample_rate or 1)))
-            start, length = self._range(request, layout.total_length, etag, last_modified)
+            size = layout.total_length
+            segments, trailer, length = framing(size, etag, last_modified, resolved.content_type)
             if method == "HEAD" or length == 0:
                 return b""
-            kind = resolved.format
+            spans = _spans(segments)
+            label = resolved.format
 
             def first_byte() -> None:
-                self._stats.first_byte.labels(kind).observe(self._clock.seconds() - started)
+                self._stats.first_byte.labels(label).observe(self._clock.seconds() - started)
 
             producer = ChunkProducer(
                 request,
                 layout,
-                start,
-                length,
+                segments,
+                trailer,
                 fetch=lambda index: self._chunk(path, layout, key, index),
-                on_end=lambda sent, done: self._ended(producer, sent, done, on_end),
+                on_end=lambda sent, done: self._ended(producer, spans, sent, size, done, on_end),
                 on_first_byte=first_byte,
             )
             self._tracker.add(producer)
             producer.start()
             return server.NOT_DONE_YET
 
-        cached = self._cache.get(key, "transcode", resolved.suffix)
-        if cached is None:
-            temp = self._cache.temp_path("transcode")
-            await self._job(encode_full, str(path), resolved, str(temp), key=f"full:{key}")
-            cached = self._cache.commit_file(key, "transcode", temp, resolved.suffix)
+        cached = await self._whole(path, resolved, key)
         fileobj: IO[bytes] = open(cached, "rb", buffering=0)
         try:
             size = os.fstat(fileobj.fileno()).st_size
-            start, length = self._range(request, size, etag, last_modified)
+            segments, trailer, length = framing(size, etag, last_modified, resolved.content_type)
         except BaseException:
             fileobj.close()
             raise
         if method == "HEAD" or length == 0:
             fileobj.close()
             return b""
+        spans = _spans(segments)
         sender = FileBodyProducer(
             request,
             fileobj,
-            [(b"", start, length)],
-            b"",
-            lambda done: self._ended(sender, sender.bytes_written, done, on_end),
+            segments,
+            trailer,
+            lambda done: self._ended(sender, spans, sender.bytes_written, size, done, on_end),
         )
         self._tracker.add(sender)
         sender.start()
         return server.NOT_DONE_YET
 
-    def _ended(self, sender: Any, sent: int, done: bool, on_end: Callable[[int, bool], None]) -> None:
+    def _ended(
+        self,
+        sender: Any,
+        spans: list[tuple[int, int]],
+        sent: int,
+        size: int,
+        done: bool,
+        on_end: BodyEnded,
+    ) -> None:
         self._tracker.remove(sender)
         self._metrics.stream_bytes.labels("transcode").inc(sent)
         if not done:
             self._metrics.aborted.inc()
-        on_end(sent, done)
-
-    def _range(self, request: Any, size: int, etag: str, last_modified: int) -> tuple[int, int]:
-        """``(start, length)`` to send, with status and headers set; one range at most.
-
-        Several ranges are answered with the whole rendition (RFC 9110 lets a
-        server ignore ``Range``), which every player handles.
-        """
-        header = _header(request, b"range")
-        whole = (0, size)
-        ranges = None
-        if header is not None and if_range_allows_partial(_header(request, b"if-range"), etag, last_modified):
-            try:
-                ranges = resolve_ranges(parse_range_header(header), size, 1)
-            except ValueError:
-                ranges = None
-            except RangeNotSatisfiable:
-                request.setHeader(b"content-range", b"bytes */%d" % size)
-                raise ApiError(
-                    "RANGE_NOT_SATISFIABLE", headers={"Content-Range": f"bytes */{size}"}
-                ) from None
-        if not ranges:
-            request.setResponseCode(200)
-            request.setHeader(b"content-length", b"%d" % size)
-            return whole
-        (byte_range,) = ranges
-        request.setResponseCode(206)
-        request.setHeader(b"content-range", byte_range.content_range(size).encode("ascii"))
-        request.setHeader(b"content-length", b"%d" % byte_range.length)
-        return byte_range.start, byte_range.length
+        on_end(spans, sent, size, done)
 
     def _chunk(self, path: Path, layout: Layout, key: str, index: int) -> Deferred[bytes]:
         """Chunk *index*: from the cache, else encoded (once, however many listeners ask)."""
@@ -308,8 +338,9 @@ class _TranscodeMetrics:
         )
 
 
-def _ignore_cancel(failure: Any) -> None:
-    failure.trap(CancelledError)
+def _spans(segments: list[Segment]) -> list[tuple[int, int]]:
+    """The ``(start, length)`` byte ranges of the representation that *segments* carry."""
+    return [(start, length) for _, start, length in segments]
 
 
 def artifact_key_for_chunk(key: str, index: int) -> str:
@@ -317,115 +348,189 @@ def artifact_key_for_chunk(key: str, index: int) -> str:
     return f"{key}{index:08x}"
 
 
+#: One step of a :class:`ChunkProducer`'s body: literal bytes, or
+#: ``(chunk index, first, end)``: bytes ``[first, end)`` of that chunk.
+_Step = bytes | tuple[int, int, int]
+
+
 @implementer(IPushProducer)
 class ChunkProducer:
     """
-    Writes bytes ``[start, start + length)`` of a progressive rendition.
+    Writes a body made of literal bytes and byte ranges of a progressive rendition.
 
-    Fetches one chunk at a time (plus :data:`PREFETCH_CHUNKS` ahead), writes
-    the part of it the range covers, and fetches the next only while the
-    consumer is not paused: a slow reader holds at most a couple of chunks
-    in memory.  When the client leaves, the Deferreds of chunks not yet
-    written are cancelled, which drops queued encodes nobody else waits for.
+    *segments* and *trailer* are what :data:`Framing` returns: one
+    ``(prefix, start, length)`` per range (the whole rendition, one range, or
+    the parts of ``multipart/byteranges`` with their part headers as
+    prefixes), then the closing delimiter.  The header's bytes come from
+    :meth:`Layout.header`; every chunk the ranges touch is fetched in body
+    order, once even when two ranges share it, at most
+    :data:`PREFETCH_CHUNKS` ahead of the one being written, and only while
+    the consumer is not paused: a slow reader holds at most a couple of
+    chunks in memory.  A chunk is written in slices of at most *write_size*
+    bytes, and a pause stops the writing between two slices.  When the
+    client leaves, the Deferreds of chunks not yet written are cancelled,
+    which drops queued encodes nobody else waits for.
+
+    :param on_end: Called once with the bytes written (framing included)
+        and whether the body completed.
+    :param on_first_byte: Called just before the first write.
     """
 
     def __init__(
         self,
         request: Any,
         layout: Layout,
-        start: int,
-        length: int,
+        segments: list[Segment],
+        trailer: bytes = b"",
         *,
         fetch: Callable[[int], Deferred[bytes]],
         on_end: Callable[[int, bool], None],
         on_first_byte: Callable[[], None] | None = None,
+        write_size: int = CHUNK_SIZE,
     ) -> None:
         self._request = request
         self._layout = layout
-        self._start = start
-        self._end = start + length  # exclusive
         self._fetch = fetch
         self._on_end = on_end
         self._on_first_byte = on_first_byte
-        self._position = start
-        self._chunks = iter(layout.chunks_for(start, self._end))
-        self._pending: OrderedDict[int, Deferred[bytes]] = OrderedDict()
+        self._write_size = write_size
+        self._steps = _steps_for(layout, segments, trailer)
+        #: Chunk indices in body order, each once; and the last step using each.
+        self._order: list[int] = []
+        self._last_use: dict[int, int] = {}
+        for position, step in enumerate(self._steps):
+            if isinstance(step, tuple):
+                if step[0] not in self._last_use:
+                    self._order.append(step[0])
+                self._last_use[step[0]] = position
+        self._fetched = 0  # chunks of _order requested so far
+        self._pending: OrderedDict[int, Deferred[bytes]] = OrderedDict()  # requested, not arrived
+        self._ready: dict[int, bytes] = {}  # arrived, still to be written
+        self._step = 0  # the next step to start
+        self._view: memoryview | None = None  # what is left of the step being written
+        self._viewing: int | None = None  # the chunk to drop once the view is written
         self._paused = False
-        self._writing = False
+        self._producing = False
         self._done = False
         self.bytes_written = 0
 
     def start(self) -> None:
-        """Register with the request and write the first piece."""
+        """Register with the request and write until paused or waiting for a chunk."""
         self._request.registerProducer(self, True)
         self._request.notifyFinish().addErrback(lambda _: self._finish(False))
-        if self._position < self._layout.header_length:
-            piece = self._layout.header()[self._position : min(self._end, self._layout.header_length)]
-            self._write(piece)
-        self._advance()
+        self._produce()
 
     def _queue(self) -> None:
-        """Keep the next chunks requested (the current one and the prefetch)."""
-        while len(self._pending) <= PREFETCH_CHUNKS:
-            index = next(self._chunks, None)
-            if index is None:
-                return
-            self._pending[index] = self._fetch(index)
+        """Request the next chunks: the one to write and :data:`PREFETCH_CHUNKS` more."""
+        while (
+            not self._done
+            and self._fetched < len(self._order)
+            and len(self._pending) + len(self._ready) <= PREFETCH_CHUNKS
+        ):
+            index = self._order[self._fetched]
+            self._fetched += 1
+            d = self._pending[index] = self._fetch(index)
+            d.addCallbacks(self._chunk_ready, self._chunk_failed, callbackArgs=(index,), errbackArgs=(index,))
 
-    def _advance(self) -> None:
-        if self._done or self._paused or self._writing:
-            return
-        if self._position >= self._end:
-            self._finish(True)
-            return
-        self._queue()
-        if not self._pending:
-            self._finish(True)
-            return
-        index, d = next(iter(self._pending.items()))
-        self._writing = True
-        d.addCallbacks(lambda data: self._chunk_ready(index, data), lambda f: self._chunk_failed(index, f))
+    def _produce(self) -> None:
+        if self._producing:
+            return  # re-entered (from a write or a chunk that was at hand): the outer loop goes on
+        self._producing = True
+        try:
+            while not self._done and not self._paused:
+                piece = self._take()
+                if piece:
+                    self._write(piece)
+                elif self._step == len(self._steps) and self._view is None:
+                    self._finish(True)
+                else:
+                    return  # waiting for a chunk: its arrival calls us again
+        finally:
+            self._producing = False
 
-    def _chunk_ready(self, index: int, data: bytes) -> None:
+    def _take(self) -> bytes:
+        """Up to *write_size* bytes that are ready, in body order (empty: waiting, or done)."""
+        pieces: list[memoryview] = []
+        room = self._write_size
+        while room:
+            view = self._view
+            if view is not None:
+                if view:
+                    pieces.append(view[:room])
+                    self._view = view[room:]
+                    room -= len(pieces[-1])
+                    continue
+                self._view = None
+                if self._viewing is not None:
+                    self._ready.pop(self._viewing, None)
+                    self._viewing = None
+            if self._step == len(self._steps):
+                break
+            step = self._steps[self._step]
+            if isinstance(step, bytes):
+                self._view = memoryview(step)
+            else:
+                index, first, end = step
+                self._queue()
+                data = self._ready.get(index)
+                if data is None:
+                    break
+                self._view = memoryview(data)[first:end]
+                self._viewing = index if self._last_use[index] == self._step else None
+            self._step += 1
+        return b"".join(pieces)
+
+    def _chunk_ready(self, data: bytes, index: int) -> None:
         self._pending.pop(index, None)
-        self._writing = False
         if self._done:
             return
-        offset = self._layout.chunk_offset(index)
-        piece = data[max(self._position - offset, 0) : max(self._end - offset, 0)]
-        self._write(piece)
-        self._advance()
+        if len(data) != self._layout.chunk_length(index):
+            log.error(
+                "transcode: chunk {index} has {got} bytes, not {expected}; the response is cut short",
+                index=index,
+                got=len(data),
+                expected=self._layout.chunk_length(index),
+            )
+            self._abort_connection()
+            self._finish(False)
+            return
+        self._ready[index] = data
+        self._produce()
 
-    def _chunk_failed(self, index: int, failure: Any) -> None:
+    def _chunk_failed(self, failure: Any, index: int) -> None:
         self._pending.pop(index, None)
-        self._writing = False
+        if self._done:
+            return  # cancelled by _finish, or too late to matter
         if not failure.check(CancelledError):
             log.failure("transcode: chunk {index} failed; the response is cut short", failure, index=index)
         self._abort_connection()
         self._finish(False)
 
     def _write(self, piece: bytes) -> None:
-        if piece and not self._done:
-            if self.bytes_written == 0 and self._on_first_byte is not None:
-                self._on_first_byte()
-            self._position += len(piece)
-            self.bytes_written += len(piece)
-            self._request.write(piece)
+        if self._done:
+            return  # a chunk at hand turned out bad: the response is already cut
+        if self.bytes_written == 0 and self._on_first_byte is not None:
+            self._on_first_byte()
+        self.bytes_written += len(piece)
+        self._request.write(piece)
 
     def _finish(self, completed: bool) -> None:
         if self._done:
             return
         self._done = True
-        for d in list(self._pending.values()):
-            d.addErrback(_ignore_cancel)  # a prefetched chunk nobody will write
-            d.cancel()
+        pending = list(self._pending.values())
         self._pending.clear()
+        self._ready.clear()
+        self._view = None
+        for d in pending:
+            d.cancel()  # a chunk nobody here will write: its errback sees _done and swallows it
         try:
             self._request.unregisterProducer()
         except Exception as e:  # the channel may already be gone
             log.debug("transcode: unregisterProducer: {error!r}", error=e)
         if completed:
-            self._request.finish()
+            with contextlib.suppress(RuntimeError):  # finishing a dropped connection raises
+                self._request.finish()
         self._on_end(self.bytes_written, completed)
 
     def _abort_connection(self) -> None:
@@ -436,16 +541,43 @@ class ChunkProducer:
     # IPushProducer
 
     def pauseProducing(self) -> None:
+        """The transport is full: stop writing (and fetching) until resumed."""
         self._paused = True
 
     def resumeProducing(self) -> None:
+        """The transport drained: write more."""
         self._paused = False
-        self._advance()
+        self._produce()
 
     def stopProducing(self) -> None:
+        """The consumer is going away: cancel what is pending (idempotent)."""
         self._finish(False)
 
     def abort(self) -> None:
         """Cut the stream (shutdown grace over)."""
         self._abort_connection()
         self._finish(False)
+
+
+def _steps_for(layout: Layout, segments: list[Segment], trailer: bytes) -> list[_Step]:
+    """The body of *segments* and *trailer* as literal bytes and slices of chunks, in order."""
+    steps: list[_Step] = []
+    header: bytes | None = None
+    header_length = layout.header_length
+    for prefix, start, length in segments:
+        end = start + length
+        if prefix:
+            steps.append(prefix)
+        if start < header_length and length:
+            if header is None:
+                header = layout.header()
+            steps.append(header[start : min(end, header_length)])
+        for index in layout.chunks_for(min(max(start, header_length), end), end):
+            offset = layout.chunk_offset(index)
+            first = max(start, offset) - offset
+            last = min(end, offset + layout.chunk_length(index)) - offset
+            if last > first:
+                steps.append((index, first, last))
+    if trailer:
+        steps.append(trailer)
+    return steps
