@@ -75,6 +75,8 @@ setup(
         "mutagen>=1.47",
         "numpy>=1.26",
         "av>=12",
+        # MP3 transcodes: lameenc's LAME through its exported C API (PyAV's LAME build is ~3x slower).
+        "lameenc>=1.7",
         "prometheus-client>=0.20",
         "service-identity>=24.1",
         # PostgreSQL for analytics (STREAMSRV_ANALYTICS_DSN) through twisted.enterprise.adbapi.

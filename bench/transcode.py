@@ -13,8 +13,11 @@ for MP3 192 kb/s and Opus 96 kb/s measures, as medians over ``--runs``:
 
     .venv/bin/python bench/transcode.py [--seconds 120] [--runs 5] [--json OUT]
 
-Uses the ``ffmpeg`` on PATH (Debian's; a different FFmpeg and LAME build than
-the one inside PyAV's wheel, which is part of what is compared).
+Uses the ``ffmpeg`` on PATH (Debian's FFmpeg, LAME and libopus).  Ours encodes
+MP3 with the LAME linked into the ``lameenc`` wheel, through its C API
+(:mod:`streamsrv.transcode.lame`; PyAV's libmp3lame when lameenc is missing:
+the backend is printed), and Opus with the libopus inside PyAV's wheel; the
+builds are part of what is compared.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamsrv.transcode import Rendition, encode_full, encode_range, probe_source
+from streamsrv.transcode import Rendition, encode_full, encode_range, lame, probe_source
 from tests import audiogen
 
 #: Bytes of the first-byte request (a browser's first read is about this big).
@@ -138,6 +141,7 @@ def main() -> None:
             )
             results[name] = row
     print(f"source: {duration:.1f} s stereo 44.1 kHz FLAC; medians of {args.runs} runs; x = times realtime")
+    print(f"mp3 encoder: {lame.backend()}")
     header = (
         "rendition",
         "ours x",
@@ -165,7 +169,10 @@ def main() -> None:
         print("  ".join(f"{c:>13}" for c in cells))
     if args.json is not None:
         args.json.write_text(
-            json.dumps({"seconds": duration, "runs": args.runs, "results": results}, indent=2)
+            json.dumps(
+                {"seconds": duration, "runs": args.runs, "mp3_encoder": lame.backend(), "results": results},
+                indent=2,
+            )
         )
 
 

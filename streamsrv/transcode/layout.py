@@ -33,11 +33,12 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Final
 
-from streamsrv.transcode import ogg
+from streamsrv.transcode import lame, ogg
 
 #: Bump when the bytes of any rendition change (chunking, pre-roll, headers):
-#: it is part of every cache key, so old artifacts simply miss.
-LAYOUT_VERSION: Final = 1
+#: it is part of every cache key, so old artifacts simply miss.  2: MP3 from
+#: lameenc's LAME (:mod:`streamsrv.transcode.lame`).
+LAYOUT_VERSION: Final = 2
 
 MP3: Final = "mp3"
 AAC: Final = "aac"
@@ -257,7 +258,12 @@ class Rendition:
         return replace(self, sample_rate=rate)
 
     def cache_params(self) -> dict[str, object]:
-        """Parameters for :func:`streamsrv.cache.artifacts.artifact_key` (resolve first)."""
+        """Parameters for :func:`streamsrv.cache.artifacts.artifact_key` (resolve first).
+
+        MP3 adds ``encoder``, the LAME build of this process
+        (:func:`streamsrv.transcode.lame.backend`), so chunks of two builds
+        never mix in one cache.
+        """
         return {
             "format": self.format,
             "bitrate_kbps": self.bitrate_kbps,
@@ -266,6 +272,7 @@ class Rendition:
             "start_ms": self.start_ms,
             "gain_mdb": self.gain_mdb,
             "layout_version": LAYOUT_VERSION,
+            **({"encoder": lame.backend()} if self.format == MP3 else {}),
         }
 
 
