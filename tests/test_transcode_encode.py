@@ -31,6 +31,7 @@ from streamsrv.transcode import (
     probe_source,
 )
 from tests import audiogen
+from tests.services import ffmpeg_or_skip
 
 #: The contract's tolerance on decoded durations.
 TOLERANCE_S = 0.05
@@ -51,6 +52,8 @@ RENDITIONS = (
     Rendition("opus"),
     Rendition("opus", 32),
     Rendition("aac"),
+    Rendition("aac", 48),
+    Rendition("aac", container="adts"),
     Rendition("flac"),
     Rendition("mp3", start_ms=2500),
     Rendition("opus", start_ms=1234),
@@ -146,14 +149,15 @@ class FullEncodeTests(unittest.SynchronousTestCase):
 
     def test_durations_with_ffmpeg(self) -> None:
         """Debian's ffmpeg decodes every rendition to the source's duration
-        (after ``t=``) within 50 ms, with no error; MP3 and Opus to the sample."""
-        if FFMPEG is None or FFPROBE is None:
-            raise unittest.SkipTest(NO_FFMPEG)
+        (after ``t=``) within 50 ms, with no error; MP3 and Opus to the sample
+        (Debian's FFmpeg 5.1 ignores an edit list in a fragmented MP4, so it
+        plays an M4A's priming frame: that is within the 50 ms)."""
+        ffmpeg_or_skip(self)
         for rendition, path in self.outputs.items():
             frames, rate = ffmpeg_frames(path)
             expected_s = SECONDS - rendition.start_ms / 1000
             self.assertLessEqual(abs(frames / rate - expected_s), TOLERANCE_S, (rendition, frames / rate))
-            if rendition.progressive:
+            if rendition.progressive and rendition.format != "aac":
                 layout = layout_for(rendition, self.info.frames, self.info.sample_rate)
                 self.assertEqual(frames, layout.frames, rendition)
             errors = subprocess.run(
@@ -165,8 +169,7 @@ class FullEncodeTests(unittest.SynchronousTestCase):
 
     def test_codecs_with_ffprobe(self) -> None:
         """ffprobe sees the codec, rate and channels each rendition asked for."""
-        if FFPROBE is None:
-            raise unittest.SkipTest(NO_FFMPEG)
+        ffmpeg_or_skip(self)
         names = {"mp3": "mp3", "opus": "opus", "aac": "aac", "flac": "flac"}
         for rendition, path in self.outputs.items():
             out = subprocess.run(
@@ -229,8 +232,13 @@ class FullEncodeTests(unittest.SynchronousTestCase):
         self.assertEqual(sorted(p.name for p in directory.iterdir()), ["bogus.flac"])
 
 
-#: Renditions whose ranges are checked: 48 kHz MP3, Opus, and MP3 with ``t=``.
-RANGED = (Rendition("mp3", 128), Rendition("opus", 64), Rendition("mp3", start_ms=1700))
+#: Renditions whose ranges are checked: 48 kHz MP3, Opus, MP3 with ``t=``, AAC in M4A.
+RANGED = (
+    Rendition("mp3", 128),
+    Rendition("opus", 64),
+    Rendition("mp3", start_ms=1700),
+    Rendition("aac", 64),
+)
 
 
 class RangeTests(unittest.SynchronousTestCase):
@@ -289,9 +297,10 @@ class RangeTests(unittest.SynchronousTestCase):
         self.assertEqual(pages[-1][1], 312 + layout.frames)
 
     def test_not_progressive(self) -> None:
-        """AAC and FLAC refuse ranges before the encode."""
-        with self.assertRaises(NotProgressive):
-            encode_range(self.source, Rendition("aac"), 0, 10, source=self.info)
+        """ADTS AAC and FLAC refuse ranges before the encode."""
+        for rendition in (Rendition("aac", container="adts"), Rendition("flac")):
+            with self.assertRaises(NotProgressive):
+                encode_range(self.source, rendition, 0, 10, source=self.info)
 
     def test_jobs_pickle(self) -> None:
         """The job functions and their arguments pickle, as WorkerPool.submit needs."""

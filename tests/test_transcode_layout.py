@@ -117,7 +117,7 @@ class RenditionTests(unittest.SynchronousTestCase):
         types = {f: Rendition(f).content_type for f in ("mp3", "aac", "opus", "flac")}
         self.assertEqual(
             types,
-            {"mp3": "audio/mpeg", "aac": "audio/aac", "opus": "audio/ogg; codecs=opus", "flac": "audio/flac"},
+            {"mp3": "audio/mpeg", "aac": "audio/mp4", "opus": "audio/ogg; codecs=opus", "flac": "audio/flac"},
         )
 
     def test_resolved_rates(self) -> None:
@@ -131,11 +131,24 @@ class RenditionTests(unittest.SynchronousTestCase):
         self.assertEqual(Rendition("flac").resolved(96000).sample_rate, 96000)
 
     def test_not_progressive(self) -> None:
-        """AAC and FLAC have no layout before they are encoded."""
-        for fmt in ("aac", "flac"):
-            self.assertFalse(Rendition(fmt).progressive)
+        """ADTS AAC and FLAC have no layout before they are encoded; AAC in M4A has."""
+        for rendition in (Rendition("aac", container="adts"), Rendition("flac")):
+            self.assertFalse(rendition.progressive)
             with self.assertRaises(NotProgressive):
-                layout_for(Rendition(fmt), 44100, 44100)
+                layout_for(rendition, 44100, 44100)
+        self.assertTrue(Rendition("aac").progressive)
+
+    def test_containers(self) -> None:
+        """AAC defaults to M4A (``audio/mp4``, ``.m4a``); ADTS is ``audio/aac``, ``.aac``;
+        other formats take no container; the container is part of the cache key."""
+        self.assertEqual(Rendition("aac").container, "m4a")
+        self.assertEqual((Rendition("aac").content_type, Rendition("aac").suffix), ("audio/mp4", ".m4a"))
+        adts = Rendition.from_query("aac", container="adts")
+        self.assertEqual((adts.content_type, adts.suffix), ("audio/aac", ".aac"))
+        self.assertNotEqual(adts.cache_params(), Rendition("aac").cache_params())
+        for fmt, container in (("aac", "mp4"), ("mp3", "m4a"), ("opus", "adts")):
+            with self.assertRaises(ValueError):
+                Rendition.from_query(fmt, container=container)
 
 
 class Mp3FrameTests(unittest.SynchronousTestCase):

@@ -175,13 +175,20 @@ class TranscodeTests(unittest.TestCase):
         self.assertEqual(code, 200)
         self.assertLessEqual(abs(self.duration(body, ".mp3") - 7.5), 0.05)
 
+    async def test_aac_m4a_ranges_from_the_first_request(self) -> None:
+        """AAC in fragmented MP4 (the default container): the same, as ``audio/mp4``."""
+        whole = await self.check_progressive("format=aac&bitrate=96", b"audio/mp4")
+        self.assertLessEqual(abs(self.duration(whole, ".m4a") - 12.0), 0.05)
+
     async def test_aac_and_flac(self) -> None:
-        """AAC is encoded whole then served with ranges; FLAC needs stream:hq."""
-        code, headers, body = await self.get(self.url("format=aac&bitrate=128"))
+        """ADTS AAC is encoded whole then served with ranges; FLAC needs stream:hq."""
+        code, headers, body = await self.get(self.url("format=aac&container=adts&bitrate=128"))
         self.assertEqual(code, 200)
         self.assertEqual(headers.getRawHeaders(b"content-type"), [b"audio/aac"])
         self.assertLessEqual(abs(self.duration(body, ".aac") - 12.0), 0.05)
-        code, _, part = await self.get(self.url("format=aac&bitrate=128"), Range="bytes=1000-1999")
+        code, _, part = await self.get(
+            self.url("format=aac&container=adts&bitrate=128"), Range="bytes=1000-1999"
+        )
         self.assertEqual((code, part), (206, body[1000:2000]))
         code, _, error = await self.get(self.url("format=flac"))
         self.assertEqual((code, json.loads(error)["error"]["code"]), (403, "FORBIDDEN"))
@@ -197,6 +204,8 @@ class TranscodeTests(unittest.TestCase):
             "format=mp3&t=-1",
             "bitrate=128",
             "format=mp3&format=aac",
+            "format=aac&container=mp4",
+            "format=mp3&container=m4a",
         ):
             code, _, body = await self.get(self.url(query))
             self.assertEqual((code, json.loads(body)["error"]["code"]), (400, "BAD_REQUEST"), query)

@@ -368,6 +368,10 @@ class TranscodedRangesTests(unittest.TestCase):
         """Opus: the same."""
         await self.check_never_seen("opus", 64, "audio/ogg; codecs=opus")
 
+    async def test_m4a_never_seen(self) -> None:
+        """AAC in M4A: the same (fragments are chunks)."""
+        await self.check_never_seen("aac", 96, "audio/mp4")
+
     async def check_cached_whole_file(self, query: str, content_type: str, token: str) -> None:
         code, _, finished = await self.get(self.url(query), token=token)
         self.assertEqual(code, 200)

@@ -30,9 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.audio.decode import Samples, decode, iter_decode, probe_stream
-from streamsrv.transcode import lame, ogg
+from streamsrv.transcode import fmp4, lame, ogg
 from streamsrv.transcode.layout import (
     AAC,
+    AAC_FRAME_SAMPLES,
     FLAC,
     MP3,
     MP3_TAG_DELAY,
@@ -68,6 +69,10 @@ _MUXERS: Final = {AAC: "adts", FLAC: "flac"}
 
 #: Frames per block when decoding a whole source for AAC or FLAC.
 _BLOCK_FRAMES: Final = 65536
+
+#: Percentages of an M4A rendition's bit rate tried, in turn, for a fragment
+#: whose frames overrun its budget (see :func:`_m4a_fragment`).
+_AAC_RETRY_PERCENTS: Final = (100, 85, 70, 50, 30)
 
 #: Prefix of temp files, the one :class:`streamsrv.cache.artifacts.ArtifactCache` cleans up.
 _TEMP_PREFIX: Final = ".tmp-"
@@ -125,6 +130,8 @@ def encode_chunk(source_path: str, layout: Layout, index: int) -> bytes:
     first, end = layout.chunk_packet_range(index)
     window_start, window_end = layout.encoder_window(index)
     samples = _window(source_path, layout, window_start, window_end)
+    if layout.rendition.format == AAC:
+        return _m4a_fragment(layout, index, samples)
     packets = _encode_packets(layout.rendition, samples)
     wanted = packets[layout.preroll_packets : layout.preroll_packets + end - first]
     if len(wanted) != end - first:
@@ -150,6 +157,45 @@ def encode_chunk(source_path: str, layout: Layout, index: int) -> bytes:
     if len(body) != layout.chunk_length(index):
         raise EncodeError("the encoder's frames do not have the layout's sizes")
     return body
+
+
+def _m4a_fragment(layout: Layout, index: int, samples: Samples) -> bytes:
+    """Fragment ``index`` of an M4A rendition: ``moof`` + ``mdat`` + a ``free`` box filling its budget.
+
+    The chunk's frames must fit :meth:`Layout.aac_budget`; FFmpeg's rate
+    control nearly always keeps them within it, and when it does not (a
+    fresh encoder whose first frames meet, say, noise after silence at a low
+    bit rate) the window is encoded again at :data:`_AAC_RETRY_PERCENTS` of
+    the bit rate, in turn.  Every attempt is deterministic, so the fragment
+    is still a pure function of (source, layout, index).  Should even the
+    last attempt not fit, the fragment is encoded silence (its frames take a
+    few bytes each): the layout is never broken.
+    """
+    rendition = layout.rendition
+    assert rendition.bitrate_kbps is not None
+    first, end = layout.chunk_packet_range(index)
+    count = end - first
+    budget = layout.aac_budget(count)
+    wanted: list[bytes] = []
+    for percent in (*_AAC_RETRY_PERCENTS, 0):
+        if percent:
+            context = _open_encoder(rendition, bit_rate=rendition.bitrate_kbps * 10 * percent)
+            source = samples
+        else:
+            context = _open_encoder(rendition)
+            source = np.zeros_like(samples)
+        packets = [bytes(p) for p in context.encode(_frame(source, context, 0))]
+        packets.extend(bytes(p) for p in context.encode(None))
+        wanted = packets[layout.preroll_packets : layout.preroll_packets + count]
+        if len(wanted) != count:
+            raise EncodeError("the encoder produced too few frames")
+        if sum(map(len, wanted)) <= budget:
+            break
+    else:
+        raise EncodeError("even silence does not fit the fragment's budget")
+    fragment = fmp4.media_segment(index, first * AAC_FRAME_SAMPLES, [AAC_FRAME_SAMPLES] * count, wanted)
+    padding = layout.chunk_length(index) - len(fragment)
+    return fragment + fmp4.box(b"free", bytes(padding - 8))
 
 
 def iter_chunks(source_path: str, layout: Layout, first: int = 0) -> Iterator[bytes]:
@@ -255,15 +301,17 @@ def _window(source_path: str, layout: Layout, start: int, end: int) -> Samples:
     return out
 
 
-def _open_encoder(rendition: Rendition) -> Any:
-    """A fresh, opened encoder context for ``rendition``."""
+def _open_encoder(rendition: Rendition, *, bit_rate: int | None = None) -> Any:
+    """A fresh, opened encoder for ``rendition`` (at *bit_rate* bits/s rather than its own, if given)."""
     assert rendition.sample_rate is not None
     context: Any = av.CodecContext.create(_CODECS[rendition.format], "w")
     context.sample_rate = rendition.sample_rate
     context.layout = "mono" if rendition.channels == 1 else "stereo"
     supported = [f.name for f in context.codec.audio_formats or ()]
     context.format = next(f for f in ("fltp", "flt", "s32", "s16") if f in supported)
-    if rendition.bitrate_kbps is not None:
+    if bit_rate is not None:
+        context.bit_rate = bit_rate
+    elif rendition.bitrate_kbps is not None:
         context.bit_rate = rendition.bitrate_kbps * 1000
     context.time_base = Fraction(1, rendition.sample_rate)
     context.options = dict(_OPTIONS[rendition.format])

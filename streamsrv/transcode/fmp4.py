@@ -17,6 +17,7 @@ Pure functions of their arguments: no I/O, no codec, no reactor.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Final
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "init_segment",
     "media_segment",
     "mp4a_sample_entry",
+    "segment_index",
+    "segment_index_length",
 ]
 
 #: The track id of the one track of every init segment.
@@ -53,8 +56,18 @@ def audio_sample_entry(channels: int, bits: int, rate: int) -> bytes:
     return bytes(6) + struct.pack(">H", 1) + bytes(8) + fields
 
 
-def init_segment(timescale: int, sample_entry: bytes, edit: tuple[int, int] | None) -> bytes:
-    """``ftyp`` + ``moov`` of a one-track audio presentation; *edit* = ``(duration, media_time)``."""
+def init_segment(
+    timescale: int,
+    sample_entry: bytes,
+    edit: tuple[int, int] | None,
+    fragment_duration: int | None = None,
+) -> bytes:
+    """``ftyp`` + ``moov`` of a one-track audio presentation; *edit* = ``(duration, media_time)``.
+
+    :param fragment_duration: The whole presentation's duration in *timescale*
+        units, written as ``mehd`` (a player then knows the duration before
+        reading any fragment); ``None`` for HLS, whose playlists say it.
+    """
     ftyp = box(b"ftyp", b"iso6" + struct.pack(">I", 0) + b"iso6cmfcmp41")
     mvhd = full_box(
         b"mvhd",
@@ -101,7 +114,10 @@ def init_segment(timescale: int, sample_entry: bytes, edit: tuple[int, int] | No
     mdia = box(b"mdia", mdhd + hdlr + minf)
     trak = box(b"trak", tkhd + edts + mdia)
     trex = full_box(b"trex", 0, 0, struct.pack(">IIIII", TRACK_ID, 1, 0, 0, 0))
-    mvex = box(b"mvex", trex)
+    mehd = b""
+    if fragment_duration is not None:
+        mehd = full_box(b"mehd", 0, 0, struct.pack(">I", fragment_duration))
+    mvex = box(b"mvex", mehd + trex)
     return ftyp + box(b"moov", mvhd + trak + mvex)
 
 
@@ -147,6 +163,28 @@ def descriptor(tag: int, payload: bytes) -> bytes:
     size = len(payload)
     length = bytes([0x80 | (size >> shift) & 0x7F for shift in (21, 14, 7)] + [size & 0x7F])
     return bytes([tag]) + length + payload
+
+
+def segment_index(timescale: int, earliest: int, references: Sequence[tuple[int, int]]) -> bytes:
+    """A ``sidx`` indexing the fragments that follow it directly.
+
+    Every fragment starts with a sync sample (all audio samples are), so a
+    player seeks to any of them from this table alone.
+
+    :param earliest: The media time of the first fragment's first sample.
+    :param references: ``(size in bytes, duration in timescale units)`` of each fragment, in order.
+    """
+    entries = b"".join(
+        struct.pack(">III", size & 0x7FFFFFFF, duration, 0x90000000)  # starts with SAP, type 1
+        for size, duration in references
+    )
+    payload = struct.pack(">IIIIHH", TRACK_ID, timescale, earliest, 0, 0, len(references)) + entries
+    return full_box(b"sidx", 0, 0, payload)
+
+
+def segment_index_length(count: int) -> int:
+    """Bytes of :func:`segment_index` with *count* references."""
+    return 12 + 20 + 12 * count
 
 
 def fragment_length(samples: int, payload_bytes: int) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Final
 
-from streamsrv.transcode import lame, ogg
+from streamsrv.transcode import fmp4, lame, ogg
 
 #: Bump when the bytes of any rendition change (chunking, pre-roll, headers):
 #: it is part of every cache key, so old artifacts simply miss.  2: MP3 from
@@ -46,12 +46,18 @@ OPUS: Final = "opus"
 FLAC: Final = "flac"
 FORMATS: Final = (MP3, AAC, OPUS, FLAC)
 
-#: Formats whose layout is known before encoding.
-PROGRESSIVE: Final = frozenset({MP3, OPUS})
+#: AAC containers: fragmented MP4 (``.m4a``, progressive) or ADTS (``.aac``, encoded whole).
+M4A: Final = "m4a"
+ADTS: Final = "adts"
+AAC_CONTAINERS: Final = (M4A, ADTS)
+
+#: Formats whose layout is known before encoding (AAC only in M4A: see :attr:`Rendition.progressive`).
+PROGRESSIVE: Final = frozenset({MP3, OPUS, AAC})
 
 CONTENT_TYPES: Final = {
     MP3: "audio/mpeg",
-    AAC: "audio/aac",
+    AAC: "audio/mp4",
+    ADTS: "audio/aac",
     OPUS: "audio/ogg; codecs=opus",
     FLAC: "audio/flac",
 }
@@ -103,6 +109,27 @@ OPUS_PAGE_PACKETS: Final = 25
 OPUS_CHUNK_PACKETS: Final = 150
 OPUS_PREROLL_PACKETS: Final = 4
 OPUS_LOOKAHEAD_PACKETS: Final = 2
+#: Samples per AAC-LC frame, and FFmpeg's native encoder delay (one frame of
+#: priming): packet ``m`` of an encode decodes to samples
+#: ``[(m - 1) * 1024, m * 1024)``.  The M4A's edit list hides the priming.
+AAC_FRAME_SAMPLES: Final = 1024
+AAC_DELAY: Final = 1024
+#: AAC frames per M4A fragment (4.0 s at 44.1 kHz, 3.67 s at 48 kHz).
+AAC_CHUNK_FRAMES: Final = 172
+AAC_PREROLL_FRAMES: Final = 4
+AAC_LOOKAHEAD_FRAMES: Final = 2
+#: An M4A fragment's payload budget: the nominal bytes of its frames at the
+#: rendition's bit rate times this (FFmpeg's AAC rate control holds a 4 s run
+#: within about 2 % of its target), plus :data:`AAC_BUDGET_SLACK` bytes.
+#: The unused rest of the budget is a ``free`` box, so every fragment of a
+#: rendition has the same size.
+AAC_BUDGET_PERCENT: Final = 105
+AAC_BUDGET_SLACK: Final = 64
+#: ``free`` box header bytes closing every M4A fragment.
+FREE_BOX_HEADER: Final = 8
+#: MPEG-4 sampling frequency indices of the AAC rates.
+_AAC_RATE_INDEX: Final = {48000: 3, 44100: 4}
+
 #: Serial number of every Ogg stream we write (one logical stream per file).
 OGG_SERIAL: Final = 0x73747276  # "strv"
 OPUS_VENDOR: Final = "streamsrv"
@@ -139,6 +166,8 @@ class Rendition:
     :param gain_mdb: gain applied before encoding, in thousandths of a dB
         (ReplayGain, already limited so the track's peak does not clip);
         ``0`` leaves the audio as it is.
+    :param container: AAC only: ``m4a`` (fragmented MP4, the default:
+        progressive) or ``adts``; ``None`` for the other formats.
     """
 
     format: str
@@ -147,10 +176,18 @@ class Rendition:
     channels: int | None = None
     start_ms: int = 0
     gain_mdb: int = 0
+    container: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        if self.format == AAC:
+            if self.container is None:
+                object.__setattr__(self, "container", M4A)
+            elif self.container not in AAC_CONTAINERS:
+                raise ValueError(f"aac container must be one of {', '.join(AAC_CONTAINERS)}")
+        elif self.container is not None:
+            raise ValueError("container applies to aac only")
         kbps = self.bitrate_kbps
         if kbps is None:
             kbps = DEFAULT_BITRATES[self.format]
@@ -190,9 +227,14 @@ class Rendition:
 
     @classmethod
     def from_query(
-        cls, format: str, bitrate: str | None = None, t: str | None = None, channels: str | None = None
+        cls,
+        format: str,
+        bitrate: str | None = None,
+        t: str | None = None,
+        channels: str | None = None,
+        container: str | None = None,
     ) -> Rendition:
-        """Build from query parameter values (``format``, ``bitrate`` kb/s, ``t`` seconds).
+        """Build from query parameter values (``format``, ``bitrate`` kb/s, ``t`` seconds, ``container``).
 
         :raises ValueError: for anything malformed or out of range (a 400).
         """
@@ -215,12 +257,12 @@ class Rendition:
             if channels not in ("1", "2"):
                 raise ValueError("channels must be 1 or 2")
             count = int(channels)
-        return cls(format, kbps, None, count, start_ms)
+        return cls(format, kbps, None, count, start_ms, container=container)
 
     @property
     def progressive(self) -> bool:
         """Whether the layout is known before encoding (ranges from the first request)."""
-        return self.format in PROGRESSIVE
+        return self.format in PROGRESSIVE and self.container != ADTS
 
     @property
     def needs_hq(self) -> bool:
@@ -230,12 +272,14 @@ class Rendition:
     @property
     def content_type(self) -> str:
         """The ``Content-Type`` of the rendition."""
-        return CONTENT_TYPES[self.format]
+        return CONTENT_TYPES[ADTS if self.container == ADTS else self.format]
 
     @property
     def suffix(self) -> str:
         """The file extension for the artifact cache and ``Content-Disposition``."""
-        return {MP3: ".mp3", AAC: ".aac", OPUS: ".opus", FLAC: ".flac"}[self.format]
+        if self.format == AAC:
+            return ".aac" if self.container == ADTS else ".m4a"
+        return {MP3: ".mp3", OPUS: ".opus", FLAC: ".flac"}[self.format]
 
     def resolved(self, source_rate: int) -> Rendition:
         """This rendition with its sample rate chosen for a source at ``source_rate``.
@@ -273,6 +317,7 @@ class Rendition:
             "gain_mdb": self.gain_mdb,
             "layout_version": LAYOUT_VERSION,
             **({"encoder": lame.backend()} if self.format == MP3 else {}),
+            **({"container": self.container} if self.container is not None else {}),
         }
 
 
@@ -491,6 +536,8 @@ class Layout:
             return mp3_info_frame(
                 r.bitrate_kbps, r.sample_rate, r.channels, self.packets, self.total_length, padding
             )
+        if r.format == AAC:
+            return self._m4a_header()
         head = ogg.page(
             [ogg.opus_head(r.channels, OPUS_PRE_SKIP, self.source_rate)],
             serial=OGG_SERIAL,
@@ -501,6 +548,13 @@ class Layout:
         tags = ogg.page([ogg.opus_tags(OPUS_VENDOR)], serial=OGG_SERIAL, sequence=1, granule=0)
         return head + tags
 
+    def aac_budget(self, count: int) -> int:
+        """Payload bytes an M4A fragment of *count* AAC frames may carry (nominal size plus margin)."""
+        r = self.rendition
+        assert r.bitrate_kbps is not None and r.sample_rate is not None
+        nominal = count * AAC_FRAME_SAMPLES * r.bitrate_kbps * 1000 * AAC_BUDGET_PERCENT
+        return -(-nominal // (8 * 100 * r.sample_rate)) + AAC_BUDGET_SLACK
+
     def ogg_page_granule(self, page_index: int) -> int:
         """Granule position of data page ``page_index`` (the last one trims the padding)."""
         end_packet = min((page_index + 1) * OPUS_PAGE_PACKETS, self.packets)
@@ -508,10 +562,36 @@ class Layout:
             return OPUS_PRE_SKIP + self.frames
         return end_packet * OPUS_FRAME_SAMPLES
 
+    def _m4a_header(self) -> bytes:
+        """``ftyp`` + ``moov`` (edit list hiding the priming, ``mehd``) + a ``sidx`` of every fragment."""
+        r = self.rendition
+        assert r.sample_rate is not None and r.channels is not None and r.bitrate_kbps is not None
+        entry = fmp4.mp4a_sample_entry(
+            r.channels,
+            r.sample_rate,
+            r.bitrate_kbps * 1000,
+            aac_audio_specific_config(r.sample_rate, r.channels),
+        )
+        init = fmp4.init_segment(
+            r.sample_rate, entry, (self.frames, AAC_DELAY), fragment_duration=self.frames
+        )
+        # Durations on the presentation timeline (after the edit list): fragment
+        # i presents [first * 1024 - 1024, end * 1024 - 1024), clipped to
+        # [0, frames), so they add up to the exact duration players show.
+        references = []
+        for index in range(self.chunk_count):
+            first, end = self.chunk_packet_range(index)
+            start = min(max(first * AAC_FRAME_SAMPLES - AAC_DELAY, 0), self.frames)
+            stop = min(max(end * AAC_FRAME_SAMPLES - AAC_DELAY, 0), self.frames)
+            references.append((self.chunk_length(index), stop - start))
+        return init + fmp4.segment_index(r.sample_rate, 0, references)
+
     def _bytes_of(self, count: int, *, last: bool) -> int:
         """Bytes of the first ``count`` frames of a chunk."""
         if self.rendition.format == MP3:
             return sum(self.packet_sizes[:count])
+        if self.rendition.format == AAC:
+            return fmp4.fragment_length(count, self.aac_budget(count)) + FREE_BOX_HEADER
         size = self.packet_sizes[0]
         full_pages, rest = divmod(count, OPUS_PAGE_PACKETS)
         total = full_pages * ogg.page_size([size] * OPUS_PAGE_PACKETS)
@@ -524,10 +604,20 @@ class Layout:
             raise IndexError(f"chunk {index} of {self.chunk_count}")
 
 
+def aac_audio_specific_config(rate: int, channels: int) -> bytes:
+    """The AudioSpecificConfig of AAC-LC at *rate* (44.1 or 48 kHz) with *channels* (1 or 2).
+
+    Object type 2, the rate's index, the channel configuration, 1024-sample
+    frames: the two bytes iTunes writes (FFmpeg's encoder adds an explicit
+    "no SBR" sync extension, which plain AAC-LC does not need).
+    """
+    return struct.pack(">H", (2 << 11) | (_AAC_RATE_INDEX[rate] << 7) | (channels << 3))
+
+
 def layout_for(rendition: Rendition, source_frames: int, source_rate: int) -> Layout:
     """The byte layout of ``rendition`` of a source of ``source_frames`` samples at ``source_rate``.
 
-    :raises NotProgressive: for AAC and FLAC.
+    :raises NotProgressive: for ADTS AAC and FLAC.
     :raises ValueError: for a negative frame count or a rate below 1.
     """
     if not rendition.progressive:
@@ -548,6 +638,15 @@ def layout_for(rendition: Rendition, source_frames: int, source_rate: int) -> La
             r, source_frames, source_rate, frames, packets, MP3_FRAME_SAMPLES, MP3_DELAY,
             chunk, preroll, lookahead, header_length, sizes,
         )  # fmt: skip
+    if r.format == AAC:
+        # FFmpeg's count: the priming frame, then every frame the samples touch.
+        packets = -(-frames // AAC_FRAME_SAMPLES) + 1
+        draft = Layout(
+            r, source_frames, source_rate, frames, packets, AAC_FRAME_SAMPLES, AAC_DELAY,
+            AAC_CHUNK_FRAMES, AAC_PREROLL_FRAMES, AAC_LOOKAHEAD_FRAMES, 0, (),
+        )  # fmt: skip
+        # The header does not depend on header_length: measure it.
+        return replace(draft, header_length=len(draft.header()))
     packets = -(-(frames + OPUS_PRE_SKIP) // OPUS_FRAME_SAMPLES)
     packet = r.bitrate_kbps * 5 // 2
     head = 27 + 1 + 19
