@@ -64,3 +64,42 @@ class AutoTests(unittest.SynchronousTestCase):
         rendition = rendition_for(_request({b"format": [b"auto"]}, Downlink=downlink), measured)
         self.assertEqual(rendition.format, "opus")
         self.assertIn(rendition.bitrate_kbps, (32, 64, 96))
+
+
+#: User-Agent strings of the clients ``format=auto`` gives AAC (Apple's WebKit and AVFoundation) or not.
+SAFARI_MAC = (
+    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    b"Version/17.5 Safari/605.1.15"
+)
+CHROME_IOS = (
+    b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    b"CriOS/126.0 Mobile/15E148 Safari/604.1"
+)
+CORE_MEDIA = b"AppleCoreMedia/1.0.0.21F79 (iPhone; U; CPU OS 17_5 like Mac OS X; en_us)"
+CHROME_MAC = (
+    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    b"Chrome/126.0.0.0 Safari/537.36"
+)
+FIREFOX = b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+class AutoClientTests(unittest.SynchronousTestCase):
+    """``format=auto`` also reads ``ECT`` and, for Apple's players, chooses AAC in M4A."""
+
+    def test_ect(self) -> None:
+        """The effective connection type caps the choice like a Downlink of that speed."""
+        for ect, kbps in ((b"slow-2g", 32), (b"2g", 32), (b"3g", 64), (b"4g", 96), (b"bogus", 96)):
+            self.assertEqual(rendition_for(_request({b"format": [b"auto"]}, ECT=ect)).bitrate_kbps, kbps, ect)
+
+    def test_apple_clients_get_aac(self) -> None:
+        """Safari on macOS, any browser on iOS and AVFoundation get AAC in M4A at 32/64/128 kb/s;
+        Chrome (which says "Safari" too) and Firefox keep Opus."""
+        for agent in (SAFARI_MAC, CHROME_IOS, CORE_MEDIA):
+            for headers, kbps in (({}, 128), ({"Downlink": b"0.5"}, 64), ({"Save_Data": b"on"}, 32)):
+                rendition = rendition_for(_request({b"format": [b"auto"]}, User_Agent=agent, **headers))
+                self.assertEqual(
+                    (rendition.format, rendition.container, rendition.bitrate_kbps), ("aac", "m4a", kbps)
+                )
+        for agent in (CHROME_MAC, FIREFOX, b""):
+            rendition = rendition_for(_request({b"format": [b"auto"]}, User_Agent=agent))
+            self.assertEqual((rendition.format, rendition.bitrate_kbps), ("opus", 96), agent)

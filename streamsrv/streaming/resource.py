@@ -24,7 +24,7 @@ import os
 import stat
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 from urllib.parse import quote
 
 from twisted.internet.defer import ensureDeferred
@@ -74,18 +74,20 @@ log = Logger()
 
 
 def rendition_for(request: Any, measured_mbps: float | None = None) -> Rendition:
-    """The rendition ``format``/``bitrate``/``t`` ask for; ``format=auto`` chooses for the connection.
+    """The rendition ``format``/``bitrate``/``t``/``channels``/``container`` ask for (``auto`` chooses).
 
-    ``auto`` picks Opus (the best quality per bit every current browser
-    plays) at a bitrate from ``Save-Data``, the ``Downlink`` hint (Mb/s) and
-    the throughput measured on this client's recent streams (the lower of the
-    two counts): 32 kb/s to save data or below 0.3 Mb/s, 64 below 1 Mb/s,
-    else 96 — all within every role's cap (``stream:hq`` starts above 192).
+    ``auto`` picks Opus (the best quality per bit) at a bitrate from
+    ``Save-Data``, the ``Downlink`` (Mb/s) and ``ECT`` hints and the
+    throughput measured on this client's recent streams (the slowest counts):
+    32 kb/s to save data or below 0.3 Mb/s, 64 below 1 Mb/s, else 96 — all
+    within every role's cap (``stream:hq`` starts above 192).  Apple's
+    WebKit on iOS and Safari on macOS (and AVFoundation players) are given
+    AAC in M4A instead, at 32, 64 or 128 kb/s: they do not all play Ogg Opus.
 
     :raise ApiError: ``BAD_REQUEST`` for a missing, repeated or invalid parameter.
     """
     values: dict[str, str | None] = {}
-    for name in ("format", "bitrate", "t"):
+    for name in ("format", "bitrate", "t", "container", "channels"):
         given = request.args.get(name.encode("ascii"))
         if given is not None and len(given) != 1:
             raise ApiError("BAD_REQUEST", f"{name} may be given once.")
@@ -94,13 +96,36 @@ def rendition_for(request: Any, measured_mbps: float | None = None) -> Rendition
     if fmt is None:
         raise ApiError("BAD_REQUEST", "format is required with bitrate or t (mp3, aac, opus, flac or auto).")
     if fmt == "auto":
-        fmt = "opus"
+        aac = _plays_no_ogg(request)
+        fmt = "aac" if aac else "opus"
         if values["bitrate"] is None:
-            values["bitrate"] = str(_auto_bitrate(request, measured_mbps))
+            kbps = _auto_bitrate(request, measured_mbps)
+            values["bitrate"] = str(AUTO_AAC_KBPS[kbps] if aac else kbps)
     try:
-        return Rendition.from_query(fmt, values["bitrate"], values["t"])
+        return Rendition.from_query(
+            fmt, values["bitrate"], values["t"], values["channels"], container=values["container"]
+        )
     except ValueError as e:
         raise ApiError("BAD_REQUEST", str(e)) from None
+
+
+#: ``format=auto`` for clients given AAC: the AAC kb/s standing in for each Opus choice.
+AUTO_AAC_KBPS: Final = {32: 32, 64: 64, 96: 128}
+
+#: The ``ECT`` (effective connection type) Client Hint, as the Mb/s it stands for at most.
+_ECT_MBPS: Final = {b"slow-2g": 0.05, b"2g": 0.25, b"3g": 0.7}
+
+#: ``Vary`` of a ``format=auto`` response: what the choice was made from.
+AUTO_VARY: Final = b"Save-Data, Downlink, ECT, User-Agent"
+
+
+def _plays_no_ogg(request: Any) -> bool:
+    """Whether the client is WebKit on iOS, Safari on macOS or AVFoundation (Ogg Opus is not sure there)."""
+    agent = request.getHeader(b"user-agent") or b""
+    if b"AppleCoreMedia" in agent or any(device in agent for device in (b"iPhone", b"iPad", b"iPod")):
+        return True
+    others = (b"Chrome", b"Chromium", b"Edg", b"OPR", b"Firefox")
+    return b"Safari" in agent and b"Version/" in agent and not any(name in agent for name in others)
 
 
 def _auto_bitrate(request: Any, measured_mbps: float | None) -> int:
@@ -112,6 +137,9 @@ def _auto_bitrate(request: Any, measured_mbps: float | None) -> int:
         downlink = 10.0
     if not downlink >= 0:  # NaN
         downlink = 10.0
+    ect = _ECT_MBPS.get((request.getHeader(b"ect") or b"").strip().lower())
+    if ect is not None:
+        downlink = min(downlink, ect)
     if measured_mbps is not None:
         downlink = min(downlink, measured_mbps)
     if downlink < 0.3:
@@ -280,6 +308,11 @@ class StreamResource(Resource):
         rendition = rendition_for(
             request, self._throughput.estimate_mbps(request.client_ip, self._clock.seconds())
         )
+        if request.args.get(b"format") == [b"auto"]:
+            # The same URL gives another rendition to another client: say on what.
+            vary = request.responseHeaders.getRawHeaders(b"vary", [])  # CORS may have set Origin
+            request.responseHeaders.setRawHeaders(b"vary", [b", ".join([*vary, AUTO_VARY])])
+            request.setHeader(b"accept-ch", b"Downlink, ECT, Save-Data")
         if rendition.needs_hq:
             self._guard.require(request, admission, "stream:hq")
         track, path, _fmt = self._resolve(request)

@@ -82,9 +82,18 @@ def openapi_document() -> dict[str, Any]:
                 "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
             },
             "/stream/{path}": {
-                "parameters": [_track_param()],
+                "parameters": [
+                    _track_param(),
+                    _query("format", "transcode to mp3, aac, opus, flac, or auto (chosen for this client)"),
+                    _query("bitrate", "kb/s of the transcode (mp3 192, aac 128, opus 96 by default)"),
+                    _query("container", "aac only: m4a (fragmented MP4, the default) or adts"),
+                    _query("channels", "1 (downmix) or 2; default stereo, mono at low bit rates"),
+                    _query("t", "start offset in seconds (the rendition is the audio from there)"),
+                    _query("replaygain", "track or album: apply the catalog's gain before encoding"),
+                    _query("download", "1: Content-Disposition attachment (stream:download)"),
+                ],
                 "get": {
-                    "summary": "The original audio file, with byte ranges",
+                    "summary": "The original audio file or a transcode of it, with byte ranges",
                     "responses": stream_responses,
                 },
                 "head": {"summary": "Headers of GET", "responses": stream_responses},
