@@ -2,11 +2,13 @@
 
 Writes a synthetic stereo 44.1 kHz FLAC source (tones, a chirp and some
 noise, so the psychoacoustic models have work to do) into a temp dir, then
-for MP3 192 kb/s and Opus 96 kb/s measures, as medians over ``--runs``:
+for MP3 192 kb/s, Opus 96 kb/s and AAC 128 kb/s in M4A measures, as medians
+over ``--runs``:
 
 - ``encode_full`` (chunked, one process, one thread) against ``ffmpeg
-  -threads 1`` with the same codec, bit rate and CBR settings, in times
-  realtime, and their ratio (goal: >= 0.9);
+  -threads 1`` with the same codec, bit rate and CBR settings (AAC: FFmpeg's
+  native encoder into a plain ``.m4a``), in times realtime, and their ratio
+  (goal: >= 0.9);
 - ``ffmpeg`` with LAME's default settings too (bit reservoir on), for reference;
 - the first-byte latency of a cold rendition: ``encode_range`` for bytes
   0-65535 with the source already probed, and with ``probe_source`` first.
@@ -46,6 +48,7 @@ FIRST_BYTES = 65536
 CASES = (
     ("mp3 192k", Rendition("mp3", 192), ["-c:a", "libmp3lame", "-b:a", "192k", "-reservoir", "0"], ".mp3"),
     ("opus 96k", Rendition("opus", 96), ["-c:a", "libopus", "-b:a", "96k", "-vbr", "off"], ".opus"),
+    ("aac 128k m4a", Rendition("aac", 128), ["-c:a", "aac", "-b:a", "128k"], ".m4a"),
 )
 REFERENCE = {"mp3 192k": ["-c:a", "libmp3lame", "-b:a", "192k"]}
 

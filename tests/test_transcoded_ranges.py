@@ -342,17 +342,18 @@ class TranscodedRangesTests(unittest.TestCase):
         return layout_for(rendition, source.frames, source.sample_rate)
 
     async def check_never_seen(self, fmt: str, kbps: int, content_type: str) -> None:
-        """Ranges over the header and chunk 0, chunk 0 again, and chunk 2: two encodes, right bytes."""
+        """Ranges over the header and chunk 0, chunk 0 again, and the last full chunk: two
+        encodes (the chunks between and after are not encoded), right bytes."""
         layout = self.layout(fmt, kbps)
-        self.assertGreaterEqual(layout.chunk_count, 4)
-        c0, c2 = layout.chunk_offset(0), layout.chunk_offset(2)
+        self.assertGreaterEqual(layout.chunk_count, 3)
+        c0, c2 = layout.chunk_offset(0), layout.chunk_offset(layout.chunk_count - 2)
         spans = [(5, c0 + 99), (c0 + 1000, c0 + 1999), (c2 + 10, c2 + 5009)]
         header = "bytes=" + ",".join(f"{a}-{b}" for a, b in spans)
         code, headers, body = await self.get(self.url(f"format={fmt}&bitrate={kbps}"), Range=header)
         self.assertEqual(code, 206, body[:300])
         self.assertIsNone(headers.getRawHeaders(b"content-range"))
         parts = self.parts(headers, body)
-        self.assertEqual(self.chunks_encoded(), 2)  # chunks 0 and 2; chunk 0 once for two ranges
+        self.assertEqual(self.chunks_encoded(), 2)  # chunk 0 once for two ranges, and the other
         code, _, finished = await self.get(self.url(f"format={fmt}&bitrate={kbps}"))
         self.assertEqual((code, len(finished)), (200, layout.total_length))
         expected = [
