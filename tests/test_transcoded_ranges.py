@@ -432,11 +432,13 @@ class TranscodedRangesTests(unittest.TestCase):
         self.assertEqual((code, len(self.parts(headers, body))), (206, 16))
 
     async def test_head(self) -> None:
-        """HEAD with several ranges: the GET's status and headers, no body, nothing encoded."""
+        """HEAD with several ranges: the GET's status and headers, no body, nothing encoded;
+        counted in the audit trail as ``head``."""
         query = self.url("format=mp3&bitrate=96")
         code, head, body, _ = await self.raw("HEAD", query, Range="bytes=0-9,100000-100009")
         self.assertEqual((code, body, self.chunks_encoded()), (206, b"", 0))
         self.assertTrue(head["content-type"].startswith("multipart/byteranges; boundary="))
+        self.assertIn(b'streamsrv_file_access_total{outcome="head"} 1.0', self.built.metrics.render())
         code, got, body, _ = await self.raw("GET", query, Range="bytes=0-9,100000-100009")
         self.assertEqual((code, int(got["content-length"])), (206, len(body)))
         for name in ("date", "x-request-id", "content-type"):  # the boundary is new every time

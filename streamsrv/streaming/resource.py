@@ -336,7 +336,7 @@ class StreamResource(Resource):
             except Exception:
                 log.failure("stream: the delivery observer failed")
 
-        return await self._transcodes.answer(
+        body = await self._transcodes.answer(
             request,
             track=track,
             path=path,
@@ -346,6 +346,11 @@ class StreamResource(Resource):
             framing=functools.partial(self._framing, request),
             on_end=on_end,
         )
+        if body is not server.NOT_DONE_YET and request.method == b"HEAD":
+            # No body, so no on_end: HEAD is in the audit trail as for originals.
+            range_header = request.getHeader(b"range")
+            file_access(request, track=track, outcome="head", sent=0, range_header=range_header)
+        return body
 
     def _open(self, path: Path) -> tuple[IO[bytes], os.stat_result]:
         try:
