@@ -304,6 +304,7 @@ def load_settings(
     settings = _build(reader, env_file_path)
     if settings.is_production:
         problems.extend(_production_problems(settings, reader.refused))
+    problems.extend(_workers_problems(settings))
     if problems:
         raise ConfigError(problems)
     return settings
@@ -1089,6 +1090,31 @@ def _decode_secret(secret: str) -> bytes:
 
 
 # --- production -------------------------------------------------------------
+
+
+def _workers_problems(settings: Settings) -> list[str]:
+    """
+    Listeners that worker processes cannot share, when ``STREAMSRV_WORKERS`` > 1.
+
+    A UNIX socket adopted by several processes would be re-permissioned by
+    each and unlinked by the first to stop, so ``unix:`` (and systemd's
+    ``domain=UNIX``) need a single process.
+
+    :param settings: Settings as read (a refused listen list is the default one).
+    :return: The problems, possibly none.
+    """
+    if settings.workers <= 1:
+        return []
+    problems: list[str] = []
+    for description in settings.listen:
+        kind, _positional, keywords = _endpoint_arguments(description)
+        if kind == "unix" or (kind == "systemd" and keywords.get("domain") == "UNIX"):
+            problems.append(
+                f"STREAMSRV_WORKERS: {settings.workers} worker processes cannot share "
+                f"{_echo(description)} (UNIX sockets need STREAMSRV_WORKERS=1; use a tcp: "
+                "listener on loopback instead)"
+            )
+    return problems
 
 
 def _production_problems(settings: Settings, refused: set[str]) -> list[str]:

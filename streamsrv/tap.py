@@ -5,16 +5,24 @@ This is the composition root and holds wiring only: it loads the settings,
 builds each part with the part's own factory, and puts them in one
 :class:`~streamsrv.service.RootService` in start order.  Invalid
 configuration ends the process with status 1 before any port is bound.
+
+With ``STREAMSRV_WORKERS`` > 1, :func:`makeService` builds the supervisor of
+that many worker processes instead (:mod:`streamsrv.processes`), after doing
+what must happen once per host; each worker builds the daemon with
+:func:`makeWorkerService` on the sockets the supervisor bound.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from prometheus_client import Info
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
@@ -35,7 +43,7 @@ from streamsrv.audio.metadata import read_metadata
 from streamsrv.audio.probe import DurationCache
 from streamsrv.audio.watcher import CatalogService
 from streamsrv.audio.workers import WorkerPool
-from streamsrv.auth.devcredentials import DevCredentials, signing_material
+from streamsrv.auth.devcredentials import DevCredentials, SigningMaterial, signing_material
 from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwks import JwksCache
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
@@ -71,6 +79,22 @@ from streamsrv.logs import make_log_observer
 from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, RedisRateLimiter
+from streamsrv.processes import (
+    STOP_MARGIN_S,
+    EventRelay,
+    PassthroughRelay,
+    WorkerLabelledRegistry,
+    WorkerRole,
+    WorkerSupervisor,
+    adopted_endpoint,
+    available_cpus,
+    identify_worker,
+    plugin_arguments,
+    pool_size,
+    worker_command,
+    worker_environment,
+    worker_log_observer,
+)
 from streamsrv.redisconn import RedisService
 from streamsrv.service import RootService
 from streamsrv.streaming.resource import StreamResource
@@ -179,11 +203,18 @@ def _log_observer(config: Options, settings: Settings) -> ILogObserver | None:
     return make_log_observer(settings.log_format, settings.log_level, sys.stdout)
 
 
-def _media_root(settings: Settings) -> Path:
+def _media_root(settings: Settings, announce: bool = True) -> Path:
+    """The media root: the configured one, or the demo library (generated the first time).
+
+    :param announce: log a few commands to try the demo library (once per
+        host: the supervisor does, its workers do not).
+    """
     if settings.media_dir is not None:
         return settings.media_dir
     demo = settings.data_dir / "demo"
     tracks = ensure_demo_library(demo)
+    if not announce:
+        return demo
     base = _base_url(settings)
     log.info("serving the generated demo library ({count} tracks); try:", count=len(tracks))
     for track in tracks[:3]:
@@ -205,23 +236,33 @@ class _Auth:
     redis: RedisService | None
 
 
-def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: Metrics) -> _Auth:
-    """Credentials (configured, or generated for development), limits and the guard."""
+def _roles(settings: Settings) -> dict[str, frozenset[str]]:
+    """The roles file's roles (exit 1, saying why, when it is invalid)."""
     try:
-        roles = load_roles(settings.roles_file)
+        return load_roles(settings.roles_file)
     except ValueError as e:
         print(f"streamsrv: STREAMSRV_ROLES_FILE: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    material = signing_material(settings)
-    jwt_secret, url_keys, dev = material.jwt_secret, material.url_keys, material.dev
-    private_pem = material.private_key_pem
-    issuer = TokenIssuer(
-        secret=jwt_secret,
-        private_key_pem=private_pem,
+
+
+def _issuer(settings: Settings, material: SigningMaterial, reactor: Any) -> TokenIssuer:
+    """The token issuer of the configured (or generated development) signing key."""
+    return TokenIssuer(
+        secret=material.jwt_secret,
+        private_key_pem=material.private_key_pem,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         clock=reactor,
     )
+
+
+def _auth(settings: Settings, reactor: Any, root_service: RootService, metrics: Metrics) -> _Auth:
+    """Credentials (configured, or generated for development), limits and the guard."""
+    roles = _roles(settings)
+    material = signing_material(settings)
+    jwt_secret, url_keys, dev = material.jwt_secret, material.url_keys, material.dev
+    private_pem = material.private_key_pem
+    issuer = _issuer(settings, material, reactor)
     public_pem = settings.jwt_public_key_file.read_bytes() if settings.jwt_public_key_file else None
     if public_pem is None and private_pem is not None:
         public_pem = issuer.public_key_pem
@@ -291,12 +332,16 @@ def _realtime(
     auth: _Auth,
     metrics: Metrics,
     checks: HealthChecks,
+    retention: bool = True,
 ) -> tuple[AnalyticsStore, SessionTracker, Any, EventSocketFactory]:
     """Analytics (store, retention, sessions), the event hub and the WebSocket factory.
 
     Start order is stop order reversed: the store starts first so it stops
     last and its final flush holds the sessions the tracker closes on stop;
     the hub starts before the sockets so they close before it goes.
+
+    :param retention: run the retention purge here (one process per host
+        does: the only one, or worker 0).
     """
     try:
         store = make_analytics_store(settings.analytics_dsn, settings.data_dir, reactor)
@@ -304,7 +349,8 @@ def _realtime(
         print(f"streamsrv: STREAMSRV_ANALYTICS_DSN: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     store.setServiceParent(root_service)
-    AnalyticsRetention(store, reactor, settings.analytics_retention_days).setServiceParent(root_service)
+    if retention:
+        AnalyticsRetention(store, reactor, settings.analytics_retention_days).setServiceParent(root_service)
     metrics.registry.register(AnalyticsCollector(store.counters))
     checks.register("analytics", store.check)
 
@@ -325,7 +371,7 @@ def _realtime(
     sessions = SessionTracker(store, reactor, on_event=session_event)
     sessions.setServiceParent(root_service)
 
-    def on_playback(principal: Principal, kind: str, data: dict[str, Any]) -> str | None:
+    def on_playback(principal: Principal, kind: str, data: Mapping[str, Any]) -> str | None:
         outcome = sessions.on_playback_report(principal.sub, {"type": f"playback.{kind}", **data})
         if not outcome.ok:
             return outcome.message or "The report was refused."
@@ -422,17 +468,24 @@ def _listening(sessions: SessionTracker) -> Any:
     return delivered
 
 
-def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path, reactor: Any) -> None:
+def _announce_dev_credentials(
+    dev: DevCredentials | None,
+    issuer: TokenIssuer,
+    url_keys: tuple[SigningKey, ...],
+    settings: Settings,
+    media_root: Path,
+    reactor: Any,
+) -> None:
     """Print a ready token and signed URL for trying a development server.
 
     Printed to stderr, not logged: the log redacts credentials (and may be
     shipped elsewhere) and stdout carries JSON logs, while these are meant
     to be read and copied by a person.
     """
-    if auth.dev is None:
+    if dev is None:
         return
     base = _base_url(settings)
-    token = auth.issuer.issue(sub="dev-admin", roles=["admin"], ttl_s=7 * 24 * 3600)
+    token = issuer.issue(sub="dev-admin", roles=["admin"], ttl_s=7 * 24 * 3600)
     lines = [
         "streamsrv development credentials (generated, kept in the data dir; never used in production):",
         f"  admin token, valid 7 days:  curl -H 'Authorization: Bearer {token}' {base}/health/detailed",
@@ -440,7 +493,7 @@ def _announce_dev_credentials(auth: _Auth, settings: Settings, media_root: Path,
     track = next((p for p in sorted(media_root.rglob("*")) if audio_format_for(p) is not None), None)
     if track is not None:
         path = "/stream/" + track.relative_to(media_root).as_posix()
-        url = sign_url(base, path, keys=auth.url_keys, expires=int(reactor.seconds()) + 24 * 3600)
+        url = sign_url(base, path, keys=url_keys, expires=int(reactor.seconds()) + 24 * 3600)
         lines.append(f"  signed URL, valid 24 h:     curl -o /dev/null -D - '{url}'")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
@@ -453,25 +506,122 @@ def _base_url(settings: Settings) -> str:
 
 
 def makeService(config: Options, reactor: Any = None) -> RootService:
-    """Build the whole daemon from *config* (and the environment)."""
+    """Build the whole daemon from *config* (and the environment).
+
+    With ``STREAMSRV_WORKERS`` > 1 this is the supervisor of the worker
+    processes (which do the serving); otherwise the daemon itself.
+    """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     settings = _load(config)
+    _make_data_dir(settings)
+    if settings.workers > 1:
+        return _supervisor(config, settings, reactor)
+    root_service = RootService(_log_observer(config, settings))
+    log.info("streamsrv {version} starting ({env} profile)", version=__version__, env=settings.env)
+    _daemon(root_service, settings, reactor, worker=None)
+    return root_service
+
+
+def makeWorkerService(config: Options, worker: WorkerRole, reactor: Any) -> RootService:
+    """Build the daemon of one worker process, listening on the sockets it inherited.
+
+    The same service tree as :func:`makeService` builds for one process,
+    except what the supervisor or worker 0 already does for the whole host
+    (see docs/modules/processes.md).  Its ``log_observer`` writes lines with
+    the worker's index, for the supervisor to relay.
+    """
+    settings = _load(config)
+    _make_data_dir(settings)
+    if len(worker.listen_fds) != len(settings.listen):
+        print(
+            f"streamsrv worker {worker.index}: {len(worker.listen_fds)} sockets inherited "
+            f"for {len(settings.listen)} listen endpoints",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    observer = worker_log_observer(settings.log_format, settings.log_level, sys.stdout, worker.index)
+    root_service = RootService(observer)
+    log.info(
+        "streamsrv {version} worker {worker} of {count} starting (pid {pid}, {env} profile)",
+        version=__version__,
+        worker=worker.index,
+        count=worker.count,
+        pid=os.getpid(),
+        env=settings.env,
+    )
+    _daemon(root_service, settings, reactor, worker=worker)
+    return root_service
+
+
+def _make_data_dir(settings: Settings) -> None:
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         print(f"streamsrv: STREAMSRV_DATA_DIR: cannot create it ({e.strerror})", file=sys.stderr)
         raise SystemExit(1) from None
 
-    root_service = RootService(_log_observer(config, settings))
-    log.info("streamsrv {version} starting ({env} profile)", version=__version__, env=settings.env)
-    media_root = _media_root(settings)
 
-    metrics = Metrics()
+def _supervisor(config: Options, settings: Settings, reactor: Any) -> RootService:
+    """The supervisor of ``STREAMSRV_WORKERS`` worker processes, after the once-per-host work.
+
+    What a worker would otherwise do N times, or race to do, happens here,
+    before any worker starts: checking the roles file (a worker that cannot
+    start would only be restarted), generating the demo library and the
+    development credentials (N generated secrets would disagree), and
+    printing how to try them.
+    """
+    observer = _log_observer(config, settings)
+    root_service = RootService(observer)
+    log.info(
+        "streamsrv {version} starting ({env} profile) with {workers} worker processes",
+        version=__version__,
+        env=settings.env,
+        workers=settings.workers,
+    )
+    _roles(settings)
+    media_root = _media_root(settings)
+    material = signing_material(settings)
+    _announce_dev_credentials(
+        material.dev, _issuer(settings, material, reactor), material.url_keys, settings, media_root, reactor
+    )
+    # Foreground with our observer: workers write finished lines, passed on as they are.
+    # Through twistd's observer: workers write JSON, turned back into events here.
+    relay: Any = PassthroughRelay(sys.stdout, sys.stderr) if observer is not None else EventRelay()
+    plugin_args = plugin_arguments(
+        config.cli_values(), settings.listen, log_format=None if observer is not None else "json"
+    )
+    WorkerSupervisor(
+        reactor,
+        listen=settings.listen,
+        count=settings.workers,
+        command=lambda role: worker_command(role, plugin_args)[0],
+        environ=worker_environment(os.environ),
+        stop_timeout_s=settings.shutdown_grace_s + STOP_MARGIN_S,
+        relay=relay,
+    ).setServiceParent(root_service)
+    return root_service
+
+
+def _daemon(root_service: RootService, settings: Settings, reactor: Any, worker: WorkerRole | None) -> None:
+    """Fill *root_service* with every part of the daemon, in start order.
+
+    :param worker: ``None`` for the only process; a worker's role otherwise
+        (adopted sockets, per-host work only in worker 0, its index on
+        responses, metrics and logs).
+    """
+    media_root = _media_root(settings, announce=worker is None)
+
+    metrics = Metrics(registry=WorkerLabelledRegistry(worker.index) if worker is not None else None)
+    if worker is not None:
+        Info("streamsrv_worker", "This worker process", registry=metrics.registry).info(
+            {"pid": str(os.getpid()), "workers": str(worker.count)}
+        )
     auth = _auth(settings, reactor, root_service, metrics)
-    _announce_dev_credentials(auth, settings, media_root, reactor)
+    if worker is None:
+        _announce_dev_credentials(auth.dev, auth.issuer, auth.url_keys, settings, media_root, reactor)
     tracker = StreamTracker(reactor, settings.shutdown_grace_s, metrics)
     tracker.setServiceParent(root_service)
     lag = ReactorLagMonitor(reactor)
@@ -487,6 +637,8 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     # Warm workers for a real reactor; a test's memory reactor starts none until asked.
     pool = WorkerPool(
         _threads_reactor(reactor),
+        # N workers share the host's CPUs out between their pools.
+        size=pool_size(available_cpus(), worker.count) if worker is not None else None,
         preload=("streamsrv.audio.decode", "streamsrv.transcode.encode", "streamsrv.hls.segments"),
         eager=IReactorFromThreads.providedBy(reactor),
     )
@@ -513,8 +665,13 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         )
     )
 
-    analytics, sessions, hub, ws = _realtime(settings, reactor, root_service, auth, metrics, checks)
-    catalog.subscribe(_catalog_events(hub))
+    host_jobs = worker is None or worker.runs_host_jobs
+    analytics, sessions, hub, ws = _realtime(
+        settings, reactor, root_service, auth, metrics, checks, retention=host_jobs
+    )
+    # Every worker's catalog sees each change; through Redis one announcement reaches every worker.
+    if host_jobs or settings.redis_url is None:
+        catalog.subscribe(_catalog_events(hub))
 
     api = ApiApp(
         metrics=metrics,
@@ -572,10 +729,16 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxies,
     )
-    for description in settings.listen:
-        listener = StreamServerEndpointService(serverFromString(reactor, description), site)
+    if worker is not None:
+        identify_worker(site, worker.index)
+    for n, description in enumerate(settings.listen):
+        endpoint = (
+            serverFromString(reactor, description)
+            if worker is None
+            else adopted_endpoint(reactor, description, worker.listen_fds[n])
+        )
+        listener = StreamServerEndpointService(endpoint, site)
         listener._raiseSynchronously = True
         listener.setServiceParent(root_service)
 
     _Readiness(api).setServiceParent(root_service)
-    return root_service
