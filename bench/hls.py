@@ -1,4 +1,4 @@
-"""HLS: first segment of a cold track, and whole-track encode speed against ``ffmpeg -f hls``.
+"""HLS: first segment of a cold track, and whole-track encode cost against ``ffmpeg -f hls``.
 
 Writes a synthetic stereo 44.1 kHz FLAC source (the same music-like signal
 as ``bench/transcode.py``) into a temp dir, then measures, as medians over
@@ -12,11 +12,30 @@ as ``bench/transcode.py``) into a temp dir, then measures, as medians over
   (what a player does before its first sample), and the segment request alone;
 - **first segment, in the worker**: ``probe_track`` + ``encode_segment(…, 0)``
   in this process (the pool's share of the above);
-- **whole track**: every 128 kb/s segment encoded in turn in one process,
-  against ``ffmpeg -threads 1 -c:a aac -b:a 128k -f hls -hls_segment_type
-  fmp4 -hls_time 6`` on the same file, in times realtime, and their ratio.
+- **whole track**, in interleaved rounds (so a busy neighbour slows both
+  sides of a round alike): every segment of ``--variant`` encoded in turn in
+  this process, ``ffmpeg -threads 1 -c:a aac -b:a 128k -f hls
+  -hls_segment_type fmp4 -hls_time 6`` on the same file, and one PyAV encoder
+  over the whole decoded track (what the segments would cost without a fresh
+  encoder per segment).  Each is timed in wall seconds and in CPU seconds
+  (this process's for ours, ``RUSAGE_CHILDREN`` for ffmpeg): the CPU figures
+  are the ones to compare on a shared machine.  Ratios are medians of the
+  per-round ratios (> 1: ours is faster);
+- **bit rates**: the largest full segment's rate and the whole rendition's
+  average, container included, against the playlist's ``BANDWIDTH`` and
+  ``AVERAGE-BANDWIDTH``.
 
-    .venv/bin/python bench/hls.py [--seconds 120] [--runs 5] [--json OUT]
+``--quality`` measures instead, for every AAC rung, how the segments decode
+against the source, beside one continuous encode and beside the rejected
+*silence warm-up* (one frame of digital silence fed before each segment's
+pre-roll: lambda jumps to its ceiling, and the segment runs in a long-running
+encoder's regime): SNR over the whole track and within 4096 samples of every
+segment boundary, the log-spectral distance below 8 kHz (dB, lower is better),
+CPU seconds, and the bit rates against the declared ones.  ``--source FILE``
+uses a file of yours instead of the synthetic signal.
+
+    .venv/bin/python bench/hls.py [--seconds 120] [--runs 5] [--variant 128k] [--no-http] [--json OUT]
+    .venv/bin/python bench/hls.py --quality [--source FILE] [--seconds 60]
 
 ``ffmpeg`` is Debian's (FFmpeg 5.1); PyAV's wheel carries its own FFmpeg.
 """
@@ -25,8 +44,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,12 +55,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.transcode import _source
-from streamsrv.hls.segments import AAC_LADDER, encode_segment, probe_track
+from streamsrv.hls.playlists import bandwidth
+from streamsrv.hls.segments import (
+    AAC_FRAME,
+    AAC_LADDER,
+    AAC_LOOKAHEAD_FRAMES,
+    AAC_PREROLL_FRAMES,
+    AAC_PRIMING,
+    VARIANTS,
+    Track,
+    Variant,
+    _aac_encoder,
+    _float_frame,
+    _window,
+    encode_segment,
+    probe_track,
+)
 
-VARIANT = AAC_LADDER[2]  # 128k
+VARIANT = VARIANTS["128k"]
 
 
 def _worker_first_segment(source: str, runs: int) -> float:
@@ -52,34 +90,225 @@ def _worker_first_segment(source: str, runs: int) -> float:
     return statistics.median(times)
 
 
-def _whole_track(source: str, runs: int) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _segments(source: str, track: Track, variant: Variant) -> tuple[float, float, list[int]]:
+    """Wall and CPU seconds of every segment of *variant* encoded in turn, and their sizes."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    sizes = [len(encode_segment(source, variant, n, track)) for n in range(track.segment_count)]
+    return time.perf_counter() - wall, time.process_time() - cpu, sizes
+
+
+def _continuous(source: str, track: Track, variant: Variant) -> tuple[float, float]:
+    """Wall and CPU seconds of one encoder over the whole track (decode included), as ffmpeg does."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    frames = -(-track.samples // AAC_FRAME)
+    samples = _window(source, track, 0, frames * AAC_FRAME, track.sample_rate, 2)
+    context = _aac_encoder(track, variant)
+    list(context.encode(_float_frame(samples, context, 0)))
+    list(context.encode(None))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _ffmpeg_hls(ffmpeg: str, source: str, out: Path, variant: Variant) -> tuple[float, float]:
+    """Wall and CPU seconds of ``ffmpeg -f hls`` (fMP4, 6 s) on *source*, single-threaded."""
+    out.mkdir()
+    command = [
+        ffmpeg, "-nostdin", "-v", "error", "-y", "-threads", "1", "-i", source, "-c:a", "aac",
+        "-b:a", f"{variant.bitrate_kbps}k", "-f", "hls", "-hls_segment_type", "fmp4", "-hls_time", "6",
+        "-hls_playlist_type", "vod", str(out / "index.m3u8"),
+    ]  # fmt: skip
+    wall, cpu = time.perf_counter(), _children_cpu()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - wall, _children_cpu() - cpu
+
+
+def _whole_track(source: str, directory: Path, runs: int, variant: Variant, seconds: float) -> dict[str, Any]:
+    """Interleaved rounds of ours, ffmpeg's and one continuous PyAV encode: speeds, ratios, bit rates."""
     track = probe_track(source)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        for n in range(track.segment_count):
-            encode_segment(source, VARIANT, n, track)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def _ffmpeg_hls(source: str, directory: Path, runs: int) -> float | None:
     ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        return None
-    times = []
+    ours: list[tuple[float, float]] = []
+    theirs: list[tuple[float, float]] = []
+    continuous: list[tuple[float, float]] = []
+    sizes: list[int] = []
     for run in range(runs):
-        out = directory / f"ff{run}"
-        out.mkdir()
-        command = [
-            ffmpeg, "-v", "error", "-y", "-threads", "1", "-i", source, "-c:a", "aac", "-b:a", "128k",
-            "-f", "hls", "-hls_segment_type", "fmp4", "-hls_time", "6", "-hls_playlist_type", "vod",
-            str(out / "index.m3u8"),
-        ]  # fmt: skip
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        wall, cpu, sizes = _segments(source, track, variant)
+        ours.append((wall, cpu))
+        continuous.append(_continuous(source, track, variant))
+        if ffmpeg is not None:
+            theirs.append(_ffmpeg_hls(ffmpeg, source, directory / f"ff{run}", variant))
+    med = statistics.median
+    count = track.segment_count
+    report: dict[str, Any] = {
+        "segments": count,
+        "segments_x_realtime": round(seconds / med(w for w, _ in ours), 1),
+        "segments_cpu_x_realtime": round(seconds / med(c for _, c in ours), 1),
+        "segments_per_cpu_s": round(count / med(c for _, c in ours), 1),
+        "continuous_cpu_x_realtime": round(seconds / med(c for _, c in continuous), 1),
+        "ratio_vs_continuous_cpu": round(med(k[1] / o[1] for k, o in zip(continuous, ours, strict=True)), 2),
+    }
+    if theirs:
+        report.update(
+            ffmpeg_hls_x_realtime=round(seconds / med(w for w, _ in theirs), 1),
+            ffmpeg_hls_cpu_x_realtime=round(seconds / med(c for _, c in theirs), 1),
+            ratio_vs_ffmpeg=round(med(t[0] / o[0] for t, o in zip(theirs, ours, strict=True)), 2),
+            ratio_vs_ffmpeg_cpu=round(med(t[1] / o[1] for t, o in zip(theirs, ours, strict=True)), 2),
+        )
+    durations = track.durations(variant)
+    spans = [track.segment_span(variant, n) for n in range(count)]
+    full = [
+        size * 8 * track.sample_rate / (end - start)
+        for size, (start, end) in zip(sizes, spans, strict=True)
+        if end - start == track.segment_samples
+    ]
+    declared = bandwidth(track, variant)
+    report.update(
+        peak_segment_kbps=round(max(full or [0.0]) / 1000, 1),
+        bandwidth_kbps=declared.peak / 1000,
+        average_kbps=round(sum(sizes) * 8 / sum(durations) / 1000, 1),
+        average_bandwidth_kbps=declared.average / 1000,
+    )
+    return report
+
+
+def _continuous_packets(samples: Any, track: Track, variant: Variant) -> tuple[list[bytes], bytes]:
+    """One encoder over the whole track: its packets (priming first) and its AudioSpecificConfig."""
+    context = _aac_encoder(track, variant)
+    packets = [bytes(p) for p in context.encode(_float_frame(samples, context, 0))]
+    packets += [bytes(p) for p in context.encode(None)]
+    return packets, bytes(context.extradata or b"")
+
+
+def _warmed_packets(samples: Any, track: Track, variant: Variant) -> list[list[bytes]]:
+    """Every segment's packets as ``_aac_samples`` makes them, after one frame of digital silence.
+
+    The rejected alternative, kept here to measure it: the silent frame drives
+    the rate control's lambda to its ceiling and the first real frames bring it
+    down to a long-running encoder's level.
+    """
+    frames_total = samples.shape[1] // AAC_FRAME
+    per = track.segment_frames
+    out = []
+    for n in range(track.segment_count):
+        first, end = n * per, min((n + 1) * per, frames_total)
+        wanted_first = 0 if n == 0 else first + 1
+        s0 = max(first - AAC_PREROLL_FRAMES, 0)
+        window_end = min(end + AAC_LOOKAHEAD_FRAMES, frames_total) * AAC_FRAME
+        window = np.concatenate(
+            [np.zeros((2, AAC_FRAME), np.float32), samples[:, s0 * AAC_FRAME : window_end]], axis=1
+        )
+        context = _aac_encoder(track, variant)
+        packets = [bytes(p) for p in context.encode(_float_frame(window, context, 0))]
+        packets += [bytes(p) for p in context.encode(None)]
+        out.append(packets[1 + wanted_first - s0 : 1 + end - s0 + 1])
+    return out
+
+
+def _payloads(segment: bytes) -> list[bytes]:
+    """The AAC frames of a media segment (``moof`` + ``mdat``), from its ``trun`` sample sizes."""
+    moof_size = struct.unpack(">I", segment[:4])[0]
+    at = segment.find(b"trun", 0, moof_size) + 4
+    flags = int.from_bytes(segment[at + 1 : at + 4], "big")
+    count = struct.unpack(">I", segment[at + 4 : at + 8])[0]
+    at += 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+    fields = sum(4 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+    sizes = []
+    for _ in range(count):
+        if not flags & 0x200:
+            raise ValueError("trun without sample sizes")
+        offset = at + (4 if flags & 0x100 else 0)
+        sizes.append(struct.unpack(">I", segment[offset : offset + 4])[0])
+        at += fields
+    data, payloads = segment[moof_size + 8 :], []
+    for size in sizes:
+        payloads.append(data[:size])
+        data = data[size:]
+    return payloads
+
+
+def _decode_aac(packets: list[bytes], config: bytes, rate: int) -> Any:
+    import av
+
+    decoder: Any = av.CodecContext.create("aac", "r")
+    decoder.extradata = config
+    chunks = [f.to_ndarray() for p in packets for f in decoder.decode(av.Packet(p))]
+    chunks += [f.to_ndarray() for f in decoder.decode(None)]
+    return np.concatenate(chunks, axis=1)[:, AAC_PRIMING:]
+
+
+def _snr_db(reference: Any, decoded: Any) -> float:
+    error = float(np.sum((reference - decoded) ** 2))
+    return 10 * float(np.log10(float(np.sum(reference**2)) / max(error, 1e-20)))
+
+
+def _lsd_db(reference: Any, decoded: Any, rate: int, fmax: float = 8000.0) -> float:
+    """Mean log-spectral distance below *fmax* (2048-point Hann frames, hop 1024), in dB."""
+    size, hop = 2048, 1024
+    window = np.hanning(size)
+    bins = int(fmax * size / rate)
+    frames = (reference.shape[1] - size) // hop
+    index = np.arange(size)[None, :] + hop * np.arange(frames)[:, None]
+    distances = []
+    for channel in range(reference.shape[0]):
+        a = np.abs(np.fft.rfft(reference[channel][index] * window, axis=1))[:, :bins] ** 2 + 1e-10
+        b = np.abs(np.fft.rfft(decoded[channel][index] * window, axis=1))[:, :bins] ** 2 + 1e-10
+        distances.append(np.sqrt(np.mean((10 * np.log10(a / b)) ** 2, axis=1)))
+    return float(np.mean(distances))
+
+
+def _quality(source: str) -> dict[str, Any]:
+    """Per rung: SNR, LSD, CPU and bit rates of the segments, one continuous encode, the silence warm-up."""
+    track = probe_track(source)
+    frames = -(-track.samples // AAC_FRAME)
+    samples = _window(source, track, 0, frames * AAC_FRAME, track.sample_rate, 2)
+    spans = [track.segment_span(AAC_LADDER[0], n) for n in range(track.segment_count)]
+    near = np.zeros(track.samples, bool)
+    for start, _ in spans[1:]:
+        near[max(start - 4096, 0) : start + 4096] = True
+    reference = samples[:, : track.samples]
+    report: dict[str, Any] = {"segments": track.segment_count}
+    for variant in AAC_LADDER:
+        declared = bandwidth(track, variant)
+        cpu = time.process_time()
+        segments = [encode_segment(source, variant, n, track) for n in range(track.segment_count)]
+        ours_cpu = time.process_time() - cpu
+        cpu = time.process_time()
+        continuous, config = _continuous_packets(samples, track, variant)
+        continuous_cpu = time.process_time() - cpu
+        cpu = time.process_time()
+        warmed = _warmed_packets(samples, track, variant)
+        warmed_cpu = time.process_time() - cpu
+        ours = [_payloads(segment) for segment in segments]
+        per = track.segment_frames
+        cut = [continuous[(0 if n == 0 else n * per + 1) : (n + 1) * per + 1] for n in range(len(spans))]
+        rows: dict[str, Any] = {}
+        for name, parts, seconds in (
+            ("segments", ours, ours_cpu),
+            ("continuous", cut, continuous_cpu),
+            ("silence_warmup", warmed, warmed_cpu),
+        ):
+            decoded = _decode_aac([p for part in parts for p in part], config, track.sample_rate)
+            decoded = decoded[:, : track.samples]
+            rates = [
+                sum(map(len, part)) * 8 * track.sample_rate / (end - start)
+                for part, (start, end) in zip(parts, spans, strict=True)
+                if end - start == track.segment_samples
+            ]
+            payload = sum(len(p) for part in parts for p in part)
+            rows[name] = {
+                "snr_db": round(_snr_db(reference, decoded), 2),
+                "snr_boundaries_db": round(_snr_db(reference[:, near], decoded[:, near]), 2),
+                "lsd8_db": round(_lsd_db(reference, decoded, track.sample_rate), 2),
+                "cpu_s": round(seconds, 2),
+                "peak_payload_kbps": round(max(rates or [0.0]) / 1000, 1),
+                "average_payload_kbps": round(payload * 8 * track.sample_rate / track.samples / 1000, 1),
+            }
+        rows["declared"] = {"bandwidth_kbps": declared.peak / 1000, "average_kbps": declared.average / 1000}
+        report[variant.name] = rows
+    return report
 
 
 def _http_first_segment(source: Path, directory: Path, runs: int) -> list[tuple[float, float]]:
@@ -160,24 +389,30 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP first-segment measure")
+    parser.add_argument("--quality", action="store_true", help="SNR, LSD and bit rates per rung instead")
+    parser.add_argument(
+        "--source", type=Path, default=None, help="a file to use instead of the synthetic one"
+    )
+    aac = sorted(name for name, v in VARIANTS.items() if not v.lossless)
+    parser.add_argument("--variant", choices=aac, default="128k", help="the rung timed whole (default 128k)")
     args = parser.parse_args()
+    variant = VARIANTS[args.variant]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        source = _source(directory, args.seconds)
-        report: dict[str, Any] = {"seconds": args.seconds, "runs": args.runs, "variant": VARIANT.name}
-        if not args.no_http:
+        source = _source(directory, args.seconds) if args.source is None else args.source.resolve()
+        report: dict[str, Any] = {"seconds": args.seconds, "runs": args.runs, "variant": variant.name}
+        if args.quality:
+            report = _quality(str(source))
+        elif not args.no_http:
             results = _http_first_segment(source, directory, args.runs)
             report["http_cold_master_init_segment_ms"] = round(
                 statistics.median(r[0] for r in results) * 1000, 1
             )
             report["http_cold_segment_ms"] = round(statistics.median(r[1] for r in results) * 1000, 1)
-        report["worker_first_segment_ms"] = round(_worker_first_segment(str(source), args.runs) * 1000, 1)
-        ours = _whole_track(str(source), args.runs)
-        report["segments_x_realtime"] = round(args.seconds / ours, 1)
-        theirs = _ffmpeg_hls(str(source), directory, args.runs)
-        if theirs is not None:
-            report["ffmpeg_hls_x_realtime"] = round(args.seconds / theirs, 1)
-            report["ratio_vs_ffmpeg"] = round(theirs / ours, 2)
+        if not args.quality:
+            report["worker_first_segment_ms"] = round(_worker_first_segment(str(source), args.runs) * 1000, 1)
+            seconds = probe_track(str(source)).duration_s
+            report.update(_whole_track(str(source), directory, args.runs, variant, seconds))
     print(json.dumps(report, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from twisted.trial import unittest
 
+from streamsrv.hls.playlists import bandwidth
 from streamsrv.hls.segments import (
     AAC_LADDER,
     AAC_PRIMING,
@@ -129,6 +130,26 @@ class SegmentTests(unittest.TestCase):
             self.assertLess(float(np.sqrt(np.mean(around**2))), 0.02, n)
             self.assertLess(float(np.max(np.abs(around))), 0.1, n)
         self.assertLess(float(np.sqrt(np.mean(error[:, 2048:-2048] ** 2))), 0.02)
+
+    def test_bit_rates_within_declared_bandwidth(self) -> None:
+        """Full segments of every AAC rung fit BANDWIDTH, the whole rendition AVERAGE-BANDWIDTH.
+
+        Container included, as a player measures them.  Fresh encoders run FFmpeg's
+        rate control from its initial state (see docs/performance.md, HLS): this pins
+        the rates that regime gives, so a change of encoder settings that pushes a
+        rung past its declared bounds fails here.
+        """
+        track = self.track
+        for variant in AAC_LADDER:
+            declared = bandwidth(track, variant)
+            total = 0
+            for n in range(track.segment_count):
+                size = len(encode_segment(self.source, variant, n, track))
+                total += size
+                start, end = track.segment_span(variant, n)
+                if end - start == track.segment_samples:
+                    self.assertLessEqual(size * 8 * RATE / (end - start), declared.peak, (variant.name, n))
+            self.assertLessEqual(total * 8 * RATE / track.samples, declared.average, variant.name)
 
     def test_segments_are_independent(self) -> None:
         """Segment 2's bytes are the same whether or not segments 0 and 1 were encoded first."""

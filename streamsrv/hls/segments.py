@@ -11,10 +11,17 @@ Each segment is encoded by a fresh encoder from its own window of decoded
 PCM, so its bytes are a pure function of (source, variant, segment number):
 encoding segment 7 never needs segments 0–6, and gives the same bytes whether
 or not they were encoded first.  For AAC the window starts
-:data:`AAC_PREROLL_FRAMES` frames before the segment (the MDCT overlap and the
-encoder's rate control are warm by the segment's first frame) and runs
-:data:`AAC_LOOKAHEAD_FRAMES` frames past its end; only the segment's own
-frames are kept.  Their timestamps are those of one continuous encode:
+:data:`AAC_PREROLL_FRAMES` frames before the segment (the MDCT overlap, the
+window-shape decision and the psychoacoustic model's short-term state are warm
+by the segment's first frame) and runs :data:`AAC_LOOKAHEAD_FRAMES` frames past
+its end; only the segment's own frames are kept.  FFmpeg's rate control is not
+warmed, on purpose: a fresh encoder starts from lambda 120 and a full bit
+reservoir and spends most of a segment in the twoloop coder's bit-constrained
+regime, about 1.6 times the CPU per frame of a long-running encoder (whose
+lambda has drifted into the cheaper regime), with better SNR on music; every
+way found to push a fresh encoder into the long-running regime brings that
+regime's quality and bit rates along (``docs/performance.md``, "HLS
+segment encoding").  Their timestamps are those of one continuous encode:
 
 - FFmpeg's AAC encoder delays its output by :data:`AAC_PRIMING` samples: the
   continuous stream's packet ``i`` (``i >= 0``) decodes to source frame
@@ -90,10 +97,13 @@ AAC_FRAME: Final = 1024
 AAC_PRIMING: Final = 1024
 
 #: Frames encoded before a segment's first frame and thrown away (warms the
-#: MDCT overlap, the window-shape decisions and the rate control).
+#: MDCT overlap, the window-shape decisions and the psychoacoustic model; not
+#: the rate control, see the module docstring).  2 measured worse at segment
+#: joins; 8 and 16 no better.
 AAC_PREROLL_FRAMES: Final = 4
 
-#: Frames encoded after a segment's last frame and thrown away.
+#: Frames encoded after a segment's last frame and thrown away (1 changed the
+#: last packet of one segment in eleven of a test song; 3 changed nothing).
 AAC_LOOKAHEAD_FRAMES: Final = 2
 
 #: Largest FLAC block (the streamable subset's limit at <= 48 kHz is 4608).
