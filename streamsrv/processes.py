@@ -832,7 +832,10 @@ def adopted_endpoint(reactor: Any, description: str, fd: int) -> IStreamServerEn
 
 
 def identify_worker(site: StreamsrvSite, index: int) -> None:
-    """Make every response of *site* carry ``X-Streamsrv-Worker: <index>``."""
+    """Make every response of *site* carry ``X-Streamsrv-Worker: <index>``.
+
+    Except the WebSocket handshake, which Autobahn writes itself.
+    """
     value = str(index).encode("ascii")
     base = site.requestFactory
 

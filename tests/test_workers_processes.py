@@ -700,6 +700,31 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def socket_owner(server_port: int, client_port: int, pids: list[int]) -> int:
+    """Which of *pids* holds the server end of the loopback TCP connection from *client_port*."""
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        inode = None
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if int(local.rsplit(":", 1)[1], 16) == server_port and (
+                    int(remote.rsplit(":", 1)[1], 16) == client_port
+                ):
+                    inode = fields[9]
+        if inode is not None and inode != "0":
+            for pid in pids:
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    try:
+                        if os.readlink(fd) == f"socket:[{inode}]":
+                            return pid
+                    except OSError:
+                        continue
+        time.sleep(0.05)
+    raise AssertionError(f"no process of {pids} holds the connection from port {client_port}")
+
+
 class WorkerConnection:
     """A keep-alive connection, and the worker that accepted it."""
 
@@ -946,6 +971,108 @@ class MultiWorkerDaemonTests(MultiWorkerTestCase):
         for pid in children(daemon.process.pid):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             self.assertNotIn(b"run_worker", cmdline)
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assertIn(daemon.wait(EXIT_TIMEOUT_S), CLEAN_EXITS, daemon.output())
+
+
+#: The HS256 secret of the Redis test's deployment.
+SECRET = "workers-test-secret-0123456789abcdef-0123456789abcdef"
+
+
+class SharedCatalogEventsTests(MultiWorkerTestCase):
+    """With Redis, a catalog change is announced once to every worker's sockets, not once per worker."""
+
+    def test_one_announcement_per_change(self) -> None:
+        """A file added to the library reaches a `system` subscriber on each worker exactly once."""
+        try:
+            import websockets
+        except ImportError:
+            raise unittest.SkipTest("the websockets client library is not installed") from None
+        import asyncio
+
+        from tests.services import RedisServerProcess
+
+        redis = RedisServerProcess.start_for(self)
+        media = self.media_dir()
+        write_wav(media / "first.wav", 10_000)
+        env = {
+            "STREAMSRV_REDIS_URL": redis.url,
+            "STREAMSRV_JWT_SECRET": SECRET,
+            "STREAMSRV_SHUTDOWN_GRACE_S": "1",
+        }
+        daemon = self.start(["--media-dir", str(media), "--workers", "2"], env)
+        worker_of_pid = {}
+        for index, conn in self.connect(daemon, {0, 1}).items():
+            worker_of_pid[conn.pid()] = index
+            conn.conn.close()
+        clock = Clock()
+        clock.advance(time.time())
+        from streamsrv.auth.jwt import TokenIssuer
+
+        token = TokenIssuer(
+            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=clock
+        ).issue(sub="ops", roles=["admin"], ttl_s=600)
+
+        async def subscriber(ws: Any) -> None:
+            await ws.send(json.dumps({"type": "auth", "data": {"token": token}}))
+            ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert ready["type"] == "ready", ready
+            await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["system"]}}))
+            subscribed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert subscribed["type"] == "subscribed", subscribed
+
+        async def main() -> dict[int, list[dict[str, Any]]]:
+            sockets: dict[int, Any] = {}
+            spare: list[Any] = []
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while len(sockets) < 2 and time.monotonic() < deadline:
+                ws = await websockets.connect(f"ws://127.0.0.1:{daemon.port}/ws", open_timeout=10)
+                # The handshake is Autobahn's own 101 (no X-Streamsrv-Worker): ask the kernel.
+                owner = socket_owner(daemon.port, ws.local_address[1], list(worker_of_pid))
+                worker = worker_of_pid[owner]
+                if worker in sockets:
+                    spare.append(ws)
+                else:
+                    await subscriber(ws)
+                    sockets[worker] = ws
+            for ws in spare:
+                await ws.close()
+            assert len(sockets) == 2, f"sockets only on workers {sorted(sockets)}"
+            # Moved in whole, as a finished file would be: one change to announce.
+            staging = Path(self.mktemp())
+            staging.mkdir()
+            write_wav(staging / "second.wav", 10_000)
+            os.rename(staging / "second.wav", media / "second.wav")
+            received: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+
+            async def collect(worker: int, ws: Any) -> None:
+                try:
+                    while True:
+                        frame = json.loads(await ws.recv())
+                        if frame["type"] == "event":
+                            received[worker].append(frame["data"]["event"])
+                except (asyncio.CancelledError, websockets.ConnectionClosed):
+                    pass
+
+            tasks = [asyncio.ensure_future(collect(w, ws)) for w, ws in sockets.items()]
+            # inotify's debounce is 1 s: wait until both saw it, then as long again for duplicates.
+            waited = 0.0
+            while waited < 15 and not all(
+                any(e.get("path") == "second.wav" for e in events) for events in received.values()
+            ):
+                await asyncio.sleep(0.1)
+                waited += 0.1
+            await asyncio.sleep(3.0)
+            for task in tasks:
+                task.cancel()
+            for ws in sockets.values():
+                await ws.close()
+            return received
+
+        received = asyncio.run(main())
+        for worker, events in received.items():
+            added = [e for e in events if e.get("type") == "track.added" and e.get("path") == "second.wav"]
+            self.assertEqual(len(added), 1, f"worker {worker}'s socket got {events}\n{daemon.output()}")
         daemon.process.send_signal(signal.SIGTERM)
         self.assertIn(daemon.wait(EXIT_TIMEOUT_S), CLEAN_EXITS, daemon.output())
 
