@@ -7,7 +7,10 @@ loopback port pinned to core 0, drives it from core 1 with the same load (random
 ranges at several concurrencies, full-file downloads, 500 slow readers), measures
 throughput, latency, server CPU per request and RSS, and prints one table with the
 medians over ``--repeat`` runs and the ratios streamsrv/nginx and streamsrv/static.File;
-the raw runs go to a JSON file. A server that cannot start is skipped with the reason.
+the raw runs go to a JSON file. ``--workers 1,2`` runs streamsrv once per
+``STREAMSRV_WORKERS`` value (``streamsrv``, ``streamsrv-w2``…, interleaved in every
+repeat, with ratios between them); any value above 1 leaves every process unpinned, since
+N worker processes need more than one core. A server that cannot start is skipped with the reason.
 Every process it starts is stopped on exit, Ctrl-C and errors included; it binds and
 connects to 127.0.0.1 only and writes nothing outside its temp dir and ``--out``.
 See bench/README.md for what each number means.
@@ -43,6 +46,7 @@ import servers
 from corpus import MIB, Corpus, make_corpus
 
 BENCH_DIR = Path(__file__).resolve().parent
+STREAMSRV = report.STREAMSRV
 REPO = BENCH_DIR.parent
 RANGE_SPAN = 256 * 1024
 RANGE_CONCURRENCY = (1, 16, 128, 512)
@@ -135,6 +139,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="S",
         help="before each scenario wait up to S s for other processes to go quiet (default 0: don't)",
     )
+    p.add_argument(
+        "--workers",
+        default="1",
+        metavar="N[,N...]",
+        help="STREAMSRV_WORKERS values, each run as its own server (streamsrv, streamsrv-w2, ...); "
+        "any N > 1 leaves every process unpinned (default 1)",
+    )
     p.add_argument("--seed", type=int, default=20240601, help="corpus and request seed")
     p.add_argument("--start-timeout", type=float, default=30.0, help="seconds a server has to start")
     p.add_argument("--out", type=Path, help="JSON result file (default bench/results/streaming-TIME.json)")
@@ -150,6 +161,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"unknown server {name!r}")
         chosen.append(SERVER_ALIASES[name.strip().lower()])
     args.servers = [s for s in SERVER_ORDER if s in chosen]
+    try:
+        args.workers = sorted({int(n) for n in args.workers.split(",")})
+    except ValueError:
+        p.error(f"--workers {args.workers!r}: expected whole numbers, e.g. 1,2")
+    if args.workers[0] < 1:
+        p.error("--workers: each value must be at least 1")
+    if STREAMSRV in args.servers:
+        at = args.servers.index(STREAMSRV)
+        args.servers[at : at + 1] = [streamsrv_name(n) for n in args.workers]
     args.only = [o.strip() for o in args.only.split(",")] if args.only else None
     for item in args.streamsrv_env:
         if "=" not in item or not item.split("=", 1)[0]:
@@ -160,8 +180,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def pinning() -> tuple[list[str], list[str], str]:
+def streamsrv_name(workers: int) -> str:
+    """The server name of streamsrv with ``STREAMSRV_WORKERS=workers``."""
+    return STREAMSRV if workers == 1 else f"{STREAMSRV}-w{workers}"
+
+
+def streamsrv_workers(name: str) -> int | None:
+    """``STREAMSRV_WORKERS`` of a streamsrv server name; None for a baseline."""
+    if name == STREAMSRV:
+        return 1
+    if name.startswith(f"{STREAMSRV}-w") and name[len(STREAMSRV) + 2 :].isdigit():
+        return int(name[len(STREAMSRV) + 2 :])
+    return None
+
+
+def pinning(workers: list[int] | None = None) -> tuple[list[str], list[str], str]:
     """taskset prefixes for the server and the load generator, and a note saying so."""
+    if workers and max(workers) > 1:
+        return (
+            [],
+            [],
+            f"UNPINNED: --workers {','.join(map(str, workers))} (N worker processes need more than "
+            "one core); every server, its workers and the load generator share all cores",
+        )
     taskset = shutil.which("taskset")
     cpus = os.sched_getaffinity(0)
     if taskset is None:
@@ -422,11 +463,17 @@ def make_server(name: str, ctx: dict[str, Any], access_log: bool) -> servers.Ser
     tmp: Path = ctx["tmp"]
     corpus: Corpus = ctx["corpus"]
     port = servers.free_port()
-    if name == "streamsrv":
+    workers = streamsrv_workers(name)
+    if workers is not None:
         reason = servers.streamsrv_plugin_visible(REPO)
         if reason:
             raise servers.ServerStartError(reason)
-        return servers.streamsrv(tmp, REPO, corpus, port, ctx["streamsrv_env"])
+        env = dict(ctx["streamsrv_env"])
+        if workers > 1:
+            env["STREAMSRV_WORKERS"] = str(workers)
+        server = servers.streamsrv(tmp, REPO, corpus, port, env)
+        server.name = name
+        return server
     if name == "static.File":
         return servers.static_file(tmp, corpus, port, access_log)
     return servers.nginx(tmp, corpus, port, access_log)
@@ -463,7 +510,7 @@ def benchmark(args: argparse.Namespace, ctx: dict[str, Any], record: dict[str, A
         for name in args.servers[shift:] + args.servers[:shift]:
             if status.get(name, {}).get("skipped"):
                 continue
-            if name != "streamsrv" and access_log is None:
+            if streamsrv_workers(name) is None and access_log is None:
                 access_log = False  # streamsrv did not run, so nothing to match: measure serving only
                 record["access_log_policy"] = "off (streamsrv not running, nothing to match)"
             log(f"repeat {repeat + 1}/{args.repeat}: starting {name}")
@@ -484,7 +531,7 @@ def benchmark(args: argparse.Namespace, ctx: dict[str, Any], record: dict[str, A
                 continue
             info = status.setdefault(name, {"skipped": False})
             info["command"] = " ".join(ctx["server_pin"] + server.argv)
-            if name == "streamsrv":
+            if streamsrv_workers(name) is not None:
                 info["env"] = {
                     k: v for k, v in server.env.items() if k.startswith(("STREAMSRV_", "PYTHONPATH"))
                 }
@@ -555,6 +602,25 @@ def _summary(run: dict[str, Any]) -> str:
     return ", ".join(parts + run.get("notes", []))
 
 
+def worker_ratios(by_server: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """streamsrv-wN's medians divided by one worker's, then by each baseline's."""
+    out: dict[str, dict[str, float]] = {}
+    for name, ours in by_server.items():
+        if (streamsrv_workers(name) or 1) == 1:
+            continue
+        for other in (STREAMSRV, *report.BASELINES):
+            theirs = by_server.get(other)
+            if not theirs:
+                continue
+            row = {}
+            for column in (c for c in report.COLUMNS if c.ratio):
+                a, b = ours.get(column.key), theirs.get(column.key)
+                if isinstance(a, int | float) and isinstance(b, int | float) and b:
+                    row[column.key] = a / b
+            out[f"{name}/{other}"] = row
+    return out
+
+
 def finish(record: dict[str, Any]) -> str:
     """Medians and ratios into ``record`` (from its runs and settings); return the table."""
     settings = record["settings"]
@@ -576,7 +642,7 @@ def finish(record: dict[str, Any]) -> str:
                 if len(runs) < expected:
                     by_server[name]["notes"].append(f"only {len(runs)} of {expected} runs")
         results[scenario.key] = by_server
-        all_ratios[scenario.key] = report.ratios(by_server)
+        all_ratios[scenario.key] = {**report.ratios(by_server), **worker_ratios(by_server)}
     record["medians"] = results
     record["ratios"] = all_ratios
     present = [s for s in order if any(s in v for v in results.values())]
@@ -603,7 +669,7 @@ def render(record: dict[str, Any], out: Path) -> str:
             lines.append(f"{name}: SKIPPED: {info['reason']}")
             continue
         extra = ", ".join(f"{k}={v}" for k, v in settings.get("streamsrv_env", {}).items())
-        suffix = f" (extra env: {extra})" if name == "streamsrv" and extra else ""
+        suffix = f" (extra env: {extra})" if streamsrv_workers(name) is not None and extra else ""
         lines.append(f"{name}: logs: {info.get('logs', '?')}{suffix}")
         for reason in info.get("failed_starts", []):
             lines.append(f"{name}: FAILED TO START in a later repeat: {reason[:300]}")
@@ -627,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         print(render(json.loads(args.from_json.read_text()), args.from_json), end="")
         return 0
-    server_pin, load_pin, pin_note = pinning()
+    server_pin, load_pin, pin_note = pinning(args.workers)
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and drivers.wrk_binary() is not None)
     if args.loadgen == "wrk" and drivers.wrk_binary() is None:
         print("--loadgen wrk: wrk is not installed", file=sys.stderr)
@@ -666,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
             "servers": args.servers,
             "only": args.only,
             "streamsrv_env": args.streamsrv_env,
+            "workers": args.workers,
         },
         "machine": machine(),
         "pinning": pin_note,
