@@ -597,6 +597,35 @@ class SocketTests(unittest.TestCase):
         yield port.stopListening()
 
     @inlineCallbacks
+    def test_adopted_tcp6(self) -> Any:
+        """tcp6: with an IPv6 interface is bound and adopted as an AF_INET6 socket."""
+        if not socket.has_ipv6:
+            raise unittest.SkipTest("no IPv6")
+        try:
+            [parent] = bind_listeners(global_reactor, ["tcp6:0:interface=\\:\\:1"])
+        except Exception as e:
+            raise unittest.SkipTest(f"cannot bind ::1 here: {e}") from None
+        self.addCleanup(parent.stopListening)
+        number = parent.getHost().port
+        endpoint = adopted_endpoint(
+            global_reactor,
+            f"tcp6:{number}:interface=\\:\\:1",
+            os.dup(parent.fileno()),  # type: ignore[attr-defined]
+        )
+        port = yield endpoint.listen(Factory.forProtocol(_Hello))
+
+        def fetch6() -> bytes:
+            with socket.create_connection(("::1", number), timeout=5) as s:
+                data = b""
+                while chunk := s.recv(100):
+                    data += chunk
+                return data
+
+        data = yield _in_thread(fetch6)
+        self.assertEqual(data, b"hello")
+        yield port.stopListening()
+
+    @inlineCallbacks
     def test_adopted_tls(self) -> Any:
         """An ssl: description wraps the adopted plain socket in TLS in the worker."""
         key, cert = make_certificate(Path(self.mktemp()))
@@ -747,6 +776,49 @@ class WorkerConnection:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1).decode()))
         assert labels["worker"] == str(self.worker), labels
         return int(labels["pid"])
+
+
+#: What systemd does before starting a socket-activated service: the listening socket at
+#: fd 3, LISTEN_FDS=1, LISTEN_FDNAMES and LISTEN_PID naming the process, which execs the daemon.
+_SOCKET_ACTIVATION = """
+import os, socket, sys
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[1])))
+listener.listen(128)
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_FDS="1", LISTEN_FDNAMES="http", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, "-c",
+         "from twisted.scripts.twistd import run; run()", *sys.argv[2:]])
+"""
+
+
+class SocketActivatedDaemon(Daemon):
+    """A daemon started the way systemd starts a socket-activated service."""
+
+    def __init__(self, workdir: Path, args: list[str], env: dict[str, str], port: int) -> None:
+        import subprocess
+
+        from tests.test_daemon import REPO_ROOT
+
+        self.port = port
+        self._out_path = workdir / "stdout.txt"
+        self._err_path = workdir / "stderr.txt"
+        self._out = self._out_path.open("wb")
+        self._err = self._err_path.open("wb")
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMSRV_", "LISTEN_"))}
+        clean.update(env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SOCKET_ACTIVATION, str(port), "-n", "--pidfile=", "streamsrv", *args],
+            cwd=REPO_ROOT,
+            env=clean,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+            pass_fds=(),
+        )
 
 
 class MultiWorkerTestCase(DaemonTestCase):
@@ -953,6 +1025,33 @@ class MultiWorkerDaemonTests(MultiWorkerTestCase):
             response, body = conn.request("GET", "/stream/tone.wav", {"Range": "bytes=10-19"})
             self.assertEqual((response.status, body), (206, data[10:20]))
             conn.conn.close()
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assertIn(daemon.wait(EXIT_TIMEOUT_S), CLEAN_EXITS, daemon.output())
+        self.assertNotIn("Traceback", daemon.output())
+
+    def test_systemd_socket_activation(self) -> None:
+        """systemd:domain=INET:index=0: the supervisor takes the inherited socket, both workers serve it."""
+        media = self.media_dir()
+        data = write_wav(media / "tone.wav", 10_000)
+        port = free_port()
+        workdir = Path(self.mktemp())
+        workdir.mkdir()
+        env = {"STREAMSRV_DATA_DIR": str(self.data), "STREAMSRV_SHUTDOWN_GRACE_S": "1"}
+        daemon = SocketActivatedDaemon(
+            workdir,
+            ["--media-dir", str(media), "--workers", "2", "--listen", "systemd:domain=INET:index=0"],
+            env,
+            port,
+        )
+        self.addCleanup(daemon.stop)
+        workers = self.connect(daemon, {0, 1})
+        for conn in workers.values():
+            response, body = conn.request("GET", "/stream/tone.wav", {"Range": "bytes=10-19"})
+            self.assertEqual((response.status, body), (206, data[10:20]))
+            conn.conn.close()
+        for pid in children(daemon.process.pid):
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            self.assertFalse([v for v in environ if v.startswith(b"LISTEN_")], "systemd's variables leaked")
         daemon.process.send_signal(signal.SIGTERM)
         self.assertIn(daemon.wait(EXIT_TIMEOUT_S), CLEAN_EXITS, daemon.output())
         self.assertNotIn("Traceback", daemon.output())
