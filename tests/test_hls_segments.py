@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from twisted.trial import unittest
 
+from streamsrv.hls import segments
 from streamsrv.hls.playlists import bandwidth
 from streamsrv.hls.segments import (
     AAC_LADDER,
@@ -26,6 +27,8 @@ from streamsrv.hls.segments import (
     encode_segment,
     probe_track,
 )
+from streamsrv.transcode import fmp4
+from streamsrv.transcode.layout import aac_budget
 from tests.audiogen import decode, write_samples, write_tone
 
 RATE = 44100
@@ -150,6 +153,23 @@ class SegmentTests(unittest.TestCase):
                 if end - start == track.segment_samples:
                     self.assertLessEqual(size * 8 * RATE / (end - start), declared.peak, (variant.name, n))
             self.assertLessEqual(total * 8 * RATE / track.samples, declared.average, variant.name)
+
+    def test_segments_held_to_budget(self) -> None:
+        """Every segment's frames are held to the budget its BANDWIDTH is computed from
+        (fresh encoders overshoot after silence: speech overran it by up to 17 %): with a
+        budget of 80 % of nominal, each segment is re-encoded until it fits, and segment
+        bytes stay a pure function of the segment."""
+        variant = AAC_LADDER[1]
+        assert variant.bitrate_kbps is not None
+        per_frame = aac_budget(1, variant.bitrate_kbps, RATE, slack=0) * 80 // 105
+        self.patch(segments, "aac_budget", lambda count, kbps, rate, slack: count * per_frame)
+        for n in range(self.track.segment_count):
+            data = encode_segment(self.source, variant, n, self.track)
+            start, end = self.track.segment_span(variant, n)
+            frames = -(-(end - start) // 1024) + (1 if n == 0 else 0)
+            payload = len(data) - fmp4.fragment_length(frames, 0)
+            self.assertLessEqual(payload, frames * per_frame, n)
+            self.assertEqual(encode_segment(self.source, variant, n, self.track), data)
 
     def test_segments_are_independent(self) -> None:
         """Segment 2's bytes are the same whether or not segments 0 and 1 were encoded first."""

@@ -20,8 +20,7 @@ import numpy as np
 from twisted.trial import unittest
 
 from streamsrv.audio.decode import decode
-from streamsrv.transcode import Rendition, encode_chunk, encode_full, layout_for, probe_source
-from streamsrv.transcode import encode as encode_module
+from streamsrv.transcode import Rendition, aac, encode_chunk, encode_full, layout_for, probe_source
 from streamsrv.transcode.layout import AAC_CHUNK_FRAMES, AAC_FRAME_SAMPLES, Layout, aac_audio_specific_config
 from tests import audiogen
 from tests.services import ffmpeg_or_skip
@@ -227,18 +226,18 @@ class EncodeTests(unittest.SynchronousTestCase):
         broken layout; lower bit rates are tried before that."""
         rendition = Rendition("aac", 128)
         layout = layout_for(rendition, self.info.frames, self.info.sample_rate)
-        tried: list[int | None] = []
-        original = encode_module._open_encoder
+        tried: list[int] = []
+        original = aac._encode
 
-        def spy(r: Rendition, *, bit_rate: int | None = None) -> object:
-            tried.append(bit_rate)
-            return original(r, bit_rate=bit_rate)
+        def spy(samples: np.ndarray, rate: int, channels: int, bit_rate: int) -> list[bytes]:
+            tried.append(bit_rate if samples.any() else 0)
+            return original(samples, rate, channels, bit_rate)
 
-        self.patch(encode_module, "_open_encoder", spy)
+        self.patch(aac, "_encode", spy)
         self.patch(Layout, "aac_budget", lambda self, count: 12 * count)
         chunk = encode_chunk(self.source, layout, 1)
         self.assertEqual(len(chunk), layout.chunk_length(1))
-        self.assertEqual(tried, [128000, 108800, 89600, 64000, 38400, None])
+        self.assertEqual(tried, [128000, 108800, 89600, 64000, 38400, 0])
         path = self.directory / "silent.m4a"
         path.write_bytes(layout.header() + b"".join(encode_chunk(self.source, layout, i) for i in range(2)))
         middle = decode(path).samples[:, (AAC_CHUNK_FRAMES + 10) * 1024 : (2 * AAC_CHUNK_FRAMES - 10) * 1024]

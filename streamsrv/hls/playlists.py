@@ -65,9 +65,12 @@ CHILD_TTL_MARGIN_S: Final = 3600
 #: cache and the players' caches hit).
 CHILD_EXPIRES_ROUNDING_S: Final = 60
 
-#: FFmpeg's native AAC encoder holds each segment within ~3 % of its target
-#: (measured on white noise, full-scale noise and pure tones, 64–160 kb/s);
-#: the declared peak leaves 10 % for the content's swings.
+#: Every segment's frames are held to 105 % of their nominal size
+#: (:func:`streamsrv.transcode.layout.aac_budget` without slack, enforced by
+#: re-encoding at lower bit rates: :mod:`streamsrv.transcode.aac`), so the
+#: declared peak is a bound, container included.  On music, noise and tones
+#: FFmpeg's encoder holds a segment within ~3 % of its target (the average
+#: factor); speech with silences used to overshoot by up to 19 % before the cap.
 AAC_PEAK_FACTOR: Final = 1.10
 AAC_AVERAGE_FACTOR: Final = 1.01
 

@@ -66,8 +66,9 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.audio.decode import ALLOWED_DEMUXERS, Samples, decode, probe_stream
-from streamsrv.transcode import fmp4
+from streamsrv.transcode import aac, fmp4
 from streamsrv.transcode.encode import probe_source
+from streamsrv.transcode.layout import aac_budget
 
 __all__ = [
     "AAC_LADDER",
@@ -85,7 +86,7 @@ __all__ = [
 
 #: Bump whenever the bytes of an init or media segment change: it is part of
 #: every cache key, so old artifacts simply miss.
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
 #: The nominal segment duration (Apple's authoring spec 7.5: 6 s).
 SEGMENT_TARGET_S: Final = 6.0
@@ -388,23 +389,18 @@ def _aac_samples(
     s0 = max(first - AAC_PREROLL_FRAMES, 0)
     window_end = min(end + AAC_LOOKAHEAD_FRAMES, frames_total) * AAC_FRAME
     samples = _window(source_path, track, s0 * AAC_FRAME, window_end, track.sample_rate, 2)
-    context = _aac_encoder(track, variant)
-    packets: list[Any] = list(context.encode(_float_frame(samples, context, 0)))
-    packets.extend(context.encode(None))
-    if not packets or packets[0].pts != -AAC_PRIMING:
-        raise SegmentError("unexpected AAC encoder delay")
-    payloads = [bytes(p) for p in packets[wanted_first - s0 : end - s0 + 1]]
-    if len(payloads) != end - wanted_first + 1:
-        raise SegmentError("the encoder produced too few frames")
+    assert variant.bitrate_kbps is not None
+    count = end - wanted_first + 1
+    # Held to the budget the playlist's BANDWIDTH is computed from (see
+    # streamsrv.transcode.aac: a fresh encoder overshoots after silence).
+    limit = aac_budget(count, variant.bitrate_kbps, track.sample_rate, slack=0)
+    try:
+        payloads = aac.packets_within(
+            samples, track.sample_rate, variant.bitrate_kbps, (wanted_first - s0, end - s0 + 1), limit
+        )
+    except aac.AacError as error:
+        raise SegmentError(str(error)) from error
     return wanted_first * AAC_FRAME, [AAC_FRAME] * len(payloads), payloads
-
-
-def _float_frame(samples: Samples, context: Any, pts: int) -> Any:
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout="stereo")
-    frame.sample_rate = context.sample_rate
-    frame.time_base = context.time_base
-    frame.pts = pts
-    return frame
 
 
 def _window(source_path: str, track: Track, start: int, end: int, rate: int, channels: int) -> Samples:

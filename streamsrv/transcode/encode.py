@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.audio.decode import Samples, decode, iter_decode, probe_stream
-from streamsrv.transcode import fmp4, lame, ogg
+from streamsrv.transcode import aac, fmp4, lame, ogg
 from streamsrv.transcode.layout import (
     AAC,
     AAC_FRAME_SAMPLES,
@@ -69,10 +69,6 @@ _MUXERS: Final = {AAC: "adts", FLAC: "flac"}
 
 #: Frames per block when decoding a whole source for AAC or FLAC.
 _BLOCK_FRAMES: Final = 65536
-
-#: Percentages of an M4A rendition's bit rate tried, in turn, for a fragment
-#: whose frames overrun its budget (see :func:`_m4a_fragment`).
-_AAC_RETRY_PERCENTS: Final = (100, 85, 70, 50, 30)
 
 #: Prefix of temp files, the one :class:`streamsrv.cache.artifacts.ArtifactCache` cleans up.
 _TEMP_PREFIX: Final = ".tmp-"
@@ -162,37 +158,22 @@ def encode_chunk(source_path: str, layout: Layout, index: int) -> bytes:
 def _m4a_fragment(layout: Layout, index: int, samples: Samples) -> bytes:
     """Fragment ``index`` of an M4A rendition: ``moof`` + ``mdat`` + a ``free`` box filling its budget.
 
-    The chunk's frames must fit :meth:`Layout.aac_budget`; FFmpeg's rate
-    control nearly always keeps them within it, and when it does not (a
-    fresh encoder whose first frames meet, say, noise after silence at a low
-    bit rate) the window is encoded again at :data:`_AAC_RETRY_PERCENTS` of
-    the bit rate, in turn.  Every attempt is deterministic, so the fragment
-    is still a pure function of (source, layout, index).  Should even the
-    last attempt not fit, the fragment is encoded silence (its frames take a
-    few bytes each): the layout is never broken.
+    The frames are held to :meth:`Layout.aac_budget` by
+    :func:`streamsrv.transcode.aac.packets_within` (lower bit rates in turn
+    for a window that overruns it, deterministically), so the fragment is a
+    pure function of (source, layout, index) and never breaks the layout.
     """
     rendition = layout.rendition
-    assert rendition.bitrate_kbps is not None
+    assert rendition.bitrate_kbps is not None and rendition.sample_rate is not None
     first, end = layout.chunk_packet_range(index)
     count = end - first
-    budget = layout.aac_budget(count)
-    wanted: list[bytes] = []
-    for percent in (*_AAC_RETRY_PERCENTS, 0):
-        if percent:
-            context = _open_encoder(rendition, bit_rate=rendition.bitrate_kbps * 10 * percent)
-            source = samples
-        else:
-            context = _open_encoder(rendition)
-            source = np.zeros_like(samples)
-        packets = [bytes(p) for p in context.encode(_frame(source, context, 0))]
-        packets.extend(bytes(p) for p in context.encode(None))
-        wanted = packets[layout.preroll_packets : layout.preroll_packets + count]
-        if len(wanted) != count:
-            raise EncodeError("the encoder produced too few frames")
-        if sum(map(len, wanted)) <= budget:
-            break
-    else:
-        raise EncodeError("even silence does not fit the fragment's budget")
+    keep = (layout.preroll_packets, layout.preroll_packets + count)
+    try:
+        wanted = aac.packets_within(
+            samples, rendition.sample_rate, rendition.bitrate_kbps, keep, layout.aac_budget(count)
+        )
+    except aac.AacError as error:
+        raise EncodeError(str(error)) from error
     fragment = fmp4.media_segment(index, first * AAC_FRAME_SAMPLES, [AAC_FRAME_SAMPLES] * count, wanted)
     padding = layout.chunk_length(index) - len(fragment)
     return fragment + fmp4.box(b"free", bytes(padding - 8))

@@ -119,11 +119,10 @@ AAC_DELAY: Final = 1024
 AAC_CHUNK_FRAMES: Final = 172
 AAC_PREROLL_FRAMES: Final = 4
 AAC_LOOKAHEAD_FRAMES: Final = 2
-#: An M4A fragment's payload budget: the nominal bytes of its frames at the
-#: rendition's bit rate times this (FFmpeg's AAC rate control holds a 4 s run
-#: within about 2 % of its target), plus :data:`AAC_BUDGET_SLACK` bytes.
-#: The unused rest of the budget is a ``free`` box, so every fragment of a
-#: rendition has the same size.
+#: A run of AAC frames (an M4A fragment, an HLS segment) may take its frames'
+#: nominal size at the bit rate times this, plus :data:`AAC_BUDGET_SLACK`
+#: bytes (:func:`aac_budget`).  In an M4A fragment the unused rest is a
+#: ``free`` box, so every fragment of a rendition has the same size.
 AAC_BUDGET_PERCENT: Final = 105
 AAC_BUDGET_SLACK: Final = 64
 #: ``free`` box header bytes closing every M4A fragment.
@@ -553,8 +552,7 @@ class Layout:
         """Payload bytes an M4A fragment of *count* AAC frames may carry (nominal size plus margin)."""
         r = self.rendition
         assert r.bitrate_kbps is not None and r.sample_rate is not None
-        nominal = count * AAC_FRAME_SAMPLES * r.bitrate_kbps * 1000 * AAC_BUDGET_PERCENT
-        return -(-nominal // (8 * 100 * r.sample_rate)) + AAC_BUDGET_SLACK
+        return aac_budget(count, r.bitrate_kbps, r.sample_rate)
 
     def ogg_page_granule(self, page_index: int) -> int:
         """Granule position of data page ``page_index`` (the last one trims the padding)."""
@@ -603,6 +601,16 @@ class Layout:
     def _check(self, index: int) -> None:
         if not 0 <= index < self.chunk_count:
             raise IndexError(f"chunk {index} of {self.chunk_count}")
+
+
+def aac_budget(count: int, kbps: int, rate: int, *, slack: int = AAC_BUDGET_SLACK) -> int:
+    """Payload bytes *count* AAC frames at *kbps* and *rate* may take: nominal plus margin.
+
+    :param slack: bytes on top of the percentage (HLS takes none, so that even
+        a short last segment stays under the playlist's ``BANDWIDTH``).
+    """
+    nominal = count * AAC_FRAME_SAMPLES * kbps * 1000 * AAC_BUDGET_PERCENT
+    return -(-nominal // (8 * 100 * rate)) + slack
 
 
 def aac_audio_specific_config(rate: int, channels: int) -> bytes:

@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_transcode_aac -*-
+"""AAC-LC packets of a window of PCM from a fresh FFmpeg encoder, held to a byte budget.
+
+Progressive M4A fragments (:mod:`streamsrv.transcode.encode`) and HLS
+segments (:mod:`streamsrv.hls.segments`) both cut a track into runs of AAC
+frames, each encoded by a fresh encoder from its own window of PCM, and both
+promise a size before encoding (:func:`streamsrv.transcode.layout.aac_budget`):
+an M4A fragment has a fixed budget (its ``free`` box fills the rest), an HLS
+segment must stay under the playlist's ``BANDWIDTH``.  FFmpeg's rate control
+holds a run of a few seconds within about 2 % of its target on music, noise
+and tones, but a fresh encoder that meets loud audio after silence (speech
+with pauses, a track starting quietly) overshoots: its lambda has risen while
+the silence cost nothing.  So a run whose packets overrun the budget is
+encoded again at lower bit rates, in turn (:data:`RETRY_PERCENTS`); every
+attempt is deterministic, so the result is still a pure function of the
+window.  Should nothing fit, the run is encoded silence, whose frames take a
+few bytes each.
+
+Blocking and CPU-heavy: worker-pool jobs only, never the reactor thread.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Final
+
+import av
+import numpy as np
+
+from streamsrv.audio.decode import Samples
+
+__all__ = [
+    "FRAME",
+    "PRIMING",
+    "RETRY_PERCENTS",
+    "AacError",
+    "packets_within",
+]
+
+#: Samples per AAC-LC frame.
+FRAME: Final = 1024
+
+#: FFmpeg's native AAC encoder delay (``initial_padding``): its first packet is priming.
+PRIMING: Final = 1024
+
+#: Percentages of the bit rate tried, in turn, for a run that overruns its budget.
+RETRY_PERCENTS: Final = (100, 85, 70, 50, 30)
+
+
+class AacError(Exception):
+    """The encoder did not behave as FFmpeg's native AAC encoder does (frame size, delay, count)."""
+
+
+def packets_within(samples: Samples, rate: int, kbps: int, keep: tuple[int, int], limit: int) -> list[bytes]:
+    """Packets ``[keep[0], keep[1])`` of a fresh encode of *samples*, together at most *limit* bytes.
+
+    :param samples: planar float PCM (1 or 2 channels) at *rate*.
+    :param kbps: the bit rate asked for; lower ones are tried if the packets overrun.
+    :param keep: which packets of the encoder's output to return (packet 0 is priming).
+    :raises AacError: when the encoder's frame size, delay or packet count is unexpected.
+    """
+    channels = samples.shape[0]
+    silence: Samples | None = None
+    for percent in (*RETRY_PERCENTS, 0):
+        if percent:
+            packets = _encode(samples, rate, channels, kbps * 10 * percent)
+        else:
+            silence = np.zeros_like(samples) if silence is None else silence
+            packets = _encode(silence, rate, channels, kbps * 1000)
+        wanted = packets[keep[0] : keep[1]]
+        if len(wanted) != keep[1] - keep[0]:
+            raise AacError("the encoder produced too few frames")
+        if sum(map(len, wanted)) <= limit:
+            return wanted
+    raise AacError("even silence does not fit the budget")
+
+
+def _encode(samples: Samples, rate: int, channels: int, bit_rate: int) -> list[bytes]:
+    """Every packet of a fresh encoder fed *samples* as one frame, flushed."""
+    context: Any = av.CodecContext.create("aac", "w")
+    context.sample_rate = rate
+    context.layout = "mono" if channels == 1 else "stereo"
+    context.format = "fltp"
+    context.bit_rate = bit_rate
+    context.time_base = Fraction(1, rate)
+    context.open()
+    if context.frame_size != FRAME:
+        raise AacError("unexpected AAC frame size")
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(samples), format="fltp", layout=context.layout.name
+    )
+    frame.sample_rate = rate
+    frame.time_base = context.time_base
+    frame.pts = 0
+    packets: list[Any] = list(context.encode(frame))
+    packets.extend(context.encode(None))
+    if not packets or packets[0].pts != -PRIMING:
+        raise AacError("unexpected AAC encoder delay")
+    return [bytes(p) for p in packets]

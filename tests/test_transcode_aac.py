@@ -1,0 +1,59 @@
+"""Tests for :mod:`streamsrv.transcode.aac`: fresh-encoder AAC runs held to a byte budget."""
+
+from __future__ import annotations
+
+import numpy as np
+from twisted.trial import unittest
+
+from streamsrv.transcode import aac
+from streamsrv.transcode.layout import aac_budget
+
+RATE = 44100
+
+
+def phrases(seconds: float, channels: int = 2) -> np.ndarray:
+    """Speech-like bursts: 0.6 s of loud harmonics and noise, then 0.4 s of digital silence."""
+    t = np.arange(round(seconds * RATE)) / RATE
+    rng = np.random.default_rng(3)
+    voiced = sum(0.15 / k * np.sin(2 * np.pi * 140 * k * t) for k in range(1, 12))
+    signal = (voiced + 0.2 * rng.standard_normal(t.size)) * ((t % 1.0) < 0.6)
+    return np.vstack([signal] * channels).astype(np.float32)
+
+
+class PacketsWithinTests(unittest.SynchronousTestCase):
+    """The packets asked for, under the limit, deterministically."""
+
+    def test_fits_first_time(self) -> None:
+        """A run the encoder keeps near its target comes from the first attempt: the same
+        packets as an encode at the asked bit rate with no limit."""
+        samples = phrases(6.0)[:, : 130 * 1024]
+        keep = (4, 124)
+        relaxed = aac.packets_within(samples, RATE, 128, keep, 10**9)
+        held = aac.packets_within(samples, RATE, 128, keep, aac_budget(120, 128, RATE))
+        self.assertEqual(len(held), 120)
+        self.assertEqual(held, relaxed)
+
+    def test_overrun_retries_lower(self) -> None:
+        """Bursts after silence at 32 kb/s mono overrun the budget at first; a lower bit rate
+        fits, and the result is the same every time."""
+        samples = phrases(6.0, channels=1)[:, : 178 * 1024]
+        keep, count = (4, 176), 172
+        limit = aac_budget(count, 32, RATE, slack=0)
+        first_try = aac.packets_within(samples, RATE, 32, keep, 10**9)
+        self.assertGreater(sum(map(len, first_try)), limit)  # the case this module exists for
+        held = aac.packets_within(samples, RATE, 32, keep, limit)
+        self.assertLessEqual(sum(map(len, held)), limit)
+        self.assertEqual(len(held), count)
+        self.assertEqual(aac.packets_within(samples, RATE, 32, keep, limit), held)
+
+    def test_silence_last(self) -> None:
+        """When no bit rate fits, the run is encoded silence of the same frame count."""
+        samples = phrases(3.0)[:, : 60 * 1024]
+        silent = aac.packets_within(np.zeros_like(samples), RATE, 128, (1, 55), 10**9)
+        held = aac.packets_within(samples, RATE, 128, (1, 55), sum(map(len, silent)))
+        self.assertEqual(held, silent)
+
+    def test_too_few_frames(self) -> None:
+        """Asking for packets past the encoder's output is an AacError, not a short run."""
+        with self.assertRaises(aac.AacError):
+            aac.packets_within(phrases(0.5), RATE, 96, (0, 100), 10**9)
