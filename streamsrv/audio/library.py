@@ -243,7 +243,12 @@ class MediaLibrary:
             if target != wf.samples_per_pixel:
                 wf = waveform_mod.rescale(wf, target)
         else:
-            job = {"samples_per_pixel": spp, "pixels_per_second": pps, "bits": 16, "split_channels": split}
+            job: dict[str, int | float | bool | None] = {
+                "samples_per_pixel": spp,
+                "pixels_per_second": pps,
+                "bits": 16,
+                "split_channels": split,
+            }
             if start is not None:
                 job["start_s"] = start
             if end is not None:

@@ -566,7 +566,7 @@ class RevocationCache(Service):
 
     def check(self) -> CheckResult:
         """For ``/health/detailed``: failing until loaded, degraded while the store fails."""
-        detail = {"version": self._snapshot.version, "loaded": self.loaded}
+        detail: dict[str, object] = {"version": self._snapshot.version, "loaded": self.loaded}
         if not self.loaded:
             return CheckResult(DEGRADED, {**detail, "state": "loading"})
         return CheckResult(DEGRADED if self._degraded else OK, detail)

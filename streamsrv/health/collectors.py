@@ -109,7 +109,7 @@ class CacheCollector(Collector):
         self._caches = dict(caches)
 
     def collect(self) -> Iterator[Any]:
-        families = {
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
             "hits": CounterMetricFamily("streamsrv_cache_hits", "Cache lookups that hit", labels=["cache"]),
             "misses": CounterMetricFamily(
                 "streamsrv_cache_misses", "Cache lookups that missed", labels=["cache"]

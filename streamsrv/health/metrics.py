@@ -47,11 +47,15 @@ class _RememberedLabels:
     :meth:`clear` forget the remembered children too.
     """
 
+    #: The children handed out so far, by label values; made on the first
+    #: ``labels()`` call (prometheus-client's ``__init__`` is not ours to extend).
+    _remembered: dict[tuple[Any, ...], Any]
+
     def labels(self, *values: Any, **kwargs: Any) -> Any:
         if kwargs:
             return super().labels(*values, **kwargs)  # type: ignore[misc]
         try:
-            remembered: dict[tuple[Any, ...], Any] = self._remembered  # type: ignore[has-type]
+            remembered = self._remembered
         except AttributeError:
             remembered = self._remembered = {}
         child = remembered.get(values)

@@ -110,8 +110,8 @@ def render_error(request: IRequest, error: ApiError) -> bytes:
     ):
         request.responseHeaders.removeHeader(name)
     request.setResponseCode(error.status)
-    for name, value in error.headers.items():
-        request.setHeader(name.encode("ascii"), value.encode("ascii"))
+    for header, value in error.headers.items():
+        request.setHeader(header.encode("ascii"), value.encode("ascii"))
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
     request.error_code = error.code  # type: ignore[attr-defined]

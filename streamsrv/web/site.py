@@ -15,9 +15,9 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
@@ -79,6 +79,14 @@ class StreamsrvRequest(server.Request):
     _ended: bool = False
 
     _client_ip: str | None = None
+
+    #: Always ours: :class:`StreamsrvSite` builds only :class:`StreamsrvChannel`
+    #: and this request class.  Like Twisted's own ``channel``, it is dropped
+    #: when the connection is lost (``_disconnected``) or the request finished.
+    channel: StreamsrvChannel
+    #: Set from the channel at the start of :meth:`process`, before anything
+    #: that reads it (routes, :meth:`_ended_cb`) can run.
+    site: StreamsrvSite
 
     @property
     def peer_ip(self) -> str:
@@ -187,8 +195,13 @@ class StreamsrvRequest(server.Request):
         if self.finished or self._disconnected:
             return reason
         if self.startedWriting:
-            # Headers are gone; the only honest thing left is to cut.
-            self.channel.transport.abortConnection()
+            # Headers are gone; the only honest thing left is to cut, unless the
+            # connection was handed over (a WebSocket upgrade detaches it).
+            transport = self.channel.transport
+            if transport is not None:
+                # Declared on ITCPTransport only; every stream transport a
+                # channel is given (TCP, UNIX, TLS) has it.
+                cast(ITCPTransport, transport).abortConnection()
             return reason
         body = render_error(self, ApiError("INTERNAL"))
         self.write(body)
@@ -239,9 +252,15 @@ class StreamsrvChannel(http.HTTPChannel):
 
     _refused = False
 
+    #: Set by ``Site.buildProtocol`` (through ``_GenericHTTPChannelProtocol.site``)
+    #: before any data arrives; only :class:`StreamsrvSite` builds this channel.
+    site: StreamsrvSite
+
     def refuse(self, status: int, code: str) -> None:
         """Answer *code* as JSON, close, and ignore whatever else arrives."""
-        if self._refused:
+        transport = self.transport
+        if self._refused or transport is None:
+            # Answered already, or the connection was handed over: nobody to tell.
             return
         self._refused = True
         request_id = secrets.token_hex(12)
@@ -253,8 +272,8 @@ class StreamsrvChannel(http.HTTPChannel):
             % (status, reason, len(body), request_id.encode("ascii"))
         )
         self.dataReceived = lambda data: None  # type: ignore[method-assign]
-        self.transport.write(head + body)
-        self.transport.loseConnection()
+        transport.write(head + body)
+        transport.loseConnection()
         metrics = getattr(self.site, "metrics", None)
         if metrics is not None:
             metrics.errors.labels(code).inc()
@@ -345,5 +364,5 @@ class StreamsrvSite(server.Site):
         self.trusted_proxies = parse_networks(trusted_proxies)
         self.options_star = _OptionsStar()
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         """Twisted's combined-log line is replaced by our structured event."""
