@@ -71,11 +71,11 @@ from streamsrv.hls.segments import (
     Track,
     Variant,
     _aac_encoder,
-    _float_frame,
     _window,
     encode_segment,
     probe_track,
 )
+from streamsrv.transcode import aac
 
 VARIANT = VARIANTS["128k"]
 
@@ -107,9 +107,8 @@ def _continuous(source: str, track: Track, variant: Variant) -> tuple[float, flo
     wall, cpu = time.perf_counter(), time.process_time()
     frames = -(-track.samples // AAC_FRAME)
     samples = _window(source, track, 0, frames * AAC_FRAME, track.sample_rate, 2)
-    context = _aac_encoder(track, variant)
-    list(context.encode(_float_frame(samples, context, 0)))
-    list(context.encode(None))
+    assert variant.bitrate_kbps is not None
+    aac.encode_window(samples, track.sample_rate, 2, variant.bitrate_kbps * 1000)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -176,10 +175,9 @@ def _whole_track(source: str, directory: Path, runs: int, variant: Variant, seco
 
 def _continuous_packets(samples: Any, track: Track, variant: Variant) -> tuple[list[bytes], bytes]:
     """One encoder over the whole track: its packets (priming first) and its AudioSpecificConfig."""
-    context = _aac_encoder(track, variant)
-    packets = [bytes(p) for p in context.encode(_float_frame(samples, context, 0))]
-    packets += [bytes(p) for p in context.encode(None)]
-    return packets, bytes(context.extradata or b"")
+    assert variant.bitrate_kbps is not None
+    packets = aac.encode_window(samples, track.sample_rate, 2, variant.bitrate_kbps * 1000)
+    return packets, bytes(_aac_encoder(track, variant).extradata or b"")
 
 
 def _warmed_packets(samples: Any, track: Track, variant: Variant) -> list[list[bytes]]:
@@ -200,9 +198,8 @@ def _warmed_packets(samples: Any, track: Track, variant: Variant) -> list[list[b
         window = np.concatenate(
             [np.zeros((2, AAC_FRAME), np.float32), samples[:, s0 * AAC_FRAME : window_end]], axis=1
         )
-        context = _aac_encoder(track, variant)
-        packets = [bytes(p) for p in context.encode(_float_frame(window, context, 0))]
-        packets += [bytes(p) for p in context.encode(None)]
+        assert variant.bitrate_kbps is not None
+        packets = aac.encode_window(window, track.sample_rate, 2, variant.bitrate_kbps * 1000)
         out.append(packets[1 + wanted_first - s0 : 1 + end - s0 + 1])
     return out
 

@@ -227,13 +227,13 @@ class EncodeTests(unittest.SynchronousTestCase):
         rendition = Rendition("aac", 128)
         layout = layout_for(rendition, self.info.frames, self.info.sample_rate)
         tried: list[int] = []
-        original = aac._encode
+        original = aac.encode_window
 
         def spy(samples: np.ndarray, rate: int, channels: int, bit_rate: int) -> list[bytes]:
             tried.append(bit_rate if samples.any() else 0)
             return original(samples, rate, channels, bit_rate)
 
-        self.patch(aac, "_encode", spy)
+        self.patch(aac, "encode_window", spy)
         self.patch(Layout, "aac_budget", lambda self, count: 12 * count)
         chunk = encode_chunk(self.source, layout, 1)
         self.assertEqual(len(chunk), layout.chunk_length(1))

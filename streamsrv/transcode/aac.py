@@ -34,6 +34,7 @@ __all__ = [
     "PRIMING",
     "RETRY_PERCENTS",
     "AacError",
+    "encode_window",
     "packets_within",
 ]
 
@@ -63,10 +64,10 @@ def packets_within(samples: Samples, rate: int, kbps: int, keep: tuple[int, int]
     silence: Samples | None = None
     for percent in (*RETRY_PERCENTS, 0):
         if percent:
-            packets = _encode(samples, rate, channels, kbps * 10 * percent)
+            packets = encode_window(samples, rate, channels, kbps * 10 * percent)
         else:
             silence = np.zeros_like(samples) if silence is None else silence
-            packets = _encode(silence, rate, channels, kbps * 1000)
+            packets = encode_window(silence, rate, channels, kbps * 1000)
         wanted = packets[keep[0] : keep[1]]
         if len(wanted) != keep[1] - keep[0]:
             raise AacError("the encoder produced too few frames")
@@ -75,8 +76,11 @@ def packets_within(samples: Samples, rate: int, kbps: int, keep: tuple[int, int]
     raise AacError("even silence does not fit the budget")
 
 
-def _encode(samples: Samples, rate: int, channels: int, bit_rate: int) -> list[bytes]:
-    """Every packet of a fresh encoder fed *samples* as one frame, flushed."""
+def encode_window(samples: Samples, rate: int, channels: int, bit_rate: int) -> list[bytes]:
+    """Every packet of a fresh encoder fed *samples* as one frame, flushed (packet 0 is priming).
+
+    :raises AacError: when the frame size or the delay is not FFmpeg's native encoder's.
+    """
     context: Any = av.CodecContext.create("aac", "w")
     context.sample_rate = rate
     context.layout = "mono" if channels == 1 else "stereo"
