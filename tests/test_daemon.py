@@ -193,6 +193,24 @@ class DaemonTestCase(unittest.SynchronousTestCase):
         media.mkdir()
         return media
 
+    def start_long_download(self, daemon: Daemon) -> tuple[socket.socket, bytes]:
+        """GET ``/stream/long.wav`` with a small receive buffer; return the socket once 64 KiB
+        arrived, and the body bytes read so far (the rest is left in flight)."""
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.settimeout(10)
+        client.connect(("127.0.0.1", daemon.port))
+        client.sendall(b"GET /stream/long.wav HTTP/1.1\r\nHost: streamsrv.test\r\n\r\n")
+        received = bytearray()
+        while b"\r\n\r\n" not in received or len(received) < 64 * 1024:
+            chunk = client.recv(16 * 1024)
+            self.assertTrue(chunk, "connection closed early")
+            received += chunk
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        return client, body
+
     def assert_clean_exit(self, daemon: Daemon, code: int) -> None:
         """*code* is one of the exits DESIGN allows after SIGTERM."""
         self.assertIn(code, CLEAN_EXITS, daemon.output())
@@ -248,19 +266,7 @@ class DaemonTests(DaemonTestCase):
         daemon = self.start(["--media-dir", str(media)], {"STREAMSRV_SHUTDOWN_GRACE_S": str(grace_s)})
         daemon.wait_ready()
 
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.addCleanup(client.close)
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        client.settimeout(10)
-        client.connect(("127.0.0.1", daemon.port))
-        client.sendall(b"GET /stream/long.wav HTTP/1.1\r\nHost: streamsrv.test\r\n\r\n")
-        received = bytearray()
-        while b"\r\n\r\n" not in received or len(received) < 64 * 1024:
-            chunk = client.recv(16 * 1024)
-            self.assertTrue(chunk, "connection closed early")
-            received += chunk
-        head, _, body = bytes(received).partition(b"\r\n\r\n")
-        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        client, body = self.start_long_download(daemon)
 
         started = time.monotonic()
         daemon.process.send_signal(signal.SIGTERM)

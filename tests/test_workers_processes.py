@@ -976,19 +976,7 @@ class MultiWorkerDaemonTests(MultiWorkerTestCase):
         )
         for conn in self.connect(daemon, {0, 1}).values():
             conn.conn.close()
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.addCleanup(client.close)
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        client.settimeout(10)
-        client.connect(("127.0.0.1", daemon.port))
-        client.sendall(b"GET /stream/long.wav HTTP/1.1\r\nHost: streamsrv.test\r\n\r\n")
-        received = bytearray()
-        while b"\r\n\r\n" not in received or len(received) < 64 * 1024:
-            chunk = client.recv(16 * 1024)
-            self.assertTrue(chunk, "connection closed early")
-            received += chunk
-        head, _, body = bytes(received).partition(b"\r\n\r\n")
-        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        client, body = self.start_long_download(daemon)
 
         started = time.monotonic()
         daemon.process.send_signal(signal.SIGTERM)
