@@ -83,17 +83,28 @@ def server_send_buffer_max() -> int:
 class Daemon:
     """One ``twistd -n streamsrv`` subprocess and its captured output."""
 
-    def __init__(self, workdir: Path, args: list[str], env: dict[str, str], port: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        args: list[str],
+        env: dict[str, str],
+        port: int,
+        *,
+        argv: list[str] | None = None,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
+        """Start ``twistd -n streamsrv *args`` (or exactly *argv*) in *cwd*, with only *env*'s
+        ``STREAMSRV_*`` and ``LISTEN_*`` variables; output goes to files in *workdir*."""
         self.port = port
         self._out_path = workdir / "stdout.txt"
         self._err_path = workdir / "stderr.txt"
         self._out: IO[bytes] = self._out_path.open("wb")
         self._err: IO[bytes] = self._err_path.open("wb")
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSRV_")}
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMSRV_", "LISTEN_"))}
         clean.update(env)
         self.process = subprocess.Popen(
-            [sys.executable, *TWISTD, "-n", "--pidfile=", "streamsrv", *args],
-            cwd=REPO_ROOT,
+            argv or [sys.executable, *TWISTD, "-n", "--pidfile=", "streamsrv", *args],
+            cwd=cwd,
             env=clean,
             stdin=subprocess.DEVNULL,
             stdout=self._out,

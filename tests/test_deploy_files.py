@@ -1215,16 +1215,7 @@ class _Launched(Daemon):
     """A daemon started from an exact argv in a working directory of its own."""
 
     def __init__(self, workdir: Path, argv: list[str], env: dict[str, str], port: int, cwd: Path) -> None:
-        self.port = port
-        self._out_path = workdir / "stdout.txt"
-        self._err_path = workdir / "stderr.txt"
-        self._out = self._out_path.open("wb")
-        self._err = self._err_path.open("wb")
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMSRV_", "LISTEN_"))}
-        clean.update(env)
-        self.process = subprocess.Popen(
-            argv, cwd=cwd, env=clean, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err
-        )
+        super().__init__(workdir, [], env, port, argv=argv, cwd=cwd)
 
 
 class DeployedCommandLineTests(DaemonTestCase):

@@ -799,26 +799,8 @@ class SocketActivatedDaemon(Daemon):
     """A daemon started the way systemd starts a socket-activated service."""
 
     def __init__(self, workdir: Path, args: list[str], env: dict[str, str], port: int) -> None:
-        import subprocess
-
-        from tests.test_daemon import REPO_ROOT
-
-        self.port = port
-        self._out_path = workdir / "stdout.txt"
-        self._err_path = workdir / "stderr.txt"
-        self._out = self._out_path.open("wb")
-        self._err = self._err_path.open("wb")
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMSRV_", "LISTEN_"))}
-        clean.update(env)
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _SOCKET_ACTIVATION, str(port), "-n", "--pidfile=", "streamsrv", *args],
-            cwd=REPO_ROOT,
-            env=clean,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=self._err,
-            pass_fds=(),
-        )
+        argv = [sys.executable, "-c", _SOCKET_ACTIVATION, str(port), "-n", "--pidfile=", "streamsrv", *args]
+        super().__init__(workdir, args, env, port, argv=argv)
 
 
 class MultiWorkerTestCase(DaemonTestCase):
