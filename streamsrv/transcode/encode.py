@@ -282,17 +282,15 @@ def _window(source_path: str, layout: Layout, start: int, end: int) -> Samples:
     return out
 
 
-def _open_encoder(rendition: Rendition, *, bit_rate: int | None = None) -> Any:
-    """A fresh, opened encoder for ``rendition`` (at *bit_rate* bits/s rather than its own, if given)."""
+def _open_encoder(rendition: Rendition) -> Any:
+    """A fresh, opened encoder context for ``rendition``."""
     assert rendition.sample_rate is not None
     context: Any = av.CodecContext.create(_CODECS[rendition.format], "w")
     context.sample_rate = rendition.sample_rate
     context.layout = "mono" if rendition.channels == 1 else "stereo"
     supported = [f.name for f in context.codec.audio_formats or ()]
     context.format = next(f for f in ("fltp", "flt", "s32", "s16") if f in supported)
-    if bit_rate is not None:
-        context.bit_rate = bit_rate
-    elif rendition.bitrate_kbps is not None:
+    if rendition.bitrate_kbps is not None:
         context.bit_rate = rendition.bitrate_kbps * 1000
     context.time_base = Fraction(1, rendition.sample_rate)
     context.options = dict(_OPTIONS[rendition.format])
