@@ -121,6 +121,19 @@ class RealSocketTests(unittest.TestCase):
         self.assertNotIn("could not register", logged)  # backpressure works on a real TCP transport
         self.assertNotIn("could not unregister", logged)
 
+    async def test_handshake_carries_request_id(self) -> None:
+        """The 101 Switching Protocols carries ``X-Request-ID``: the client's own when it sent a
+        valid one, else a new one (as every other response)."""
+
+        def client(headers: dict[str, str]) -> str | None:
+            with connect(self.url, open_timeout=10, additional_headers=headers) as ws:
+                assert ws.response is not None
+                return ws.response.headers.get("X-Request-ID")
+
+        self.assertEqual(await deferToThread(client, {"X-Request-ID": "front-42"}), "front-42")
+        fresh = await deferToThread(client, {})
+        self.assertTrue(fresh and fresh != "front-42", fresh)
+
     async def test_unauthenticated_closes_4401(self) -> None:
         """A client that never authenticates is closed with 4401."""
 

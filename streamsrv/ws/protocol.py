@@ -267,6 +267,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
         self.query_token: str | None = None
         #: Set by the resource: the client's address (after trusted-proxy handling).
         self.client_ip: str = "-"
+        #: Set by the resource: the upgrade request's ``X-Request-ID``, echoed on the 101.
+        self.request_id: str | None = None
         self.principal: Principal | None = None
         #: Events dropped for this socket because it read too slowly.
         self.dropped = 0
@@ -287,6 +289,11 @@ class EventSocketProtocol(WebSocketServerProtocol):
         self._torn_down = False
 
     # --- autobahn callbacks --------------------------------------------------------------
+
+    def onConnect(self, request: Any) -> tuple[str | None, dict[str, str]]:
+        """Accept the handshake (no subprotocol); the 101 carries the request's ``X-Request-ID``,
+        as every response does (Autobahn writes it, not the site)."""
+        return None, ({"X-Request-ID": self.request_id} if self.request_id else {})
 
     def onOpen(self) -> None:
         factory = self.factory

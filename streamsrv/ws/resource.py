@@ -84,6 +84,7 @@ class EventSocketResource(WebSocketResource):
         if protocol is None:
             return render_error(request, ApiError("INTERNAL"))
         protocol.query_token = token
+        protocol.request_id = getattr(request, "request_id", None)
         protocol.client_ip = getattr(request, "client_ip", None) or getattr(
             request.getClientAddress(), "host", "-"
         )
