@@ -489,6 +489,19 @@ class _NoConnections(Factory):
         return "streamsrv supervisor (sockets for the workers)"
 
 
+def close_shared(port: IListeningPort) -> Deferred[Any]:
+    """Stop listening on *port* without ``shutdown()``: close only this process's descriptor.
+
+    Twisted's ``tcp.Port`` shuts a socket it bound itself down before closing
+    it, which ends the listening in every process holding the socket,
+    whatever they are doing; the workers stop listening themselves.
+    """
+    if hasattr(port, "_shouldShutdown"):
+        port._shouldShutdown = False  # tcp._SocketCloser's switch (no public one)
+    stop: Callable[[], Any] = port.stopListening
+    return maybeDeferred(stop)
+
+
 def bind_listeners(reactor: Any, descriptions: Sequence[str]) -> list[IListeningPort]:
     """Bind every endpoint, then stop reading it: the sockets are for the workers.
 
@@ -633,16 +646,15 @@ class WorkerSupervisor(Service):
     def stopService(self) -> Deferred[None]:
         """Close the sockets, SIGTERM every worker, wait for all (killing the late ones).
 
-        Closing the supervisor's port shuts its socket down (Twisted's
-        ``tcp.Port`` calls ``shutdown()`` before ``close()`` on a socket it
-        bound itself), and a socket shut down stops listening in every
-        process that holds it: no worker accepts another connection, even
-        before its SIGTERM arrives.  (A worker's own adopted port only closes
-        its descriptor, so one worker stopping leaves the others listening.)
+        The supervisor only closes its descriptors (:func:`close_shared`):
+        each worker stops listening on its own SIGTERM, sent at the same
+        moment, and the socket is gone when the last worker has closed it.
+        (Shutting the shared socket down instead made a worker that was
+        accepting at that instant log ``EINVAL`` as an unhandled error.)
         """
         super().stopService()
         self._stopping = True
-        closing = [maybeDeferred(port.stopListening) for port in self._ports]
+        closing = [close_shared(port) for port in self._ports]
         self._ports = []
         waits: list[Deferred[Any]] = list(closing)
         for slot in self._slots:

@@ -53,6 +53,7 @@ from streamsrv.processes import (
     adopted_endpoint,
     bind_listeners,
     child_fds,
+    close_shared,
     describe_exit,
     identify_worker,
     plugin_arguments,
@@ -592,6 +593,23 @@ class SocketTests(unittest.TestCase):
         port = yield endpoint.listen(Factory.forProtocol(_Hello))
         with self.assertRaises(OSError):
             os.fstat(fd)  # adopted, then closed: only the port's own duplicate remains
+        data = yield _in_thread(self.fetch, number)
+        self.assertEqual(data, b"hello")
+        yield port.stopListening()
+
+    @inlineCallbacks
+    def test_supervisor_close_leaves_workers_listening(self) -> Any:
+        """The supervisor's stop closes only its own descriptor: a worker woken to accept at that
+        instant finds no shut-down socket (in CI a shutdown() raced it and logged an unhandled
+        EINVAL) and keeps serving until its own SIGTERM stops it."""
+        [parent] = bind_listeners(global_reactor, ["tcp:0:interface=127.0.0.1"])
+        number = parent.getHost().port
+        fd = os.dup(parent.fileno())  # type: ignore[attr-defined]
+        endpoint = adopted_endpoint(global_reactor, f"tcp:{number}:interface=127.0.0.1", fd)
+        port = yield endpoint.listen(Factory.forProtocol(_Hello))
+        yield close_shared(parent)
+        port.doRead()  # the accept the worker's reactor would make in that instant
+        self.assertEqual(self.flushLoggedErrors(), [])
         data = yield _in_thread(self.fetch, number)
         self.assertEqual(data, b"hello")
         yield port.stopListening()
