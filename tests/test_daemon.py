@@ -222,6 +222,27 @@ class DaemonTestCase(unittest.SynchronousTestCase):
         self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
         return client, body
 
+    def terminate_while_reading(
+        self, daemon: Daemon, client: socket.socket, body: bytes, grace_s: float, keep_reading: int
+    ) -> tuple[float, bytes]:
+        """SIGTERM *daemon*: its listeners go at once (well within *grace_s*) while the open
+        stream on *client* keeps being sent (*keep_reading* bytes more, past any buffer).
+
+        :return: when the signal was sent (``time.monotonic()``), and the body bytes read.
+        """
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while not daemon.refuses_connections() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(daemon.refuses_connections())
+        got = bytearray(body)
+        while len(got) < len(body) + keep_reading:
+            chunk = client.recv(256 * 1024)
+            self.assertTrue(chunk, f"stream cut after {len(got)} bytes, {time.monotonic() - started:.2f}s")
+            got += chunk
+        return started, bytes(got)
+
     def assert_clean_exit(self, daemon: Daemon, code: int) -> None:
         """*code* is one of the exits DESIGN allows after SIGTERM."""
         self.assertIn(code, CLEAN_EXITS, daemon.output())
@@ -279,21 +300,8 @@ class DaemonTests(DaemonTestCase):
 
         client, body = self.start_long_download(daemon)
 
-        started = time.monotonic()
-        daemon.process.send_signal(signal.SIGTERM)
-        # The listener goes at once (well within the grace period)...
-        deadline = time.monotonic() + grace_s
-        while not daemon.refuses_connections() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.assertTrue(daemon.refuses_connections())
-        self.assertIsNone(daemon.process.poll())
-        # ...while the open stream keeps being sent: more than any buffer holds.
-        got = bytearray(body)
-        while len(got) < len(body) + keep_reading:
-            chunk = client.recv(256 * 1024)
-            self.assertTrue(chunk, f"stream cut after {len(got)} bytes, {time.monotonic() - started:.2f}s")
-            got += chunk
-        self.assertEqual(bytes(got), data[: len(got)])
+        started, got = self.terminate_while_reading(daemon, client, body, grace_s, keep_reading)
+        self.assertEqual(got, data[: len(got)])
         self.assertIsNone(daemon.process.poll(), "exited before the grace period ended")
 
         # Now stall: the grace period ends, the stream is cut and the process exits.

@@ -978,18 +978,8 @@ class MultiWorkerDaemonTests(MultiWorkerTestCase):
             conn.conn.close()
         client, body = self.start_long_download(daemon)
 
-        started = time.monotonic()
-        daemon.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while not daemon.refuses_connections() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.assertTrue(daemon.refuses_connections())
-        got = bytearray(body)
-        while len(got) < len(body) + keep_reading:
-            chunk = client.recv(256 * 1024)
-            self.assertTrue(chunk, f"stream cut after {len(got)} bytes, {time.monotonic() - started:.2f}s")
-            got += chunk
-        self.assertEqual(bytes(got), data[: len(got)])
+        started, got = self.terminate_while_reading(daemon, client, body, grace_s, keep_reading)
+        self.assertEqual(got, data[: len(got)])
         code = daemon.wait(grace_s + EXIT_TIMEOUT_S)
         self.assertGreaterEqual(time.monotonic() - started, grace_s)
         self.assertIn(code, CLEAN_EXITS, daemon.output())
