@@ -34,7 +34,7 @@ from streamsrv.analytics.queries import (
 )
 from streamsrv.analytics.store import AnalyticsEvent, AnalyticsStore, SessionRecord
 from streamsrv.auth.principal import Principal
-from streamsrv.web.errors import ApiError
+from streamsrv.errors import ApiError
 from tests.test_analytics_store import StoreFactory, postgres_factory, sqlite_factory
 
 #: 2026-01-01T00:00:00Z, a Thursday.

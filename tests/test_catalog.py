@@ -32,7 +32,7 @@ from streamsrv.audio.catalog import (
 )
 from streamsrv.audio.metadata import MetadataError, TrackMetadata, read_metadata
 from streamsrv.health.checks import DEGRADED, FAILING, OK
-from streamsrv.streaming.conditional import make_etag
+from streamsrv.media.identity import make_etag
 from tests import audiogen
 from tests.test_metadata import FIELDS, tag_file
 

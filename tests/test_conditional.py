@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from streamsrv.media.identity import make_etag
 from streamsrv.streaming.conditional import (
     Outcome,
     evaluate_preconditions,
     http_date,
     if_range_allows_partial,
-    make_etag,
     parse_http_date,
 )
 

@@ -12,7 +12,7 @@ from mutagen.mp4 import MP4FreeForm
 from twisted.trial import unittest
 
 from streamsrv.audio.metadata import MAX_TEXT_LENGTH, MetadataError, read_metadata
-from streamsrv.streaming.conditional import make_etag
+from streamsrv.media.identity import make_etag
 from tests import audiogen
 
 #: The contract's metadata JSON fields, in its order.

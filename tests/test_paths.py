@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_paths -*-
-"""Tests for :mod:`streamsrv.streaming.paths`."""
+"""Tests for :mod:`streamsrv.media.paths`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from streamsrv.streaming.paths import (
+from streamsrv.media.paths import (
     MAX_PATH_BYTES,
     MAX_SEGMENT_BYTES,
     PathRefused,

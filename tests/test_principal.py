@@ -17,7 +17,7 @@ from streamsrv.auth.principal import (
     anonymous_principal,
 )
 from streamsrv.auth.roles import DEFAULT_ROLES
-from streamsrv.web.errors import DEFAULT_MESSAGES, STATUS_FOR_CODE
+from streamsrv.errors import DEFAULT_MESSAGES, STATUS_FOR_CODE
 
 
 def principal(*permissions: str, roles: frozenset[str] = frozenset()) -> Principal:

@@ -33,7 +33,7 @@ from streamsrv.auth.revocation import (
 )
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.config import load_settings
-from streamsrv.web.errors import ApiError
+from streamsrv.errors import ApiError
 from tests.test_jwt import SECRET, claims, decode_unverified, ed_key, hs256, private_pem
 from tests.test_revocation import NOW, BreakableStore
 

@@ -11,8 +11,9 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 
+from streamsrv.errors import STATUS_FOR_CODE, ApiError
 from streamsrv.middleware.accesslog import redact_uri
-from streamsrv.web.errors import STATUS_FOR_CODE, ApiError, error_body
+from streamsrv.web.errors import error_body
 from streamsrv.web.openapi import openapi_document
 from streamsrv.web.site import choose_request_id, http_date_now
 from tests.sitehelpers import build_site, parse_head, raw_exchange, stub_for

@@ -26,8 +26,8 @@ from twisted.internet.interfaces import IReactorTime
 from streamsrv.analytics import queries
 from streamsrv.analytics.store import IAnalyticsStore
 from streamsrv.auth.principal import Principal
-from streamsrv.streaming.paths import PathRefused, decode_request_path, normalise_relative_path
-from streamsrv.web.errors import ApiError
+from streamsrv.errors import ApiError
+from streamsrv.media.paths import PathRefused, decode_request_path, normalise_relative_path
 
 __all__ = ["AnalyticsApi"]
 

@@ -32,7 +32,7 @@ from typing import Any, Final
 from streamsrv.analytics.sessions import DEFAULT_IDLE_TIMEOUT_S
 from streamsrv.analytics.store import IAnalyticsStore
 from streamsrv.auth.principal import Principal
-from streamsrv.web.errors import ApiError
+from streamsrv.errors import ApiError
 
 __all__ = [
     "DEFAULT_LIMIT",

@@ -14,8 +14,8 @@ never stops the scan, and is left out of :meth:`Catalog.search`,
 
 What counts as a track: a regular file whose name :mod:`streamsrv.audio.formats`
 recognises, below no dotfile or dot-directory, reached through symlinks only
-while they stay inside the root (:func:`streamsrv.streaming.paths.resolve_inside`),
-whose path :func:`~streamsrv.streaming.paths.normalise_relative_path` accepts
+while they stay inside the root (:func:`streamsrv.media.paths.resolve_inside`),
+whose path :func:`~streamsrv.media.paths.normalise_relative_path` accepts
 (so ``/stream`` can name it).  Tracks are named by their path below the root,
 ``/``-separated, Unicode NFC (the on-disk spelling is kept for reading it).
 
@@ -59,8 +59,8 @@ from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.metadata import MetadataError, TrackMetadata, read_metadata
 from streamsrv.cache.lru import CacheStats, LruCache
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
-from streamsrv.streaming.conditional import make_etag
-from streamsrv.streaming.paths import PathRefused, normalise_relative_path, resolve_inside
+from streamsrv.media.identity import make_etag
+from streamsrv.media.paths import PathRefused, normalise_relative_path, resolve_inside
 
 __all__ = [
     "CATALOG_FILENAME",

@@ -33,6 +33,7 @@ from twisted.python import threadable
 from streamsrv.audio.catalog import Reader
 from streamsrv.audio.metadata import TrackMetadata
 from streamsrv.cache.lru import CacheStats
+from streamsrv.media.identity import make_etag
 
 __all__ = ["RedisMetadataL2"]
 
@@ -117,8 +118,6 @@ class RedisMetadataL2:
         self, root: Path, track: str, stat: os.stat_result, folder_artwork: bool | None
     ) -> TrackMetadata | None:
         """The stored metadata of this file version, or ``None`` (a miss, or Redis unavailable)."""
-        from streamsrv.streaming.conditional import make_etag
-
         etag = make_etag(stat.st_size, stat.st_mtime_ns, stat.st_ino)
         try:
             raw = self._call("get", self.key(track, etag, folder_artwork))

@@ -36,8 +36,8 @@ from streamsrv.audio.artwork import find_artwork
 from streamsrv.audio.decode import DecodeError
 from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
+from streamsrv.errors import ApiError
 from streamsrv.streaming.tracks import resolve_media
-from streamsrv.web.errors import ApiError
 
 __all__ = ["MediaLibrary", "Representation"]
 

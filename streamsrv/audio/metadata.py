@@ -73,7 +73,7 @@ from mutagen.wave import WAVE
 from streamsrv.audio.artwork import embedded_artwork, folder_image
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.probe import probe_duration
-from streamsrv.streaming.conditional import make_etag
+from streamsrv.media.identity import make_etag
 
 __all__ = ["MAX_TEXT_LENGTH", "MetadataError", "TrackMetadata", "read_metadata"]
 

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from streamsrv.audio.catalog import Catalog, ScanCancelled, ScanSummary
-from streamsrv.streaming.paths import PathRefused, resolve_inside
+from streamsrv.media.paths import PathRefused, resolve_inside
 
 __all__ = ["DEFAULT_DEBOUNCE_S", "DEFAULT_RESCAN_INTERVAL_S", "CatalogService"]
 

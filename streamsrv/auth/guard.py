@@ -41,6 +41,7 @@ from streamsrv.auth.signing import (
     parse_query_pairs,
     verify,
 )
+from streamsrv.errors import ApiError
 from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.ratelimit import (
     Decision,
@@ -49,7 +50,6 @@ from streamsrv.middleware.ratelimit import (
     keys_for,
     stream_start,
 )
-from streamsrv.web.errors import ApiError
 
 #: Verified access tokens remembered (LRU), and for how long at most: a
 #: token whose key was rotated out of the JWKS stays accepted that long.

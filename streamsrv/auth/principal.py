@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from streamsrv.auth.roles import DEFAULT_ROLES, WILDCARD, effective_permissions
+from streamsrv.errors import DEFAULT_MESSAGES
 
 __all__ = ["ANONYMOUS", "AUTH_ERROR_CODES", "VIAS", "AuthError", "Principal", "anonymous_principal"]
 
@@ -24,7 +25,7 @@ __all__ = ["ANONYMOUS", "AUTH_ERROR_CODES", "VIAS", "AuthError", "Principal", "a
 VIAS: Final = frozenset({"jwt", "signed_url", "anonymous"})
 
 #: The contract codes an :class:`AuthError` may carry (each is a key of
-#: :data:`streamsrv.web.errors.STATUS_FOR_CODE`).
+#: :data:`streamsrv.errors.STATUS_FOR_CODE`).
 AUTH_ERROR_CODES: Final = frozenset(
     {
         "UNAUTHENTICATED",
@@ -39,17 +40,7 @@ AUTH_ERROR_CODES: Final = frozenset(
     }
 )
 
-_MESSAGES: Final[Mapping[str, str]] = {
-    "UNAUTHENTICATED": "Credentials are required.",
-    "TOKEN_EXPIRED": "The token has expired.",
-    "TOKEN_INVALID": "The token is not valid.",
-    "TOKEN_REVOKED": "The token has been revoked.",
-    "SIGNATURE_INVALID": "The URL signature is not valid.",
-    "URL_EXPIRED": "The signed URL has expired.",
-    "FORBIDDEN": "You are not allowed to do this.",
-    "NOT_CONFIGURED": "This feature is not configured on this server.",
-    "UNAVAILABLE": "The service is temporarily unavailable.",
-}
+_MESSAGES: Final[Mapping[str, str]] = {code: DEFAULT_MESSAGES[code] for code in AUTH_ERROR_CODES}
 
 
 class AuthError(Exception):

@@ -36,8 +36,8 @@ from streamsrv.auth.revocation import (
     RevocationCache,
     SqliteRevocationStore,
 )
+from streamsrv.errors import ApiError
 from streamsrv.redisconn import RedisConnection
-from streamsrv.web.errors import ApiError
 
 if TYPE_CHECKING:
     from streamsrv.config import Settings

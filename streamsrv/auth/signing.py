@@ -321,7 +321,7 @@ def decode_signed_path(raw_path: bytes) -> str:
     """
     The request path as it goes into the message: decoded once, not normalised.
 
-    Unlike :func:`streamsrv.streaming.paths.decode_request_path` this applies no
+    Unlike :func:`streamsrv.media.paths.decode_request_path` this applies no
     Unicode normalisation (the message holds the path exactly as requested) and
     refuses a malformed escape. ``+`` stays a plus sign.
 

@@ -56,6 +56,7 @@ from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.signing import SignedUrlError, SigningKey, decode_signed_path, max_age_for
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
+from streamsrv.errors import ApiError
 from streamsrv.hls import playlists
 from streamsrv.hls.segments import (
     AAC_LADDER,
@@ -73,7 +74,7 @@ from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.producers import FileBodyProducer
 from streamsrv.streaming.tracks import resolve_media
-from streamsrv.web.errors import ApiError, render_error
+from streamsrv.web.errors import render_error
 from streamsrv.web.site import finish_response
 
 __all__ = ["PLAYLIST_TYPE", "SEGMENT_TYPE", "HlsResource", "HlsTarget", "parse_hls_path"]

@@ -77,26 +77,6 @@ class Outcome(enum.Enum):
     PRECONDITION_FAILED = "precondition-failed"
 
 
-def make_etag(size: int, mtime_ns: int, inode: int) -> str:
-    """
-    Make the strong entity-tag of a file from what ``stat()`` says of it.
-
-    Size, nanosecond modification time and inode change whenever the bytes
-    do, short of deliberate tampering with timestamps, which is what makes the
-    tag strong enough for ``If-Range``.
-
-    :param size: ``st_size``.
-    :param mtime_ns: ``st_mtime_ns`` (may be negative for pre-1970 files).
-    :param inode: ``st_ino``.
-    :return: The quoted tag, hex parts joined by ``-``, e.g.
-        ``'"3e8-17f0c2a1b-2a"'``.
-    :raise ValueError: If ``size`` or ``inode`` is negative.
-    """
-    if size < 0 or inode < 0:
-        raise ValueError(f"negative size or inode: {size}, {inode}")
-    return f'"{size:x}-{mtime_ns:x}-{inode:x}"'
-
-
 @functools.lru_cache(maxsize=4096)
 def http_date(timestamp: float) -> str:
     """

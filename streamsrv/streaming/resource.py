@@ -10,7 +10,7 @@ request whose ranges are all unsatisfiable gets 416 (where ``static.File``
 fails with 500).
 
 It never joins the request path to the file system as given: the raw,
-still-encoded path goes through :func:`streamsrv.streaming.paths.safe_media_path`
+still-encoded path goes through :func:`streamsrv.media.paths.safe_media_path`
 and every refusal is a 404 and a security event.  Only files whose type is
 audio are served; dotfiles, directories and anything else answer 404.
 """
@@ -38,7 +38,10 @@ from streamsrv.audio.probe import DurationCache
 from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.roles import Shaping, shaping_for
 from streamsrv.auth.signing import max_age_for
+from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
+from streamsrv.media.identity import make_etag
+from streamsrv.media.paths import PathRefused, ResolvedPathCache, safe_media_path
 from streamsrv.middleware.audit import file_access, security_event
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import (
@@ -46,10 +49,8 @@ from streamsrv.streaming.conditional import (
     evaluate_preconditions,
     http_date,
     if_range_allows_partial,
-    make_etag,
 )
 from streamsrv.streaming.multipart import make_boundary, multipart_layout
-from streamsrv.streaming.paths import PathRefused, ResolvedPathCache, safe_media_path
 from streamsrv.streaming.producers import (
     FileBodyProducer,
     Segment,
@@ -67,7 +68,7 @@ from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.transcode import Rendition
 from streamsrv.transcode.layout import MAX_GAIN_MDB
-from streamsrv.web.errors import ApiError, render_error
+from streamsrv.web.errors import render_error
 from streamsrv.web.site import finish_response
 
 log = Logger()

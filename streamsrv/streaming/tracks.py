@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from streamsrv.audio.formats import audio_format_for
+from streamsrv.errors import ApiError
+from streamsrv.media.paths import PathRefused, safe_media_path
 from streamsrv.middleware.audit import security_event
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
-from streamsrv.streaming.paths import PathRefused, safe_media_path
-from streamsrv.web.errors import ApiError
 
 __all__ = ["request_preconditions", "resolve_media"]
 

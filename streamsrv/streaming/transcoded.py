@@ -42,6 +42,7 @@ from zope.interface import implementer
 from streamsrv.audio.decode import DecodeError
 from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
+from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, http_date
@@ -57,7 +58,6 @@ from streamsrv.transcode import (
     layout_for,
     probe_source,
 )
-from streamsrv.web.errors import ApiError
 
 __all__ = ["BodyEnded", "ChunkProducer", "Framing", "TranscodeService"]
 

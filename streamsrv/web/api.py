@@ -24,11 +24,12 @@ from streamsrv import __version__
 from streamsrv.auth.jwt import bearer_token
 from streamsrv.auth.principal import AuthError
 from streamsrv.auth.signing import max_age_for
+from streamsrv.errors import ApiError
 from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
-from streamsrv.web.errors import ApiError, render_error
+from streamsrv.web.errors import render_error
 from streamsrv.web.openapi import openapi_document
 
 if TYPE_CHECKING:

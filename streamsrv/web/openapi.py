@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamsrv import __version__
-from streamsrv.web.errors import STATUS_FOR_CODE
+from streamsrv.errors import STATUS_FOR_CODE
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 

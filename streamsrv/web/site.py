@@ -24,12 +24,13 @@ from twisted.web import http, resource, server
 from twisted.web.http import datetimeToString
 from twisted.web.resource import IResource
 
+from streamsrv.errors import DEFAULT_MESSAGES, ApiError
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.accesslog import access_log_observed, log_access
 from streamsrv.middleware.clientaddr import client_address, forwarded_proto, parse_networks
 from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.headers import apply_security_headers
-from streamsrv.web.errors import DEFAULT_MESSAGES, ApiError, error_body, render_error
+from streamsrv.web.errors import error_body, render_error
 
 log = Logger()
 

@@ -69,7 +69,7 @@ from zope.interface import implementer
 from streamsrv.analytics.sessions import REPORT_TYPES
 from streamsrv.auth.principal import AuthError, Principal
 from streamsrv.events.hub import SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
-from streamsrv.streaming.paths import PathRefused, normalise_relative_path
+from streamsrv.media.paths import PathRefused, normalise_relative_path
 
 __all__ = [
     "CLOSE_GOING_AWAY",

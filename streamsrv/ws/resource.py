@@ -26,7 +26,8 @@ from twisted.web.server import NOT_DONE_YET
 
 from streamsrv.auth.jwt import MAX_TOKEN_LENGTH, JwtVerifier
 from streamsrv.auth.principal import AuthError, Principal
-from streamsrv.web.errors import ApiError, render_error
+from streamsrv.errors import ApiError
+from streamsrv.web.errors import render_error
 from streamsrv.ws.protocol import Authenticate, EventSocketFactory
 
 __all__ = ["TOKEN_PARAM", "EventSocketResource", "jwt_authenticator", "take_query_token"]
