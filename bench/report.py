@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 STREAMSRV = "streamsrv"
-BASELINES = ("nginx", "static.File")
+#: The same daemon from another checkout (``run_streaming.py --baseline-repo``).
+STREAMSRV_BASE = "streamsrv-base"
+BASELINES = (STREAMSRV_BASE, "nginx", "static.File")
 
 
 @dataclass(frozen=True)

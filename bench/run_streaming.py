@@ -47,6 +47,7 @@ from corpus import MIB, Corpus, make_corpus
 
 BENCH_DIR = Path(__file__).resolve().parent
 STREAMSRV = report.STREAMSRV
+STREAMSRV_BASE = report.STREAMSRV_BASE
 REPO = BENCH_DIR.parent
 RANGE_SPAN = 256 * 1024
 RANGE_CONCURRENCY = (1, 16, 128, 512)
@@ -146,6 +147,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="STREAMSRV_WORKERS values, each run as its own server (streamsrv, streamsrv-w2, ...); "
         "any N > 1 leaves every process unpinned (default 1)",
     )
+    p.add_argument(
+        "--baseline-repo",
+        type=Path,
+        metavar="DIR",
+        help="also run streamsrv from this checkout (e.g. a git worktree of the commit before) as "
+        "server streamsrv-base, interleaved with the others, for before/after ratios",
+    )
     p.add_argument("--seed", type=int, default=20240601, help="corpus and request seed")
     p.add_argument("--start-timeout", type=float, default=30.0, help="seconds a server has to start")
     p.add_argument("--out", type=Path, help="JSON result file (default bench/results/streaming-TIME.json)")
@@ -170,6 +178,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if STREAMSRV in args.servers:
         at = args.servers.index(STREAMSRV)
         args.servers[at : at + 1] = [streamsrv_name(n) for n in args.workers]
+    if args.baseline_repo is not None:
+        args.baseline_repo = args.baseline_repo.resolve()
+        at = args.servers.index(STREAMSRV) + 1 if STREAMSRV in args.servers else 0
+        args.servers.insert(at, STREAMSRV_BASE)
     args.only = [o.strip() for o in args.only.split(",")] if args.only else None
     for item in args.streamsrv_env:
         if "=" not in item or not item.split("=", 1)[0]:
@@ -463,6 +475,16 @@ def make_server(name: str, ctx: dict[str, Any], access_log: bool) -> servers.Ser
     tmp: Path = ctx["tmp"]
     corpus: Corpus = ctx["corpus"]
     port = servers.free_port()
+    if name == STREAMSRV_BASE:
+        repo: Path = ctx["baseline_repo"]
+        reason = servers.streamsrv_plugin_visible(repo)
+        if reason:
+            raise servers.ServerStartError(reason)
+        own = tmp / STREAMSRV_BASE  # its own data dir and log
+        own.mkdir(exist_ok=True)
+        server = servers.streamsrv(own, repo, corpus, port, dict(ctx["streamsrv_env"]))
+        server.name = name
+        return server
     workers = streamsrv_workers(name)
     if workers is not None:
         reason = servers.streamsrv_plugin_visible(REPO)
@@ -714,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         "use_wrk": use_wrk,
         "running": [],
         "streamsrv_env": args.streamsrv_env,
+        "baseline_repo": args.baseline_repo,
     }
     record: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
