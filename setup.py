@@ -52,6 +52,9 @@ class EditableWheelWithPlugins(editable_wheel):
         return WithPluginPath()
 
 
+#: What the test suite imports beyond the package's own requirements.
+TEST_REQUIRES = ["hypothesis>=6.100", "websockets>=12", "m3u8>=4"]
+
 setup(
     name="streamsrv",
     version=_version(),
@@ -83,8 +86,9 @@ setup(
         "psycopg2-binary>=2.9",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "websockets>=12", "m3u8>=4"],
-        "dev": ["hypothesis>=6.100", "ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "tox>=4"],
+        "test": TEST_REQUIRES,
+        # Everything the suite needs, and the lint and typing tools tox runs.
+        "dev": [*TEST_REQUIRES, "ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0", "tox>=4"],
     },
     entry_points={"console_scripts": ["streamsrv = streamsrv.cli:console_main"]},
 )
