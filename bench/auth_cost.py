@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import SigningKey, parse_query_pairs, sign_url, verify
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES, MemoryRateLimiter
 
 NOW = 1_800_000_000.0

@@ -19,9 +19,9 @@ from twisted.trial import unittest
 
 from streamsrv.analytics.api import AnalyticsApi
 from streamsrv.analytics.store import SessionRecord, SqliteAnalyticsStore
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.roles import DEFAULT_ROLES
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from tests.sitehelpers import build_site, stub_for
 

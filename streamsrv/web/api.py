@@ -35,8 +35,8 @@ from streamsrv.web.openapi import openapi_document
 if TYPE_CHECKING:
     from streamsrv.analytics.api import AnalyticsApi
     from streamsrv.audio.library import MediaLibrary, Representation
-    from streamsrv.auth.guard import Guard
     from streamsrv.auth.refresh import TokenService
+    from streamsrv.middleware.guard import Guard
 
 #: The request being handled, for callbacks (security events) that are not handed it.
 current_request: ContextVar[Any] = ContextVar("current_request", default=None)
