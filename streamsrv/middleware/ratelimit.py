@@ -623,4 +623,3 @@ def keys_for(
     if sub is not None:
         keys.append((user_policy, user_bucket_key(sub)))
     return keys
-
