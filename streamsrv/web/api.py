@@ -26,8 +26,9 @@ from streamsrv.auth.principal import AuthError
 from streamsrv.errors import ApiError
 from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
+from streamsrv.web.analytics import AnalyticsRoutes
 from streamsrv.web.errors import render_error
-from streamsrv.web.media import MediaApi
+from streamsrv.web.media import MediaRoutes
 from streamsrv.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -95,8 +96,8 @@ class ApiApp:
         self._guard = guard
         self._tokens = tokens
         self._prerequisites = dict(prerequisites or {})
-        self._media = MediaApi(media, clock) if media is not None else None
-        self._analytics = analytics
+        self._media = MediaRoutes(media, clock) if media is not None else None
+        self._analytics = AnalyticsRoutes(analytics, clock) if analytics is not None else None
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -239,7 +240,7 @@ class ApiApp:
 
     # -- media: artwork, waveforms, spectra (signed URLs accepted: <img> and peaks.js send no header) --
 
-    async def _media_request(self, request: Any, route: str) -> tuple[MediaApi, bytes]:
+    async def _media_request(self, request: Any, route: str) -> tuple[MediaRoutes, bytes]:
         request.route = route
         if self._media is None or self._guard is None:
             raise ApiError("NOT_CONFIGURED", "The media library is not configured.")
@@ -247,7 +248,7 @@ class ApiApp:
         prefix = f"/api/v1/{route}/".encode("ascii")
         return self._media, request.path[len(prefix) :]
 
-    async def _analytics_request(self, request: Any) -> tuple[AnalyticsApi, Any]:
+    async def _analytics_request(self, request: Any) -> tuple[AnalyticsRoutes, Any]:
         request.route = "analytics"
         request.setHeader(b"cache-control", b"private, no-cache")
         if self._analytics is None or self._guard is None:
@@ -296,7 +297,7 @@ class ApiApp:
         analytics, principal = await self._analytics_request(request)
         return json_body(request, await analytics.qoe(request, principal))
 
-    async def _catalog_request(self, request: Any) -> MediaApi:
+    async def _catalog_request(self, request: Any) -> MediaRoutes:
         request.route = "tracks"
         if self._media is None or self._guard is None:
             raise ApiError("NOT_CONFIGURED", "The media library is not configured.")

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_media_api -*-
 """The media API's request side: tracks, artwork, waveforms and spectra.
 
-:class:`MediaApi` reads a request's query into the values the domain
+:class:`MediaRoutes` reads a request's query into the values the domain
 (:class:`~streamsrv.audio.library.MediaLibrary`) takes, validating them into
 the contract's ``BAD_REQUEST``; resolves the track its URL path names with
 :func:`~streamsrv.streaming.tracks.resolve_media` (anything but a servable
@@ -31,7 +31,7 @@ from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.tracks import resolve_media
 
-__all__ = ["MEDIA_MAX_AGE_S", "MediaApi", "waveform_options"]
+__all__ = ["MEDIA_MAX_AGE_S", "MediaRoutes", "waveform_options"]
 
 #: Largest ``limit`` of a track listing.
 MAX_PAGE: Final = 200
@@ -118,7 +118,7 @@ def _text_header(request: Any, name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-class MediaApi:
+class MediaRoutes:
     """
     The media routes' request handling over a :class:`MediaLibrary`.
 
