@@ -33,20 +33,14 @@ from streamsrv.analytics.queries import (
 from streamsrv.auth.principal import Principal
 from streamsrv.errors import ApiError
 from streamsrv.media.paths import PathRefused, decode_request_path, normalise_relative_path
+from streamsrv.web.query import one_value
 
 __all__ = ["AnalyticsRoutes", "parse_query_params"]
 
 
 def _single(args: Mapping[bytes, Sequence[bytes]], name: str) -> str | None:
-    values = args.get(name.encode("ascii"))
-    if not values:
-        return None
-    if len(values) > 1:
-        raise ApiError("BAD_REQUEST", f"{name} is given more than once")
-    try:
-        return values[0].decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ApiError("BAD_REQUEST", f"{name} is not UTF-8")
+    value = one_value(args, name, repeated=f"{name} is given more than once", not_utf8=f"{name} is not UTF-8")
+    return value.strip() if value is not None else None
 
 
 def parse_query_params(

@@ -30,6 +30,7 @@ from streamsrv.errors import ApiError
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.tracks import resolve_media
+from streamsrv.web.query import one_value
 
 __all__ = ["MEDIA_MAX_AGE_S", "MediaRoutes", "waveform_options"]
 
@@ -46,15 +47,7 @@ Args = Mapping[bytes, list[bytes]]
 
 
 def _one(args: Args, name: str) -> str | None:
-    values = args.get(name.encode("ascii"))
-    if not values:
-        return None
-    if len(values) > 1:
-        raise ApiError("BAD_REQUEST", f"{name} may be given once.")
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError("BAD_REQUEST", f"{name} must be UTF-8.") from None
+    return one_value(args, name, repeated=f"{name} may be given once.", not_utf8=f"{name} must be UTF-8.")
 
 
 def _int(args: Args, name: str, default: int | None) -> int | None:
