@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import SigningKey, parse_query_pairs, sign_url, verify
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES, MemoryRateLimiter
 
 NOW = 1_800_000_000.0
@@ -139,14 +139,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def admit_jwt() -> None:
         clock.advance(1.0)  # keep the buckets from emptying
-        run_coro(guard.admit(_Request(raw_path, b"", bearer), permission="stream:read", signed=True))
+        request = _Request(raw_path, b"", bearer)
+        run_coro(guard.admit(request, permission="stream:read", signed=True, stream_start=True))
 
     url = sign_url("http://x", path, keys=keys, expires=int(NOW) + 10**6)
     signed_query = url.split("?", 1)[1].encode()
 
     def admit_signed() -> None:
         clock.advance(1.0)
-        run_coro(guard.admit(_Request(raw_path, signed_query, None), permission="stream:read", signed=True))
+        request = _Request(raw_path, signed_query, None)
+        run_coro(guard.admit(request, permission="stream:read", signed=True, stream_start=True))
 
     results["guard_admit_jwt_HS256_us"] = _time_us(admit_jwt, args.number, args.rounds)
     results["guard_admit_signed_url_us"] = _time_us(admit_signed, args.number, args.rounds)

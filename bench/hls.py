@@ -316,12 +316,12 @@ def _http_first_segment(source: Path, directory: Path, runs: int) -> list[tuple[
     from twisted.web.resource import Resource
 
     from streamsrv.audio.workers import WorkerPool
-    from streamsrv.auth.guard import Guard
     from streamsrv.auth.principal import anonymous_principal
     from streamsrv.auth.roles import DEFAULT_ROLES
     from streamsrv.cache.artifacts import ArtifactCache
     from streamsrv.health.metrics import Metrics
     from streamsrv.hls.resource import HlsResource
+    from streamsrv.middleware.guard import Guard
     from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
     from streamsrv.web.site import StreamsrvSite
 

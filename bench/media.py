@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -74,14 +75,11 @@ def coalescing(track: Path, tmp: Path, concurrent: int) -> dict[str, Any]:
     """N simultaneous uncached waveform requests: wall time and pool jobs run."""
     from twisted.internet import reactor
 
-    from streamsrv.audio.library import MediaLibrary
+    from streamsrv.audio.library import MediaLibrary, WaveformOptions
     from streamsrv.audio.workers import WorkerPool
     from streamsrv.cache.artifacts import ArtifactCache
 
     result: dict[str, Any] = {}
-
-    class _Request:
-        args: dict[bytes, list[bytes]] = {}
 
     async def run() -> None:
         pool = WorkerPool(reactor, size=1, max_queue=concurrent + 4)
@@ -90,11 +88,12 @@ def coalescing(track: Path, tmp: Path, concurrent: int) -> dict[str, Any]:
         library = MediaLibrary(
             track.parent, catalog=None, pool=pool, cache=ArtifactCache(tmp / "cache", 1 << 28)
         )
+        info = os.stat(track)
         before = pool.completed
         started = time.perf_counter()
         await defer.gatherResults(
             [
-                defer.ensureDeferred(library.waveform(_Request(), track.name.encode()))
+                defer.ensureDeferred(library.waveform(track.name, track, info, WaveformOptions()))
                 for _ in range(concurrent)
             ]
         )

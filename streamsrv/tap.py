@@ -44,7 +44,6 @@ from streamsrv.audio.probe import DurationCache
 from streamsrv.audio.watcher import CatalogService
 from streamsrv.audio.workers import WorkerPool
 from streamsrv.auth.devcredentials import DevCredentials, SigningMaterial, signing_material
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwks import JwksCache
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.principal import Principal, anonymous_principal
@@ -78,6 +77,7 @@ from streamsrv.hls.resource import HlsResource
 from streamsrv.logs import make_log_observer
 from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.cors import CorsPolicy
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, RedisRateLimiter
 from streamsrv.processes import (
     STOP_MARGIN_S,

@@ -15,11 +15,11 @@ from treq.testing import StubTreq
 from twisted.internet.testing import MemoryReactorClock
 
 from streamsrv.audio.probe import DurationCache
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.health.checks import HealthChecks, media_root_check
 from streamsrv.health.metrics import Metrics
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker

@@ -19,10 +19,11 @@ from twisted.trial import unittest
 
 from streamsrv.analytics.api import AnalyticsApi
 from streamsrv.analytics.store import SessionRecord, SqliteAnalyticsStore
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.roles import DEFAULT_ROLES
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
+from streamsrv.web.analytics import AnalyticsRoutes
 from tests.sitehelpers import build_site, stub_for
 
 SECRET = "an-analytics-test-secret-long-enough-0123456789"
@@ -101,7 +102,7 @@ class AnalyticsApiTests(unittest.TestCase):
             policies=DEFAULT_POLICIES, anonymous=None, clock=self.clock,
         )  # fmt: skip
         built = build_site(Path(self.mktemp()), clock=self.clock, guard=guard)
-        built.api._analytics = AnalyticsApi(self.store, self.clock, _Catalog())
+        built.api._analytics = AnalyticsRoutes(AnalyticsApi(self.store, self.clock, _Catalog()), self.clock)
         self.stub = stub_for(built)
 
     def token(self, sub: str, role: str) -> str:

@@ -23,7 +23,6 @@ from streamsrv.analytics.queries import (
     as_json,
     bucket_starts,
     format_time,
-    parse_query_params,
     parse_time,
     qoe,
     scope_for_principal,
@@ -35,6 +34,7 @@ from streamsrv.analytics.queries import (
 from streamsrv.analytics.store import AnalyticsEvent, AnalyticsStore, SessionRecord
 from streamsrv.auth.principal import Principal
 from streamsrv.errors import ApiError
+from streamsrv.web.analytics import parse_query_params
 from tests.test_analytics_store import StoreFactory, postgres_factory, sqlite_factory
 
 #: 2026-01-01T00:00:00Z, a Thursday.

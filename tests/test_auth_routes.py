@@ -19,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from streamsrv.auth.guard import Guard
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from tests.sitehelpers import BuiltSite, build_site, stub_for
 from tests.test_refresh import TokenServiceMixin

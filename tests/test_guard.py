@@ -14,11 +14,13 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
+from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import SigningKey, sign_url
+from streamsrv.hls.resource import HlsResource
 from streamsrv.middleware.cors import CorsPolicy
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, Policy
 from tests.sitehelpers import build_site, parse_head, raw_exchange
 
@@ -295,6 +297,67 @@ class RateLimitTests(GuardMixin, unittest.TestCase):
         statuses = [self.fetch(TRACK, authorization="Bearer junk", range="bytes=5-6")[0] for _ in range(7)]
         self.assertEqual(statuses[:5], [401] * 5)
         self.assertEqual(statuses[5:], [429, 429])
+
+
+class StreamStartTests(GuardMixin, unittest.TestCase):
+    """Which requests the routes charge as stream starts (DESIGN's rate-limit rule)."""
+
+    anonymous = anonymous_principal(DEFAULT_ROLES)
+
+    def setUp(self) -> None:
+        super().setUp()
+        hls = HlsResource(
+            Path(self.mktemp()),
+            guard=self.built.guard,
+            pool=None,  # type: ignore[arg-type]
+            cache=None,  # type: ignore[arg-type]
+            url_keys=(),
+            clock=self.clock,
+        )
+        self.built.site.resource._media[b"hls"] = hls
+
+    def test_table(self) -> None:
+        """
+        A /stream GET or HEAD of a track from the first byte (or with a Range
+        /stream ignores) and an HLS master playlist draw from the stream
+        buckets; seeks, suffix ranges, other methods, other HLS files and
+        other paths do not.
+        """
+        table: list[tuple[str, str, str | None, bool]] = [
+            ("GET", TRACK, None, True),
+            ("HEAD", TRACK, None, True),
+            ("GET", "/stream/a.mp3?format=opus&t=30", None, True),
+            ("GET", TRACK, "bytes=0-", True),
+            ("GET", TRACK, "bytes=0-1", True),
+            ("GET", TRACK, "Bytes = 0 - 499", True),
+            ("GET", TRACK, "bytes=0-99,200-299", True),
+            ("GET", TRACK, "garbage", True),
+            ("GET", TRACK, "bytes=5-0", True),
+            ("GET", TRACK, "bytes=1000-", False),
+            ("GET", TRACK, "bytes=1-", False),
+            ("GET", TRACK, "bytes=-500", False),
+            ("GET", TRACK, "bytes=100-199,0-99", False),
+            ("HEAD", TRACK, "bytes=1000-", False),
+            ("POST", TRACK, None, False),
+            ("GET", "/stream/", None, False),
+            ("GET", "/stream", None, False),
+            ("GET", "/stream//", None, True),
+            ("GET", "/streams/a.mp3", None, False),
+            ("GET", "/hls/jazz/a.mp3/master.m3u8", None, True),
+            ("HEAD", "/hls/a.mp3/master.m3u8", None, True),
+            ("GET", "/hls/a.mp3/master.m3u8", "bytes=100-", True),
+            ("GET", "/hls//master.m3u8", None, False),
+            ("GET", "/hls/a.mp3/aac_128/index.m3u8", None, False),
+            ("GET", "/hls/a.mp3/aac_128/3.m4s", None, False),
+            ("GET", "/api/v1/tracks", None, False),
+            ("GET", "/health", None, False),
+        ]
+        for n, (method, target, range_header, expected) in enumerate(table):
+            headers = {"range": range_header} if range_header is not None else {}
+            # A fresh address per row: the API bucket (5) must not run dry.
+            _, answer, _ = self.fetch(target, method=method, peer=f"10.1.0.{n + 1}", **headers)
+            drew_stream = answer.get("ratelimit-limit") == str(POLICIES.stream_ip.count)
+            self.assertEqual(drew_stream, expected, (method, target, range_header))
 
 
 class TrustedProxyTests(GuardMixin, unittest.TestCase):

@@ -26,7 +26,6 @@ from twisted.trial import unittest
 from twisted.web.resource import Resource
 
 from streamsrv.audio.workers import WorkerPool
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
@@ -36,6 +35,7 @@ from streamsrv.health.metrics import Metrics
 from streamsrv.hls.playlists import aac_ladder
 from streamsrv.hls.resource import HlsResource
 from streamsrv.hls.segments import AAC_LADDER
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.web.site import StreamsrvSite
 from tests.audiogen import write_samples

@@ -21,11 +21,11 @@ from twisted.trial import unittest
 
 from streamsrv.audio.library import MediaLibrary
 from streamsrv.audio.workers import WorkerPool
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import sign_url
 from streamsrv.cache.artifacts import ArtifactCache
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from tests.audiogen import write_tone
 from tests.sitehelpers import build_site, stub_for

@@ -16,6 +16,7 @@ from streamsrv.streaming.ranges import (
     RangeNotSatisfiable,
     RangeSpec,
     parse_range_header,
+    plays_from_start,
     resolve_ranges,
 )
 
@@ -564,3 +565,40 @@ class ParseMemoTests(unittest.TestCase):
             with self.assertRaises(ValueError):
                 parse_range_header("bytes=6-5")
         self.assertEqual(parse_range_header("bytes=5-6"), [(5, 6)])
+
+
+class PlaysFromStartTests(unittest.TestCase):
+    """
+    Which ``Range`` headers make a ``/stream`` request a stream start.
+    """
+
+    def test_table(self) -> None:
+        """
+        No header, a first range from byte 0, or a header ``/stream`` ignores
+        (malformed) play from the start; seeks and suffix ranges do not.
+        """
+        table: list[tuple[str | None, bool]] = [
+            (None, True),
+            ("bytes=0-", True),
+            ("bytes=0-1", True),
+            ("Bytes = 0 - 499", True),
+            ("bytes=0-99,200-299", True),
+            ("bytes=, 0-99", True),
+            ("bytes=00-", True),
+            ("garbage", True),
+            ("items=5-", True),
+            ("bytes=5-0", True),
+            ("bytes=1000-", False),
+            ("bytes=1-", False),
+            ("bytes=-500", False),
+            ("bytes=100-199,0-99", False),
+        ]
+        for header, expected in table:
+            self.assertEqual(plays_from_start(header), expected, header)
+
+    @given(header=st.one_of(st.none(), st.text()))
+    def test_never_raises(self, header: str | None) -> None:
+        """
+        Any ``Range`` value gives a yes or a no.
+        """
+        self.assertIn(plays_from_start(header), (True, False))

@@ -29,7 +29,6 @@ from streamsrv.middleware.ratelimit import (
     Policy,
     ip_bucket_key,
     keys_for,
-    stream_start,
     user_bucket_key,
 )
 
@@ -532,60 +531,3 @@ class KeysForTests(unittest.TestCase):
             self.assertEqual(len(key), 66)
         self.assertNotEqual(user_bucket_key("a b"), user_bucket_key("a  b"))
 
-
-class StreamStartTests(unittest.TestCase):
-    """
-    Which requests count as stream starts.
-    """
-
-    def test_table(self) -> None:
-        """
-        /stream GET or HEAD from the first byte (or with a Range /stream
-        ignores) and HLS master playlists are stream starts; seeks, suffix
-        ranges, other methods and other paths are API calls.
-        """
-        table: list[tuple[bytes, bytes, bytes | None, bool]] = [
-            (b"GET", b"/stream/jazz/So%20What.mp3", None, True),
-            (b"HEAD", b"/stream/jazz/So%20What.mp3", None, True),
-            (b"GET", b"/stream/a.mp3?format=opus&t=30", None, True),
-            (b"GET", b"/stream/a.mp3", b"bytes=0-", True),
-            (b"GET", b"/stream/a.mp3", b"bytes=0-1", True),
-            (b"GET", b"/stream/a.mp3", b"Bytes = 0 - 499", True),
-            (b"GET", b"/stream/a.mp3", b"bytes=0-99,200-299", True),
-            (b"GET", b"/stream/a.mp3", b"bytes=, 0-99", True),
-            (b"GET", b"/stream/a.mp3", b"bytes=00-", True),
-            (b"GET", b"/stream/a.mp3", b"garbage", True),
-            (b"GET", b"/stream/a.mp3", b"items=5-", True),
-            (b"GET", b"/stream/a.mp3", b"bytes=5-0", True),
-            (b"GET", b"/stream/a.mp3", b"bytes=1000-", False),
-            (b"GET", b"/stream/a.mp3", b"bytes=1-", False),
-            (b"GET", b"/stream/a.mp3", b"bytes=-500", False),
-            (b"GET", b"/stream/a.mp3", b"bytes=100-199,0-99", False),
-            (b"HEAD", b"/stream/a.mp3", b"bytes=1000-", False),
-            (b"POST", b"/stream/a.mp3", None, False),
-            (b"OPTIONS", b"/stream/a.mp3", None, False),
-            (b"GET", b"/stream/", None, False),
-            (b"GET", b"/stream", None, False),
-            (b"GET", b"/streams/a.mp3", None, False),
-            (b"GET", b"/hls/jazz/a.mp3/master.m3u8", None, True),
-            (b"HEAD", b"/hls/a.mp3/master.m3u8", None, True),
-            (b"GET", b"/hls/a.mp3/master.m3u8", b"bytes=100-", True),
-            (b"GET", b"/hls//master.m3u8", None, False),
-            (b"GET", b"/hls/a.mp3/aac_128/index.m3u8", None, False),
-            (b"GET", b"/hls/a.mp3/aac_128/3.m4s", None, False),
-            (b"GET", b"/api/v1/tracks", None, False),
-            (b"GET", b"/api/v1/waveform/a.mp3", None, False),
-            (b"GET", b"/health", None, False),
-        ]
-        for method, path, range_header, expected in table:
-            self.assertEqual(stream_start(method, path, range_header), expected, (method, path, range_header))
-
-    @given(
-        method=st.binary(max_size=8), path=st.binary(max_size=80), header=st.one_of(st.none(), st.binary())
-    )
-    def test_never_raises(self, method: bytes, path: bytes, header: bytes | None) -> None:
-        """
-        Any request line and Range header give a yes or a no.
-        """
-        self.assertIn(stream_start(method, b"/stream/" + path, header), (True, False))
-        self.assertIn(stream_start(method, path, header), (True, False))

@@ -23,10 +23,10 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from streamsrv.audio.workers import WorkerPool
-from streamsrv.auth.guard import Guard
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.cache.artifacts import ArtifactCache
+from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.streaming.transcoded import TranscodeService
 from tests.audiogen import write_tone

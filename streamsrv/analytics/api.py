@@ -14,12 +14,16 @@ seconds, default the last 7 days) and ``granularity`` for series.
 ``/api/v1/analytics/active``              sessions open now (users hidden from artists)
 ``/api/v1/analytics/qoe``                 startup time, stalls, seeks, bitrate switches
 ========================================  ==================================================
+
+:class:`AnalyticsApi` takes the admitted principal and plain values (a
+:class:`~streamsrv.analytics.queries.QueryParams`, a track path, a user id)
+and raises :class:`~streamsrv.errors.ApiError`; it never takes a request nor
+parses a query or a URL (:mod:`streamsrv.web.analytics` does).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -27,7 +31,6 @@ from streamsrv.analytics import queries
 from streamsrv.analytics.store import IAnalyticsStore
 from streamsrv.auth.principal import Principal
 from streamsrv.errors import ApiError
-from streamsrv.media.paths import PathRefused, decode_request_path, normalise_relative_path
 
 __all__ = ["AnalyticsApi"]
 
@@ -64,18 +67,18 @@ class AnalyticsApi:
                     break
         return owned
 
-    def _params(self, request: Any) -> queries.QueryParams:
-        return queries.parse_query_params(request.args, now=self._clock.seconds())
+    def check_user_access(self, principal: Principal, sub: str) -> None:
+        """:raise ApiError: ``FORBIDDEN`` unless *principal* may see user *sub*'s listening."""
+        if not (principal.can("analytics:read") or principal.sub == sub):
+            raise ApiError("FORBIDDEN")
 
-    async def summary(self, request: Any, principal: Principal) -> Any:
+    async def summary(self, principal: Principal, p: queries.QueryParams) -> Any:
         """Listeners, sessions, listening time, completion rate over the period."""
-        p = self._params(request)
         result = await queries.summary(self._store, p.start, p.end, await self._scope(principal))
         return queries.as_json(result)
 
-    async def top_tracks(self, request: Any, principal: Principal) -> Any:
+    async def top_tracks(self, principal: Principal, p: queries.QueryParams) -> Any:
         """The most listened tracks of the period."""
-        p = self._params(request)
         rows = await queries.top_tracks(self._store, p.start, p.end, p.limit, await self._scope(principal))
         return {
             "from": queries.format_time(p.start),
@@ -83,33 +86,20 @@ class AnalyticsApi:
             "items": queries.as_json(rows),
         }
 
-    async def track(self, request: Any, principal: Principal, raw_path: bytes) -> Any:
-        """One track's listening, bucketed by ``granularity``."""
-        try:
-            path = "/".join(normalise_relative_path(decode_request_path(raw_path)))
-        except PathRefused:
-            raise ApiError("NOT_FOUND") from None
-        p = self._params(request)
+    async def track(self, principal: Principal, path: str, p: queries.QueryParams) -> Any:
+        """One track's listening (*path*: a normalised track path), bucketed by ``granularity``."""
         result = await queries.track_listening(
             self._store, path, p.start, p.end, p.granularity, await self._scope(principal)
         )
         return queries.as_json(result)
 
-    async def user(self, request: Any, principal: Principal, raw_sub: bytes) -> Any:
+    async def user(self, principal: Principal, sub: str, p: queries.QueryParams) -> Any:
         """One user's listening: admins (``analytics:read``) or the user themselves."""
-        try:
-            sub = unquote(raw_sub.decode("ascii"), errors="strict")
-        except (UnicodeDecodeError, ValueError):
-            raise ApiError("BAD_REQUEST", "The user id is not valid UTF-8.") from None
-        if not sub or len(sub) > 1024:
-            raise ApiError("NOT_FOUND")
-        if not (principal.can("analytics:read") or principal.sub == sub):
-            raise ApiError("FORBIDDEN")
-        p = self._params(request)
+        self.check_user_access(principal, sub)
         result = await queries.user_listening(self._store, sub, p.start, p.end, p.granularity, p.limit)
         return queries.as_json(result)
 
-    async def active(self, request: Any, principal: Principal) -> Any:
+    async def active(self, principal: Principal) -> Any:
         """Sessions open now; artists see their tracks' sessions without user ids."""
         scope = await self._scope(principal)
         rows = await queries.active_sessions(
@@ -117,8 +107,7 @@ class AnalyticsApi:
         )
         return {"items": queries.as_json(rows)}
 
-    async def qoe(self, request: Any, principal: Principal) -> Any:
+    async def qoe(self, principal: Principal, p: queries.QueryParams) -> Any:
         """Quality of experience over the period."""
-        p = self._params(request)
         result = await queries.qoe(self._store, p.start, p.end, await self._scope(principal))
         return queries.as_json(result)

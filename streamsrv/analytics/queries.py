@@ -13,9 +13,11 @@ it started in, with all its listening.  Time ranges are half-open:
 Artists see only their own tracks: every query takes a *scope*
 (:data:`PathScope`): ``None`` for everything, else a set of track paths or a
 predicate on a path; :func:`scope_for_principal` derives it from a
-principal.  :func:`parse_query_params` parses ``from``/``to``/``granularity``/
-``limit``.  This module must never return a track outside the scope, and never
-interpolate a value into SQL (values are always parameters).
+principal.  A query's parameters arrive as a :class:`QueryParams` value
+(:mod:`streamsrv.web.analytics` reads them from a request; :func:`parse_time`
+is the time syntax it accepts).  This module must never take a request, never
+return a track outside the scope, and never interpolate a value into SQL
+(values are always parameters).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,9 +53,9 @@ __all__ = [
     "UserListening",
     "active_sessions",
     "as_json",
+    "bucket_count",
     "bucket_starts",
     "format_time",
-    "parse_query_params",
     "parse_time",
     "qoe",
     "scope_for_principal",
@@ -136,61 +138,6 @@ def format_time(ts: float) -> str:
     return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _single(args: Mapping[bytes, Sequence[bytes]], name: str) -> str | None:
-    values = args.get(name.encode("ascii"))
-    if not values:
-        return None
-    if len(values) > 1:
-        raise ApiError("BAD_REQUEST", f"{name} is given more than once")
-    try:
-        return values[0].decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ApiError("BAD_REQUEST", f"{name} is not UTF-8")
-
-
-def parse_query_params(
-    args: Mapping[bytes, Sequence[bytes]], *, now: float, default_granularity: str = "day"
-) -> QueryParams:
-    """
-    Parse ``from``, ``to``, ``granularity`` and ``limit`` of an analytics request.
-
-    Defaults: ``to`` = *now*, ``from`` = ``to`` − 7 days, ``granularity`` =
-    *default_granularity*, ``limit`` = 10.  Other parameters are ignored.
-
-    :param args: ``request.args``.
-    :param now: The current time (``clock.seconds()``).
-    :raise ApiError: ``BAD_REQUEST`` for a time that is neither RFC 3339 nor
-        Unix seconds, ``from`` after ``to``, an unknown granularity, a limit
-        outside 1–100, a repeated parameter, or more than
-        :data:`MAX_BUCKETS` buckets.
-    """
-    times: dict[str, float] = {}
-    for name in ("from", "to"):
-        raw = _single(args, name)
-        if raw is None:
-            continue
-        try:
-            times[name] = parse_time(raw)
-        except (ValueError, OverflowError):
-            raise ApiError("BAD_REQUEST", f"{name} must be an RFC 3339 time or Unix seconds")
-    end = times.get("to", now)
-    start = times.get("from", end - DEFAULT_RANGE_S)
-    if start > end:
-        raise ApiError("BAD_REQUEST", "from must not be after to")
-    granularity = _single(args, "granularity") or default_granularity
-    if granularity not in GRANULARITIES:
-        raise ApiError("BAD_REQUEST", f"granularity must be one of {', '.join(GRANULARITIES)}")
-    raw_limit = _single(args, "limit")
-    limit = DEFAULT_LIMIT
-    if raw_limit is not None:
-        if not re.fullmatch(r"[0-9]{1,4}", raw_limit, re.ASCII) or not 1 <= int(raw_limit) <= MAX_LIMIT:
-            raise ApiError("BAD_REQUEST", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-        limit = int(raw_limit)
-    if _bucket_count(start, end, granularity) > MAX_BUCKETS:
-        raise ApiError("BAD_REQUEST", "too many buckets for this range; use a coarser granularity")
-    return QueryParams(start=start, end=end, granularity=granularity, limit=limit)
-
-
 # --- buckets ------------------------------------------------------------------------------
 
 
@@ -218,7 +165,8 @@ def _next_bucket(moment: datetime, granularity: str) -> datetime:
     return (moment.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def _bucket_count(start: float, end: float, granularity: str) -> int:
+def bucket_count(start: float, end: float, granularity: str) -> int:
+    """An upper bound, cheap to compute, of the *granularity* buckets from *start* to *end*."""
     approximate = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0}
     return int((end - start) / approximate[granularity]) + 2
 

@@ -1,12 +1,14 @@
 # -*- test-case-name: tests.test_media_api -*-
-"""What the media API routes answer: tracks, artwork, waveforms and spectra.
+"""What the media API answers: tracks, artwork, waveforms and spectra, from plain values.
 
 :class:`MediaLibrary` joins the catalog (which files are audio, and their
 metadata), the worker pool (decoding and analysis off the reactor thread)
 and the artifact cache (derived data kept on disk, keyed by file identity
-and parameters).  Routes parse nothing themselves: each method takes the
-request's query arguments, validates them into the contract's
-``BAD_REQUEST``, and returns a :class:`Representation` (bytes, type, ETag).
+and parameters).  Its methods take values (a search's fields, a resolved
+track with its ``stat``, :class:`WaveformOptions`, :class:`SpectrumOptions`),
+raise :class:`~streamsrv.errors.ApiError` and return data or a
+:class:`Representation` (bytes, type, ETag).  It never takes a request nor
+parses a query or a URL path: :mod:`streamsrv.web.media` does that.
 
 Waveforms follow the issue's plan: the finest level a client asks for by
 default (256 samples per pixel, 16 bits, merged or split) is computed once
@@ -20,9 +22,8 @@ coalesces by artifact key).
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -37,9 +38,8 @@ from streamsrv.audio.decode import DecodeError
 from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.errors import ApiError
-from streamsrv.streaming.tracks import resolve_media
 
-__all__ = ["MediaLibrary", "Representation"]
+__all__ = ["MediaLibrary", "Representation", "SpectrumOptions", "WaveformOptions"]
 
 log = Logger()
 
@@ -51,12 +51,6 @@ ARTIFACT_VERSION: Final = 1
 
 JSON_TYPE: Final = "application/json; charset=utf-8"
 
-#: Largest ``limit`` of a track listing.
-MAX_PAGE: Final = 200
-
-#: Longest ``q``, ``artist``, ``album`` or ``cursor`` accepted.
-MAX_QUERY_CHARS: Final = 512
-
 
 @dataclass(frozen=True)
 class Representation:
@@ -67,47 +61,48 @@ class Representation:
     etag: str
 
 
-def _one(args: Mapping[bytes, list[bytes]], name: str) -> str | None:
-    values = args.get(name.encode("ascii"))
-    if not values:
-        return None
-    if len(values) > 1:
-        raise ApiError("BAD_REQUEST", f"{name} may be given once.")
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError("BAD_REQUEST", f"{name} must be UTF-8.") from None
+@dataclass(frozen=True)
+class WaveformOptions:
+    """What a waveform request asks for (validated by the caller).
+
+    :ivar samples_per_pixel: A zoom (``None``: the default, or *pixels_per_second*).
+    :ivar pixels_per_second: A zoom by time instead.
+    :ivar bits: 8 or 16.
+    :ivar split: One series per channel instead of merged.
+    :ivar start: Start of a detail window, seconds.
+    :ivar end: End of a detail window, seconds.
+    :ivar format: ``json``, ``dat`` or ``wavesurfer``.
+    """
+
+    samples_per_pixel: int | None = None
+    pixels_per_second: int | None = None
+    bits: int = 8
+    split: bool = False
+    start: float | None = None
+    end: float | None = None
+    format: str = "json"
 
 
-def _int(args: Mapping[bytes, list[bytes]], name: str, default: int | None) -> int | None:
-    text = _one(args, name)
-    if text is None:
-        return default
-    if not text.isdigit() or len(text) > 9:
-        raise ApiError("BAD_REQUEST", f"{name} must be a whole number.")
-    return int(text)
+@dataclass(frozen=True)
+class SpectrumOptions:
+    """What a spectrum request asks for (validated by the caller).
 
+    :ivar format: ``json`` or ``png``.
+    :ivar params: FFT size, hop, window and frame cap.
+    :ivar start: Start of the window analysed, seconds.
+    :ivar end: Its end (``None``: the end of the track).
+    :ivar spectrogram: Include the spectrogram in JSON.
+    :ivar height: PNG height.
+    :ivar width: PNG width (``None``: one column per frame).
+    """
 
-def _seconds(args: Mapping[bytes, list[bytes]], name: str) -> float | None:
-    text = _one(args, name)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ApiError("BAD_REQUEST", f"{name} must be a number of seconds.") from None
-    if not math.isfinite(value) or value < 0:
-        raise ApiError("BAD_REQUEST", f"{name} must be a finite number of seconds >= 0.")
-    return value
-
-
-def _choice(args: Mapping[bytes, list[bytes]], name: str, choices: tuple[str, ...]) -> str:
-    text = _one(args, name)
-    if text is None:
-        return choices[0]
-    if text not in choices:
-        raise ApiError("BAD_REQUEST", f"{name} must be one of {', '.join(choices)}.")
-    return text
+    format: str
+    params: spectrum_mod.SpectrumParams
+    start: float
+    end: float | None
+    spectrogram: bool
+    height: int
+    width: int | None
 
 
 def _etag(key: str) -> str:
@@ -132,18 +127,22 @@ class MediaLibrary:
         self._pool = pool
         self._cache = cache
 
-    # -- resolution -------------------------------------------------------------------------
+    # -- what a caller needs to name a track --------------------------------------------------
 
-    def resolve(self, request: Any, raw_path: bytes) -> tuple[str, Path, os.stat_result]:
-        """
-        The track named by the still-encoded URL path after the route prefix.
+    @property
+    def root(self) -> Path:
+        """The media root (resolved)."""
+        return self._root
 
-        :raise ApiError: ``NOT_FOUND`` for anything that is not an audio file
-            of the catalog inside the root; an unsafe path is also a security
-            event.  Nothing tells why.
-        """
-        is_audio = self._catalog.is_audio if self._catalog is not None else None
-        return resolve_media(self._root, request, raw_path, is_audio)
+    @property
+    def is_audio(self) -> Callable[[str], bool] | None:
+        """The catalog's ``is_audio`` (``None`` without a catalog: every audio file by extension)."""
+        return self._catalog.is_audio if self._catalog is not None else None
+
+    def require_catalog(self) -> None:
+        """:raise ApiError: ``NOT_CONFIGURED`` when there is no catalog."""
+        if self._catalog is None:
+            raise ApiError("NOT_CONFIGURED", "The catalog is not configured.")
 
     async def _run(self, fn: Any, *args: Any, key: str, **kwargs: Any) -> Any:
         """Run a job in the pool; map its failures to contract errors."""
@@ -162,36 +161,21 @@ class MediaLibrary:
 
     # -- the catalog ------------------------------------------------------------------------
 
-    async def tracks(self, request: Any) -> dict[str, object]:
-        """``GET /api/v1/tracks``: ``q``, ``artist``, ``album``, ``limit`` (1–200, default 50), ``cursor``."""
-        if self._catalog is None:
-            raise ApiError("NOT_CONFIGURED", "The catalog is not configured.")
-        args = request.args
-        limit = _int(args, "limit", MAX_PAGE // 4)
-        if limit is None or not 1 <= limit <= MAX_PAGE:
-            raise ApiError("BAD_REQUEST", f"limit must be within 1..{MAX_PAGE}.")
-        fields = {name: _one(args, name) for name in ("q", "artist", "album", "cursor")}
-        for name, value in fields.items():
-            if value is not None and len(value) > MAX_QUERY_CHARS:
-                raise ApiError("BAD_REQUEST", f"{name} must be at most {MAX_QUERY_CHARS} characters.")
+    async def tracks(
+        self, *, q: str | None, artist: str | None, album: str | None, limit: int, cursor: str | None
+    ) -> dict[str, object]:
+        """A page of the catalog: ``q`` matches title, artist and album; ``cursor`` continues a listing."""
+        self.require_catalog()
         try:
-            page = await self._catalog.search(
-                q=fields["q"],
-                artist=fields["artist"],
-                album=fields["album"],
-                limit=limit,
-                cursor=fields["cursor"],
-            )
+            page = await self._catalog.search(q=q, artist=artist, album=album, limit=limit, cursor=cursor)
         except ValueError:
             raise ApiError("BAD_REQUEST", "cursor is not one this server gave out.") from None
         document: dict[str, object] = page.to_json()
         return document
 
-    async def track(self, request: Any, raw_path: bytes) -> dict[str, object]:
-        """``GET /api/v1/tracks/{path}``: the metadata of DESIGN."""
-        if self._catalog is None:
-            raise ApiError("NOT_CONFIGURED", "The catalog is not configured.")
-        track, _path, _info = self.resolve(request, raw_path)
+    async def track(self, track: str) -> dict[str, object]:
+        """The metadata of DESIGN of *track* (a resolved track path)."""
+        self.require_catalog()
         record = await self._catalog.get(track)
         if record is None:
             raise ApiError("NOT_FOUND")
@@ -200,30 +184,12 @@ class MediaLibrary:
 
     # -- waveforms --------------------------------------------------------------------------
 
-    async def waveform(self, request: Any, raw_path: bytes) -> Representation:
-        """``GET /api/v1/waveform/{path}`` (see DESIGN for the parameters)."""
-        args = request.args
-        spp = _int(args, "samples_per_pixel", None)
-        pps = _int(args, "pixels_per_second", None)
-        if spp is not None and pps is not None:
-            raise ApiError("BAD_REQUEST", "Give samples_per_pixel or pixels_per_second, not both.")
-        bits = _int(args, "bits", 8)
-        if bits not in (8, 16):
-            raise ApiError("BAD_REQUEST", "bits must be 8 or 16.")
-        split = _choice(args, "channels", ("merge", "split")) == "split"
-        start = _seconds(args, "start")
-        end = _seconds(args, "end")
-        if start is not None and end is not None and end <= start:
-            raise ApiError("BAD_REQUEST", "end must be after start.")
-        fmt = _choice(args, "format", ("json", "dat", "wavesurfer"))
-        try:
-            if spp is not None:
-                waveform_mod._check_samples_per_pixel(spp)
-            if pps is not None:
-                waveform_mod._check_pixels_per_second(pps)
-        except ValueError as e:
-            raise ApiError("BAD_REQUEST", str(e)) from None
-        track, path, info = self.resolve(request, raw_path)
+    async def waveform(
+        self, track: str, path: Path, info: os.stat_result, options: WaveformOptions
+    ) -> Representation:
+        """The peaks of *track* (the file *path*, its ``stat`` *info*) as *options* ask (see DESIGN)."""
+        spp, pps, bits = options.samples_per_pixel, options.pixels_per_second, options.bits
+        split, start, end, fmt = options.split, options.start, options.end, options.format
         identity = FileIdentity.of(track, info)
         params = {
             "spp": spp,
@@ -294,28 +260,13 @@ class MediaLibrary:
 
     # -- spectra ----------------------------------------------------------------------------
 
-    async def spectrum(self, request: Any, raw_path: bytes) -> Representation:
-        """``GET /api/v1/spectrum/{path}``: JSON summary (and spectrogram) or a PNG spectrogram."""
-        args = request.args
-        fmt = _choice(args, "format", ("json", "png"))
-        try:
-            params = spectrum_mod.SpectrumParams(
-                fft_size=_int(args, "fft_size", 4096) or 0,
-                hop=_int(args, "hop", 1024) or 0,
-                window=_choice(args, "window", ("hann", "hamming", "blackman")),
-                max_frames=_int(args, "max_frames", 2000) or 0,
-            )
-        except ValueError as e:
-            raise ApiError("BAD_REQUEST", str(e)) from None
-        start = _seconds(args, "start") or 0.0
-        end = _seconds(args, "end")
-        if end is not None and end <= start:
-            raise ApiError("BAD_REQUEST", "end must be after start.")
-        track, path, info = self.resolve(request, raw_path)
+    async def spectrum(
+        self, track: str, path: Path, info: os.stat_result, options: SpectrumOptions
+    ) -> Representation:
+        """JSON summary (and spectrogram) or a PNG spectrogram of *track* as *options* ask."""
+        fmt, params, start, end = options.format, options.params, options.start, options.end
         identity = FileIdentity.of(track, info)
-        spectrogram = _choice(args, "spectrogram", ("0", "1")) == "1"
-        height = _int(args, "height", 256) or 0
-        width = _int(args, "width", None)
+        spectrogram, height, width = options.spectrogram, options.height, options.width
         shape = {
             "fft": params.fft_size, "hop": params.hop, "window": params.window, "frames": params.max_frames,
             "start": start, "end": end, "format": fmt, "spectrogram": spectrogram, "w": width, "h": height,
@@ -347,9 +298,8 @@ class MediaLibrary:
 
     # -- artwork ----------------------------------------------------------------------------
 
-    async def artwork(self, request: Any, raw_path: bytes) -> Representation:
-        """``GET /api/v1/artwork/{path}``: the embedded picture, else ``cover.*``/``folder.*`` beside it."""
-        track, _path, info = self.resolve(request, raw_path)
+    async def artwork(self, track: str, info: os.stat_result) -> Representation:
+        """The picture embedded in *track*, else ``cover.*``/``folder.*`` beside it."""
         identity = FileIdentity.of(track, info)
         key = artifact_key(identity, "artwork", {"v": ARTIFACT_VERSION})
         found = await deferToThread(find_artwork, self._root, track)
@@ -357,9 +307,8 @@ class MediaLibrary:
             raise ApiError("NOT_FOUND", "This track has no artwork.")
         return Representation(found.data, found.mime, _etag(key))
 
-    def artwork_etag(self, request: Any, raw_path: bytes) -> str:
+    def artwork_etag(self, track: str, info: os.stat_result) -> str:
         """The validator :meth:`artwork` would give, without extracting the picture."""
-        track, _path, info = self.resolve(request, raw_path)
         return _etag(artifact_key(FileIdentity.of(track, info), "artwork", {"v": ARTIFACT_VERSION}))
 
 

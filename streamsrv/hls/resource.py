@@ -53,7 +53,6 @@ from twisted.web.resource import Resource
 
 from streamsrv.audio.decode import DecodeError
 from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
-from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.signing import SignedUrlError, SigningKey, decode_signed_path, max_age_for
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.errors import ApiError
@@ -70,6 +69,7 @@ from streamsrv.hls.segments import (
     encode_segment,
     probe_track,
 )
+from streamsrv.middleware.guard import Admission, Guard
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.producers import FileBodyProducer
@@ -283,8 +283,17 @@ class HlsResource(Resource):
     async def _handle(self, request: Any) -> None:
         body: bytes | int
         try:
-            admission = await self._guard.admit(request, permission="stream:read", signed=True)
-            target = self._target(request)
+            found = self._target(request)
+            # A master playlist starts a stream (the stream-start rate limits).
+            admission = await self._guard.admit(
+                request,
+                permission="stream:read",
+                signed=True,
+                stream_start=found is not None and found.kind == "master",
+            )
+            if found is None:
+                raise ApiError("NOT_FOUND")
+            target = found
             if target.variant is not None and target.variant.lossless:
                 self._guard.require(request, admission, "stream:hq")
             track_name, path, info = self._resolve(request, target.track_raw)
@@ -302,13 +311,10 @@ class HlsResource(Resource):
             assert isinstance(body, bytes)
             finish_response(request, body)
 
-    def _target(self, request: Any) -> HlsTarget:
+    def _target(self, request: Any) -> HlsTarget | None:
         prefix = b"/" + b"/".join(request.prepath) + b"/"
         raw = request.path[len(prefix) :] if request.path.startswith(prefix) else b""
-        target = parse_hls_path(raw, self._variants)
-        if target is None:
-            raise ApiError("NOT_FOUND")
-        return target
+        return parse_hls_path(raw, self._variants)
 
     def _resolve(self, request: Any, raw: bytes) -> tuple[str, Path, os.stat_result]:
         """The track named by the still-encoded path, exactly as ``/stream`` resolves it."""

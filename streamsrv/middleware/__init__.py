@@ -1,1 +1,1 @@
-"""Cross-cutting HTTP concerns: security headers, access log, compression."""
+"""Cross-cutting HTTP concerns: admission (the guard), rate limits, headers, CORS, access and audit logs."""

@@ -33,8 +33,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from streamsrv.streaming.ranges import parse_range_header
-
 log = Logger()
 
 #: Slack for floating-point refill arithmetic: a bucket this close to a whole
@@ -625,35 +623,3 @@ def keys_for(
     if sub is not None:
         keys.append((user_policy, user_bucket_key(sub)))
     return keys
-
-
-def _range_starts_at_zero(range_header: bytes) -> bool:
-    try:
-        specs = parse_range_header(range_header.decode("latin-1"))
-    except ValueError:
-        # /stream ignores a Range it cannot parse and sends the whole file.
-        return True
-    return specs[0][0] == 0
-
-
-def stream_start(method: bytes, path: bytes, range_header: bytes | None) -> bool:
-    """
-    Whether a request starts a stream (and counts against the stream limits).
-
-    A stream start is a GET or HEAD of ``/stream/…`` without ``Range``, with a
-    ``Range`` whose first range starts at byte 0, or with one ``/stream``
-    ignores (malformed: the whole file is sent); or a GET or HEAD of an HLS
-    master playlist (``/hls/…/master.m3u8``).  Everything else, seeks and
-    suffix ranges included, is an API call.
-
-    :param path: The request path, percent-encoded as received; a query
-        string, if any, is ignored.
-    """
-    if method not in (b"GET", b"HEAD"):
-        return False
-    path = path.partition(b"?")[0]
-    if path.startswith(b"/hls/") and path.endswith(b"/master.m3u8") and len(path) > len(b"/hls//master.m3u8"):
-        return True
-    if not path.startswith(b"/stream/") or path == b"/stream/":
-        return False
-    return range_header is None or _range_starts_at_zero(range_header)

@@ -146,7 +146,7 @@ def parse_range_header(value: str) -> list[RangeSpec]:
 
 
 #: The last header :func:`parse_range_header` parsed well and its specs: a
-#: request's ``Range`` is parsed by the rate limiter and then by ``/stream``.
+#: request's ``Range`` is parsed by :func:`plays_from_start` and then by ``/stream``.
 _last_parsed: tuple[str | None, tuple[RangeSpec, ...] | None] = (None, None)
 
 
@@ -264,3 +264,23 @@ def resolve_ranges(specs: Sequence[RangeSpec], size: int, max_ranges: int) -> li
     if len(merged) > max_ranges:
         return None
     return merged
+
+
+def plays_from_start(range_header: str | None) -> bool:
+    """
+    Whether a ``/stream`` request with this ``Range`` plays the file from its start.
+
+    Yes without a header, with one ``/stream`` ignores (malformed: the whole
+    file is sent), or when the first range sent starts at byte 0; a seek or a
+    suffix range is no.  Such a request is a stream start (DESIGN's
+    stream-start rate limits); ``/stream`` tells the guard so.
+
+    :param range_header: The ``Range`` value as received, or ``None``.
+    """
+    if range_header is None:
+        return True
+    try:
+        specs = parse_range_header(range_header)
+    except ValueError:
+        return True
+    return specs[0][0] == 0

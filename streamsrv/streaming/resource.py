@@ -35,7 +35,6 @@ from twisted.web.resource import Resource
 
 from streamsrv.audio.formats import AudioFormat, audio_format_for
 from streamsrv.audio.probe import DurationCache
-from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.roles import Shaping, shaping_for
 from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
@@ -43,6 +42,7 @@ from streamsrv.health.metrics import Metrics
 from streamsrv.media.identity import make_etag
 from streamsrv.media.paths import PathRefused, ResolvedPathCache, safe_media_path
 from streamsrv.middleware.audit import file_access, security_event
+from streamsrv.middleware.guard import Admission, Guard
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import (
     Outcome,
@@ -61,6 +61,7 @@ from streamsrv.streaming.ranges import (
     ByteRange,
     RangeNotSatisfiable,
     parse_range_header,
+    plays_from_start,
     resolve_ranges,
 )
 from streamsrv.streaming.throughput import ThroughputTracker
@@ -240,7 +241,11 @@ class StreamResource(Resource):
 
     async def _handle(self, request: Any) -> None:
         try:
-            admission = await self._guard.admit(request, permission="stream:read", signed=True)
+            # A track asked from its first byte starts a stream (the stream-start rate limits).
+            starts = bool(b"/".join(request.postpath)) and plays_from_start(_header(request, b"range"))
+            admission = await self._guard.admit(
+                request, permission="stream:read", signed=True, stream_start=starts
+            )
             if request.args.get(b"download") == [b"1"]:
                 self._guard.require(request, admission, "stream:download")
             if self._shaping:

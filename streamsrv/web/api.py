@@ -23,20 +23,19 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from streamsrv import __version__
 from streamsrv.auth.jwt import bearer_token
 from streamsrv.auth.principal import AuthError
-from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
 from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
-from streamsrv.middleware.headers import mark_media
-from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
+from streamsrv.web.analytics import AnalyticsRoutes
 from streamsrv.web.errors import render_error
+from streamsrv.web.media import MediaRoutes
 from streamsrv.web.openapi import openapi_document
 
 if TYPE_CHECKING:
     from streamsrv.analytics.api import AnalyticsApi
-    from streamsrv.audio.library import MediaLibrary, Representation
-    from streamsrv.auth.guard import Guard
+    from streamsrv.audio.library import MediaLibrary
     from streamsrv.auth.refresh import TokenService
+    from streamsrv.middleware.guard import Guard
 
 #: The request being handled, for callbacks (security events) that are not handed it.
 current_request: ContextVar[Any] = ContextVar("current_request", default=None)
@@ -97,8 +96,8 @@ class ApiApp:
         self._guard = guard
         self._tokens = tokens
         self._prerequisites = dict(prerequisites or {})
-        self._media = media
-        self._analytics = analytics
+        self._media = MediaRoutes(media, clock) if media is not None else None
+        self._analytics = AnalyticsRoutes(analytics, clock) if analytics is not None else None
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -241,7 +240,7 @@ class ApiApp:
 
     # -- media: artwork, waveforms, spectra (signed URLs accepted: <img> and peaks.js send no header) --
 
-    async def _media_request(self, request: Any, route: str) -> tuple[MediaLibrary, bytes]:
+    async def _media_request(self, request: Any, route: str) -> tuple[MediaRoutes, bytes]:
         request.route = route
         if self._media is None or self._guard is None:
             raise ApiError("NOT_CONFIGURED", "The media library is not configured.")
@@ -249,30 +248,7 @@ class ApiApp:
         prefix = f"/api/v1/{route}/".encode("ascii")
         return self._media, request.path[len(prefix) :]
 
-    def _represent(self, request: Any, rep: Representation) -> bytes:
-        """Send *rep* with its validator, private caching (clamped for signed URLs) and 304 on a match."""
-        request.setHeader(b"etag", rep.etag.encode("ascii"))
-        max_age = MEDIA_MAX_AGE_S
-        if getattr(request, "signed_expires", None) is not None:
-            max_age = min(max_age, max_age_for(request.signed_expires, self._clock.seconds()))
-        request.setHeader(b"cache-control", b"private, max-age=%d" % max_age)
-        mark_media(request)
-        outcome = evaluate_preconditions(
-            request.method.decode("ascii"),
-            rep.etag,
-            0,
-            if_match=None,
-            if_none_match=_text_header(request, b"if-none-match"),
-            if_modified_since=None,
-            if_unmodified_since=None,
-        )
-        if outcome is Outcome.NOT_MODIFIED:
-            request.setResponseCode(304)
-            return b""
-        request.setHeader(b"content-type", rep.content_type.encode("ascii"))
-        return rep.body
-
-    async def _analytics_request(self, request: Any) -> tuple[AnalyticsApi, Any]:
+    async def _analytics_request(self, request: Any) -> tuple[AnalyticsRoutes, Any]:
         request.route = "analytics"
         request.setHeader(b"cache-control", b"private, no-cache")
         if self._analytics is None or self._guard is None:
@@ -321,7 +297,7 @@ class ApiApp:
         analytics, principal = await self._analytics_request(request)
         return json_body(request, await analytics.qoe(request, principal))
 
-    async def _catalog_request(self, request: Any) -> MediaLibrary:
+    async def _catalog_request(self, request: Any) -> MediaRoutes:
         request.route = "tracks"
         if self._media is None or self._guard is None:
             raise ApiError("NOT_CONFIGURED", "The media library is not configured.")
@@ -347,25 +323,16 @@ class ApiApp:
     async def waveform(self, request: Any, _track: str) -> bytes:
         """Peaks in the audiowaveform formats (always 200, never 206)."""
         media, raw = await self._media_request(request, "waveform")
-        return self._represent(request, await media.waveform(request, raw))
+        return media.represent(request, await media.waveform(request, raw))
 
     @app.route("/api/v1/spectrum/<path:_track>", methods=["GET", "HEAD"])
     async def spectrum(self, request: Any, _track: str) -> bytes:
         """Average spectrum, band energies, centroid, roll-off; spectrogram as JSON or PNG."""
         media, raw = await self._media_request(request, "spectrum")
-        return self._represent(request, await media.spectrum(request, raw))
+        return media.represent(request, await media.spectrum(request, raw))
 
     @app.route("/api/v1/artwork/<path:_track>", methods=["GET", "HEAD"])
     async def artwork(self, request: Any, _track: str) -> bytes:
         """The cover: embedded in the file, or ``cover.*``/``folder.*`` beside it."""
         media, raw = await self._media_request(request, "artwork")
-        return self._represent(request, await media.artwork(request, raw))
-
-
-#: How long clients may reuse artwork, waveforms and spectra before revalidating.
-MEDIA_MAX_AGE_S = 3600
-
-
-def _text_header(request: Any, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None
+        return media.represent(request, await media.artwork(request, raw))

@@ -1,8 +1,12 @@
 # -*- test-case-name: tests.test_guard -*-
 """One admission path for every protected route: credentials, revocation, rate limits, permission.
 
-:meth:`Guard.admit` turns a request into a :class:`~streamsrv.auth.principal.Principal`
-or an :class:`~streamsrv.web.errors.ApiError`, in this order:
+The guard is an HTTP adapter: it reads a request's query and headers, sets
+``RateLimit-*`` headers and logs security events; the pure parts it stands on
+(JWT verification, signed URLs, principals, revocation) live in
+:mod:`streamsrv.auth`.  :meth:`Guard.admit` turns a request into a
+:class:`~streamsrv.auth.principal.Principal` or an
+:class:`~streamsrv.errors.ApiError`, in this order:
 
 1. **Credentials.**  A signed URL (the query carries ``sig`` or ``expires``)
    on routes that accept them; else ``Authorization: Bearer``; else the
@@ -14,7 +18,8 @@ or an :class:`~streamsrv.web.errors.ApiError`, in this order:
    revocation snapshot: no I/O per request.
 3. **Rate limits**: the client address's bucket always, the user's when the
    caller is known; stream starts and API calls draw from separate
-   policies.  A refused credential still draws from the address's bucket,
+   policies.  The route says whether a request starts a stream (the guard
+   never looks at URLs or ``Range`` to guess it).  A refused credential still draws from the address's bucket,
    so guessing tokens is rate limited too.  ``RateLimit-*`` headers are set
    on every guarded response.
 4. **Permission** of the route.
@@ -43,13 +48,7 @@ from streamsrv.auth.signing import (
 )
 from streamsrv.errors import ApiError
 from streamsrv.middleware.audit import security_event
-from streamsrv.middleware.ratelimit import (
-    Decision,
-    IRateLimiter,
-    Policies,
-    keys_for,
-    stream_start,
-)
+from streamsrv.middleware.ratelimit import Decision, IRateLimiter, Policies, keys_for
 
 #: Verified access tokens remembered (LRU), and for how long at most: a
 #: token whose key was rotated out of the JWKS stays accepted that long.
@@ -122,23 +121,27 @@ class Guard:
         *,
         permission: str | None,
         signed: bool = False,
+        stream_start: bool = False,
     ) -> Admission:
         """Let *request* in or raise the fitting :class:`ApiError`.
 
         :param permission: what the route needs (``None``: any principal).
         :param signed: whether this route accepts signed URLs.
+        :param stream_start: whether the route says this request starts a
+            stream (it then draws from the stream-start buckets, else from
+            the API ones).
         """
         try:
             admission = await self._authenticate(request, signed)
         except (AuthError, SignedUrlError) as e:
             security_event(request, e.code.lower(), reason=e.reason)
             # A refused credential still costs the address a token.
-            await self.limit(request, None)
+            await self.limit(request, None, stream_start=stream_start)
             raise ApiError(e.code, e.message) from None
         principal = admission.principal
         request.user = principal.sub
         request.auth_via = principal.via
-        await self.limit(request, principal)
+        await self.limit(request, principal, stream_start=stream_start)
         if permission is not None and not principal.can(permission):
             security_event(request, "forbidden", permission=permission, sub=principal.sub)
             raise ApiError("FORBIDDEN")
@@ -238,23 +241,24 @@ class Guard:
         request.signed_expires = expires
         return Admission(principal, signed_expires=expires, bound=bound)
 
-    async def limit(self, request: Any, principal: Principal | None) -> None:
+    async def limit(self, request: Any, principal: Principal | None, *, stream_start: bool = False) -> None:
         """Charge *request* to its client address (and to *principal*'s ``sub``) or raise ``RATE_LIMITED``.
 
         :meth:`admit` calls this; routes that take no credential in the usual
         places (``/auth/refresh``) call it themselves.
+
+        :param stream_start: draw from the stream-start policies, not the API ones.
         """
         if self._limiter is None:
             return
         sub = None
         if principal is not None and principal.via != "anonymous":
             sub = principal.sub if principal.via == "jwt" or principal.sub != "signed-url" else None
-        stream = stream_start(request.method, request.path, request.getHeader(b"range"))
-        keys = keys_for(client_ip=request.client_ip, sub=sub, stream=stream, policies=self._policies)
+        keys = keys_for(client_ip=request.client_ip, sub=sub, stream=stream_start, policies=self._policies)
         decision: Decision = await self._limiter.check(keys)
         for name, value in decision.headers().items():
             if name != "Retry-After" or not decision.allowed:
                 request.setHeader(name.encode("ascii"), value.encode("ascii"))
         if not decision.allowed:
-            security_event(request, "rate_limited", stream=stream)
+            security_event(request, "rate_limited", stream=stream_start)
             raise ApiError("RATE_LIMITED", headers={"Retry-After": str(decision.retry_after_s)})
