@@ -3,8 +3,8 @@
 
 An :class:`IAnalyticsStore` takes :class:`SessionRecord` and
 :class:`AnalyticsEvent` values into an in-memory buffer and writes them in one
-transaction per flush: every *flush_interval_s* (a ``LoopingCall`` on an
-injected clock), early when the buffer passes *flush_threshold*, on
+transaction per flush: every *flush_interval_s* (a :class:`~streamsrv.service.PeriodicService`
+on an injected clock), early when the buffer passes *flush_threshold*, on
 :meth:`~IAnalyticsStore.flush` and on :meth:`~IAnalyticsStore.close` (so a
 SIGTERM loses nothing; a ``kill -9`` loses at most one interval).  While the
 database fails, the buffer is kept (at most *max_buffered* events; beyond
@@ -35,12 +35,12 @@ from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
+from streamsrv.service import PeriodicService
 
 __all__ = [
     "ANALYTICS_DB_FILE",
@@ -470,7 +470,6 @@ class AnalyticsStore(Service):
         self._dialect = dialect
         self.dialect = dialect.name
         self._clock = clock
-        self._interval_s = flush_interval_s
         self._threshold = flush_threshold
         self._max = max_buffered
         self._events: deque[AnalyticsEvent] = deque()
@@ -487,8 +486,9 @@ class AnalyticsStore(Service):
         self._flush_failures = 0
         self._events_dropped = 0
         self._migrations = load_migrations()
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = clock
+        self._flusher = PeriodicService(
+            flush_interval_s, self._tick, clock=clock, now=False, what="analytics: the flush loop"
+        )
 
     # -- to be provided by each database ------------------------------------------
 
@@ -500,9 +500,7 @@ class AnalyticsStore(Service):
     def startService(self) -> None:
         super().startService()
         self.start().addErrback(self._log_start_failure)
-        self._loop.start(self._interval_s, now=False).addErrback(
-            lambda f: log.failure("analytics: the flush loop stopped", f)
-        )
+        self._flusher.startService()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -572,8 +570,8 @@ class AnalyticsStore(Service):
     async def _close(self) -> None:
         if self._closed:
             return
-        if self._loop.running:
-            self._loop.stop()
+        # Not waited for: a flush in progress holds the lock the final flush queues on.
+        self._flusher.stopService()
         for attempt in range(1, CLOSE_FLUSH_ATTEMPTS + 1):
             try:
                 await self.flush()
@@ -846,12 +844,12 @@ def make_analytics_store(
 # --- retention ------------------------------------------------------------------------
 
 
-class AnalyticsRetention(Service):
+class AnalyticsRetention(PeriodicService):
     """
     Deletes sessions and events older than *retention_days*, every *interval_s*.
 
-    The first purge runs when the service starts.  A failed purge is logged
-    and retried at the next interval.
+    A :class:`~streamsrv.service.PeriodicService`: the first purge runs when
+    the service starts.  A failed purge is logged and retried at the next interval.
     """
 
     def __init__(
@@ -863,25 +861,17 @@ class AnalyticsRetention(Service):
     ) -> None:
         if not (math.isfinite(retention_days) and retention_days > 0):
             raise ValueError("retention_days must be a number > 0")
-        self.setName("analytics-retention")
+        super().__init__(
+            interval_s,
+            self.purge,
+            clock=clock,
+            name="analytics-retention",
+            what="analytics: the retention purge",
+        )
         self._store = store
         self._clock = clock
         self._retention_s = retention_days * 86400.0
-        self._interval_s = interval_s
-        self._loop = LoopingCall(self.purge)
-        self._loop.clock = clock
         self.purged = 0
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._interval_s, now=True).addErrback(
-            lambda f: log.failure("analytics: the retention loop stopped", f)
-        )
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
 
     def purge(self) -> Deferred[int]:
         """

@@ -30,9 +30,8 @@ from typing import Any, Final, TypeVar
 
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
@@ -40,6 +39,7 @@ from zope.interface import Interface, implementer
 from streamsrv.auth.principal import Principal
 from streamsrv.health.checks import DEGRADED, OK, CheckResult
 from streamsrv.redisconn import RedisConnection
+from streamsrv.service import PeriodicService
 
 __all__ = [
     "AUTH_DB_FILE",
@@ -513,11 +513,12 @@ class RedisRevocationStore:
 # --- the per-process cache --------------------------------------------------------------
 
 
-class RevocationCache(Service):
+class RevocationCache(PeriodicService):
     """
     This process's view of the revocations, answering without I/O.
 
-    Holds a :class:`RevocationSnapshot`; every *interval_s* it asks the store
+    Holds a :class:`RevocationSnapshot`; every *interval_s* (a
+    :class:`~streamsrv.service.PeriodicService`, first poll at start) it asks the store
     for its version and reloads the snapshot when it changed.  Revocations
     made through this cache are written to the store and then applied to the
     snapshot at once.  While the store fails, the last snapshot stays in
@@ -534,16 +535,13 @@ class RevocationCache(Service):
         :param clock: Times the polls.
         :param interval_s: Seconds between polls.
         """
-        if not (math.isfinite(interval_s) and interval_s > 0):
-            raise ValueError("interval_s must be a number > 0")
-        self.setName("revocations")
+        super().__init__(
+            interval_s, self.update, clock=clock, name="revocations", what="revocations: the poll"
+        )
         self._store = store
-        self._interval_s = interval_s
         self._snapshot = RevocationSnapshot(UNLOADED)
         self._generation = 0  # bumped whenever the snapshot is replaced
         self._degraded = False
-        self._loop = LoopingCall(self._poll)
-        self._loop.clock = clock
 
     @property
     def snapshot(self) -> RevocationSnapshot:
@@ -570,21 +568,6 @@ class RevocationCache(Service):
         if not self.loaded:
             return CheckResult(DEGRADED, {**detail, "state": "loading"})
         return CheckResult(DEGRADED if self._degraded else OK, detail)
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._interval_s, now=True).addErrback(
-            lambda f: log.failure("revocations: the poll loop stopped", f)
-        )
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-        return None
-
-    def _poll(self) -> Deferred[bool]:
-        return ensureDeferred(self.update())
 
     async def update(self) -> bool:
         """
