@@ -103,8 +103,10 @@ from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.web.api import ApiApp, current_request
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
-from streamsrv.ws.protocol import EventSocketFactory, EventSocketService, WsLimits
+from streamsrv.ws.limits import WsLimits
+from streamsrv.ws.protocol import EventSocketFactory
 from streamsrv.ws.resource import EventSocketResource, jwt_authenticator
+from streamsrv.ws.service import EventSocketService
 
 log = Logger()
 
