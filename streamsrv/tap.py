@@ -32,8 +32,10 @@ from twisted.python import usage
 
 from streamsrv import __version__
 from streamsrv.analytics.api import AnalyticsApi
+from streamsrv.analytics.backends import make_analytics_store
+from streamsrv.analytics.retention import AnalyticsRetention
 from streamsrv.analytics.sessions import SessionTracker
-from streamsrv.analytics.store import AnalyticsRetention, AnalyticsStore, make_analytics_store
+from streamsrv.analytics.store import AnalyticsStore
 from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog, CatalogEvent
 from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
