@@ -102,6 +102,7 @@ from streamsrv.service import RootService
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.transcoded import TranscodeService
+from streamsrv.threads import threads_for
 from streamsrv.web.api import ApiApp, current_request
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
@@ -649,7 +650,9 @@ def _daemon(root_service: RootService, settings: Settings, reactor: Any, worker:
     pool.setServiceParent(root_service)
     checks.register("worker_pool", pool.check)
     metrics.registry.register(WorkerPoolCollector(pool))
-    artifacts = ArtifactCache(settings.data_dir / "cache", settings.cache_max_bytes)
+    artifacts = ArtifactCache(
+        settings.data_dir / "cache", settings.cache_max_bytes, threads=threads_for(reactor)
+    )
     caches: dict[str, Any] = {"artifacts": lambda: artifacts.stats}
     reader: Any = read_metadata
     if auth.redis is not None:
