@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_threads -*-
+# -*- test-case-name: tests.test_reactor_free -*-
 """Blocking calls off the reactor thread: the small threadpool seam parts are given.
 
 A part that must write, fsync, rename or read whole files (the artifact

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_artifacts -*-
+# -*- test-case-name: tests.test_artifacts,tests.test_reactor_free -*-
 """The on-disk cache of derived files: waveforms, spectra, transcodes, HLS segments.
 
 An :class:`ArtifactCache` is a size-capped directory, ``<root>/<kind>/<ab>/<key><suffix>``,
