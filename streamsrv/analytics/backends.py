@@ -19,23 +19,15 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 
 from streamsrv.analytics.schema import POSTGRES, SQLITE
 from streamsrv.analytics.store import AnalyticsStore
+from streamsrv.sqlitepool import sqlite_pool
 
 __all__ = ["ANALYTICS_DB_FILE", "PostgresAnalyticsStore", "SqliteAnalyticsStore", "make_analytics_store"]
 
 #: The SQLite file in ``STREAMSRV_DATA_DIR`` used when no DSN is configured.
 ANALYTICS_DB_FILE: Final = "analytics.sqlite3"
 
-#: How long SQLite waits for another process's write lock before failing.
-SQLITE_BUSY_TIMEOUT_MS: Final = 5000
-
 #: How long connecting to PostgreSQL may take.
 POSTGRES_CONNECT_TIMEOUT_S: Final = 5
-
-
-def _connect_sqlite(connection: Any) -> None:
-    connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
 
 
 class SqliteAnalyticsStore(AnalyticsStore):
@@ -60,17 +52,7 @@ class SqliteAnalyticsStore(AnalyticsStore):
 
     def _open_pool(self) -> adbapi.ConnectionPool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return adbapi.ConnectionPool(
-            "sqlite3",
-            str(self.path),
-            check_same_thread=False,
-            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE for writes
-            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_connect_sqlite,
-            cp_reactor=self._reactor,
-        )
+        return sqlite_pool(self.path, self._reactor)
 
 
 class PostgresAnalyticsStore(AnalyticsStore):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from streamsrv.auth.principal import Principal
 from streamsrv.health.checks import DEGRADED, OK, CheckResult
 from streamsrv.redisconn import RedisConnection
 from streamsrv.service import PeriodicService
+from streamsrv.sqlitepool import sqlite_pool
 
 __all__ = [
     "AUTH_DB_FILE",
@@ -67,9 +67,6 @@ REVOCATION_RETENTION_S: Final = 366 * 24 * 3600
 
 #: How often a :class:`RevocationCache` asks the store whether anything changed.
 POLL_INTERVAL_S: Final = 1.0
-
-#: How long SQLite waits for another process's write lock before failing.
-SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 
 #: Expired SQLite rows are deleted by the next write at most this often.
 PURGE_INTERVAL_S: Final = 60.0
@@ -174,12 +171,6 @@ class IRevocationStore(Interface):
         """A counter that changes on every revocation; cheap to poll."""
 
 
-def _connect_sqlite(connection: sqlite3.Connection) -> None:
-    connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
-
-
 _SQLITE_SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS revoked_token (jti TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS revoked_token_expiry ON revoked_token (expires_at)",
@@ -234,17 +225,7 @@ class SqliteRevocationStore:
         """Open the database (its thread starts here, not in the constructor) and create the tables."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._pool is None:
-            self._pool = adbapi.ConnectionPool(
-                "sqlite3",
-                str(self.path),
-                check_same_thread=False,
-                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE for writes
-                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                cp_min=1,
-                cp_max=1,
-                cp_openfun=_connect_sqlite,
-                cp_reactor=self._reactor,
-            )
+            self._pool = sqlite_pool(self.path, self._reactor)
         return self._db().runInteraction(self._create)
 
     def close(self) -> Deferred[None]:
