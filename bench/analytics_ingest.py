@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet import task
 from twisted.internet.defer import ensureDeferred
 
+from streamsrv.analytics.backends import PostgresAnalyticsStore, SqliteAnalyticsStore
 from streamsrv.analytics.sessions import SessionTracker
-from streamsrv.analytics.store import AnalyticsStore, PostgresAnalyticsStore, SqliteAnalyticsStore
+from streamsrv.analytics.store import AnalyticsStore
 
 NOW = 1_800_000_000.0
 

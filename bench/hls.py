@@ -323,6 +323,7 @@ def _http_first_segment(source: Path, directory: Path, runs: int) -> list[tuple[
     from streamsrv.hls.resource import HlsResource
     from streamsrv.middleware.guard import Guard
     from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
+    from streamsrv.threads import ReactorThreads
     from streamsrv.web.site import StreamsrvSite
 
     library = directory / "library"
@@ -338,7 +339,8 @@ def _http_first_segment(source: Path, directory: Path, runs: int) -> list[tuple[
         )  # fmt: skip
         metrics = Metrics(process=False)
         hls = HlsResource(
-            library, guard=guard, pool=pool, cache=ArtifactCache(directory / "cache", 1 << 30),
+            library, guard=guard, pool=pool,
+            cache=ArtifactCache(directory / "cache", 1 << 30, threads=ReactorThreads(reactor)),
             url_keys=(), clock=reactor, metrics=metrics, prefetch=0,
         )  # fmt: skip
         root = Resource()

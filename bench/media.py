@@ -78,6 +78,7 @@ def coalescing(track: Path, tmp: Path, concurrent: int) -> dict[str, Any]:
     from streamsrv.audio.library import MediaLibrary, WaveformOptions
     from streamsrv.audio.workers import WorkerPool
     from streamsrv.cache.artifacts import ArtifactCache
+    from streamsrv.threads import ReactorThreads
 
     result: dict[str, Any] = {}
 
@@ -86,7 +87,10 @@ def coalescing(track: Path, tmp: Path, concurrent: int) -> dict[str, Any]:
         pool.startService()
         await task.deferLater(reactor, 2.0, lambda: None)  # let the worker warm up
         library = MediaLibrary(
-            track.parent, catalog=None, pool=pool, cache=ArtifactCache(tmp / "cache", 1 << 28)
+            track.parent,
+            catalog=None,
+            pool=pool,
+            cache=ArtifactCache(tmp / "cache", 1 << 28, threads=ReactorThreads(reactor)),
         )
         info = os.stat(track)
         before = pool.completed

@@ -51,6 +51,7 @@ def run(source: Path, directory: Path, concurrent: int) -> list[dict[str, Any]]:
     from streamsrv.audio.workers import WorkerPool
     from streamsrv.cache.artifacts import ArtifactCache
     from streamsrv.streaming.transcoded import TranscodeService
+    from streamsrv.threads import ReactorThreads
     from tests.sitehelpers import build_site
 
     library = directory / "library"
@@ -71,7 +72,7 @@ def run(source: Path, directory: Path, concurrent: int) -> list[dict[str, Any]]:
             clock=reactor,
             transcodes=lambda tracker, metrics: TranscodeService(
                 pool=workers,
-                cache=ArtifactCache(directory / "cache", 1 << 31),
+                cache=ArtifactCache(directory / "cache", 1 << 31, threads=ReactorThreads(reactor)),
                 tracker=tracker,
                 metrics=metrics,
                 clock=reactor,

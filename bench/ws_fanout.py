@@ -77,7 +77,8 @@ def serve(port: int) -> None:
     from streamsrv.events.hub import InProcessHub
     from streamsrv.health.metrics import Metrics
     from streamsrv.web.site import StreamsrvSite
-    from streamsrv.ws.protocol import EventSocketFactory, WsLimits
+    from streamsrv.ws.limits import WsLimits
+    from streamsrv.ws.protocol import EventSocketFactory
     from streamsrv.ws.resource import EventSocketResource
 
     hub = InProcessHub()

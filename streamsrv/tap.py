@@ -32,8 +32,10 @@ from twisted.python import usage
 
 from streamsrv import __version__
 from streamsrv.analytics.api import AnalyticsApi
+from streamsrv.analytics.backends import make_analytics_store
+from streamsrv.analytics.retention import AnalyticsRetention
 from streamsrv.analytics.sessions import SessionTracker
-from streamsrv.analytics.store import AnalyticsRetention, AnalyticsStore, make_analytics_store
+from streamsrv.analytics.store import AnalyticsStore
 from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog, CatalogEvent
 from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
@@ -100,11 +102,14 @@ from streamsrv.service import RootService
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.transcoded import TranscodeService
+from streamsrv.threads import threads_for
 from streamsrv.web.api import ApiApp, current_request
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
-from streamsrv.ws.protocol import EventSocketFactory, EventSocketService, WsLimits
+from streamsrv.ws.limits import WsLimits
+from streamsrv.ws.protocol import EventSocketFactory
 from streamsrv.ws.resource import EventSocketResource, jwt_authenticator
+from streamsrv.ws.service import EventSocketService
 
 log = Logger()
 
@@ -645,7 +650,9 @@ def _daemon(root_service: RootService, settings: Settings, reactor: Any, worker:
     pool.setServiceParent(root_service)
     checks.register("worker_pool", pool.check)
     metrics.registry.register(WorkerPoolCollector(pool))
-    artifacts = ArtifactCache(settings.data_dir / "cache", settings.cache_max_bytes)
+    artifacts = ArtifactCache(
+        settings.data_dir / "cache", settings.cache_max_bytes, threads=threads_for(reactor)
+    )
     caches: dict[str, Any] = {"artifacts": lambda: artifacts.stats}
     reader: Any = read_metadata
     if auth.redis is not None:

@@ -18,7 +18,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial import unittest
 
 from streamsrv.analytics.api import AnalyticsApi
-from streamsrv.analytics.store import SessionRecord, SqliteAnalyticsStore
+from streamsrv.analytics.backends import SqliteAnalyticsStore
+from streamsrv.analytics.store import SessionRecord
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.middleware.guard import Guard

@@ -17,6 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from streamsrv.analytics.backends import SqliteAnalyticsStore
 from streamsrv.analytics.sessions import (
     DEFAULT_IDLE_TIMEOUT_S,
     HLS_SEGMENT_S,
@@ -25,7 +26,7 @@ from streamsrv.analytics.sessions import (
     _Session,
     parse_playback_report,
 )
-from streamsrv.analytics.store import AnalyticsEvent, SessionRecord, SqliteAnalyticsStore
+from streamsrv.analytics.store import AnalyticsEvent, SessionRecord
 
 NOW = 1_767_225_600.0
 TRACK = "jazz/So What.mp3"

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_analytics_store -*-
-"""Tests for :mod:`streamsrv.analytics.store`: migrations, batched durable writes, retention.
+"""Tests for the analytics store, its backends, schema and retention: migrations, batched writes, purges.
 
 :class:`AnalyticsStoreContractMixin` holds the behaviour both stores keep; it
 runs against :class:`SqliteAnalyticsStore` on temporary files and against
@@ -21,18 +21,14 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from streamsrv.analytics.backends import PostgresAnalyticsStore, SqliteAnalyticsStore, make_analytics_store
+from streamsrv.analytics.retention import DEFAULT_RETENTION_DAYS, AnalyticsRetention
+from streamsrv.analytics.schema import load_migrations, migration_statements
 from streamsrv.analytics.store import (
-    DEFAULT_RETENTION_DAYS,
     AnalyticsEvent,
-    AnalyticsRetention,
     AnalyticsStore,
     IAnalyticsStore,
-    PostgresAnalyticsStore,
     SessionRecord,
-    SqliteAnalyticsStore,
-    load_migrations,
-    make_analytics_store,
-    migration_statements,
     truncate_ip,
 )
 from streamsrv.health.checks import DEGRADED, FAILING, OK

@@ -16,10 +16,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from streamsrv.cache.artifacts import (
     STALE_TEMP_AFTER_S,
@@ -29,6 +32,7 @@ from streamsrv.cache.artifacts import (
     FileIdentity,
     artifact_key,
 )
+from streamsrv.threads import InlineThreads, IThreads
 
 #: The repository, for child processes that import streamsrv.
 REPO = Path(__file__).resolve().parent.parent
@@ -196,7 +200,7 @@ class PathTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.root = Path(self.mktemp())
-        self.cache = ArtifactCache(self.root, 10**6)
+        self.cache = ArtifactCache(self.root, 10**6, threads=InlineThreads())
 
     def test_layout(self) -> None:
         """``<root>/<kind>/<first two hex digits>/<key><suffix>``."""
@@ -223,7 +227,9 @@ class RoundTripTests(unittest.TestCase):
     def setUp(self) -> None:
         self.root = Path(self.mktemp())
         self.events: list[str] = []
-        self.cache = ArtifactCache(self.root, 10**6, clock=_Clock(), on_event=self.events.append)
+        self.cache = ArtifactCache(
+            self.root, 10**6, clock=_Clock(), on_event=self.events.append, threads=InlineThreads()
+        )
 
     def test_put_bytes_then_get(self) -> None:
         """``put_bytes`` stores the bytes; ``get`` returns the path, counted as a hit."""
@@ -297,7 +303,7 @@ class AtomicityTests(unittest.TestCase):
     def test_exception_inside_writer(self) -> None:
         """An exception in the block discards the temp file, leaves nothing visible and propagates."""
         root = Path(self.mktemp())
-        cache = ArtifactCache(root, 10**6)
+        cache = ArtifactCache(root, 10**6, threads=InlineThreads())
         key = _key("a")
         with self.assertRaises(ZeroDivisionError):
             with cache.writer(key, "transcode", ".mp3") as output:
@@ -311,8 +317,8 @@ class AtomicityTests(unittest.TestCase):
     def test_nothing_visible_until_commit(self) -> None:
         """While a writer is open the final name does not exist, even for another cache on the directory."""
         root = Path(self.mktemp())
-        cache = ArtifactCache(root, 10**6)
-        other = ArtifactCache(root, 10**6)
+        cache = ArtifactCache(root, 10**6, threads=InlineThreads())
+        other = ArtifactCache(root, 10**6, threads=InlineThreads())
         key = _key("a")
         with cache.writer(key, "hls", ".m4s") as output:
             output.write(b"x" * 1000)
@@ -332,7 +338,8 @@ class AtomicityTests(unittest.TestCase):
             "import os, sys\n"
             "from pathlib import Path\n"
             "from streamsrv.cache.artifacts import ArtifactCache\n"
-            "cache = ArtifactCache(Path(sys.argv[1]), 10**9)\n"
+            "from streamsrv.threads import InlineThreads\n"
+            "cache = ArtifactCache(Path(sys.argv[1]), 10**9, threads=InlineThreads())\n"
             "with cache.writer(sys.argv[2], 'transcode', '.mp3') as output:\n"
             "    output.write(b'\\xff' * 50_000)\n"
             "    output.flush()\n"
@@ -348,7 +355,7 @@ class AtomicityTests(unittest.TestCase):
         self.assertEqual(leftovers[0].stat().st_size, 50_000)
         self.assertEqual(_artifacts(root), [])
 
-        cache = ArtifactCache(root, 10**9)
+        cache = ArtifactCache(root, 10**9, threads=InlineThreads())
         self.assertEqual(_temp_files(root), [])
         self.assertIsNone(cache.get(key, "transcode", ".mp3"))
         self.assertEqual(cache.total_bytes, 0)
@@ -356,27 +363,27 @@ class AtomicityTests(unittest.TestCase):
     def test_live_process_temp_files_are_kept(self) -> None:
         """A temp file of a live process (another cache may be writing it) survives a start."""
         root = Path(self.mktemp())
-        cache = ArtifactCache(root, 10**6)
+        cache = ArtifactCache(root, 10**6, threads=InlineThreads())
         in_progress = cache.temp_path("transcode")
         in_progress.write_bytes(b"partial")
-        ArtifactCache(root, 10**6)
+        ArtifactCache(root, 10**6, threads=InlineThreads())
         self.assertTrue(in_progress.exists())
 
     def test_stale_temp_files_are_removed(self) -> None:
         """A temp file older than the stale age goes at start even if its pid is alive (reused)."""
         root = Path(self.mktemp())
-        cache = ArtifactCache(root, 10**6)
+        cache = ArtifactCache(root, 10**6, threads=InlineThreads())
         stale = cache.temp_path("transcode")
         stale.write_bytes(b"partial")
         old = stale.stat().st_mtime - STALE_TEMP_AFTER_S - 60
         os.utime(stale, (old, old))
-        ArtifactCache(root, 10**6)
+        ArtifactCache(root, 10**6, threads=InlineThreads())
         self.assertFalse(stale.exists())
 
     def test_dead_process_temp_from_temp_path_is_removed(self) -> None:
         """A ``temp_path`` file named by a process that is gone is removed at start."""
         root = Path(self.mktemp())
-        cache = ArtifactCache(root, 10**6)
+        cache = ArtifactCache(root, 10**6, threads=InlineThreads())
         child = subprocess.run(
             [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
         )
@@ -384,13 +391,13 @@ class AtomicityTests(unittest.TestCase):
         ours = cache.temp_path("hls")
         orphan = ours.with_name(f"{TEMP_PREFIX}{dead_pid}-{'0' * 16}")
         orphan.write_bytes(b"partial")
-        ArtifactCache(root, 10**6)
+        ArtifactCache(root, 10**6, threads=InlineThreads())
         self.assertFalse(orphan.exists())
 
     def test_foreign_files_are_never_touched(self) -> None:
         """Files the cache did not name are neither counted, evicted nor removed."""
         root = Path(self.mktemp())
-        cache = ArtifactCache(root, 10**6)
+        cache = ArtifactCache(root, 10**6, threads=InlineThreads())
         key = _key("a")
         cache.put_bytes(key, "hls", b"x" * 10, ".m4s")
         shard = cache.path_for(key, "hls", ".m4s").parent
@@ -403,7 +410,7 @@ class AtomicityTests(unittest.TestCase):
         ]
         for path in foreign:
             path.write_bytes(b"keep me")
-        reopened = ArtifactCache(root, 0)
+        reopened = ArtifactCache(root, 0, threads=InlineThreads())
         self.assertEqual((reopened.total_bytes, len(reopened)), (0, 0))
         for path in foreign:
             self.assertTrue(path.exists(), path)
@@ -417,7 +424,9 @@ class EvictionTests(unittest.TestCase):
         self.root = Path(self.mktemp())
         self.clock = _Clock()
         self.events: list[str] = []
-        self.cache = ArtifactCache(self.root, 300, clock=self.clock, on_event=self.events.append)
+        self.cache = ArtifactCache(
+            self.root, 300, clock=self.clock, on_event=self.events.append, threads=InlineThreads()
+        )
 
     def _put(self, name: str, size: int = 100) -> None:
         self.clock.now += 10
@@ -494,7 +503,7 @@ class EvictionTests(unittest.TestCase):
         """A cache opened with a lower limit evicts the oldest at start."""
         for name in "abc":
             self._put(name)
-        smaller = ArtifactCache(self.root, 150, clock=self.clock)
+        smaller = ArtifactCache(self.root, 150, clock=self.clock, threads=InlineThreads())
         self.assertEqual([self._has(name) for name in "abc"], [False, False, True])
         self.assertEqual(smaller.total_bytes, 100)
 
@@ -506,11 +515,11 @@ class RebuildTests(unittest.TestCase):
         """A new cache on the directory knows every artifact, its size and the total."""
         root = Path(self.mktemp())
         clock = _Clock()
-        cache = ArtifactCache(root, 10**6, clock=clock)
+        cache = ArtifactCache(root, 10**6, clock=clock, threads=InlineThreads())
         cache.put_bytes(_key("a"), "hls", b"x" * 10, ".m4s")
         cache.put_bytes(_key("b"), "waveform", b"x" * 20, ".dat")
         cache.put_bytes(_key("c"), "transcode", b"x" * 30)
-        reopened = ArtifactCache(root, 10**6, clock=clock)
+        reopened = ArtifactCache(root, 10**6, clock=clock, threads=InlineThreads())
         self.assertEqual((reopened.total_bytes, len(reopened)), (60, 3))
         self.assertIsNotNone(reopened.get(_key("b"), "waveform", ".dat"))
         self.assertEqual(reopened.misses, 0)
@@ -519,16 +528,16 @@ class RebuildTests(unittest.TestCase):
         """Recency comes back from mtimes: the artifact hit before the restart outlives older ones."""
         root = Path(self.mktemp())
         clock = _Clock()
-        cache = ArtifactCache(root, 10**6, clock=clock)
+        cache = ArtifactCache(root, 10**6, clock=clock, threads=InlineThreads())
         for name in "abc":
             clock.now += 100
             cache.put_bytes(_key(name), "hls", b"x" * 100, ".m4s")
         clock.now += 100
         cache.get(_key("a"), "hls", ".m4s")
-        reopened = ArtifactCache(root, 10**6, clock=clock)
+        reopened = ArtifactCache(root, 10**6, clock=clock, threads=InlineThreads())
         clock.now += 100
         reopened.put_bytes(_key("d"), "hls", b"x" * 100, ".m4s")
-        smaller = ArtifactCache(root, 200, clock=clock)
+        smaller = ArtifactCache(root, 200, clock=clock, threads=InlineThreads())
         self.assertEqual(
             [smaller.get(_key(name), "hls", ".m4s") is not None for name in "abcd"],
             [True, False, False, True],
@@ -541,8 +550,8 @@ class SharingTests(unittest.TestCase):
     def setUp(self) -> None:
         root = Path(self.mktemp())
         self.clock = _Clock()
-        self.first = ArtifactCache(root, 250, clock=self.clock)
-        self.second = ArtifactCache(root, 250, clock=self.clock)
+        self.first = ArtifactCache(root, 250, clock=self.clock, threads=InlineThreads())
+        self.second = ArtifactCache(root, 250, clock=self.clock, threads=InlineThreads())
 
     def test_artifact_written_by_another_is_a_hit(self) -> None:
         """An artifact the other cache wrote is a hit, and joins this cache's index."""
@@ -590,7 +599,7 @@ class SharingTests(unittest.TestCase):
     def test_threads_on_one_cache(self) -> None:
         """Threads putting and getting at once keep the index equal to the files on disk, within the limit."""
         root = Path(self.mktemp())
-        cache = ArtifactCache(root, 2000)
+        cache = ArtifactCache(root, 2000, threads=InlineThreads())
         errors: list[BaseException] = []
 
         def work(worker: int) -> None:
@@ -619,7 +628,7 @@ class CommitFileTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.root = Path(self.mktemp())
-        self.cache = ArtifactCache(self.root, 10**6)
+        self.cache = ArtifactCache(self.root, 10**6, threads=InlineThreads())
 
     def test_temp_path(self) -> None:
         """``temp_path`` gives distinct, not yet existing paths on the cache's file system."""
@@ -664,9 +673,75 @@ class OpenTests(unittest.TestCase):
     def test_creates_root(self) -> None:
         """The root is created, parents included."""
         root = Path(self.mktemp()) / "data" / "cache"
-        ArtifactCache(root, 10)
+        ArtifactCache(root, 10, threads=InlineThreads())
         self.assertTrue(root.is_dir())
 
     def test_negative_limit(self) -> None:
         """A negative limit is a programming error."""
-        self.assertRaises(ValueError, ArtifactCache, Path(self.mktemp()), -1)
+        self.assertRaises(ValueError, ArtifactCache, Path(self.mktemp()), -1, threads=InlineThreads())
+
+
+class _RecordingThreads:
+    """An IThreads that runs calls inline and remembers the names of the functions it ran."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def defer(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self.ran.append(getattr(f, "__name__", repr(f)))
+        return InlineThreads().defer(f, *args, **kwargs)
+
+
+class AsyncTests(unittest.TestCase):
+    """The reactor-side methods hand every write, fsync, rename and whole-file read to ``threads``."""
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.threads = _RecordingThreads()
+        self.cache = ArtifactCache(self.root, 10**6, threads=self.threads)
+
+    def test_threads_attribute(self) -> None:
+        """The cache exposes the threads it was given, an IThreads."""
+        self.assertIs(self.cache.threads, self.threads)
+        verifyObject(IThreads, InlineThreads())
+
+    def test_store_bytes(self) -> None:
+        """``store_bytes`` writes the artifact in ``threads`` and fires with its path."""
+        key = _key("a")
+        path = self.successResultOf(self.cache.store_bytes(key, "waveform", b"peaks", ".dat"))
+        self.assertEqual(path, self.cache.path_for(key, "waveform", ".dat"))
+        self.assertEqual(path.read_bytes(), b"peaks")
+        self.assertEqual(self.threads.ran, ["put_bytes"])
+
+    def test_read_bytes(self) -> None:
+        """``read_bytes`` reads a found artifact whole in ``threads``."""
+        key = _key("a")
+        self.successResultOf(self.cache.store_bytes(key, "spectrum", b"{}", ".json"))
+        found = self.cache.get(key, "spectrum", ".json")
+        assert found is not None
+        self.assertEqual(self.successResultOf(self.cache.read_bytes(found)), b"{}")
+        self.assertEqual(self.threads.ran, ["put_bytes", "read_bytes"])
+
+    def test_read_bytes_of_a_vanished_artifact(self) -> None:
+        """An artifact evicted between ``get`` and the read fails the Deferred with FileNotFoundError."""
+        key = _key("a")
+        self.successResultOf(self.cache.store_bytes(key, "waveform", b"x"))
+        found = self.cache.get(key, "waveform")
+        assert found is not None
+        found.unlink()
+        self.failureResultOf(self.cache.read_bytes(found), FileNotFoundError)
+
+    def test_commit(self) -> None:
+        """``commit`` fsyncs and renames a finished temp file in ``threads``; fires with the path."""
+        key = _key("a")
+        temp = self.cache.temp_path("transcode")
+        temp.write_bytes(b"aac")
+        path = self.successResultOf(self.cache.commit(key, "transcode", temp, ".aac"))
+        self.assertEqual(path.read_bytes(), b"aac")
+        self.assertFalse(temp.exists())
+        self.assertEqual(self.threads.ran, ["commit_file"])
+
+    def test_commit_of_a_missing_file(self) -> None:
+        """A missing temp file fails the Deferred with FileNotFoundError."""
+        missing = self.root / "transcode" / f"{TEMP_PREFIX}1-0000000000000000"
+        self.failureResultOf(self.cache.commit(_key("a"), "transcode", missing), FileNotFoundError)

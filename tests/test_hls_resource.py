@@ -37,6 +37,7 @@ from streamsrv.hls.resource import HlsResource
 from streamsrv.hls.segments import AAC_LADDER
 from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
+from streamsrv.threads import InlineThreads
 from streamsrv.web.site import StreamsrvSite
 from tests.audiogen import write_samples
 from tests.sitehelpers import parse_head, stub_for
@@ -69,7 +70,7 @@ class HlsSite:
         self.pool = WorkerPool(reactor, size=pool_size, max_queue=16)
         self.pool.startService()
         case.addCleanup(self.pool.stopService)
-        self.cache = ArtifactCache(Path(case.mktemp()), 64 * 1024 * 1024)
+        self.cache = ArtifactCache(Path(case.mktemp()), 64 * 1024 * 1024, threads=InlineThreads())
         self.issuer = TokenIssuer(
             secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=reactor
         )

@@ -27,6 +27,7 @@ from streamsrv.auth.signing import sign_url
 from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
+from streamsrv.threads import InlineThreads
 from tests.audiogen import write_tone
 from tests.sitehelpers import build_site, stub_for
 from tests.test_guard import KEYS
@@ -62,7 +63,7 @@ class MediaApiTests(unittest.TestCase):
         self.pool = WorkerPool(reactor, size=1, max_queue=4)
         self.pool.startService()
         self.addCleanup(self.pool.stopService)
-        self.cache = ArtifactCache(Path(self.mktemp()), 64 * 1024 * 1024)
+        self.cache = ArtifactCache(Path(self.mktemp()), 64 * 1024 * 1024, threads=InlineThreads())
         self.library = MediaLibrary(self.root, catalog=None, pool=self.pool, cache=self.cache)
         guard = Guard(
             verifier=None,
@@ -228,7 +229,10 @@ class CatalogRoutesTests(unittest.TestCase):
         pool.startService()
         self.addCleanup(pool.stopService)
         library = MediaLibrary(
-            self.root, catalog=self.catalog, pool=pool, cache=ArtifactCache(Path(self.mktemp()), 1 << 24)
+            self.root,
+            catalog=self.catalog,
+            pool=pool,
+            cache=ArtifactCache(Path(self.mktemp()), 1 << 24, threads=InlineThreads()),
         )
         guard = Guard(
             verifier=None, url_keys=(), url_max_ttl_s=60, revocations=None, limiter=None,

@@ -29,6 +29,7 @@ from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.streaming.transcoded import TranscodeService
+from streamsrv.threads import InlineThreads
 from tests.audiogen import write_tone
 from tests.sitehelpers import build_site, stub_for
 
@@ -60,7 +61,7 @@ class TranscodeTests(unittest.TestCase):
         self.pool = WorkerPool(reactor, size=1, max_queue=16)
         self.pool.startService()
         self.addCleanup(self.pool.stopService)
-        self.cache = ArtifactCache(Path(self.mktemp()), 256 * 1024 * 1024)
+        self.cache = ArtifactCache(Path(self.mktemp()), 256 * 1024 * 1024, threads=InlineThreads())
         self.issuer = TokenIssuer(
             secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=reactor
         )

@@ -17,6 +17,7 @@ from twisted.trial import unittest
 from streamsrv.audio.workers import WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.streaming.transcoded import TranscodeService
+from streamsrv.threads import InlineThreads
 from tests.audiogen import write_tone
 from tests.sitehelpers import build_site, stub_for
 from tests.test_transcoded import settle
@@ -36,7 +37,7 @@ class WholeRenditionTests(unittest.TestCase):
         self.pool = WorkerPool(reactor, size=2, max_queue=64)
         self.pool.startService()
         self.addCleanup(self.pool.stopService)
-        self.cache = ArtifactCache(Path(self.mktemp()), 256 * 1024 * 1024)
+        self.cache = ArtifactCache(Path(self.mktemp()), 256 * 1024 * 1024, threads=InlineThreads())
         self.built = build_site(
             root,
             clock=reactor,

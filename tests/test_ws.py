@@ -27,17 +27,11 @@ from streamsrv.events.hub import InProcessHub, track_channel, user_channel
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.accesslog import redact_uri
 from streamsrv.web.site import StreamsrvSite
-from streamsrv.ws.protocol import (
-    EventSocketFactory,
-    EventSocketProtocol,
-    EventSocketService,
-    TokenBucket,
-    WsLimits,
-    _ClockTimer,
-    check_playback,
-    rfc3339,
-)
+from streamsrv.ws.limits import TokenBucket, WsLimits
+from streamsrv.ws.playback import check_playback
+from streamsrv.ws.protocol import EventSocketFactory, EventSocketProtocol, _ClockTimer, rfc3339
 from streamsrv.ws.resource import EventSocketResource, take_query_token
+from streamsrv.ws.service import EventSocketService
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

@@ -23,7 +23,8 @@ from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.events.hub import InProcessHub, user_channel
 from streamsrv.health.metrics import Metrics
 from streamsrv.web.site import StreamsrvSite
-from streamsrv.ws.protocol import EventSocketFactory, WsLimits
+from streamsrv.ws.limits import WsLimits
+from streamsrv.ws.protocol import EventSocketFactory
 from streamsrv.ws.resource import EventSocketResource
 
 try:

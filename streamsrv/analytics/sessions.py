@@ -28,12 +28,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from streamsrv.analytics.store import AnalyticsEvent, IAnalyticsStore, SessionRecord, truncate_ip
+from streamsrv.service import PeriodicService
 
 __all__ = [
     "COMPLETION_RATIO",
@@ -328,14 +328,15 @@ def _client_info(user_agent: str | None) -> str | None:
     return _CONTROL.sub("", user_agent)[:CLIENT_INFO_MAX] or None
 
 
-class SessionTracker(Service):
+class SessionTracker(PeriodicService):
     """
     Listening sessions of this process, derived and merged, recorded in a store.
 
     Call :meth:`on_stream_activity` when a ``/stream`` response or an HLS
     segment has been sent (with what was sent), and
     :meth:`on_playback_report` for each playback report of a WebSocket.
-    Every *sweep_interval_s* sessions idle past their deadline are closed.
+    Every *sweep_interval_s* (a :class:`~streamsrv.service.PeriodicService`,
+    first sweep one interval after start) sessions idle past their deadline are closed.
     On ``stopService`` every open session is closed and recorded: put the
     tracker in the service tree *after* its store, so it stops first and the
     store's final flush includes them.
@@ -370,11 +371,13 @@ class SessionTracker(Service):
         for name, value in (("idle_timeout_s", idle_timeout_s), ("sweep_interval_s", sweep_interval_s)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a number > 0")
-        self.setName("analytics-sessions")
+        super().__init__(
+            sweep_interval_s, self.sweep, clock=clock, now=False, name="analytics-sessions",
+            what="analytics: the session sweep",
+        )  # fmt: skip
         self._store = store
         self._clock = clock
         self._idle_s = idle_timeout_s
-        self._sweep_s = sweep_interval_s
         self._segment_s = segment_s
         self._max = max_sessions
         self._new_id = new_id
@@ -383,23 +386,15 @@ class SessionTracker(Service):
         self._open: dict[tuple[str, str], _Session] = {}
         #: The same sessions by (user, the client's session_id).
         self._by_client: dict[tuple[str, str], _Session] = {}
-        self._loop = LoopingCall(self.sweep)
-        self._loop.clock = clock
 
     # -- the service --------------------------------------------------------------------
 
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._sweep_s, now=False).addErrback(
-            lambda f: log.failure("analytics: the session sweep stopped", f)
-        )
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
+    def stopService(self) -> Deferred[None]:
+        """Stop sweeping and close (and record) every open session."""
+        stopped = super().stopService()
         for session in list(self._open.values()):
             self._close(session)
+        return stopped
 
     # -- server activity ------------------------------------------------------------------
 

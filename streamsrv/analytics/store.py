@@ -3,15 +3,17 @@
 
 An :class:`IAnalyticsStore` takes :class:`SessionRecord` and
 :class:`AnalyticsEvent` values into an in-memory buffer and writes them in one
-transaction per flush: every *flush_interval_s* (a ``LoopingCall`` on an
-injected clock), early when the buffer passes *flush_threshold*, on
+transaction per flush: every *flush_interval_s* (a :class:`~streamsrv.service.PeriodicService`
+on an injected clock), early when the buffer passes *flush_threshold*, on
 :meth:`~IAnalyticsStore.flush` and on :meth:`~IAnalyticsStore.close` (so a
 SIGTERM loses nothing; a ``kill -9`` loses at most one interval).  While the
 database fails, the buffer is kept (at most *max_buffered* events; beyond
 that the oldest are dropped and counted) and the write retried.  Both
-backends run the same versioned migrations (``migrations/NNNN_name.sql``)
-at start, in one transaction, recorded in ``schema_migrations``.
-:class:`AnalyticsRetention` deletes what is older than the retention.
+backends (:mod:`streamsrv.analytics.backends`) run the same versioned
+migrations (:mod:`streamsrv.analytics.schema`) at start, in one transaction,
+recorded in ``schema_migrations``;
+:class:`~streamsrv.analytics.retention.AnalyticsRetention` deletes what is
+older than the retention.
 
 This module must never store a full IP address (a :class:`SessionRecord`
 refuses anything narrower than a /24 IPv4 or /48 IPv6 network), never log a
@@ -24,52 +26,39 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
-import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
-from pathlib import Path
 from typing import Any, Final
 
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from streamsrv.analytics.schema import Dialect, apply_migrations, load_migrations
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
+from streamsrv.service import PeriodicService
 
 __all__ = [
-    "ANALYTICS_DB_FILE",
     "DEFAULT_FLUSH_INTERVAL_S",
     "DEFAULT_FLUSH_THRESHOLD",
     "DEFAULT_MAX_BUFFERED",
-    "DEFAULT_RETENTION_DAYS",
     "EVENT_TYPES",
-    "MIGRATIONS_DIR",
     "SOURCES",
     "AnalyticsEvent",
-    "AnalyticsRetention",
     "AnalyticsStore",
     "IAnalyticsStore",
-    "Migration",
-    "PostgresAnalyticsStore",
     "SessionRecord",
-    "SqliteAnalyticsStore",
     "StoreCounters",
-    "load_migrations",
-    "make_analytics_store",
-    "migration_statements",
+    "describe_failure",
     "truncate_ip",
 ]
 
 log = Logger()
-
-#: The SQLite file in ``STREAMSRV_DATA_DIR`` used when no DSN is configured.
-ANALYTICS_DB_FILE: Final = "analytics.sqlite3"
 
 #: Seconds between two flushes of the buffer: at most this much is lost on ``kill -9``.
 DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
@@ -80,27 +69,9 @@ DEFAULT_FLUSH_THRESHOLD: Final = 5_000
 #: The most events kept in memory while the database fails; beyond it the oldest are dropped.
 DEFAULT_MAX_BUFFERED: Final = 100_000
 
-#: Default of ``STREAMSRV_ANALYTICS_RETENTION_DAYS``.
-DEFAULT_RETENTION_DAYS: Final = 365
-
-#: Seconds between two retention purges.
-RETENTION_INTERVAL_S: Final = 3600.0
-
-#: How long SQLite waits for another process's write lock before failing.
-SQLITE_BUSY_TIMEOUT_MS: Final = 5000
-
-#: How long connecting to PostgreSQL may take.
-POSTGRES_CONNECT_TIMEOUT_S: Final = 5
-
 #: How often a flush may be attempted when the store closes (a broken
 #: PostgreSQL connection is replaced after its first failure).
 CLOSE_FLUSH_ATTEMPTS: Final = 2
-
-#: Rows per multi-row ``INSERT`` on PostgreSQL.
-POSTGRES_ROWS_PER_STATEMENT: Final = 1000
-
-#: Where the versioned migrations live.
-MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 
 #: What a session was derived from.
 SOURCES: Final = frozenset({"stream", "hls", "client"})
@@ -121,11 +92,6 @@ EVENT_TYPES: Final = frozenset(
 #: The widest networks an address is kept as.
 IPV4_PREFIX: Final = 24
 IPV6_PREFIX: Final = 48
-
-#: Serialises migrations of concurrent PostgreSQL starters (an arbitrary constant).
-_PG_MIGRATION_LOCK: Final = 0x73747273  # "strs"
-
-_MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 
 # --- values ---------------------------------------------------------------------------
@@ -272,110 +238,6 @@ class StoreCounters:
     buffer_size: int
 
 
-# --- migrations -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One versioned schema change: ``migrations/NNNN_name.sql``."""
-
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> tuple[Migration, ...]:
-    """
-    The migrations in *directory*, in order.
-
-    :raise ValueError: If a ``.sql`` file is misnamed or versions are not 1, 2, 3…
-    """
-    found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_FILE.fullmatch(path.name)
-        if match is None:
-            raise ValueError(f"migration file {path.name!r} is not named NNNN_name.sql")
-        found.append(Migration(int(match.group(1)), match.group(2), path.read_text(encoding="utf-8")))
-    versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise ValueError(f"migration versions must be 1, 2, 3… without gaps, got {versions}")
-    return tuple(found)
-
-
-def migration_statements(sql: str, substitutions: dict[str, str]) -> list[str]:
-    """
-    The statements of a migration, placeholders substituted, comments removed.
-
-    :param sql: The file's text: statements each ending with ``;`` at the end
-        of a line; ``--`` comments on lines of their own.
-    :param substitutions: ``{"{{AUTO_ID}}": "…"}``.
-    """
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    text = "\n".join(lines)
-    for placeholder, value in substitutions.items():
-        text = text.replace(placeholder, value)
-    if "{{" in text:
-        raise ValueError("a migration uses a placeholder this dialect does not define")
-    return [statement.strip() for statement in text.split(";") if statement.strip()]
-
-
-# --- dialects -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Dialect:
-    """What differs between SQLite and PostgreSQL."""
-
-    name: str
-    substitutions: dict[str, str]
-    #: Run first in a write transaction (SQLite: take the write lock now).
-    begin_write: str | None
-    #: Run first in the migration transaction (PostgreSQL: serialise starters).
-    migration_lock: str | None
-
-    def sql(self, text: str) -> str:
-        """*text*, written with ``?`` placeholders, in this driver's paramstyle."""
-        return text if self.name == "sqlite" else text.replace("?", "%s")
-
-    def insert_many(
-        self, txn: Any, head: str, tail: str, width: int, rows: Sequence[tuple[Any, ...]]
-    ) -> None:
-        """
-        Run ``head VALUES (…), (…) tail`` for *rows*.
-
-        SQLite: ``executemany`` of a one-row statement (fast in-process);
-        PostgreSQL: multi-row statements (one round trip per
-        :data:`POSTGRES_ROWS_PER_STATEMENT` rows).
-        """
-        one = "(" + ", ".join("?" * width) + ")"
-        if self.name == "sqlite":
-            txn.executemany(f"{head} VALUES {one} {tail}", rows)
-            return
-        for start in range(0, len(rows), POSTGRES_ROWS_PER_STATEMENT):
-            chunk = rows[start : start + POSTGRES_ROWS_PER_STATEMENT]
-            statement = f"{head} VALUES {', '.join([one] * len(chunk))} {tail}"
-            txn.execute(self.sql(statement), [value for row in chunk for value in row])
-
-
-_SQLITE: Final = _Dialect(
-    name="sqlite",
-    substitutions={"{{AUTO_ID}}": "INTEGER PRIMARY KEY"},
-    begin_write="BEGIN IMMEDIATE",
-    migration_lock=None,
-)
-
-_POSTGRES: Final = _Dialect(
-    name="postgresql",
-    substitutions={"{{AUTO_ID}}": "BIGSERIAL PRIMARY KEY"},
-    begin_write=None,  # psycopg2 opens the transaction itself
-    migration_lock=f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})",
-)
-
-_CREATE_SCHEMA_MIGRATIONS: Final = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-)
-
 _UPSERT_SESSION_HEAD: Final = f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)})"
 _UPSERT_SESSION_TAIL: Final = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
     f"{column} = excluded.{column}" for column in _SESSION_COLUMNS if column != "id"
@@ -448,7 +310,7 @@ class AnalyticsStore(Service):
 
     def __init__(
         self,
-        dialect: _Dialect,
+        dialect: Dialect,
         clock: IReactorTime,
         *,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
@@ -470,7 +332,6 @@ class AnalyticsStore(Service):
         self._dialect = dialect
         self.dialect = dialect.name
         self._clock = clock
-        self._interval_s = flush_interval_s
         self._threshold = flush_threshold
         self._max = max_buffered
         self._events: deque[AnalyticsEvent] = deque()
@@ -487,8 +348,9 @@ class AnalyticsStore(Service):
         self._flush_failures = 0
         self._events_dropped = 0
         self._migrations = load_migrations()
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = clock
+        self._flusher = PeriodicService(
+            flush_interval_s, self._tick, clock=clock, now=False, what="analytics: the flush loop"
+        )
 
     # -- to be provided by each database ------------------------------------------
 
@@ -500,9 +362,7 @@ class AnalyticsStore(Service):
     def startService(self) -> None:
         super().startService()
         self.start().addErrback(self._log_start_failure)
-        self._loop.start(self._interval_s, now=False).addErrback(
-            lambda f: log.failure("analytics: the flush loop stopped", f)
-        )
+        self._flusher.startService()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -512,7 +372,7 @@ class AnalyticsStore(Service):
         log.warn(
             "analytics: the {dialect} store could not start ({error}); records are buffered and retried",
             dialect=self.dialect,
-            error=_describe(failure),
+            error=describe_failure(failure),
             event_kind="degraded",
         )
 
@@ -531,7 +391,9 @@ class AnalyticsStore(Service):
     async def _ensure_migrated(self) -> None:
         if self._migrated:
             return
-        applied: list[int] = await self._db().runInteraction(self._migrate, self._clock.seconds())
+        applied: list[int] = await self._db().runInteraction(
+            apply_migrations, self._dialect, self._migrations, self._clock.seconds()
+        )
         self._migrated = True
         self.applied_at_start = applied
         if applied:
@@ -542,38 +404,14 @@ class AnalyticsStore(Service):
                 applied=applied,
             )
 
-    def _migrate(self, txn: Any, now: float) -> list[int]:
-        """In the database thread: apply the pending migrations in this transaction."""
-        if self._dialect.begin_write is not None:
-            txn.execute(self._dialect.begin_write)
-        if self._dialect.migration_lock is not None:
-            txn.execute(self._dialect.migration_lock)
-        txn.execute(_CREATE_SCHEMA_MIGRATIONS)
-        txn.execute("SELECT version FROM schema_migrations")
-        done = {int(row[0]) for row in txn.fetchall()}
-        applied = []
-        for migration in self._migrations:
-            if migration.version in done:
-                continue
-            for statement in migration_statements(migration.sql, self._dialect.substitutions):
-                txn.execute(statement)
-            txn.execute(
-                self._dialect.sql(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
-                ),
-                (migration.version, migration.name, now),
-            )
-            applied.append(migration.version)
-        return applied
-
     def close(self) -> Deferred[None]:
         return ensureDeferred(self._close())
 
     async def _close(self) -> None:
         if self._closed:
             return
-        if self._loop.running:
-            self._loop.stop()
+        # Not waited for: a flush in progress holds the lock the final flush queues on.
+        self._flusher.stopService()
         for attempt in range(1, CLOSE_FLUSH_ATTEMPTS + 1):
             try:
                 await self.flush()
@@ -648,7 +486,7 @@ class AnalyticsStore(Service):
                 log.warn(
                     "analytics: writing to {dialect} failed ({error}); {count} records kept and retried",
                     dialect=self.dialect,
-                    error=_describe(failure),
+                    error=describe_failure(failure),
                     count=len(self._events) + len(self._sessions),
                     event_kind="degraded",
                 )
@@ -739,166 +577,7 @@ class AnalyticsStore(Service):
         return CheckResult(DEGRADED if self._failing else OK, detail)
 
 
-def _describe(failure: Failure) -> str:
+def describe_failure(failure: Failure) -> str:
     """A one-line description of a database error (driver messages carry no DSN)."""
     text = str(failure.value).strip().splitlines()
     return f"{type(failure.value).__name__}: {text[0] if text else ''}"
-
-
-def _connect_sqlite(connection: Any) -> None:
-    connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
-
-
-class SqliteAnalyticsStore(AnalyticsStore):
-    """
-    Analytics in a SQLite file (WAL), written by one database thread.
-
-    Every write is one ``BEGIN IMMEDIATE`` transaction, so several processes
-    on the host may share the file.  ``synchronous = NORMAL``: a committed
-    flush survives a crash of the process, not necessarily of the machine.
-    """
-
-    def __init__(self, path: Path, clock: IReactorTime, *, reactor: Any = None, **options: Any) -> None:
-        """
-        :param path: The database file; its directory is created if missing.
-        :param clock: See :class:`AnalyticsStore`.
-        :param reactor: Runs the database thread; by default the global reactor.
-        :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
-        """
-        super().__init__(_SQLITE, clock, **options)
-        self.path = path
-        self._reactor = reactor
-
-    def _open_pool(self) -> adbapi.ConnectionPool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return adbapi.ConnectionPool(
-            "sqlite3",
-            str(self.path),
-            check_same_thread=False,
-            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE for writes
-            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_connect_sqlite,
-            cp_reactor=self._reactor,
-        )
-
-
-class PostgresAnalyticsStore(AnalyticsStore):
-    """
-    Analytics in PostgreSQL through psycopg2, shared by every process and host.
-
-    A broken connection is replaced on the next attempt (``cp_reconnect``).
-    """
-
-    def __init__(self, dsn: str, clock: IReactorTime, *, reactor: Any = None, **options: Any) -> None:
-        """
-        :param dsn: A ``postgresql://`` URL (or libpq key=value string); never logged.
-        :param clock: See :class:`AnalyticsStore`.
-        :param reactor: Runs the database threads; by default the global reactor.
-        :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
-        """
-        super().__init__(_POSTGRES, clock, **options)
-        self._dsn = dsn
-        self._reactor = reactor
-
-    def _open_pool(self) -> adbapi.ConnectionPool:
-        return adbapi.ConnectionPool(
-            "psycopg2",
-            self._dsn,
-            connect_timeout=POSTGRES_CONNECT_TIMEOUT_S,
-            application_name="streamsrv-analytics",
-            cp_min=1,
-            cp_max=2,
-            cp_reconnect=True,
-            cp_noisy=False,
-            cp_reactor=self._reactor,
-        )
-
-
-def make_analytics_store(
-    dsn: str | None, data_dir: Path, reactor: Any, **options: Any
-) -> SqliteAnalyticsStore | PostgresAnalyticsStore:
-    """
-    The store the configuration asks for.
-
-    :param dsn: ``STREAMSRV_ANALYTICS_DSN``: ``None`` for
-        ``<data_dir>/analytics.sqlite3``; ``sqlite:///relative/path`` or
-        ``sqlite:////absolute/path``; ``postgresql://…`` or ``postgres://…``.
-    :param data_dir: ``STREAMSRV_DATA_DIR``.
-    :param reactor: The reactor: clock of the flush loop and runner of the
-        database threads.
-    :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
-    :raise ValueError: For any other DSN (the message does not quote it).
-    """
-    threads = reactor if IReactorThreads.providedBy(reactor) else None  # a test clock runs no threads
-    if dsn is None:
-        return SqliteAnalyticsStore(data_dir / ANALYTICS_DB_FILE, reactor, reactor=threads, **options)
-    if dsn.startswith("sqlite:///") and len(dsn) > len("sqlite:///"):
-        return SqliteAnalyticsStore(Path(dsn[len("sqlite:///") :]), reactor, reactor=threads, **options)
-    if dsn.startswith(("postgresql://", "postgres://")):
-        return PostgresAnalyticsStore(dsn, reactor, reactor=threads, **options)
-    raise ValueError("the analytics DSN must start with sqlite:/// or postgresql://")
-
-
-# --- retention ------------------------------------------------------------------------
-
-
-class AnalyticsRetention(Service):
-    """
-    Deletes sessions and events older than *retention_days*, every *interval_s*.
-
-    The first purge runs when the service starts.  A failed purge is logged
-    and retried at the next interval.
-    """
-
-    def __init__(
-        self,
-        store: IAnalyticsStore,
-        clock: IReactorTime,
-        retention_days: float = DEFAULT_RETENTION_DAYS,
-        interval_s: float = RETENTION_INTERVAL_S,
-    ) -> None:
-        if not (math.isfinite(retention_days) and retention_days > 0):
-            raise ValueError("retention_days must be a number > 0")
-        self.setName("analytics-retention")
-        self._store = store
-        self._clock = clock
-        self._retention_s = retention_days * 86400.0
-        self._interval_s = interval_s
-        self._loop = LoopingCall(self.purge)
-        self._loop.clock = clock
-        self.purged = 0
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._interval_s, now=True).addErrback(
-            lambda f: log.failure("analytics: the retention loop stopped", f)
-        )
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-
-    def purge(self) -> Deferred[int]:
-        """
-        Delete what is older than the retention now; never fails.
-
-        :return: A Deferred firing with the rows deleted (0 on failure).
-        """
-        cutoff = self._clock.seconds() - self._retention_s
-
-        def done(removed: int) -> int:
-            self.purged += removed
-            if removed:
-                log.info("analytics: retention purge deleted {removed} rows", removed=removed)
-            return removed
-
-        def failed(failure: Failure) -> int:
-            log.warn("analytics: retention purge failed ({error})", error=_describe(failure))
-            return 0
-
-        return self._store.purge_before(cutoff).addCallbacks(done, failed)

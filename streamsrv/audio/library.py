@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from streamsrv.audio import spectrum as spectrum_mod
@@ -245,7 +244,7 @@ class MediaLibrary:
         cached = self._cache.get(key, "waveform", ".dat")
         if cached is not None:
             try:
-                data = await deferToThread(cached.read_bytes)
+                data = await self._cache.read_bytes(cached)
                 return waveform_mod.from_dat(data)
             except (OSError, ValueError):
                 log.warn("media: a cached waveform could not be read; computing it again")
@@ -253,7 +252,7 @@ class MediaLibrary:
             waveform_mod.generate, str(path), key=f"waveform:{key}", **job
         )
         try:
-            self._cache.put_bytes(key, "waveform", waveform_mod.to_dat(wf), ".dat")
+            await self._cache.store_bytes(key, "waveform", waveform_mod.to_dat(wf), ".dat")
         except OSError as e:
             log.warn("media: the waveform could not be cached ({error})", error=e.strerror)
         return wf
@@ -277,7 +276,7 @@ class MediaLibrary:
         suffix = ".png" if fmt == "png" else ".json"
         cached = self._cache.get(key, "spectrum", suffix)
         if cached is not None:
-            body = await deferToThread(cached.read_bytes)
+            body = await self._cache.read_bytes(cached)
         elif fmt == "png":
             body = await self._run(
                 spectrum_mod.generate_png, str(path), params, width=width, height=height,
@@ -291,7 +290,7 @@ class MediaLibrary:
             body = json.dumps(document, separators=(",", ":")).encode("utf-8")
         if cached is None:
             try:
-                self._cache.put_bytes(key, "spectrum", body, suffix)
+                await self._cache.store_bytes(key, "spectrum", body, suffix)
             except OSError as e:
                 log.warn("media: the spectrum could not be cached ({error})", error=e.strerror)
         return Representation(body, "image/png" if fmt == "png" else JSON_TYPE, etag)
@@ -302,7 +301,7 @@ class MediaLibrary:
         """The picture embedded in *track*, else ``cover.*``/``folder.*`` beside it."""
         identity = FileIdentity.of(track, info)
         key = artifact_key(identity, "artwork", {"v": ARTIFACT_VERSION})
-        found = await deferToThread(find_artwork, self._root, track)
+        found = await self._cache.threads.defer(find_artwork, self._root, track)
         if found is None:
             raise ApiError("NOT_FOUND", "This track has no artwork.")
         return Representation(found.data, found.mime, _etag(key))

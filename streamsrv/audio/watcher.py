@@ -30,13 +30,13 @@ from typing import Any, Final
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from streamsrv.audio.catalog import Catalog, ScanCancelled, ScanSummary
 from streamsrv.media.paths import PathRefused, resolve_inside
+from streamsrv.service import PeriodicService
 
 __all__ = ["DEFAULT_DEBOUNCE_S", "DEFAULT_RESCAN_INTERVAL_S", "CatalogService"]
 
@@ -126,8 +126,9 @@ class CatalogService(Service):
         self._debounce_s = debounce_s
         self._reactor = reactor if reactor is not None else clock
         self._inotify_factory = inotify_factory
-        self._loop = LoopingCall(self._periodic)
-        self._loop.clock = clock
+        self._rescans = PeriodicService(
+            rescan_interval_s, self._periodic, clock=clock, what="catalog: the periodic rescan"
+        )
         self._notifier: Any = None
         self._notifier_broken = False
         self._pending: set[str] = set()
@@ -154,8 +155,8 @@ class CatalogService(Service):
         """Stop watching and looping; close the catalog (stops a running scan)."""
         super().stopService()
         self._stopping = True
-        if self._loop.running:
-            self._loop.stop()
+        # Not waited for: closing the catalog below is what cancels a scan in progress.
+        self._rescans.stopService()
         self._cancel_flush()
         self._stop_inotify()
         opening, self._opening = self._opening, None
@@ -174,7 +175,7 @@ class CatalogService(Service):
             self._start_inotify()
         else:
             log.info("catalog: inotify disabled; rescanning every {interval} s", interval=self._interval)
-        self._loop.start(self._interval, now=True)
+        self._rescans.startService()
 
     def _open_failed(self, failure: Failure) -> None:
         self._opening = None

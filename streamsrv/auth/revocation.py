@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,9 +29,8 @@ from typing import Any, Final, TypeVar
 
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
@@ -40,6 +38,8 @@ from zope.interface import Interface, implementer
 from streamsrv.auth.principal import Principal
 from streamsrv.health.checks import DEGRADED, OK, CheckResult
 from streamsrv.redisconn import RedisConnection
+from streamsrv.service import PeriodicService
+from streamsrv.sqlitepool import sqlite_pool
 
 __all__ = [
     "AUTH_DB_FILE",
@@ -67,9 +67,6 @@ REVOCATION_RETENTION_S: Final = 366 * 24 * 3600
 
 #: How often a :class:`RevocationCache` asks the store whether anything changed.
 POLL_INTERVAL_S: Final = 1.0
-
-#: How long SQLite waits for another process's write lock before failing.
-SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 
 #: Expired SQLite rows are deleted by the next write at most this often.
 PURGE_INTERVAL_S: Final = 60.0
@@ -174,12 +171,6 @@ class IRevocationStore(Interface):
         """A counter that changes on every revocation; cheap to poll."""
 
 
-def _connect_sqlite(connection: sqlite3.Connection) -> None:
-    connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
-
-
 _SQLITE_SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS revoked_token (jti TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS revoked_token_expiry ON revoked_token (expires_at)",
@@ -234,17 +225,7 @@ class SqliteRevocationStore:
         """Open the database (its thread starts here, not in the constructor) and create the tables."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._pool is None:
-            self._pool = adbapi.ConnectionPool(
-                "sqlite3",
-                str(self.path),
-                check_same_thread=False,
-                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE for writes
-                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                cp_min=1,
-                cp_max=1,
-                cp_openfun=_connect_sqlite,
-                cp_reactor=self._reactor,
-            )
+            self._pool = sqlite_pool(self.path, self._reactor)
         return self._db().runInteraction(self._create)
 
     def close(self) -> Deferred[None]:
@@ -513,11 +494,12 @@ class RedisRevocationStore:
 # --- the per-process cache --------------------------------------------------------------
 
 
-class RevocationCache(Service):
+class RevocationCache(PeriodicService):
     """
     This process's view of the revocations, answering without I/O.
 
-    Holds a :class:`RevocationSnapshot`; every *interval_s* it asks the store
+    Holds a :class:`RevocationSnapshot`; every *interval_s* (a
+    :class:`~streamsrv.service.PeriodicService`, first poll at start) it asks the store
     for its version and reloads the snapshot when it changed.  Revocations
     made through this cache are written to the store and then applied to the
     snapshot at once.  While the store fails, the last snapshot stays in
@@ -534,16 +516,13 @@ class RevocationCache(Service):
         :param clock: Times the polls.
         :param interval_s: Seconds between polls.
         """
-        if not (math.isfinite(interval_s) and interval_s > 0):
-            raise ValueError("interval_s must be a number > 0")
-        self.setName("revocations")
+        super().__init__(
+            interval_s, self.update, clock=clock, name="revocations", what="revocations: the poll"
+        )
         self._store = store
-        self._interval_s = interval_s
         self._snapshot = RevocationSnapshot(UNLOADED)
         self._generation = 0  # bumped whenever the snapshot is replaced
         self._degraded = False
-        self._loop = LoopingCall(self._poll)
-        self._loop.clock = clock
 
     @property
     def snapshot(self) -> RevocationSnapshot:
@@ -570,21 +549,6 @@ class RevocationCache(Service):
         if not self.loaded:
             return CheckResult(DEGRADED, {**detail, "state": "loading"})
         return CheckResult(DEGRADED if self._degraded else OK, detail)
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._interval_s, now=True).addErrback(
-            lambda f: log.failure("revocations: the poll loop stopped", f)
-        )
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-        return None
-
-    def _poll(self) -> Deferred[bool]:
-        return ensureDeferred(self.update())
 
     async def update(self) -> bool:
         """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_artifacts -*-
+# -*- test-case-name: tests.test_artifacts,tests.test_reactor_free -*-
 """The on-disk cache of derived files: waveforms, spectra, transcodes, HLS segments.
 
 An :class:`ArtifactCache` is a size-capped directory, ``<root>/<kind>/<ab>/<key><suffix>``,
@@ -14,12 +14,16 @@ eviction removes the least recently used until the total is within
 ``max_bytes``. Several processes may share the directory: each keeps its own
 index, a file another process evicted is a miss, never an error.
 
-Everything here is synchronous and does no reactor work. The constructor,
-``put_bytes``, ``writer``, ``commit_file``, ``evict`` and ``rescan`` do disk
-I/O (writes, fsync, renames, unlinks, a directory walk) and belong in a
-thread; ``get`` costs one ``stat`` (and, at most once a minute per entry, a
-``utime``); ``path_for``, ``temp_path`` and the counters do none beyond a
-``mkdir``.
+From the reactor thread, use the asynchronous methods: :meth:`~ArtifactCache.store_bytes`,
+:meth:`~ArtifactCache.commit` and :meth:`~ArtifactCache.read_bytes` run their
+writes, fsyncs, renames and whole-file reads in the injected
+:class:`~streamsrv.threads.IThreads` (``threads``) and answer with a
+Deferred. ``get`` stays synchronous because it is cheap: one ``stat`` (and, at
+most once a minute per entry, a ``utime``); ``path_for``, ``temp_path`` and
+the counters do nothing beyond a ``mkdir``. The blocking layer under them
+(``put_bytes``, ``writer``, ``commit_file``, ``evict``, ``rescan``, and the
+constructor's walk of the directory) is for threads, worker processes and
+start-up before the reactor runs.
 
 This module must never join an unvalidated name to the file system (kinds,
 keys and suffixes are checked against strict patterns), never delete a file
@@ -45,7 +49,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from twisted.internet.defer import Deferred
+
 from streamsrv.cache.lru import EVENT_EVICTION, EVENT_HIT, EVENT_MISS, CacheStats
+from streamsrv.threads import IThreads
 
 __all__ = [
     "STALE_TEMP_AFTER_S",
@@ -150,6 +157,13 @@ class ArtifactCache:
     A size-capped directory of derived files, least recently used evicted first.
 
     Thread-safe: the index is guarded by a lock; data is written outside it.
+    On the reactor thread call only :meth:`get`, :meth:`path_for`,
+    :meth:`temp_path`, the counters, and the asynchronous :meth:`store_bytes`,
+    :meth:`commit` and :meth:`read_bytes`, whose disk work runs in
+    :attr:`threads`; the other methods block on disk I/O.
+
+    :ivar threads: where the blocking work of the asynchronous methods runs
+        (and where a caller may run other blocking reads of the same files).
 
     :ivar hits: :meth:`get` calls that found the artifact.
     :ivar misses: :meth:`get` calls that did not.
@@ -162,16 +176,22 @@ class ArtifactCache:
         root: Path,
         max_bytes: int,
         *,
+        threads: IThreads,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         """
         Open (creating it if needed) the cache at ``root``: remove dead temp files, index, evict.
 
-        Does disk I/O proportional to the number of files in the cache.
+        Does disk I/O proportional to the number of files in the cache: build
+        it at start-up, before the reactor runs, or in a thread.
 
         :param root: the cache directory (``<STREAMSRV_DATA_DIR>/cache``).
         :param max_bytes: most bytes of artifacts to keep (``STREAMSRV_CACHE_MAX_BYTES``).
+        :param threads: runs the disk work of :meth:`store_bytes`,
+            :meth:`commit` and :meth:`read_bytes` (a
+            :class:`~streamsrv.threads.ReactorThreads`; tests may pass
+            :class:`~streamsrv.threads.InlineThreads`).
         :param clock: wall-clock seconds; recency and the mtimes written are on it.
         :param on_event: called with ``"hit"``, ``"miss"`` or ``"eviction"``.
         :raise ValueError: a negative ``max_bytes``.
@@ -180,6 +200,7 @@ class ArtifactCache:
             raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
         self.root: Final = Path(root)
         self.max_bytes: Final = max_bytes
+        self.threads: Final = threads
         self._clock = clock
         self._on_event = on_event
         self._lock = threading.Lock()
@@ -275,7 +296,26 @@ class ArtifactCache:
         self._emit(EVENT_HIT)
         return path
 
-    # -- writing ---------------------------------------------------------------------------------
+    # -- from the reactor thread: the disk work in ``threads`` ----------------------------------------
+
+    def store_bytes(self, key: str, kind: str, data: bytes, suffix: str = "") -> Deferred[Path]:
+        """Store ``data`` as the artifact (as :meth:`put_bytes`, in :attr:`threads`); its path."""
+        return self.threads.defer(self.put_bytes, key, kind, data, suffix)
+
+    def commit(self, key: str, kind: str, tmp_path: Path, suffix: str = "") -> Deferred[Path]:
+        """Adopt a finished file (as :meth:`commit_file`, in :attr:`threads`); the artifact's path."""
+        return self.threads.defer(self.commit_file, key, kind, tmp_path, suffix)
+
+    def read_bytes(self, path: Path) -> Deferred[bytes]:
+        """
+        The whole content of an artifact :meth:`get` found, read in :attr:`threads`.
+
+        Fails with ``FileNotFoundError`` if another process evicted it since
+        (a late miss) or another ``OSError``.
+        """
+        return self.threads.defer(Path(path).read_bytes)
+
+    # -- writing (blocking: in a thread or a worker) -------------------------------------------------
 
     def put_bytes(self, key: str, kind: str, data: bytes, suffix: str = "") -> Path:
         """Store ``data`` as the artifact, atomically, then evict; the artifact's path."""

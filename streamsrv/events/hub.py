@@ -39,7 +39,6 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
@@ -53,6 +52,7 @@ from streamsrv.redisconn import (
     endpoint_for,
     parse_redis_url,
 )
+from streamsrv.service import PeriodicService
 
 __all__ = [
     "EVENT_TYPES",
@@ -454,9 +454,13 @@ class RedisHub(Service):
         self._connected = False
         self._ever_connected = False
         self._auth_refused_logged = False
-        self._keepalive = LoopingCall(self._ping)
-        self._keepalive.clock = self._clock
-        self._keepalive_s = keepalive_s
+        self._keepalive = (
+            PeriodicService(
+                keepalive_s, self._ping, clock=self._clock, now=False, what="events: the Redis keepalive"
+            )
+            if keepalive_s > 0
+            else None
+        )
 
     # --- IEventHub -----------------------------------------------------------------
 
@@ -495,15 +499,13 @@ class RedisHub(Service):
         if self._own_publisher is not None:
             self._own_publisher.startService()
         self._subscriber_service.startService()
-        if self._keepalive_s > 0:
-            self._keepalive.start(self._keepalive_s, now=False).addErrback(
-                lambda f: log.failure("events: the Redis keepalive stopped", f)
-            )
+        if self._keepalive is not None:
+            self._keepalive.startService()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._keepalive.running:
-            self._keepalive.stop()
+        if self._keepalive is not None:
+            self._keepalive.stopService()
         self._set_connected(False)
         waits: list[Deferred[Any]] = [self._subscriber_service.stopService()]
         if self._own_publisher is not None:

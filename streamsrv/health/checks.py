@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from streamsrv.service import PeriodicService
 
 log = Logger()
 
@@ -139,19 +139,19 @@ def disk_space_check(path: Path, degraded_below: float = 0.05, failing_below: fl
     return check
 
 
-class ReactorLagMonitor(Service):
+class ReactorLagMonitor(PeriodicService):
     """Measure how late the reactor runs a timer: the event loop's health.
 
-    Every ``interval`` seconds a ``LoopingCall`` notes how much later than
+    Every ``interval`` seconds (a :class:`~streamsrv.service.PeriodicService`,
+    first tick one interval after start) it notes how much later than
     scheduled it ran; the worst of the last :data:`LAG_WINDOW_S` seconds is
     the reported lag.
     """
 
-    name = "reactor-lag"  # type: ignore[assignment]  # Twisted declares Service.name as None
-
     def __init__(
         self, clock: IReactorTime, interval: float = 1.0, degraded_s: float = 0.1, failing_s: float = 1.0
     ) -> None:
+        super().__init__(interval, self._tick, clock=clock, now=False, name="reactor-lag")
         self._clock = clock
         self._interval = interval
         self._degraded_s = degraded_s
@@ -160,19 +160,11 @@ class ReactorLagMonitor(Service):
         self._expected: float | None = None
         #: ``(when, lag)`` of the ticks of the last window, oldest first.
         self._recent: deque[tuple[float, float]] = deque()
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = clock
 
     def startService(self) -> None:
-        super().startService()
         self._started_at = self._clock.seconds()
         self._expected = self._started_at + self._interval
-        self._loop.start(self._interval, now=False)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
+        super().startService()
 
     def _tick(self) -> None:
         now = self._clock.seconds()
@@ -180,7 +172,7 @@ class ReactorLagMonitor(Service):
             self._recent.append((now, max(0.0, now - self._expected)))
         while self._recent and self._recent[0][0] <= now - LAG_WINDOW_S:
             self._recent.popleft()
-        # The LoopingCall skips the intervals it missed and runs next at the
+        # The timer (a LoopingCall) skips the intervals it missed and runs next at the
         # first point of its grid (start + k * interval) after now.
         elapsed = now - self._started_at
         self._expected = self._started_at + (math.floor(elapsed / self._interval) + 1) * self._interval

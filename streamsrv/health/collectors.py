@@ -31,7 +31,7 @@ def _counters(obj: Any) -> Mapping[str, Any]:
 
 
 class WebSocketCollector(Collector):
-    """``streamsrv_ws_*``: open sockets, and counters of a :class:`~streamsrv.ws.protocol.WsStats`."""
+    """``streamsrv_ws_*``: open sockets, and counters of a :class:`~streamsrv.ws.limits.WsStats`."""
 
     def __init__(self, stats: Callable[[], Any], open_sockets: Callable[[], int]) -> None:
         self._stats = stats

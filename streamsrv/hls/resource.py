@@ -45,7 +45,6 @@ from typing import IO, Any, Final
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -489,7 +488,7 @@ class HlsResource(Resource):
         if self._metrics is not None:
             self._metrics.encode_seconds.labels(variant.name).observe(time.monotonic() - started)
         try:
-            await deferToThread(self._cache.put_bytes, key, ARTIFACT_KIND, data, suffix)
+            await self._cache.store_bytes(key, ARTIFACT_KIND, data, suffix)
         except OSError as e:
             log.warn("hls: a segment could not be cached ({error})", error=e.strerror)
         return data

@@ -161,7 +161,7 @@ class TranscodeService:
         async def encode() -> Path:
             temp = self._cache.temp_path("transcode")
             await self._job(encode_full, str(path), rendition, str(temp), key=f"full:{key}")
-            return self._cache.commit_file(key, "transcode", temp, rendition.suffix)
+            return await self._cache.commit(key, "transcode", temp, rendition.suffix)
 
         def fire(result: Any) -> None:
             for each in self._whole_waiters.pop(key, []):
@@ -291,7 +291,7 @@ class TranscodeService:
             cached = self._cache.get(chunk_key, "transcode-chunk")
             if cached is not None:
                 try:
-                    data = cached.read_bytes()
+                    data = await self._cache.read_bytes(cached)
                     self._stats.chunks.labels("cache").inc()
                     return data
                 except OSError:
@@ -304,7 +304,7 @@ class TranscodeService:
                 audio_s = layout.chunk_packets * layout.packet_samples / (layout.rendition.sample_rate or 1)
                 self._stats.speed.labels(layout.rendition.format).observe(audio_s / seconds)
             try:
-                self._cache.put_bytes(chunk_key, "transcode-chunk", data)
+                await self._cache.store_bytes(chunk_key, "transcode-chunk", data)
             except OSError as e:
                 log.warn("transcode: a chunk could not be cached ({error})", error=e.strerror)
             return data

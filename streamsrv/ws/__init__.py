@@ -1,4 +1,6 @@
 """The ``/ws`` WebSocket: events from the hub to clients, playback reports from clients.
 
-See :mod:`streamsrv.ws.protocol` (the wire protocol) and :mod:`streamsrv.ws.resource`.
+See :mod:`streamsrv.ws.protocol` (the wire protocol), :mod:`streamsrv.ws.resource` (the
+``/ws`` leaf), :mod:`streamsrv.ws.service` (revalidation and shutdown), :mod:`streamsrv.ws.limits`
+(limits, counters, the message token bucket) and :mod:`streamsrv.ws.playback` (playback reports).
 """

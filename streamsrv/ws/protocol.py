@@ -51,25 +51,23 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
-from twisted.application.service import Service
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from streamsrv.analytics.sessions import REPORT_TYPES
 from streamsrv.auth.principal import AuthError, Principal
 from streamsrv.events.hub import SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
 from streamsrv.media.paths import PathRefused, normalise_relative_path
+from streamsrv.ws.limits import TokenBucket, WsLimits, WsStats
+from streamsrv.ws.playback import PLAYBACK_TYPES, PlaybackSink, check_playback
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -78,15 +76,9 @@ __all__ = [
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_UNAUTHENTICATED",
     "CLOSE_UNAUTHORIZED",
-    "PLAYBACK_TYPES",
     "Authenticate",
     "EventSocketFactory",
     "EventSocketProtocol",
-    "EventSocketService",
-    "PlaybackSink",
-    "TokenBucket",
-    "WsLimits",
-    "WsStats",
     "default_track_access",
     "rfc3339",
 ]
@@ -101,14 +93,8 @@ CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_UNAUTHENTICATED: Final = 4401
 CLOSE_UNAUTHORIZED: Final = 4403
 
-#: Client message types that are playback reports (the analytics' report types).
-PLAYBACK_TYPES: Final = REPORT_TYPES
-
 #: Longest client message ``id`` echoed back.
 MAX_ID_LENGTH: Final = 128
-
-#: Longest playback ``session_id``.
-MAX_SESSION_ID_LENGTH: Final = 128
 
 #: Permission needed to open a socket at all.
 CONNECT_PERMISSION: Final = "ws:connect"
@@ -118,11 +104,6 @@ CONNECT_PERMISSION: Final = "ws:connect"
 #: ``TOKEN_INVALID``, ``TOKEN_REVOKED``…).  It must not log the token.
 Authenticate = Callable[[str], Awaitable[Principal]]
 
-#: ``on_playback(principal, kind, data)``: take one playback report (*kind*
-#: is ``play``, ``pause``, ``seek``, ``progress``, ``ended`` or
-#: ``buffering``); return ``None`` if accepted, else a client-safe message
-#: saying why not (answered as ``error`` ``BAD_REQUEST``).  Must not block.
-PlaybackSink = Callable[[Principal, str, Mapping[str, Any]], "str | None"]
 
 #: ``track_access(principal, path)``: may *principal* see the activity
 #: (``stream.*``, ``playback.*``) of the track at *path*?
@@ -142,88 +123,6 @@ def default_track_access(principal: Principal, path: str) -> bool:
 def rfc3339(seconds: float) -> str:
     """Unix *seconds* as RFC 3339 UTC with milliseconds (``2026-01-01T12:00:00.000Z``)."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class WsLimits:
-    """
-    The limits of one socket.
-
-    :ivar auth_timeout_s: Seconds to authenticate before 4401
-        (``STREAMSRV_WS_AUTH_TIMEOUT_S``).
-    :ivar max_frame: Largest frame and message payload, bytes; more closes
-        with 1009 (``STREAMSRV_WS_MAX_FRAME``).
-    :ivar max_subscriptions: Channels per socket.
-    :ivar messages_per_s: Client messages per second, refilled evenly...
-    :ivar message_burst: ...into a bucket of this many.
-    :ivar rate_strikes: Refused messages in a row before closing with 1008.
-    :ivar queue_max: Event frames queued for a slow reader before the oldest is dropped.
-    :ivar max_dropped: Events dropped without the queue draining before closing with 4008.
-    :ivar token_warning_s: ``token.expiring`` comes this long before ``exp``.
-    :ivar ping_interval_s: Keepalive ping period (0: none).
-    :ivar ping_timeout_s: A peer not answering a ping within this is dropped.
-    :ivar open_timeout_s: The upgrade handshake must finish within this.
-    :ivar close_timeout_s: The peer must answer our close frame within this.
-    """
-
-    auth_timeout_s: float = 10.0
-    max_frame: int = 65536
-    max_subscriptions: int = 32
-    messages_per_s: float = 10.0
-    message_burst: int = 20
-    rate_strikes: int = 10
-    queue_max: int = 256
-    max_dropped: int = 1024
-    token_warning_s: float = 60.0
-    ping_interval_s: float = 30.0
-    ping_timeout_s: float = 10.0
-    open_timeout_s: float = 10.0
-    close_timeout_s: float = 5.0
-
-
-@dataclass
-class WsStats:
-    """
-    Counters of one factory, for the metrics (``open`` is ``len(factory.sockets)``).
-
-    :ivar closes: Sockets closed, by close code (``1006`` for a dropped TCP
-        connection without a close frame).
-    """
-
-    connections: int = 0
-    authenticated: int = 0
-    auth_failures: int = 0
-    messages_in: int = 0
-    frames_out: int = 0
-    events_sent: int = 0
-    events_dropped: int = 0
-    rate_limited: int = 0
-    playback_reports: int = 0
-    closes: Counter[int] = field(default_factory=Counter)
-
-
-class TokenBucket:
-    """A token bucket: *burst* tokens, refilled at *rate* per second (pure: times are passed in)."""
-
-    __slots__ = ("_burst", "_rate", "_stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        if not (rate > 0 and burst >= 1):
-            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
-        self._rate = rate
-        self._burst = float(burst)
-        self.tokens = float(burst)
-        self._stamp = now
-
-    def take(self, now: float) -> bool:
-        """Take one token if there is one; whether there was."""
-        elapsed = max(0.0, now - self._stamp)
-        self._stamp = max(self._stamp, now)
-        self.tokens = min(self._burst, self.tokens + elapsed * self._rate)
-        if self.tokens >= 1.0 - 1e-9:
-            self.tokens = max(0.0, self.tokens - 1.0)
-            return True
-        return False
 
 
 class _TimerCall:
@@ -748,33 +647,6 @@ class EventSocketProtocol(WebSocketServerProtocol):
         self.factory.security_event(kind, client=self.client_ip, **fields)
 
 
-def check_playback(data: Mapping[str, Any]) -> str | None:
-    """
-    The shape every playback report must have: ``session_id`` (1 to 128
-    characters), ``path`` (a track path) and ``position_s`` (a finite
-    number >= 0).  :return: ``None``, or what is wrong (client-safe).
-    """
-    session_id = data.get("session_id")
-    if not isinstance(session_id, str) or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-        return f'"session_id" is a string of 1 to {MAX_SESSION_ID_LENGTH} characters.'
-    path = data.get("path")
-    if not isinstance(path, str):
-        return '"path" is the track path.'
-    try:
-        normalise_relative_path(path)
-    except PathRefused:
-        return '"path" is not a valid track path.'
-    position = data.get("position_s")
-    if (
-        isinstance(position, bool)
-        or not isinstance(position, int | float)
-        or not math.isfinite(position)
-        or position < 0
-    ):
-        return '"position_s" is a number of seconds >= 0.'
-    return None
-
-
 class EventSocketFactory(WebSocketServerFactory):
     """
     Builds ``/ws`` sockets and holds what they share: the hub, the
@@ -902,38 +774,3 @@ class EventSocketFactory(WebSocketServerFactory):
         log.warn(
             "security event {kind} on a WebSocket from {client}", kind=kind, event_kind="security", **fields
         )
-
-
-#: How often :class:`EventSocketService` re-checks revocations.
-REVALIDATE_INTERVAL_S: Final = 30.0
-
-
-class EventSocketService(Service):
-    """
-    The sockets' part of the application's lifetime: re-checks revocations
-    every *interval_s* while running, and closes every socket with 1001 on stop.
-    """
-
-    def __init__(self, factory: EventSocketFactory, interval_s: float = REVALIDATE_INTERVAL_S) -> None:
-        self.setName("ws")
-        self.factory = factory
-        self._interval_s = interval_s
-        self._loop = LoopingCall(self._revalidate)
-        self._loop.clock = factory.clock
-
-    def _revalidate(self) -> None:
-        try:
-            self.factory.revalidate()
-        except Exception:
-            log.failure("ws: revalidating sockets failed")
-
-    def startService(self) -> None:
-        super().startService()
-        if self.factory.is_revoked is not None:
-            self._loop.start(self._interval_s, now=False)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-        self.factory.close_all()
