@@ -3,7 +3,7 @@
 
 Runs the same incremental scan as the daemon, on the same database
 (``<data dir>/catalog.sqlite3``), in this process and without a reactor
-(the catalog runs with :class:`~streamsrv.audio.catalog.SynchronousThreadPool`).
+(the catalog runs with :class:`~streamsrv.audio.synchronous.SynchronousThreadPool`).
 A running daemon sees the result at its next periodic rescan (SQLite's WAL
 lets both open the file; writes wait for each other).
 
@@ -37,11 +37,10 @@ from streamsrv.audio.catalog import (
     CATALOG_FILENAME,
     Catalog,
     CatalogError,
-    ImmediateReactor,
     ScanProgress,
     ScanSummary,
-    SynchronousThreadPool,
 )
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 
 __all__ = ["scan_cli", "scan_parser"]
 
