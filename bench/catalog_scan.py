@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mutagen.id3 import ID3, TALB, TIT2, TPE1, TRCK
 
-from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog, ImmediateReactor, SynchronousThreadPool
+from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from tests import audiogen
 
 #: Tracks per album and albums per artist in the generated tree.

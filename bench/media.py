@@ -113,7 +113,8 @@ def coalescing(track: Path, tmp: Path, concurrent: int) -> dict[str, Any]:
 
 
 def metadata_hit_us(tmp: Path, number: int) -> float:
-    from streamsrv.audio.catalog import Catalog, ImmediateReactor, SynchronousThreadPool
+    from streamsrv.audio.catalog import Catalog
+    from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 
     root = tmp / "lib"
     root.mkdir()

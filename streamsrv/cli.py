@@ -6,8 +6,9 @@ arguments and a :class:`Console` (environment and output streams) and returning
 the exit status, so that tests call :func:`main` with an injected environment
 and captured output.  Today there are ``streamsrv config check``,
 ``streamsrv sign-url``, ``streamsrv mint-token``, ``streamsrv waveform`` and
-``streamsrv scan``, each added by its own ``_add_…_command`` function in
-:func:`build_parser`.
+``streamsrv scan``; ``config`` is added by ``_add_config_command``, the
+others, whose arguments go to their own module's parser, are listed in
+``_PASSTHROUGH_COMMANDS``.
 
 This command must never start the reactor or bind a port, and must never print
 a secret: configuration is shown only through :func:`streamsrv.config.redacted`.
@@ -16,6 +17,7 @@ a secret: configuration is shown only through :func:`streamsrv.config.redacted`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from streamsrv import __version__
+from streamsrv.cliargs import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from streamsrv.config import ConfigError, Settings, config_warnings, load_settings, redacted
 
 __all__ = [
@@ -39,13 +42,6 @@ __all__ = [
     "sign_url",
     "waveform_peaks",
 ]
-
-#: Exit status: success.
-EXIT_OK = 0
-#: Exit status: the configuration (or the task's input) is invalid.
-EXIT_INVALID = 1
-#: Exit status: the command line itself is wrong (argparse's convention).
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +81,27 @@ def _settings(console: Console) -> Settings | None:
         return None
 
 
+def _configured(run: Callable[[list[str], Settings, Console], int]) -> Command:
+    """
+    A pass-through command that needs the configuration.
+
+    :param run: Called with the arguments for the module's own parser, the
+        settings and the console (its output streams), once the configuration
+        loaded; returns the exit status.
+    :return: The command: :data:`EXIT_INVALID` after printing every problem
+        of an invalid configuration, else what *run* returns.
+    """
+
+    @functools.wraps(run)
+    def command(args: argparse.Namespace, console: Console) -> int:
+        settings = _settings(console)
+        if settings is None:
+            return EXIT_INVALID
+        return run(args.rest, settings, console)
+
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     The ``streamsrv`` argument parser with every sub-command.
@@ -103,35 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(help_parser=parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_config_command(commands)
-    _add_sign_url_command(commands)
-    _add_mint_token_command(commands)
-    _add_waveform_command(commands)
-    _add_scan_command(commands)
+    for name, help_text, command in _PASSTHROUGH_COMMANDS:
+        _add_passthrough(commands, name, help_text, command)
     return parser
 
 
-def _add_scan_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``streamsrv scan``: its own parser lives in :mod:`streamsrv.audio.scan_cli`."""
-    _add_passthrough(
-        commands, "scan", "scan the media library into the catalog (progress bar and summary)", scan_library
-    )
-
-
-def scan_library(args: argparse.Namespace, console: Console) -> int:
+@_configured
+def scan_library(rest: list[str], settings: Settings, console: Console) -> int:
     """
     Scan ``STREAMSRV_MEDIA_DIR`` into the catalog in ``STREAMSRV_DATA_DIR`` (the daemon's own).
 
-    :param args: ``rest`` holds the arguments for :func:`streamsrv.audio.scan_cli.scan_cli`.
-    :param console: Environment and output streams.
-    :return: The exit status.
+    Its own parser lives in :mod:`streamsrv.audio.scan_cli`.
+
+    :param rest: The arguments for :func:`streamsrv.audio.scan_cli.scan_cli`.
     """
     from streamsrv.audio.scan_cli import scan_cli
 
-    settings = _settings(console)
-    if settings is None:
-        return EXIT_INVALID
     return scan_cli(
-        args.rest,
+        rest,
         data_dir=settings.data_dir,
         media_root=settings.media_dir,
         out=console.stdout,
@@ -139,16 +145,11 @@ def scan_library(args: argparse.Namespace, console: Console) -> int:
     )
 
 
-def _add_waveform_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``streamsrv waveform``: audiowaveform's flags, parsed in :mod:`streamsrv.audio.waveform`."""
-    _add_passthrough(
-        commands, "waveform", "compute peaks of an audio file as audiowaveform JSON or .dat", waveform_peaks
-    )
-
-
 def waveform_peaks(args: argparse.Namespace, console: Console) -> int:
     """
     ``streamsrv waveform IN -o OUT.json|OUT.dat [-z N | --pixels-per-second N] [-b 8|16] ...``.
+
+    audiowaveform's flags, parsed in :mod:`streamsrv.audio.waveform`.
 
     :param args: ``rest`` holds the arguments for :func:`streamsrv.audio.waveform.waveform_cli`.
     :param console: Output streams (the environment is not used).
@@ -159,23 +160,14 @@ def waveform_peaks(args: argparse.Namespace, console: Console) -> int:
     return waveform_cli(args.rest, out=console.stdout, err=console.stderr)
 
 
-def _add_mint_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``streamsrv mint-token``: its own parser lives in :mod:`streamsrv.auth.mint`."""
-    _add_passthrough(
-        commands,
-        "mint-token",
-        "print a signed access or refresh token (development and scripting)",
-        mint_token,
-    )
-
-
-def mint_token(args: argparse.Namespace, console: Console) -> int:
+@_configured
+def mint_token(rest: list[str], settings: Settings, console: Console) -> int:
     """
     Mint a token with the configured signing key (or the development one).
 
-    :param args: ``rest`` holds the arguments for :func:`streamsrv.auth.mint.mint_cli`.
-    :param console: Environment and output streams.
-    :return: The exit status.
+    Its own parser lives in :mod:`streamsrv.auth.mint`.
+
+    :param rest: The arguments for :func:`streamsrv.auth.mint.mint_cli`.
     """
     from twisted.internet.task import Clock
 
@@ -183,9 +175,6 @@ def mint_token(args: argparse.Namespace, console: Console) -> int:
     from streamsrv.auth.jwt import TokenIssuer
     from streamsrv.auth.mint import mint_cli
 
-    settings = _settings(console)
-    if settings is None:
-        return EXIT_INVALID
     try:
         material = signing_material(settings)
     except OSError as e:
@@ -202,37 +191,38 @@ def mint_token(args: argparse.Namespace, console: Console) -> int:
         audience=settings.jwt_audience,
         clock=clock,
     )
-    return mint_cli(args.rest, issuer=issuer, out=console.stdout, err=console.stderr)
+    return mint_cli(rest, issuer=issuer, out=console.stdout, err=console.stderr)
 
 
-def _add_sign_url_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``streamsrv sign-url``: its own parser lives in :mod:`streamsrv.auth.signing`."""
-    _add_passthrough(
-        commands, "sign-url", "print a signed URL for a track, HLS playlist or media API path", sign_url
-    )
-
-
-def sign_url(args: argparse.Namespace, console: Console) -> int:
+@_configured
+def sign_url(rest: list[str], settings: Settings, console: Console) -> int:
     """
     Sign a URL with the configured ``STREAMSRV_URL_SIGNING_KEYS``.
 
-    :param args: ``rest`` holds the arguments for :func:`streamsrv.auth.signing.sign_cli`.
-    :param console: Environment and output streams.
-    :return: The exit status.
+    Its own parser lives in :mod:`streamsrv.auth.signing`.
+
+    :param rest: The arguments for :func:`streamsrv.auth.signing.sign_cli`.
     """
     from streamsrv.auth.signing import sign_cli, signing_keys
 
-    settings = _settings(console)
-    if settings is None:
-        return EXIT_INVALID
     return sign_cli(
-        args.rest,
+        rest,
         keys=signing_keys(settings.url_signing_keys),
         max_ttl_s=settings.url_max_ttl_s,
         now=time.time(),
         out=console.stdout,
         err=console.stderr,
     )
+
+
+#: The sub-commands whose arguments all go to their own module's parser, in
+#: the order ``streamsrv --help`` lists them (after ``config``).
+_PASSTHROUGH_COMMANDS: tuple[tuple[str, str, Command], ...] = (
+    ("sign-url", "print a signed URL for a track, HLS playlist or media API path", sign_url),
+    ("mint-token", "print a signed access or refresh token (development and scripting)", mint_token),
+    ("waveform", "compute peaks of an audio file as audiowaveform JSON or .dat", waveform_peaks),
+    ("scan", "scan the media library into the catalog (progress bar and summary)", scan_library),
+)
 
 
 def _add_config_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -37,7 +37,6 @@ from streamsrv.analytics.retention import AnalyticsRetention
 from streamsrv.analytics.sessions import SessionTracker
 from streamsrv.analytics.store import AnalyticsStore
 from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog, CatalogEvent
-from streamsrv.audio.demo import ensure_demo_library
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.l2 import RedisMetadataL2
 from streamsrv.audio.library import MediaLibrary
@@ -55,6 +54,7 @@ from streamsrv.auth.roles import load_roles, load_shaping
 from streamsrv.auth.signing import SigningKey, sign_url
 from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.config import ConfigError, Settings, load_settings
+from streamsrv.demo import ensure_demo_library
 from streamsrv.events.hub import SYSTEM_CHANNEL, make_hub, track_channel, user_channel
 from streamsrv.health.checks import (
     DEGRADED,

@@ -22,15 +22,14 @@ from streamsrv.audio.catalog import (
     Catalog,
     CatalogError,
     CatalogEvent,
-    ImmediateReactor,
     InvalidCursor,
     ScanCancelled,
     ScanSummary,
-    SynchronousThreadPool,
     TrackRecord,
     encode_cursor,
 )
 from streamsrv.audio.metadata import MetadataError, TrackMetadata, read_metadata
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.health.checks import DEGRADED, FAILING, OK
 from streamsrv.media.identity import make_etag
 from tests import audiogen

@@ -1,4 +1,4 @@
-"""Tests for :mod:`streamsrv.audio.demo`.
+"""Tests for :mod:`streamsrv.demo`.
 
 Generating the real library takes a few seconds, so it is made once per test
 run (:func:`shared_library`) and only read by the tests that share it; tests
@@ -25,9 +25,10 @@ from mutagen.flac import Picture
 from mutagen.mp3 import BitrateMode
 from twisted.trial import unittest
 
-from streamsrv.audio import demo
+from streamsrv import demo
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.probe import probe_duration
+from streamsrv.demo import library
 from tests import audiogen
 
 #: The contract's tolerance on durations.
@@ -327,7 +328,7 @@ class DemoLibraryTests(unittest.SynchronousTestCase):
         def fail(root: Path) -> list[Path]:
             raise AssertionError("regenerated")
 
-        self.patch(demo, "generate_demo_library", fail)
+        self.patch(library, "generate_demo_library", fail)
         before = {p: p.stat().st_mtime_ns for p in self.root.rglob("*")}
         self.assertEqual(demo.ensure_demo_library(self.root), self.paths)
         self.assertEqual({p: p.stat().st_mtime_ns for p in self.root.rglob("*")}, before)
@@ -372,7 +373,7 @@ class EnsureDemoLibraryTests(unittest.SynchronousTestCase):
 
     def use(self, generator: FakeGenerator) -> FakeGenerator:
         """Make ``ensure_demo_library`` call ``generator``."""
-        self.patch(demo, "generate_demo_library", generator)
+        self.patch(library, "generate_demo_library", generator)
         return generator
 
     def leftovers(self) -> list[str]:
@@ -510,7 +511,7 @@ class GenerateDemoLibraryTests(unittest.SynchronousTestCase):
                 raise RuntimeError("encoder failed")
             return 0.5, 0.1
 
-        self.patch(demo, "_render_and_encode", render)
+        self.patch(library, "_render_and_encode", render)
         root = Path(self.mktemp())
         root.mkdir()
         self.assertRaises(RuntimeError, demo.generate_demo_library, root)

@@ -207,7 +207,8 @@ class CatalogRoutesTests(unittest.TestCase):
     async def asyncSetUp(self) -> None:
         from mutagen.flac import FLAC
 
-        from streamsrv.audio.catalog import Catalog, ImmediateReactor, SynchronousThreadPool
+        from streamsrv.audio.catalog import Catalog
+        from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 
         self.root = Path(self.mktemp()).resolve()
         (self.root / "Artist" / "Album").mkdir(parents=True)

@@ -12,13 +12,8 @@ from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest
 
-from streamsrv.audio.catalog import (
-    CATALOG_FILENAME,
-    Catalog,
-    CatalogEvent,
-    ImmediateReactor,
-    SynchronousThreadPool,
-)
+from streamsrv.audio.catalog import CATALOG_FILENAME, Catalog, CatalogEvent
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.audio.watcher import (
     IN_CLOSE_WRITE,
     IN_CREATE,

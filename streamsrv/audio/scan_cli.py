@@ -3,7 +3,7 @@
 
 Runs the same incremental scan as the daemon, on the same database
 (``<data dir>/catalog.sqlite3``), in this process and without a reactor
-(the catalog runs with :class:`~streamsrv.audio.catalog.SynchronousThreadPool`).
+(the catalog runs with :class:`~streamsrv.audio.synchronous.SynchronousThreadPool`).
 A running daemon sees the result at its next periodic rescan (SQLite's WAL
 lets both open the file; writes wait for each other).
 
@@ -37,18 +37,15 @@ from streamsrv.audio.catalog import (
     CATALOG_FILENAME,
     Catalog,
     CatalogError,
-    ImmediateReactor,
     ScanProgress,
     ScanSummary,
-    SynchronousThreadPool,
 )
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
+from streamsrv.cliargs import EXIT_INVALID, EXIT_OK, RaisingParser, parse_arguments
 
 __all__ = ["scan_cli", "scan_parser"]
 
-#: Exit statuses (as in :mod:`streamsrv.cli`).
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+#: Exit status when interrupted (the others are :mod:`streamsrv.cliargs`').
 EXIT_INTERRUPTED = 130
 
 #: Width of the progress bar, in characters.
@@ -61,20 +58,9 @@ REDRAW_INTERVAL_S = 0.1
 MAX_LISTED_FAILURES = 50
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that raises instead of exiting."""
-
-    def error(self, message: str) -> Any:
-        raise _UsageError(message)
-
-
 def scan_parser(prog: str = "streamsrv scan") -> argparse.ArgumentParser:
     """The ``streamsrv scan`` argument parser."""
-    parser = _Parser(
+    parser = RaisingParser(
         prog=prog,
         add_help=False,
         description=(
@@ -122,16 +108,9 @@ def scan_cli(
     :returns: the exit status (see the module docstring).
     """
     err = sys.stderr if err is None else err
-    parser = scan_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except _UsageError as e:
-        parser.print_usage(err)
-        print(f"streamsrv scan: error: {e}", file=err)
-        return EXIT_USAGE
-    if args.help:
-        parser.print_help(out)
-        return EXIT_OK
+    args = parse_arguments(scan_parser(), argv, out=out, err=err)
+    if isinstance(args, int):
+        return args
 
     data_dir = args.data_dir or data_dir
     root = args.media_dir or media_root
