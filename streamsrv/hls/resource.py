@@ -51,8 +51,8 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from streamsrv.audio.decode import DecodeError
-from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
+from streamsrv.audio.jobs import JOB_FAILURES, job_error
+from streamsrv.audio.workers import WorkerCrashed, WorkerPool
 from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.signing import SignedUrlError, SigningKey, decode_signed_path, max_age_for
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
@@ -333,16 +333,12 @@ class HlsResource(Resource):
         """Run a worker job; map its failures to contract errors."""
         try:
             return await self._pool.submit(fn, *args, key=key)
-        except PoolFull as e:
-            busy = "The server is busy; try again shortly."
-            raise ApiError("UNAVAILABLE", busy, {"Retry-After": str(e.retry_after_s)}) from None
-        except DecodeError:
-            raise ApiError("UNSUPPORTED_MEDIA", "This file cannot be decoded.") from None
         except SegmentError:
             raise ApiError("NOT_FOUND") from None
-        except WorkerCrashed:
-            log.error("hls: a worker crashed on {key}", key=key)
-            raise ApiError("INTERNAL") from None
+        except JOB_FAILURES as e:
+            if isinstance(e, WorkerCrashed):
+                log.error("hls: a worker crashed on {key}", key=key)
+            raise job_error(e) from None
 
     # -- playlists -----------------------------------------------------------------------------
 
