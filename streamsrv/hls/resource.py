@@ -49,7 +49,6 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.resource import Resource
 
 from streamsrv.audio.jobs import JOB_FAILURES, job_error
 from streamsrv.audio.workers import WorkerCrashed, WorkerPool
@@ -74,8 +73,7 @@ from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.producers import FileBodyProducer
 from streamsrv.streaming.tracks import resolve_media
-from streamsrv.web.errors import render_error
-from streamsrv.web.site import finish_response
+from streamsrv.web.asyncleaf import AsyncLeaf
 
 __all__ = ["PLAYLIST_TYPE", "SEGMENT_TYPE", "HlsResource", "HlsTarget", "parse_hls_path"]
 
@@ -207,7 +205,7 @@ class _Shared:
                 d.callback(result)
 
 
-class HlsResource(Resource):
+class HlsResource(AsyncLeaf):
     """Serve HLS playlists and segments of the tracks below *media_root*.
 
     :param media_root: The library root (resolved here once).
@@ -230,7 +228,7 @@ class HlsResource(Resource):
         :func:`~streamsrv.hls.playlists.aac_ladder`); the lossless rung comes on top.
     """
 
-    isLeaf = True
+    route = "hls"
 
     def __init__(
         self,
@@ -269,38 +267,20 @@ class HlsResource(Resource):
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def render_HEAD(self, request: Any) -> int:
-        """Headers of what GET would answer, without a body."""
-        return self.render_GET(request)
-
-    def render_GET(self, request: Any) -> int:
-        """Answer a playlist or segment request (asynchronously)."""
-        request.route = "hls"
-        d = ensureDeferred(self._handle(request))
-        d.addErrback(request.processingFailed)
-        return server.NOT_DONE_YET
-
-    async def _handle(self, request: Any) -> None:
-        body: bytes | int
-        try:
-            admission = await self._guard.admit(request, permission="stream:read", signed=True)
-            target = self._target(request)
-            if target.variant is not None and target.variant.lossless:
-                self._guard.require(request, admission, "stream:hq")
-            track_name, path, info = self._resolve(request, target.track_raw)
-            identity = FileIdentity.of(track_name, info)
-            track = await self._track(identity, path)
-            if target.kind == "master":
-                body = self._master(request, admission, track)
-            elif target.kind == "media":
-                body = self._media(request, admission, track, target)
-            else:
-                body = await self._segment(request, track_name, identity, path, track, target)
-        except ApiError as e:
-            body = render_error(request, e)
-        if body is not server.NOT_DONE_YET:
-            assert isinstance(body, bytes)
-            finish_response(request, body)
+    async def handle(self, request: Any) -> bytes | int:
+        """Answer a playlist or segment request."""
+        admission = await self._guard.admit(request, permission="stream:read", signed=True)
+        target = self._target(request)
+        if target.variant is not None and target.variant.lossless:
+            self._guard.require(request, admission, "stream:hq")
+        track_name, path, info = self._resolve(request, target.track_raw)
+        identity = FileIdentity.of(track_name, info)
+        track = await self._track(identity, path)
+        if target.kind == "master":
+            return self._master(request, admission, track)
+        if target.kind == "media":
+            return self._media(request, admission, track, target)
+        return await self._segment(request, track_name, identity, path, track, target)
 
     def _target(self, request: Any) -> HlsTarget:
         prefix = b"/" + b"/".join(request.prepath) + b"/"

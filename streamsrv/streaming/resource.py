@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import IO, Any, Final
 from urllib.parse import quote
 
-from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.resource import Resource
 
 from streamsrv.audio.formats import AudioFormat, audio_format_for
 from streamsrv.audio.probe import DurationCache
@@ -68,8 +66,7 @@ from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.transcode import Rendition
 from streamsrv.transcode.layout import MAX_GAIN_MDB
-from streamsrv.web.errors import render_error
-from streamsrv.web.site import finish_response
+from streamsrv.web.asyncleaf import AsyncLeaf
 
 log = Logger()
 
@@ -162,7 +159,7 @@ def _header(request: Any, name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-class StreamResource(Resource):
+class StreamResource(AsyncLeaf):
     """Serve original files below *media_root* with ranges and validators.
 
     :param media_root: the library root (resolved here once).
@@ -187,7 +184,7 @@ class StreamResource(Resource):
         logged, never raised.
     """
 
-    isLeaf = True
+    route = "stream"
 
     #: Recent resolutions of raw request paths (made on first use).
     _path_cache: ResolvedPathCache[AudioFormat] | None = None
@@ -227,33 +224,21 @@ class StreamResource(Resource):
         self._throughput = ThroughputTracker()
         self._replaygain_of = replaygain_of
 
-    def render_HEAD(self, request: Any) -> int:
-        """Headers of what GET would answer, without a body."""
-        return self.render_GET(request)
+    async def handle(self, request: Any) -> bytes | int:
+        """Admit the request, then answer with the file, a range of it, a rendition, or an error.
 
-    def render_GET(self, request: Any) -> int:
-        """Admit the request, then answer with the file, a range of it, or the fitting error."""
-        request.route = "stream"
-        d = ensureDeferred(self._handle(request))
-        d.addErrback(request.processingFailed)
-        return server.NOT_DONE_YET
-
-    async def _handle(self, request: Any) -> None:
-        try:
-            admission = await self._guard.admit(request, permission="stream:read", signed=True)
-            if request.args.get(b"download") == [b"1"]:
-                self._guard.require(request, admission, "stream:download")
-            if self._shaping:
-                request.stream_shaping = shaping_for(admission.principal.roles, self._shaping)
-            if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
-                body = await self._transcode(request, admission)
-            else:
-                body = self._serve(request)
-        except ApiError as e:
-            body = render_error(request, e)
-        if body is not server.NOT_DONE_YET:
-            assert isinstance(body, bytes)
-            finish_response(request, body)
+        Originals are answered without a further ``await`` once admitted:
+        :meth:`_serve` is synchronous, so a plain range request costs this one
+        coroutine and no more.
+        """
+        admission = await self._guard.admit(request, permission="stream:read", signed=True)
+        if request.args.get(b"download") == [b"1"]:
+            self._guard.require(request, admission, "stream:download")
+        if self._shaping:
+            request.stream_shaping = shaping_for(admission.principal.roles, self._shaping)
+        if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
+            return await self._transcode(request, admission)
+        return self._serve(request)
 
     def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
         prefix = b"/" + b"/".join(request.prepath) + b"/"
