@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
 
-from streamsrv.audio.formats import AudioFormat, audio_format_for
+from streamsrv.audio.formats import AudioFormat
 from streamsrv.audio.probe import DurationCache
 from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.roles import Shaping, shaping_for
@@ -39,12 +39,11 @@ from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
 from streamsrv.media.identity import make_etag
-from streamsrv.media.paths import PathRefused, ResolvedPathCache, safe_media_path
-from streamsrv.middleware.audit import file_access, security_event
+from streamsrv.media.paths import ResolvedPathCache
+from streamsrv.middleware.audit import file_access
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import (
     Outcome,
-    evaluate_preconditions,
     http_date,
     if_range_allows_partial,
 )
@@ -63,6 +62,7 @@ from streamsrv.streaming.ranges import (
 )
 from streamsrv.streaming.throughput import ThroughputTracker
 from streamsrv.streaming.tracker import StreamTracker
+from streamsrv.streaming.tracks import regular_file_stat, request_preconditions, resolve_track
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.transcode import Rendition
 from streamsrv.transcode.layout import MAX_GAIN_MDB
@@ -240,31 +240,16 @@ class StreamResource(AsyncLeaf):
             return await self._transcode(request, admission)
         return self._serve(request)
 
-    def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
+    def _raw_path(self, request: Any) -> bytes:
+        """The still-encoded track path after ``/stream/``."""
         prefix = b"/" + b"/".join(request.prepath) + b"/"
-        raw = request.path[len(prefix) :] if request.path.startswith(prefix) else b""
+        return request.path[len(prefix) :] if request.path.startswith(prefix) else b""
+
+    def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
         cache = self._path_cache
         if cache is None:
             cache = self._path_cache = ResolvedPathCache(self._clock.seconds)
-        hit = cache.get(raw)
-        if hit is not None:
-            if self._is_audio is not None and not self._is_audio(hit[0]):
-                raise ApiError("NOT_FOUND")
-            return hit
-        try:
-            track, path = safe_media_path(self._root, raw)
-        except PathRefused as e:
-            security_event(request, "path_refused", reason=e.reason)
-            raise ApiError("NOT_FOUND") from None
-        if any(segment.startswith(".") for segment in track.split("/")):
-            raise ApiError("NOT_FOUND")
-        fmt = audio_format_for(track)
-        if fmt is None:
-            raise ApiError("NOT_FOUND")
-        if self._is_audio is not None and not self._is_audio(track):
-            raise ApiError("NOT_FOUND")
-        cache.put(raw, track, path, fmt)
-        return track, path, fmt
+        return resolve_track(self._root, request, self._raw_path(request), self._is_audio, cache)
 
     async def _with_replaygain(self, request: Any, track: str, rendition: Rendition) -> Rendition:
         """*rendition* with ``replaygain=track|album`` applied, limited so the peak does not clip."""
@@ -303,12 +288,7 @@ class StreamResource(AsyncLeaf):
             self._guard.require(request, admission, "stream:hq")
         track, path, _fmt = self._resolve(request)
         rendition = await self._with_replaygain(request, track, rendition)
-        try:
-            info = os.stat(path)
-        except OSError:
-            raise ApiError("NOT_FOUND") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ApiError("NOT_FOUND")
+        info = regular_file_stat(path)
         on_delivered = self._on_delivered
 
         def on_end(spans: list[tuple[int, int]], sent: int, size: int, completed: bool) -> None:
@@ -368,7 +348,6 @@ class StreamResource(AsyncLeaf):
         size = info.st_size
         etag = make_etag(size, info.st_mtime_ns, info.st_ino)
         last_modified = int(info.st_mtime)
-        method = request.method.decode("ascii")
 
         request.setHeader(b"etag", etag.encode("ascii"))
         request.setHeader(b"last-modified", http_date(last_modified).encode("ascii"))
@@ -376,15 +355,7 @@ class StreamResource(AsyncLeaf):
         request.setHeader(b"cache-control", self._cache_control(request))
         mark_media(request)
 
-        outcome = evaluate_preconditions(
-            method,
-            etag,
-            last_modified,
-            if_match=_header(request, b"if-match"),
-            if_none_match=_header(request, b"if-none-match"),
-            if_modified_since=_header(request, b"if-modified-since"),
-            if_unmodified_since=_header(request, b"if-unmodified-since"),
-        )
+        outcome = request_preconditions(request, etag, last_modified)
         if outcome is Outcome.NOT_MODIFIED:
             fileobj.close()
             request.setResponseCode(304)
