@@ -32,7 +32,6 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from streamsrv.audio.formats import AudioFormat
-from streamsrv.audio.probe import DurationCache
 from streamsrv.auth.guard import Admission, Guard
 from streamsrv.auth.roles import Shaping, shaping_for
 from streamsrv.auth.signing import max_age_for
@@ -47,6 +46,7 @@ from streamsrv.streaming.conditional import (
     http_date,
     if_range_allows_partial,
 )
+from streamsrv.streaming.durations import TrackDurations
 from streamsrv.streaming.multipart import make_boundary, multipart_layout
 from streamsrv.streaming.producers import (
     FileBodyProducer,
@@ -165,7 +165,8 @@ class StreamResource(AsyncLeaf):
     :param media_root: the library root (resolved here once).
     :param guard: admission (credentials, revocation, rate limits, permission).
     :param tracker: open-stream bookkeeping and shutdown drain.
-    :param durations: cache of probed durations for ``X-Content-Duration``.
+    :param durations: the catalog's durations, for ``X-Content-Duration``
+        (``None``: the header is not sent).
     :param max_ranges: most ranges answered in one multipart response.
     :param use_sendfile: allow zero-copy sends on plain TCP.
     :param is_audio: whether the catalog knows a track as audio (only those
@@ -188,8 +189,6 @@ class StreamResource(AsyncLeaf):
 
     #: Recent resolutions of raw request paths (made on first use).
     _path_cache: ResolvedPathCache[AudioFormat] | None = None
-    #: ``media_root / track`` by track: the duration cache's keys.
-    _track_paths: dict[str, Path] | None = None
 
     def __init__(
         self,
@@ -199,7 +198,7 @@ class StreamResource(AsyncLeaf):
         tracker: StreamTracker,
         metrics: Metrics,
         clock: IReactorTime,
-        durations: DurationCache,
+        durations: TrackDurations | None = None,
         max_ranges: int = 16,
         use_sendfile: bool = True,
         on_delivered: Delivered | None = None,
@@ -227,9 +226,10 @@ class StreamResource(AsyncLeaf):
     async def handle(self, request: Any) -> bytes | int:
         """Admit the request, then answer with the file, a range of it, a rendition, or an error.
 
-        Originals are answered without a further ``await`` once admitted:
-        :meth:`_serve` is synchronous, so a plain range request costs this one
-        coroutine and no more.
+        Originals are answered without a further ``await`` once admitted
+        (but for a track's first request, which waits once for the catalog's
+        record of its duration): :meth:`_serve` is synchronous, so a plain
+        range request costs this one coroutine and no more.
         """
         admission = await self._guard.admit(request, permission="stream:read", signed=True)
         if request.args.get(b"download") == [b"1"]:
@@ -238,7 +238,18 @@ class StreamResource(AsyncLeaf):
             request.stream_shaping = shaping_for(admission.principal.roles, self._shaping)
         if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
             return await self._transcode(request, admission)
-        return self._serve(request)
+        self._refuse_if_draining(request)
+        track, path, fmt = self._resolve(request)
+        durations = self._durations
+        if durations is not None and not durations.known(track):
+            await durations.load(track)  # once per track: the catalog's record, read off the reactor
+        return self._serve(request, track, path, fmt)
+
+    def _refuse_if_draining(self, request: Any) -> None:
+        """503 with ``Connection: close`` once the tracker stopped admitting streams (shutdown)."""
+        if not self._tracker.accepting:
+            request.setHeader(b"connection", b"close")
+            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
 
     def _raw_path(self, request: Any) -> bytes:
         """The still-encoded track path after ``/stream/``."""
@@ -273,9 +284,7 @@ class StreamResource(AsyncLeaf):
         """A rendition of the track (``format``, ``bitrate`` kb/s, ``t`` seconds)."""
         if self._transcodes is None:
             raise ApiError("UNSUPPORTED_MEDIA", "Transcoding is not available in this build.")
-        if not self._tracker.accepting:
-            request.setHeader(b"connection", b"close")
-            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
+        self._refuse_if_draining(request)
         rendition = rendition_for(
             request, self._throughput.estimate_mbps(request.client_ip, self._clock.seconds())
         )
@@ -330,11 +339,7 @@ class StreamResource(AsyncLeaf):
             raise ApiError("NOT_FOUND")
         return fileobj, info
 
-    def _serve(self, request: Any) -> bytes | int:
-        if not self._tracker.accepting:
-            request.setHeader(b"connection", b"close")
-            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
-        track, path, fmt = self._resolve(request)
+    def _serve(self, request: Any, track: str, path: Path, fmt: AudioFormat) -> bytes | int:
         fileobj, info = self._open(path)
         try:
             return self._answer(request, track, fmt, fileobj, info)
@@ -363,13 +368,7 @@ class StreamResource(AsyncLeaf):
         if outcome is Outcome.PRECONDITION_FAILED:
             raise ApiError("PRECONDITION_FAILED")
 
-        track_paths = self._track_paths
-        if track_paths is None or len(track_paths) > 4096:
-            track_paths = self._track_paths = {}
-        track_path = track_paths.get(track)
-        if track_path is None:
-            track_path = track_paths[track] = self._root / track
-        duration = self._durations.get(track_path, size, info.st_mtime_ns)
+        duration = self._durations.get(track, etag) if self._durations is not None else None
         if duration is not None:
             request.setHeader(b"x-content-duration", b"%.3f" % duration)
         filename = track.rsplit("/", 1)[-1]
