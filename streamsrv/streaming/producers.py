@@ -50,8 +50,23 @@ Segment = tuple[bytes, int, int]
 EndCallback = Callable[[bool], None]
 
 
+class _Sender:
+    """What both senders share: the file they close and the outcome they report, each once."""
+
+    _file: IO[bytes] | None
+    _on_end: EndCallback | None
+
+    def _close_and_report(self, completed: bool) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(completed)
+
+
 @implementer(IPushProducer)
-class FileBodyProducer:
+class FileBodyProducer(_Sender):
     """Write a body made of literal bytes and file ranges, respecting pauses.
 
     :param request: the request to write to.
@@ -232,12 +247,7 @@ class FileBodyProducer:
         if request is not None:
             with contextlib.suppress(RuntimeError, AttributeError):
                 request.unregisterProducer()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        on_end, self._on_end = self._on_end, None
-        if on_end is not None:
-            on_end(completed)
+        self._close_and_report(completed)
 
 
 def can_sendfile(request: Any) -> bool:
@@ -251,7 +261,7 @@ def can_sendfile(request: Any) -> bool:
     return qualifies(transport) and request.clientproto in (b"HTTP/1.1", b"HTTP/1.0")
 
 
-class SendfileSender:
+class SendfileSender(_Sender):
     """Send one file range with ``os.sendfile`` on a plain TCP transport.
 
     The headers are queued with ``request.write(b"")``; this sender then
@@ -352,9 +362,4 @@ class SendfileSender:
     def _end(self, completed: bool) -> None:
         self._hook.release()
         self._request = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        on_end, self._on_end = self._on_end, None
-        if on_end is not None:
-            on_end(completed)
+        self._close_and_report(completed)
