@@ -41,7 +41,6 @@ from streamsrv.audio.formats import audio_format_for
 from streamsrv.audio.l2 import RedisMetadataL2
 from streamsrv.audio.library import MediaLibrary
 from streamsrv.audio.metadata import read_metadata
-from streamsrv.audio.probe import DurationCache
 from streamsrv.audio.watcher import CatalogService
 from streamsrv.audio.workers import WorkerPool
 from streamsrv.auth.devcredentials import DevCredentials, SigningMaterial, signing_material
@@ -99,6 +98,7 @@ from streamsrv.processes import (
 )
 from streamsrv.redisconn import RedisService
 from streamsrv.service import RootService
+from streamsrv.streaming.durations import TrackDurations
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.transcoded import TranscodeService
@@ -704,7 +704,7 @@ def _daemon(root_service: RootService, settings: Settings, reactor: Any, worker:
         tracker=tracker,
         metrics=metrics,
         clock=reactor,
-        durations=DurationCache(),
+        durations=TrackDurations(catalog.get),
         max_ranges=settings.max_ranges,
         use_sendfile=settings.sendfile,
         on_delivered=_listening(sessions),

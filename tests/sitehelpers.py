@@ -14,7 +14,6 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.internet.testing import MemoryReactorClock
 
-from streamsrv.audio.probe import DurationCache
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.health.checks import HealthChecks, media_root_check
@@ -56,6 +55,7 @@ def build_site(
     transcodes: Any = None,
     is_audio: Any = None,
     replaygain_of: Any = None,
+    durations: Any = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default)."""
     clock = clock if clock is not None else MemoryReactorClock()
@@ -92,7 +92,7 @@ def build_site(
         tracker=tracker,
         metrics=metrics,
         clock=clock,
-        durations=DurationCache(),
+        durations=durations,
         max_ranges=max_ranges,
         use_sendfile=use_sendfile,
         transcodes=transcodes(tracker, metrics) if transcodes is not None else None,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mutagen
 import numpy as np
 from twisted.trial import unittest
 
-from streamsrv.audio.probe import DurationCache, probe_duration
+from streamsrv.audio.probe import probe_duration
 from tests import audiogen
 
 #: The contract's tolerance on durations.
@@ -206,100 +205,3 @@ class ProbeDurationTests(unittest.SynchronousTestCase):
         path.write_bytes(bytes(data))
         duration = probe_duration(path)
         self.assertTrue(duration is None or duration > 0)
-
-
-class CountingProbe:
-    """A probe that answers from a table and counts its calls."""
-
-    def __init__(self, answers: dict[Path, float | None]) -> None:
-        self.answers = answers
-        self.calls: list[Path] = []
-
-    def __call__(self, path: Path) -> float | None:
-        self.calls.append(path)
-        return self.answers.get(path)
-
-
-class DurationCacheTests(unittest.SynchronousTestCase):
-    """``DurationCache`` probes once per file version, within its bound."""
-
-    def test_hit(self) -> None:
-        """A second lookup at the same size and mtime does not probe."""
-        probe = CountingProbe({Path("a.mp3"): 12.5})
-        cache = DurationCache(probe=probe)
-        self.assertEqual(cache.get(Path("a.mp3"), 100, 5), 12.5)
-        self.assertEqual(cache.get(Path("a.mp3"), 100, 5), 12.5)
-        self.assertEqual(probe.calls, [Path("a.mp3")])
-        self.assertEqual((cache.hits, cache.misses), (1, 1))
-
-    def test_changed_size_or_mtime(self) -> None:
-        """A new size or a new mtime makes the next lookup probe again, and
-        the path still takes one entry."""
-        probe = CountingProbe({Path("a.mp3"): 1.0})
-        cache = DurationCache(probe=probe)
-        cache.get(Path("a.mp3"), 100, 5)
-        probe.answers[Path("a.mp3")] = 2.0
-        self.assertEqual(cache.get(Path("a.mp3"), 101, 5), 2.0)
-        probe.answers[Path("a.mp3")] = 3.0
-        self.assertEqual(cache.get(Path("a.mp3"), 101, 6), 3.0)
-        self.assertEqual(cache.get(Path("a.mp3"), 101, 6), 3.0)
-        self.assertEqual(len(probe.calls), 3)
-        self.assertEqual(len(cache), 1)
-
-    def test_unknown_is_cached(self) -> None:
-        """A file with no known duration is not probed again until it
-        changes."""
-        probe = CountingProbe({})
-        cache = DurationCache(probe=probe)
-        self.assertIsNone(cache.get(Path("bad.mp3"), 10, 1))
-        self.assertIsNone(cache.get(Path("bad.mp3"), 10, 1))
-        self.assertEqual(len(probe.calls), 1)
-
-    def test_bounded_lru(self) -> None:
-        """Past ``max_entries`` the least recently used path is dropped, and a
-        recent lookup keeps a path alive."""
-        paths = [Path(f"{n}.mp3") for n in range(4)]
-        probe = CountingProbe(dict.fromkeys(paths, 1.0))
-        cache = DurationCache(max_entries=3, probe=probe)
-        for path in paths[:3]:
-            cache.get(path, 1, 1)
-        cache.get(paths[0], 1, 1)  # now 1.mp3 is the oldest
-        cache.get(paths[3], 1, 1)
-        self.assertEqual(len(cache), 3)
-        probe.calls.clear()
-        cache.get(paths[0], 1, 1)
-        cache.get(paths[1], 1, 1)
-        self.assertEqual(probe.calls, [paths[1]])
-
-    def test_clear(self) -> None:
-        """``clear`` forgets everything."""
-        probe = CountingProbe({Path("a.mp3"): 1.0})
-        cache = DurationCache(probe=probe)
-        cache.get(Path("a.mp3"), 1, 1)
-        cache.clear()
-        self.assertEqual(len(cache), 0)
-        cache.get(Path("a.mp3"), 1, 1)
-        self.assertEqual(len(probe.calls), 2)
-
-    def test_invalid_bound(self) -> None:
-        """A cache must hold at least one entry."""
-        self.assertRaises(ValueError, DurationCache, 0)
-
-    def test_real_file_rewritten(self) -> None:
-        """With the default probe, a file rewritten with a longer track is
-        re-probed from its new stat and reports the new duration."""
-        base = Path(self.mktemp())
-        base.mkdir()
-        path = audiogen.write_tone(base / "t.flac", "flac", 1.0)
-        cache = DurationCache()
-        stat = path.stat()
-        first = cache.get(path, stat.st_size, stat.st_mtime_ns)
-        assert first is not None
-        assert_within(self, first, 1.0, TOLERANCE_S)
-        audiogen.write_tone(path, "flac", 2.0)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-        stat = path.stat()
-        second = cache.get(path, stat.st_size, stat.st_mtime_ns)
-        assert second is not None
-        assert_within(self, second, 2.0, TOLERANCE_S)
-        self.assertEqual(cache.misses, 2)

@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_probe -*-
-"""Track duration from file headers, and a cache of it.
+"""Track duration from file headers.
 
-``/stream`` sends ``X-Content-Duration`` with every original, so finding a
-duration must cost a header parse, not a decode: :func:`probe_duration` asks
-mutagen (``mutagen.File(path).info.length``), and :class:`DurationCache` keeps
-the answer until the file's size or modification time changes.
+The catalog records every track's duration when it reads the file's tags (in
+its own threads; ``/stream``'s ``X-Content-Duration`` comes from that record),
+so finding a duration must cost a header parse, not a decode:
+:func:`probe_duration` asks mutagen (``mutagen.File(path).info.length``).
 
 Two header facts mutagen leaves out are applied, so files written by FFmpeg
 (every PyAV or ``ffmpeg`` encode, the demo library included) are not reported
@@ -19,7 +19,8 @@ up to 50 ms long:
   shorter.
 
 This module must never raise for a bad file (empty, truncated, not audio,
-unreadable): it answers ``None``.  It never decodes audio.  A file cut short
+unreadable): it answers ``None``.  It never decodes audio, and it reads the
+file, so it is never called on the reactor thread.  A file cut short
 after its headers still reports what its headers claim.
 """
 
@@ -27,18 +28,12 @@ from __future__ import annotations
 
 import math
 import struct
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import mutagen
 from mutagen.mp3 import MPEGInfo
 from mutagen.mp4 import MP4Info
-
-#: Entries a :class:`DurationCache` holds by default.
-DEFAULT_CACHE_SIZE: Final[int] = 4096
 
 #: Version-string prefixes of the LAME-style tag FFmpeg's MP3 muxer writes.
 _FFMPEG_ENCODER_PREFIXES: Final[tuple[bytes, ...]] = (b"Lavf", b"Lavc")
@@ -199,64 +194,3 @@ def _find_box(f: BinaryIO, kind: bytes, start: int, end: int | None) -> tuple[in
             return body, position + size
         position += size
     return None
-
-
-class DurationCache:
-    """A bounded LRU of track durations that notices changed files.
-
-    One entry per path remembers the ``(size, mtime_ns)`` it was probed at, so
-    a rewritten file is probed again and an unchanged one never is.  Unknown
-    durations (``None``) are cached too: a bad file is not re-read on every
-    request.  Safe to share between threads; probing happens outside the lock.
-
-    :param max_entries: paths remembered before the least recently used is
-        dropped.
-    :param probe: the function asked on a miss (tests pass a counting one).
-    """
-
-    def __init__(
-        self,
-        max_entries: int = DEFAULT_CACHE_SIZE,
-        probe: Callable[[Path], float | None] = probe_duration,
-    ) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        self._max_entries = max_entries
-        self._probe = probe
-        self._entries: OrderedDict[Path, tuple[int, int, float | None]] = OrderedDict()
-        self._lock = threading.Lock()
-        #: Lookups answered from the cache, and lookups that probed.
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        """Number of paths remembered."""
-        return len(self._entries)
-
-    def get(self, path: Path, size: int, mtime_ns: int) -> float | None:
-        """Duration of ``path`` as it is at ``(size, mtime_ns)``.
-
-        :param path: the file; the caller has already resolved it.
-        :param size: its current size in bytes (from the caller's ``stat``).
-        :param mtime_ns: its current modification time in nanoseconds.
-        :returns: seconds, or ``None`` when unknown.
-        """
-        with self._lock:
-            entry = self._entries.get(path)
-            if entry is not None and entry[:2] == (size, mtime_ns):
-                self._entries.move_to_end(path)
-                self.hits += 1
-                return entry[2]
-            self.misses += 1
-        duration = self._probe(path)
-        with self._lock:
-            self._entries[path] = (size, mtime_ns, duration)
-            self._entries.move_to_end(path)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-        return duration
-
-    def clear(self) -> None:
-        """Forget every entry (e.g. after a library rescan)."""
-        with self._lock:
-            self._entries.clear()

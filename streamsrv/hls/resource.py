@@ -48,10 +48,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.resource import Resource
 
-from streamsrv.audio.decode import DecodeError
-from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
+from streamsrv.audio.jobs import JOB_FAILURES, job_error
+from streamsrv.audio.workers import WorkerCrashed, WorkerPool
 from streamsrv.auth.signing import SignedUrlError, SigningKey, decode_signed_path, max_age_for
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.errors import ApiError
@@ -73,8 +72,7 @@ from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.producers import FileBodyProducer
 from streamsrv.streaming.tracks import resolve_media
-from streamsrv.web.errors import render_error
-from streamsrv.web.site import finish_response
+from streamsrv.web.asyncleaf import AsyncLeaf
 
 __all__ = ["PLAYLIST_TYPE", "SEGMENT_TYPE", "HlsResource", "HlsTarget", "parse_hls_path"]
 
@@ -206,7 +204,7 @@ class _Shared:
                 d.callback(result)
 
 
-class HlsResource(Resource):
+class HlsResource(AsyncLeaf):
     """Serve HLS playlists and segments of the tracks below *media_root*.
 
     :param media_root: The library root (resolved here once).
@@ -229,7 +227,7 @@ class HlsResource(Resource):
         :func:`~streamsrv.hls.playlists.aac_ladder`); the lossless rung comes on top.
     """
 
-    isLeaf = True
+    route = "hls"
 
     def __init__(
         self,
@@ -268,47 +266,29 @@ class HlsResource(Resource):
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def render_HEAD(self, request: Any) -> int:
-        """Headers of what GET would answer, without a body."""
-        return self.render_GET(request)
-
-    def render_GET(self, request: Any) -> int:
-        """Answer a playlist or segment request (asynchronously)."""
-        request.route = "hls"
-        d = ensureDeferred(self._handle(request))
-        d.addErrback(request.processingFailed)
-        return server.NOT_DONE_YET
-
-    async def _handle(self, request: Any) -> None:
-        body: bytes | int
-        try:
-            found = self._target(request)
-            # A master playlist starts a stream (the stream-start rate limits).
-            admission = await self._guard.admit(
-                request,
-                permission="stream:read",
-                signed=True,
-                stream_start=found is not None and found.kind == "master",
-            )
-            if found is None:
-                raise ApiError("NOT_FOUND")
-            target = found
-            if target.variant is not None and target.variant.lossless:
-                self._guard.require(request, admission, "stream:hq")
-            track_name, path, info = self._resolve(request, target.track_raw)
-            identity = FileIdentity.of(track_name, info)
-            track = await self._track(identity, path)
-            if target.kind == "master":
-                body = self._master(request, admission, track)
-            elif target.kind == "media":
-                body = self._media(request, admission, track, target)
-            else:
-                body = await self._segment(request, track_name, identity, path, track, target)
-        except ApiError as e:
-            body = render_error(request, e)
-        if body is not server.NOT_DONE_YET:
-            assert isinstance(body, bytes)
-            finish_response(request, body)
+    async def handle(self, request: Any) -> bytes | int:
+        """Answer a playlist or segment request."""
+        found = self._target(request)
+        # A master playlist starts a stream (the stream-start rate limits).
+        admission = await self._guard.admit(
+            request,
+            permission="stream:read",
+            signed=True,
+            stream_start=found is not None and found.kind == "master",
+        )
+        if found is None:
+            raise ApiError("NOT_FOUND")
+        target = found
+        if target.variant is not None and target.variant.lossless:
+            self._guard.require(request, admission, "stream:hq")
+        track_name, path, info = self._resolve(request, target.track_raw)
+        identity = FileIdentity.of(track_name, info)
+        track = await self._track(identity, path)
+        if target.kind == "master":
+            return self._master(request, admission, track)
+        if target.kind == "media":
+            return self._media(request, admission, track, target)
+        return await self._segment(request, track_name, identity, path, track, target)
 
     def _target(self, request: Any) -> HlsTarget | None:
         prefix = b"/" + b"/".join(request.prepath) + b"/"
@@ -338,16 +318,12 @@ class HlsResource(Resource):
         """Run a worker job; map its failures to contract errors."""
         try:
             return await self._pool.submit(fn, *args, key=key)
-        except PoolFull as e:
-            busy = "The server is busy; try again shortly."
-            raise ApiError("UNAVAILABLE", busy, {"Retry-After": str(e.retry_after_s)}) from None
-        except DecodeError:
-            raise ApiError("UNSUPPORTED_MEDIA", "This file cannot be decoded.") from None
         except SegmentError:
             raise ApiError("NOT_FOUND") from None
-        except WorkerCrashed:
-            log.error("hls: a worker crashed on {key}", key=key)
-            raise ApiError("INTERNAL") from None
+        except JOB_FAILURES as e:
+            if isinstance(e, WorkerCrashed):
+                log.error("hls: a worker crashed on {key}", key=key)
+            raise job_error(e) from None
 
     # -- playlists -----------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ Two senders share one contract (``start()``, ``abort()``, and a callback
   works on any transport: TLS, HTTP/2, in-memory test transports.
 * :class:`SendfileSender` hands a single byte range to the kernel with
   ``os.sendfile`` on a plain TCP socket: no copy into Python, no user-space
-  buffer at all.  It takes over the transport's ``doWrite`` only while its
-  own body is being sent and gives it back before the request finishes.
+  buffer at all.  It takes over the transport's writes (through
+  :mod:`streamsrv.streaming.sendfile`) only while its own body is being sent
+  and gives them back before the request finishes.
 
 Neither ever calls ``request.write`` with a whole body, both close the file
 when the client leaves, and both are idempotent to stop.
@@ -22,15 +23,16 @@ when the client leaves, and both are idempotent to stop.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from twisted.internet import error, tcp
+from twisted.internet import error
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from streamsrv.streaming.sendfile import TransportHook, qualifies
 
 log = Logger()
 
@@ -48,8 +50,23 @@ Segment = tuple[bytes, int, int]
 EndCallback = Callable[[bool], None]
 
 
+class _Sender:
+    """What both senders share: the file they close and the outcome they report, each once."""
+
+    _file: IO[bytes] | None
+    _on_end: EndCallback | None
+
+    def _close_and_report(self, completed: bool) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(completed)
+
+
 @implementer(IPushProducer)
-class FileBodyProducer:
+class FileBodyProducer(_Sender):
     """Write a body made of literal bytes and file ranges, respecting pauses.
 
     :param request: the request to write to.
@@ -230,12 +247,7 @@ class FileBodyProducer:
         if request is not None:
             with contextlib.suppress(RuntimeError, AttributeError):
                 request.unregisterProducer()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        on_end, self._on_end = self._on_end, None
-        if on_end is not None:
-            on_end(completed)
+        self._close_and_report(completed)
 
 
 def can_sendfile(request: Any) -> bool:
@@ -245,17 +257,17 @@ def can_sendfile(request: Any) -> bool:
     user space to encrypt them, HTTP/2 frames them, and test transports have
     no socket.
     """
-    if not hasattr(os, "sendfile"):
-        return False
     transport = getattr(getattr(request, "channel", None), "transport", None)
-    return type(transport) is tcp.Server and request.clientproto in (b"HTTP/1.1", b"HTTP/1.0")
+    return qualifies(transport) and request.clientproto in (b"HTTP/1.1", b"HTTP/1.0")
 
 
-class SendfileSender:
+class SendfileSender(_Sender):
     """Send one file range with ``os.sendfile`` on a plain TCP transport.
 
-    The headers are queued with ``request.write(b"")``; this sender's
-    ``doWrite`` flushes them with the transport's own ``doWrite``, then moves
+    The headers are queued with ``request.write(b"")``; this sender then
+    takes over the transport's writes (:class:`~streamsrv.streaming.sendfile.TransportHook`,
+    the only code that touches Twisted's transport internals): each turn
+    flushes what the transport holds (the headers) its own way, then moves
     file bytes socket-ward, first at once (the socket is usually writable, so
     a short body is sent without a trip through the reactor) and then
     whenever the reactor reports the socket writable.  The kernel's socket
@@ -277,12 +289,12 @@ class SendfileSender:
     ) -> None:
         self._request: Any = request
         self._transport: Any = request.channel.transport
+        self._hook = TransportHook(self._transport)
         self._file: IO[bytes] | None = fileobj
         self._offset = offset
         self._left = length
         self._on_end = on_end
         self._chunk_size = chunk_size
-        self._hooked = False
         self.bytes_written = 0
 
     def start(self) -> None:
@@ -295,14 +307,11 @@ class SendfileSender:
         if self._left == 0:
             self._complete()
             return
-        transport = self._transport
-        transport.doWrite = self._do_write
-        self._hooked = True
-        transport.startWriting()
+        self._hook.take(self._do_write)
         result = self._do_write()
         if result is not None:
             # What the reactor does when doWrite fails: drop the connection.
-            transport.abortConnection()
+            self._transport.abortConnection()
 
     def abort(self) -> None:
         """Cut this stream (shutdown grace expired)."""
@@ -311,26 +320,19 @@ class SendfileSender:
         transport.abortConnection()
 
     def _do_write(self) -> object:
-        transport = self._transport
-        if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
-            # Flush what the transport holds (the headers) its own way; it
-            # stops writing once its buffer is empty.
-            result = type(transport).doWrite(transport)
-            if result is not None:
+        """The transport's ``doWrite`` while hooked: ``None``, or the error that lost the connection."""
+        hook = self._hook
+        if hook.pending():
+            # The headers first; the transport stops writing once its buffer is empty.
+            result = hook.flush()
+            if result is not None or hook.pending():
                 return result
-            if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
-                return None
         if self._file is None:
             return None
         try:
-            sent = os.sendfile(
-                transport.fileno(),
-                self._file.fileno(),
-                self._offset,
-                min(self._left, self._chunk_size),
-            )
+            sent = hook.send(self._file, self._offset, min(self._left, self._chunk_size))
         except BlockingIOError:
-            transport.startWriting()
+            hook.wait_writable()
             return None
         except OSError:
             self._end(False)
@@ -346,33 +348,18 @@ class SendfileSender:
         if self._left == 0:
             self._complete()
         else:
-            transport.startWriting()
+            hook.wait_writable()
         return None
-
-    def _unhook(self) -> None:
-        if self._hooked:
-            self._hooked = False
-            transport = self._transport
-            del transport.doWrite
-            if len(transport.dataBuffer) <= transport.offset and not transport._tempDataLen:
-                transport.stopWriting()
-            else:
-                transport.startWriting()
 
     def _complete(self) -> None:
         request = self._request
-        self._unhook()
+        self._hook.release()
         self._request = None
         with contextlib.suppress(RuntimeError):
             request.finish()
         self._end(True)
 
     def _end(self, completed: bool) -> None:
-        self._unhook()
+        self._hook.release()
         self._request = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        on_end, self._on_end = self._on_end, None
-        if on_end is not None:
-            on_end(completed)
+        self._close_and_report(completed)

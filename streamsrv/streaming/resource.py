@@ -27,29 +27,26 @@ from pathlib import Path
 from typing import IO, Any, Final
 from urllib.parse import quote
 
-from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.resource import Resource
 
-from streamsrv.audio.formats import AudioFormat, audio_format_for
-from streamsrv.audio.probe import DurationCache
+from streamsrv.audio.formats import AudioFormat
 from streamsrv.auth.roles import Shaping, shaping_for
 from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
 from streamsrv.media.identity import make_etag
-from streamsrv.media.paths import PathRefused, ResolvedPathCache, safe_media_path
-from streamsrv.middleware.audit import file_access, security_event
+from streamsrv.media.paths import ResolvedPathCache
+from streamsrv.middleware.audit import file_access
 from streamsrv.middleware.guard import Admission, Guard
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import (
     Outcome,
-    evaluate_preconditions,
     http_date,
     if_range_allows_partial,
 )
+from streamsrv.streaming.durations import TrackDurations
 from streamsrv.streaming.multipart import make_boundary, multipart_layout
 from streamsrv.streaming.producers import (
     FileBodyProducer,
@@ -66,11 +63,11 @@ from streamsrv.streaming.ranges import (
 )
 from streamsrv.streaming.throughput import ThroughputTracker
 from streamsrv.streaming.tracker import StreamTracker
+from streamsrv.streaming.tracks import regular_file_stat, request_preconditions, resolve_track
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.transcode import Rendition
 from streamsrv.transcode.layout import MAX_GAIN_MDB
-from streamsrv.web.errors import render_error
-from streamsrv.web.site import finish_response
+from streamsrv.web.asyncleaf import AsyncLeaf
 
 log = Logger()
 
@@ -163,13 +160,14 @@ def _header(request: Any, name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-class StreamResource(Resource):
+class StreamResource(AsyncLeaf):
     """Serve original files below *media_root* with ranges and validators.
 
     :param media_root: the library root (resolved here once).
     :param guard: admission (credentials, revocation, rate limits, permission).
     :param tracker: open-stream bookkeeping and shutdown drain.
-    :param durations: cache of probed durations for ``X-Content-Duration``.
+    :param durations: the catalog's durations, for ``X-Content-Duration``
+        (``None``: the header is not sent).
     :param max_ranges: most ranges answered in one multipart response.
     :param use_sendfile: allow zero-copy sends on plain TCP.
     :param is_audio: whether the catalog knows a track as audio (only those
@@ -188,12 +186,10 @@ class StreamResource(Resource):
         logged, never raised.
     """
 
-    isLeaf = True
+    route = "stream"
 
     #: Recent resolutions of raw request paths (made on first use).
     _path_cache: ResolvedPathCache[AudioFormat] | None = None
-    #: ``media_root / track`` by track: the duration cache's keys.
-    _track_paths: dict[str, Path] | None = None
 
     def __init__(
         self,
@@ -203,7 +199,7 @@ class StreamResource(Resource):
         tracker: StreamTracker,
         metrics: Metrics,
         clock: IReactorTime,
-        durations: DurationCache,
+        durations: TrackDurations | None = None,
         max_ranges: int = 16,
         use_sendfile: bool = True,
         on_delivered: Delivered | None = None,
@@ -228,63 +224,48 @@ class StreamResource(Resource):
         self._throughput = ThroughputTracker()
         self._replaygain_of = replaygain_of
 
-    def render_HEAD(self, request: Any) -> int:
-        """Headers of what GET would answer, without a body."""
-        return self.render_GET(request)
+    async def handle(self, request: Any) -> bytes | int:
+        """Admit the request, then answer with the file, a range of it, a rendition, or an error.
 
-    def render_GET(self, request: Any) -> int:
-        """Admit the request, then answer with the file, a range of it, or the fitting error."""
-        request.route = "stream"
-        d = ensureDeferred(self._handle(request))
-        d.addErrback(request.processingFailed)
-        return server.NOT_DONE_YET
+        Originals are answered without a further ``await`` once admitted
+        (but for a track's first request, which waits once for the catalog's
+        record of its duration): :meth:`_serve` is synchronous, so a plain
+        range request costs this one coroutine and no more.
+        """
+        # A track asked from its first byte starts a stream (the stream-start rate limits).
+        starts = bool(b"/".join(request.postpath)) and plays_from_start(_header(request, b"range"))
+        admission = await self._guard.admit(
+            request, permission="stream:read", signed=True, stream_start=starts
+        )
+        if request.args.get(b"download") == [b"1"]:
+            self._guard.require(request, admission, "stream:download")
+        if self._shaping:
+            request.stream_shaping = shaping_for(admission.principal.roles, self._shaping)
+        if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
+            return await self._transcode(request, admission)
+        self._refuse_if_draining(request)
+        track, path, fmt = self._resolve(request)
+        durations = self._durations
+        if durations is not None and not durations.known(track):
+            await durations.load(track)  # once per track: the catalog's record, read off the reactor
+        return self._serve(request, track, path, fmt)
 
-    async def _handle(self, request: Any) -> None:
-        try:
-            # A track asked from its first byte starts a stream (the stream-start rate limits).
-            starts = bool(b"/".join(request.postpath)) and plays_from_start(_header(request, b"range"))
-            admission = await self._guard.admit(
-                request, permission="stream:read", signed=True, stream_start=starts
-            )
-            if request.args.get(b"download") == [b"1"]:
-                self._guard.require(request, admission, "stream:download")
-            if self._shaping:
-                request.stream_shaping = shaping_for(admission.principal.roles, self._shaping)
-            if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
-                body = await self._transcode(request, admission)
-            else:
-                body = self._serve(request)
-        except ApiError as e:
-            body = render_error(request, e)
-        if body is not server.NOT_DONE_YET:
-            assert isinstance(body, bytes)
-            finish_response(request, body)
+    def _refuse_if_draining(self, request: Any) -> None:
+        """503 with ``Connection: close`` once the tracker stopped admitting streams (shutdown)."""
+        if not self._tracker.accepting:
+            request.setHeader(b"connection", b"close")
+            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
+
+    def _raw_path(self, request: Any) -> bytes:
+        """The still-encoded track path after ``/stream/``."""
+        prefix = b"/" + b"/".join(request.prepath) + b"/"
+        return request.path[len(prefix) :] if request.path.startswith(prefix) else b""
 
     def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
-        prefix = b"/" + b"/".join(request.prepath) + b"/"
-        raw = request.path[len(prefix) :] if request.path.startswith(prefix) else b""
         cache = self._path_cache
         if cache is None:
             cache = self._path_cache = ResolvedPathCache(self._clock.seconds)
-        hit = cache.get(raw)
-        if hit is not None:
-            if self._is_audio is not None and not self._is_audio(hit[0]):
-                raise ApiError("NOT_FOUND")
-            return hit
-        try:
-            track, path = safe_media_path(self._root, raw)
-        except PathRefused as e:
-            security_event(request, "path_refused", reason=e.reason)
-            raise ApiError("NOT_FOUND") from None
-        if any(segment.startswith(".") for segment in track.split("/")):
-            raise ApiError("NOT_FOUND")
-        fmt = audio_format_for(track)
-        if fmt is None:
-            raise ApiError("NOT_FOUND")
-        if self._is_audio is not None and not self._is_audio(track):
-            raise ApiError("NOT_FOUND")
-        cache.put(raw, track, path, fmt)
-        return track, path, fmt
+        return resolve_track(self._root, request, self._raw_path(request), self._is_audio, cache)
 
     async def _with_replaygain(self, request: Any, track: str, rendition: Rendition) -> Rendition:
         """*rendition* with ``replaygain=track|album`` applied, limited so the peak does not clip."""
@@ -308,9 +289,7 @@ class StreamResource(Resource):
         """A rendition of the track (``format``, ``bitrate`` kb/s, ``t`` seconds)."""
         if self._transcodes is None:
             raise ApiError("UNSUPPORTED_MEDIA", "Transcoding is not available in this build.")
-        if not self._tracker.accepting:
-            request.setHeader(b"connection", b"close")
-            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
+        self._refuse_if_draining(request)
         rendition = rendition_for(
             request, self._throughput.estimate_mbps(request.client_ip, self._clock.seconds())
         )
@@ -323,12 +302,7 @@ class StreamResource(Resource):
             self._guard.require(request, admission, "stream:hq")
         track, path, _fmt = self._resolve(request)
         rendition = await self._with_replaygain(request, track, rendition)
-        try:
-            info = os.stat(path)
-        except OSError:
-            raise ApiError("NOT_FOUND") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ApiError("NOT_FOUND")
+        info = regular_file_stat(path)
         on_delivered = self._on_delivered
 
         def on_end(spans: list[tuple[int, int]], sent: int, size: int, completed: bool) -> None:
@@ -370,11 +344,7 @@ class StreamResource(Resource):
             raise ApiError("NOT_FOUND")
         return fileobj, info
 
-    def _serve(self, request: Any) -> bytes | int:
-        if not self._tracker.accepting:
-            request.setHeader(b"connection", b"close")
-            raise ApiError("UNAVAILABLE", "The server is shutting down.", {"Retry-After": "5"})
-        track, path, fmt = self._resolve(request)
+    def _serve(self, request: Any, track: str, path: Path, fmt: AudioFormat) -> bytes | int:
         fileobj, info = self._open(path)
         try:
             return self._answer(request, track, fmt, fileobj, info)
@@ -388,7 +358,6 @@ class StreamResource(Resource):
         size = info.st_size
         etag = make_etag(size, info.st_mtime_ns, info.st_ino)
         last_modified = int(info.st_mtime)
-        method = request.method.decode("ascii")
 
         request.setHeader(b"etag", etag.encode("ascii"))
         request.setHeader(b"last-modified", http_date(last_modified).encode("ascii"))
@@ -396,15 +365,7 @@ class StreamResource(Resource):
         request.setHeader(b"cache-control", self._cache_control(request))
         mark_media(request)
 
-        outcome = evaluate_preconditions(
-            method,
-            etag,
-            last_modified,
-            if_match=_header(request, b"if-match"),
-            if_none_match=_header(request, b"if-none-match"),
-            if_modified_since=_header(request, b"if-modified-since"),
-            if_unmodified_since=_header(request, b"if-unmodified-since"),
-        )
+        outcome = request_preconditions(request, etag, last_modified)
         if outcome is Outcome.NOT_MODIFIED:
             fileobj.close()
             request.setResponseCode(304)
@@ -412,13 +373,7 @@ class StreamResource(Resource):
         if outcome is Outcome.PRECONDITION_FAILED:
             raise ApiError("PRECONDITION_FAILED")
 
-        track_paths = self._track_paths
-        if track_paths is None or len(track_paths) > 4096:
-            track_paths = self._track_paths = {}
-        track_path = track_paths.get(track)
-        if track_path is None:
-            track_path = track_paths[track] = self._root / track
-        duration = self._durations.get(track_path, size, info.st_mtime_ns)
+        duration = self._durations.get(track, etag) if self._durations is not None else None
         if duration is not None:
             request.setHeader(b"x-content-duration", b"%.3f" % duration)
         filename = track.rsplit("/", 1)[-1]

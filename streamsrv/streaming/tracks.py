@@ -1,9 +1,13 @@
 # -*- test-case-name: tests.test_media_api -*-
 """Request-side helpers shared by every route that serves a track's data.
 
-``/stream`` (which also caches resolutions), ``/hls`` and the media API all
-name a track by its still-encoded URL path and answer the same way when it is
-not a servable audio file: :func:`resolve_media` is that rule in one place.
+``/stream``, ``/hls`` and the media API all name a track by its
+still-encoded URL path and answer the same way when it is not a servable
+audio file: :func:`resolve_track` is that rule in one place (with the
+optional cache of recent resolutions ``/stream`` keeps), and
+:func:`resolve_media` adds the ``stat`` that routes which do not open the
+file themselves need.  It never joins a request path to the file system
+other than through :func:`~streamsrv.media.paths.safe_media_path`.
 :func:`request_preconditions` evaluates a request's conditional headers
 against a representation's validators.
 """
@@ -16,45 +20,89 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamsrv.audio.formats import audio_format_for
+from streamsrv.audio.formats import AudioFormat, audio_format_for
 from streamsrv.errors import ApiError
-from streamsrv.media.paths import PathRefused, safe_media_path
+from streamsrv.media.paths import PathRefused, ResolvedPathCache, safe_media_path
 from streamsrv.middleware.audit import security_event
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 
-__all__ = ["request_preconditions", "resolve_media"]
+__all__ = ["regular_file_stat", "request_preconditions", "resolve_media", "resolve_track"]
 
 
-def resolve_media(
-    root: Path, request: Any, raw: bytes, is_audio: Callable[[str], bool] | None
-) -> tuple[str, Path, os.stat_result]:
+def resolve_track(
+    root: Path,
+    request: Any,
+    raw: bytes,
+    is_audio: Callable[[str], bool] | None,
+    cache: ResolvedPathCache[AudioFormat] | None = None,
+) -> tuple[str, Path, AudioFormat]:
     """
-    The track named by *raw* (the path after the route prefix, still encoded).
+    The track named by *raw* (the path after the route prefix, still encoded), not yet opened.
 
     :param root: The media root, resolved with :func:`os.path.realpath`.
     :param is_audio: The catalog's ``is_audio`` (``None``: every file with an
-        audio extension).
-    :return: The track path (NFC, ``/``-separated), the file and its ``stat``.
-    :raise ApiError: ``NOT_FOUND`` for anything else: an unsafe path (also a
-        security event), a dotfile, a non-audio or unknown file, a directory,
-        a missing file.  Nothing tells which.
+        audio extension); asked on every call, cached or not.
+    :param cache: Recent resolutions (``/stream`` keeps one): a hit skips the
+        path checks its entry already passed; a miss takes every check below
+        and remembers only a success.
+    :return: The track path (NFC, ``/``-separated), the file, its audio format.
+    :raise ApiError: ``NOT_FOUND`` for an unsafe path (also a security
+        event), a dotfile, a file without an audio extension, a track the
+        catalog does not know as audio.  Nothing tells which.
     """
+    if cache is not None:
+        hit = cache.get(raw)
+        if hit is not None:
+            if is_audio is not None and not is_audio(hit[0]):
+                raise ApiError("NOT_FOUND")
+            return hit
     try:
         track, path = safe_media_path(root, raw)
     except PathRefused as e:
         security_event(request, "path_refused", reason=e.reason)
         raise ApiError("NOT_FOUND") from None
-    if any(segment.startswith(".") for segment in track.split("/")) or audio_format_for(track) is None:
+    if any(segment.startswith(".") for segment in track.split("/")):
+        raise ApiError("NOT_FOUND")
+    fmt = audio_format_for(track)
+    if fmt is None:
         raise ApiError("NOT_FOUND")
     if is_audio is not None and not is_audio(track):
         raise ApiError("NOT_FOUND")
+    if cache is not None:
+        cache.put(raw, track, path, fmt)
+    return track, path, fmt
+
+
+def resolve_media(
+    root: Path,
+    request: Any,
+    raw: bytes,
+    is_audio: Callable[[str], bool] | None,
+    cache: ResolvedPathCache[AudioFormat] | None = None,
+) -> tuple[str, Path, os.stat_result]:
+    """
+    The track named by *raw*, as :func:`resolve_track` resolves it, and its ``stat``.
+
+    :return: The track path (NFC, ``/``-separated), the file and its ``stat``.
+    :raise ApiError: ``NOT_FOUND`` for what :func:`resolve_track` refuses, a
+        directory or a missing file.  Nothing tells which.
+    """
+    track, path, _ = resolve_track(root, request, raw, is_audio, cache)
+    return track, path, regular_file_stat(path)
+
+
+def regular_file_stat(path: Path) -> os.stat_result:
+    """``os.stat`` of a resolved track that must be a regular file.
+
+    :raise ApiError: ``NOT_FOUND`` for a missing file or anything but a regular file.
+    """
     try:
         info = os.stat(path)
     except OSError:
         raise ApiError("NOT_FOUND") from None
     if not stat.S_ISREG(info.st_mode):
         raise ApiError("NOT_FOUND")
-    return track, path, info
+    return info
 
 
 def _header(request: Any, name: bytes) -> str | None:

@@ -39,8 +39,8 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
 
-from streamsrv.audio.decode import DecodeError
-from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
+from streamsrv.audio.jobs import JOB_FAILURES, job_error
+from streamsrv.audio.workers import WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
@@ -65,6 +65,9 @@ log = Logger()
 
 #: Probed sources remembered (file identity → sample count, rate, channels).
 SOURCE_CACHE_SIZE: Final = 4096
+
+#: The 503 message when the worker pool is too busy for a transcode.
+BUSY_TRANSCODING: Final = "The server is busy transcoding; try again shortly."
 
 #: Chunks encoded ahead of the one being written, per listener.
 PREFETCH_CHUNKS: Final = 1
@@ -119,14 +122,10 @@ class TranscodeService:
     async def _job(self, fn: Any, *args: Any, key: str) -> Any:
         try:
             return await self._pool.submit(fn, *args, key=key)
-        except PoolFull as e:
-            busy = "The server is busy transcoding; try again shortly."
-            raise ApiError("UNAVAILABLE", busy, {"Retry-After": str(e.retry_after_s)}) from None
-        except DecodeError:
-            raise ApiError("UNSUPPORTED_MEDIA", "This file cannot be decoded.") from None
-        except WorkerCrashed:
-            log.error("transcode: a worker crashed on {key}", key=key)
-            raise ApiError("INTERNAL") from None
+        except JOB_FAILURES as e:
+            if isinstance(e, WorkerCrashed):
+                log.error("transcode: a worker crashed on {key}", key=key)
+            raise job_error(e, busy=BUSY_TRANSCODING) from None
 
     async def _source(self, identity: FileIdentity, path: Path) -> SourceInfo:
         name = artifact_key(identity, "source", {})
