@@ -33,8 +33,8 @@ from twisted.logger import Logger
 from streamsrv.audio import spectrum as spectrum_mod
 from streamsrv.audio import waveform as waveform_mod
 from streamsrv.audio.artwork import find_artwork
-from streamsrv.audio.decode import DecodeError
-from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
+from streamsrv.audio.jobs import JOB_FAILURES, job_error
+from streamsrv.audio.workers import WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.errors import ApiError
 
@@ -147,16 +147,12 @@ class MediaLibrary:
         """Run a job in the pool; map its failures to contract errors."""
         try:
             return await self._pool.submit(_call, fn, args, kwargs, key=key)
-        except PoolFull as e:
-            busy = "The server is busy; try again shortly."
-            raise ApiError("UNAVAILABLE", busy, {"Retry-After": str(e.retry_after_s)}) from None
         except ValueError as e:
             raise ApiError("BAD_REQUEST", str(e)) from None
-        except DecodeError:
-            raise ApiError("UNSUPPORTED_MEDIA", "This file cannot be decoded.") from None
-        except WorkerCrashed:
-            log.error("media: a worker crashed on job {key}", key=key)
-            raise ApiError("INTERNAL") from None
+        except JOB_FAILURES as e:
+            if isinstance(e, WorkerCrashed):
+                log.error("media: a worker crashed on job {key}", key=key)
+            raise job_error(e) from None
 
     # -- the catalog ------------------------------------------------------------------------
 
