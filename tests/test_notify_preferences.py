@@ -119,6 +119,13 @@ class ParseTests(unittest.TestCase):
         self.assertTrue(prefs.websocket.enabled)
         self.assertFalse(prefs.sms.enabled)
 
+    def test_left_out_enabled_takes_default(self) -> None:
+        """A channel object without ``enabled`` keeps that channel's default (websocket on, email off)."""
+        prefs = parse_preferences({"channels": {"websocket": {}, "email": {"address": "a@b.io"}}}, CAPS)
+        self.assertTrue(prefs.websocket.enabled)
+        self.assertFalse(prefs.email.enabled)
+        self.assertEqual(prefs.email.address, "a@b.io")
+
     def test_enabled_without_address(self) -> None:
         """A channel may be on without an address (its deliveries are suppressed no_address)."""
         prefs = parse_preferences({"channels": {"email": {"enabled": True}, "push": {"enabled": True}}}, CAPS)

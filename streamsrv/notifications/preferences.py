@@ -25,7 +25,8 @@ Rules worth knowing (``docs/modules/notifications.md`` repeats them):
   no endpoint twice.
 - A channel may be enabled without an address: its deliveries are then
   ``suppressed`` with ``no_address``.  A channel left out takes its default
-  (websocket on, the others off); a top-level field left out too.
+  (websocket on, the others off), and so does a channel's ``enabled`` left
+  out; a top-level field left out too.
 - **quiet_hours**: ``HH:MM`` 24-hour times and an IANA zone known to
   :mod:`zoneinfo`; ``start == end`` means none.
 - **caps**: whole numbers >= 0 or ``null`` (no cap); see :mod:`.caps`.
@@ -320,7 +321,7 @@ class _Parser:
         if settings is None:
             return None
         self.unknown_fields(where, settings, _CHANNEL_FIELDS[name])
-        enabled = settings.get("enabled", False)
+        enabled = settings.get("enabled", name == "websocket")  # left out: the channel's default
         if not isinstance(enabled, bool):
             self.bad(f"{where}.enabled", "must be true or false")
         address = number = None
