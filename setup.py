@@ -66,7 +66,20 @@ setup(
     # Every package under streamsrv/, found rather than listed, so a new one cannot be left
     # out of a wheel (tests run from the checkout and would not notice).
     packages=[*find_packages(where=str(HERE), include=["streamsrv", "streamsrv.*"]), "twisted.plugins"],
-    package_data={"streamsrv": ["py.typed"], "streamsrv.analytics": ["migrations/*.sql"]},
+    package_data={
+        "streamsrv": ["py.typed"],
+        "streamsrv.analytics": ["migrations/*.sql"],
+        "streamsrv.notifications": ["migrations/*.sql"],
+    },
+    # The notification templates, found there by streamsrv.notifications.templates.default_templates_dir().
+    data_files=[
+        (
+            "share/streamsrv/notifications",
+            sorted(
+                str(p.relative_to(HERE)) for p in (HERE / "etc" / "notifications").glob("*") if p.is_file()
+            ),
+        )
+    ],
     cmdclass={"editable_wheel": EditableWheelWithPlugins},
     install_requires=[
         "twisted[tls]>=24.10",
@@ -84,6 +97,8 @@ setup(
         "service-identity>=24.1",
         # PostgreSQL for analytics (STREAMSRV_ANALYTICS_DSN) through twisted.enterprise.adbapi.
         "psycopg2-binary>=2.9",
+        # Notification templates (streamsrv.notifications.templates): its sandboxed environment.
+        "jinja2>=3.1",
     ],
     extras_require={
         "test": TEST_REQUIRES,

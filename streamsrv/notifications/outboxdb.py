@@ -1,0 +1,590 @@
+# -*- test-case-name: tests.test_notify_outbox -*-
+"""The outbox's blocking SQL, for SQLite and PostgreSQL: to be run in a thread pool, never on the reactor.
+
+:class:`OutboxDatabase` holds the statements and transactions common to both
+databases; :class:`SqliteOutboxDatabase` (one file in the data dir, WAL,
+``synchronous = FULL`` so a commit survives a power cut) and
+:class:`PostgresOutboxDatabase` (psycopg2, by DSN) add how to connect and how
+to claim.  Each method is one transaction on a connection taken from a small
+pool, so several threads may call at once.  Claims lease deliveries: SQLite
+in one ``BEGIN IMMEDIATE`` write transaction (one writer at a time across
+processes), PostgreSQL with ``FOR UPDATE SKIP LOCKED`` (claimers never wait
+for, nor take, each other's rows).  Migrations reuse the analytics store's
+loader.  This module must never run on the reactor thread, never log a DSN,
+and never change a delivery whose lease another worker holds.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from streamsrv.analytics.store import load_migrations, migration_statements
+from streamsrv.notifications.records import (
+    DEFERRED,
+    FAILED,
+    IDEMPOTENCY_WINDOW_S,
+    MAX_ERROR_CHARS,
+    PENDING_STATES,
+    PRIORITIES,
+    QUEUED,
+    SENT,
+    SUPPRESSED,
+    SUPPRESSION_REASONS,
+    Claimed,
+    Delivery,
+    NewDelivery,
+    Notification,
+    NotificationRecord,
+)
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "OUTBOX_DB_FILE",
+    "OutboxDatabase",
+    "PostgresOutboxDatabase",
+    "SqliteOutboxDatabase",
+]
+
+#: The SQLite file in ``STREAMSRV_DATA_DIR`` when no DSN is configured.
+OUTBOX_DB_FILE: Final = "notifications.sqlite3"
+
+#: The outbox's own versioned migrations.
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+
+#: How long SQLite waits for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT_S: Final = 10.0
+
+#: How long connecting to PostgreSQL may take.
+POSTGRES_CONNECT_TIMEOUT_S: Final = 5
+
+#: Serialises outbox migrations of concurrent PostgreSQL starters (not the analytics' key).
+_PG_MIGRATION_LOCK: Final = 0x73746E6F  # "stno"
+
+_SUBSTITUTIONS: Final = {"{{AUTO_ID}}": "TEXT PRIMARY KEY"}
+
+_CREATE_VERSIONS: Final = (
+    "CREATE TABLE IF NOT EXISTS notification_schema_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+)
+
+_DELIVERY_COLUMNS: Final = (
+    "id, notification_id, user_id, channel, state, reason, not_before, attempts, "
+    "last_error, created_at, updated_at, sent_at"
+)
+_NOTIFICATION_COLUMNS: Final = "id, template, data, priority, idempotency_key, created_at"
+
+_PENDING: Final = "state IN ('queued', 'deferred')"
+_DUE: Final = f"{_PENDING} AND not_before <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+_HELD: Final = f"id = ? AND lease_owner = ? AND {_PENDING}"
+_UNLEASE: Final = "lease_owner = NULL, lease_until = NULL"
+
+assert PENDING_STATES == (QUEUED, DEFERRED)
+
+# Statements built from the fixed names above only: no value ever enters SQL text.
+_INSERT_NOTIFICATION: Final = (
+    f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) "  # noqa: S608 - fixed names
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_KEY: Final = (
+    "INSERT INTO notification_idempotency_keys (idempotency_key, notification_id, created_at) "
+    "VALUES (?, ?, ?)"
+)
+_INSERT_DELIVERY: Final = (
+    "INSERT INTO notification_deliveries (id, notification_id, position, user_id, channel, state, reason, "
+    "not_before, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_NOTIFICATION: Final = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?"  # noqa: S608
+_SELECT_DELIVERIES: Final = (
+    f"SELECT {_DELIVERY_COLUMNS} FROM notification_deliveries "  # noqa: S608 - fixed names
+    "WHERE notification_id = ? ORDER BY position"
+)
+_SELECT_CLAIMED: Final = (
+    "SELECT "  # noqa: S608 - fixed names
+    + ", ".join(f"d.{c.strip()}" for c in _DELIVERY_COLUMNS.split(","))
+    + ", "
+    + ", ".join(f"n.{c.strip()}" for c in _NOTIFICATION_COLUMNS.split(","))
+    + " FROM notification_deliveries d JOIN notifications n ON n.id = d.notification_id "
+    "WHERE d.id IN ({marks}) ORDER BY d.not_before, d.position"
+)
+_RELEASE: Final = (
+    "UPDATE notification_deliveries SET lease_owner = NULL, lease_until = NULL, "  # noqa: S608 - fixed names
+    f"attempts = attempts - 1 WHERE lease_owner = ? AND {_PENDING} AND id IN ({{marks}})"
+)
+_PENDING_COUNTS: Final = (
+    f"SELECT state, COUNT(*) FROM notification_deliveries WHERE {_PENDING} GROUP BY state"  # noqa: S608
+)
+_UPSERT_PREFERENCES: Final = (
+    "INSERT INTO notification_preferences (user_id, document, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (user_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at"
+)
+_SQLITE_DUE_IDS: Final = (
+    f"SELECT id FROM notification_deliveries WHERE {_DUE} "  # noqa: S608 - fixed names
+    "ORDER BY not_before, position LIMIT ?"
+)
+_LEASE: Final = "lease_owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?"
+_SQLITE_LEASE: Final = f"UPDATE notification_deliveries SET {_LEASE} WHERE id IN ({{marks}})"  # noqa: S608
+_POSTGRES_CLAIM: Final = (
+    f"UPDATE notification_deliveries SET {_LEASE} WHERE id IN (SELECT id FROM notification_deliveries "  # noqa: S608
+    f"WHERE {_DUE} ORDER BY not_before, position LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        id=row[0],
+        notification_id=row[1],
+        user_id=row[2],
+        channel=row[3],
+        state=row[4],
+        reason=row[5],
+        not_before=float(row[6]),
+        attempts=int(row[7]),
+        last_error=row[8],
+        created_at=float(row[9]),
+        updated_at=float(row[10]),
+        sent_at=None if row[11] is None else float(row[11]),
+    )
+
+
+def _notification(row: Sequence[Any]) -> Notification:
+    return Notification(
+        id=row[0],
+        template=row[1],
+        data=json.loads(row[2]),
+        priority=row[3],
+        idempotency_key=row[4],
+        created_at=float(row[5]),
+    )
+
+
+class OutboxDatabase:
+    """
+    The outbox's tables, read and written in blocking transactions.
+
+    Every method migrates first if this instance has not yet.  Methods that
+    change one delivery take the *worker_id* that claimed it and answer
+    ``False`` (changing nothing) when that worker no longer holds it: its
+    lease ran out and another worker claimed it, or it is already final.
+    """
+
+    dialect: str = ""
+
+    def __init__(self) -> None:
+        self._idle: list[Any] = []
+        self._pool_lock = threading.Lock()
+        self._migrate_lock = threading.Lock()
+        self._migrated = False
+        self._closed = False
+        self._migrations = load_migrations(MIGRATIONS_DIR)
+
+    # -- to be provided by each database ---------------------------------------------
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, cursor: Any, write: bool) -> None:
+        """Start a transaction (SQLite: explicitly, a write one taking the lock now)."""
+
+    def _claim_ids(
+        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def _sql(self, text: str) -> str:
+        """*text*, written with ``?`` placeholders, in this driver's paramstyle."""
+        return text
+
+    # -- connections and transactions -------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        with self._pool_lock:
+            if self._closed:
+                raise RuntimeError("the notification outbox is closed")
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._connect()
+        healthy = False
+        try:
+            cursor = connection.cursor()
+            self._begin(cursor, write)
+            yield cursor
+            connection.commit()
+            healthy = True
+        except Exception:
+            try:
+                connection.rollback()
+                healthy = True
+            except Exception:
+                healthy = False
+            raise
+        finally:
+            with self._pool_lock:
+                keep = healthy and not self._closed
+                if keep:
+                    self._idle.append(connection)
+            if not keep:
+                connection.close()
+
+    def close(self) -> None:
+        """Close every idle connection; the database refuses work afterwards."""
+        with self._pool_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    # -- migrations --------------------------------------------------------------------
+
+    def migrate(self, now: float) -> list[int]:
+        """Apply the pending migrations in one transaction; the versions applied."""
+        with self._migrate_lock:
+            if self._migrated:
+                return []
+            with self._transaction(write=True) as cursor:
+                applied = self._apply_migrations(cursor, now)
+            self._migrated = True
+            return applied
+
+    def _apply_migrations(self, cursor: Any, now: float) -> list[int]:
+        if self.dialect == "postgresql":
+            cursor.execute(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+        cursor.execute(_CREATE_VERSIONS)
+        cursor.execute("SELECT version FROM notification_schema_migrations")
+        done = {int(row[0]) for row in cursor.fetchall()}
+        applied = []
+        for migration in self._migrations:
+            if migration.version in done:
+                continue
+            for statement in migration_statements(migration.sql, _SUBSTITUTIONS):
+                cursor.execute(statement)
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO notification_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+                ),
+                (migration.version, migration.name, now),
+            )
+            applied.append(migration.version)
+        return applied
+
+    def applied_migrations(self) -> list[int]:
+        """The versions recorded, ascending."""
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            cursor.execute("SELECT version FROM notification_schema_migrations ORDER BY version")
+            return [int(row[0]) for row in cursor.fetchall()]
+
+    def _ensure_migrated(self) -> None:
+        if not self._migrated:
+            self.migrate(0.0)
+
+    # -- notifications -------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        notification: Notification,
+        deliveries: Sequence[NewDelivery],
+        delivery_ids: Sequence[str],
+        now: float,
+    ) -> NotificationRecord:
+        """
+        Store *notification* and its *deliveries* in one transaction; returns once committed.
+
+        With an idempotency key seen in the last 24 hours nothing is stored
+        and the earlier notification is answered (``created=False``).
+        """
+        if notification.priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {PRIORITIES}")
+        if len(delivery_ids) != len(deliveries):
+            raise ValueError("one id per delivery")
+        self._ensure_migrated()
+        with self._transaction(write=True) as cursor:
+            key = notification.idempotency_key
+            if key is not None:
+                earlier = self._earlier_for_key(cursor, key, notification.id, now)
+                if earlier is not None:
+                    found = self._read(cursor, earlier)
+                    if found is not None:
+                        return NotificationRecord(found.notification, found.deliveries, created=False)
+            cursor.execute(
+                self._sql(_INSERT_NOTIFICATION),
+                (
+                    notification.id,
+                    notification.template,
+                    json.dumps(notification.data, separators=(",", ":"), sort_keys=True),
+                    notification.priority,
+                    key,
+                    notification.created_at,
+                ),
+            )
+            if key is not None:  # the key row references the notification: insert it now
+                cursor.execute(
+                    self._sql(_INSERT_KEY),
+                    (key, notification.id, now),
+                )
+            rows = [
+                (
+                    i,
+                    notification.id,
+                    position,
+                    d.user_id,
+                    d.channel,
+                    d.state,
+                    d.reason,
+                    d.not_before or now,
+                    now,
+                    now,
+                )
+                for position, (i, d) in enumerate(zip(delivery_ids, deliveries, strict=True))
+            ]
+            cursor.executemany(
+                self._sql(_INSERT_DELIVERY),
+                rows,
+            )
+            found = self._read(cursor, notification.id)
+            assert found is not None
+            return found
+
+    def _earlier_for_key(self, cursor: Any, key: str, notification_id: str, now: float) -> str | None:
+        """The notification an unexpired *key* answers, else ``None`` (an expired row is dropped)."""
+        if self.dialect == "postgresql":
+            # Two requests racing with one key: the second waits here until the first commits.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+        cursor.execute(
+            self._sql(
+                "DELETE FROM notification_idempotency_keys WHERE idempotency_key = ? AND created_at <= ?"
+            ),
+            (key, now - IDEMPOTENCY_WINDOW_S),
+        )
+        cursor.execute(
+            self._sql("SELECT notification_id FROM notification_idempotency_keys WHERE idempotency_key = ?"),
+            (key,),
+        )
+        row = cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    def find_by_idempotency_key(self, key: str, now: float) -> NotificationRecord | None:
+        """The notification *key* names if it was given in the last 24 hours."""
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT notification_id FROM notification_idempotency_keys "
+                    "WHERE idempotency_key = ? AND created_at > ?"
+                ),
+                (key, now - IDEMPOTENCY_WINDOW_S),
+            )
+            row = cursor.fetchone()
+            return None if row is None else self._read(cursor, str(row[0]))
+
+    def get(self, notification_id: str) -> NotificationRecord | None:
+        """The notification and its deliveries, or ``None``."""
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            return self._read(cursor, notification_id)
+
+    def _read(self, cursor: Any, notification_id: str) -> NotificationRecord | None:
+        cursor.execute(self._sql(_SELECT_NOTIFICATION), (notification_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        cursor.execute(self._sql(_SELECT_DELIVERIES), (notification_id,))
+        return NotificationRecord(_notification(row), tuple(_delivery(r) for r in cursor.fetchall()))
+
+    # -- claiming and finishing deliveries ---------------------------------------------------
+
+    def claim(self, worker_id: str, now: float, limit: int, lease_s: float) -> list[Claimed]:
+        """
+        Lease up to *limit* due deliveries (pending, ``not_before <= now``, no
+        live lease) to *worker_id* until ``now + lease_s``, counting an attempt each.
+
+        No other worker sees them until the lease runs out.  Oldest due first.
+        """
+        if limit < 1 or lease_s <= 0:
+            raise ValueError("limit must be >= 1 and lease_s > 0")
+        self._ensure_migrated()
+        lease_until = now + lease_s
+        with self._transaction(write=True) as cursor:
+            ids = self._claim_ids(cursor, worker_id, now, limit, lease_until)
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            cursor.execute(self._sql(_SELECT_CLAIMED.format(marks=marks)), ids)
+            width = len(_DELIVERY_COLUMNS.split(","))
+            return [
+                Claimed(_delivery(row[:width]), _notification(row[width:]), lease_until)
+                for row in cursor.fetchall()
+            ]
+
+    def _finish(self, delivery_id: str, worker_id: str, assignments: str, values: Sequence[Any]) -> bool:
+        self._ensure_migrated()
+        with self._transaction(write=True) as cursor:
+            statement = f"UPDATE notification_deliveries SET {assignments}, {_UNLEASE} WHERE {_HELD}"  # noqa: S608
+            cursor.execute(self._sql(statement), (*values, delivery_id, worker_id))
+            return bool(cursor.rowcount == 1)
+
+    def mark_sent(self, delivery_id: str, worker_id: str, now: float) -> bool:
+        """Record a successful send."""
+        return self._finish(
+            delivery_id,
+            worker_id,
+            "state = ?, sent_at = ?, updated_at = ?, last_error = NULL",
+            (SENT, now, now),
+        )
+
+    def mark_failed(
+        self, delivery_id: str, worker_id: str, now: float, error: str, retry_at: float | None
+    ) -> bool:
+        """
+        Record a failed attempt: queued again for *retry_at*, or ``failed`` for
+        good when *retry_at* is ``None`` (attempts exhausted, or an error no
+        retry can fix).
+        """
+        error = error[:MAX_ERROR_CHARS]
+        if retry_at is None:
+            return self._finish(
+                delivery_id, worker_id, "state = ?, last_error = ?, updated_at = ?", (FAILED, error, now)
+            )
+        return self._finish(
+            delivery_id,
+            worker_id,
+            "state = ?, last_error = ?, not_before = ?, updated_at = ?",
+            (QUEUED, error, retry_at, now),
+        )
+
+    def mark_deferred(self, delivery_id: str, worker_id: str, now: float, not_before: float) -> bool:
+        """Put the delivery off until *not_before* (quiet hours); the claim's attempt is given back."""
+        return self._finish(
+            delivery_id,
+            worker_id,
+            "state = ?, not_before = ?, updated_at = ?, attempts = attempts - 1",
+            (DEFERRED, not_before, now),
+        )
+
+    def mark_suppressed(self, delivery_id: str, worker_id: str, now: float, reason: str) -> bool:
+        """Give up on the delivery for *reason* (:data:`~.records.SUPPRESSION_REASONS`)."""
+        if reason not in SUPPRESSION_REASONS:
+            raise ValueError(f"reason must be one of {SUPPRESSION_REASONS}")
+        return self._finish(
+            delivery_id, worker_id, "state = ?, reason = ?, updated_at = ?", (SUPPRESSED, reason, now)
+        )
+
+    def release(self, worker_id: str, delivery_ids: Sequence[str]) -> int:
+        """Give back leases *worker_id* holds but will not use (shutdown); their attempts are given back."""
+        if not delivery_ids:
+            return 0
+        self._ensure_migrated()
+        marks = ", ".join("?" * len(delivery_ids))
+        with self._transaction(write=True) as cursor:
+            cursor.execute(self._sql(_RELEASE.format(marks=marks)), (worker_id, *delivery_ids))
+            return max(0, int(cursor.rowcount))
+
+    # -- what the sender and the metrics read ---------------------------------------------
+
+    def recent_sends(self, user_id: str, channel: str, since: float) -> list[float]:
+        """When deliveries to *user_id* on *channel* were sent after *since*, ascending (for caps)."""
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT sent_at FROM notification_deliveries "
+                    "WHERE user_id = ? AND channel = ? AND sent_at > ? ORDER BY sent_at"
+                ),
+                (user_id, channel, since),
+            )
+            return [float(row[0]) for row in cursor.fetchall()]
+
+    def pending_counts(self) -> dict[str, int]:
+        """How many deliveries are ``queued`` and ``deferred`` (the queue depth)."""
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            cursor.execute(_PENDING_COUNTS)
+            counts = {QUEUED: 0, DEFERRED: 0}
+            counts.update({str(state): int(n) for state, n in cursor.fetchall()})
+            return counts
+
+    # -- preferences ---------------------------------------------------------------------------
+
+    def get_preferences(self, user_id: str) -> dict[str, Any] | None:
+        """The stored preferences document of *user_id*, or ``None`` if never set."""
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            cursor.execute(
+                self._sql("SELECT document FROM notification_preferences WHERE user_id = ?"), (user_id,)
+            )
+            row = cursor.fetchone()
+            return None if row is None else dict(json.loads(row[0]))
+
+    def put_preferences(self, user_id: str, document: dict[str, Any], now: float) -> None:
+        """Replace the preferences document of *user_id* (already validated)."""
+        self._ensure_migrated()
+        text = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        with self._transaction(write=True) as cursor:
+            cursor.execute(self._sql(_UPSERT_PREFERENCES), (user_id, text, now))
+
+
+class SqliteOutboxDatabase(OutboxDatabase):
+    """The outbox in a SQLite file (WAL), shared by the processes of one host."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        """:param path: The database file; its directory is created if missing."""
+        super().__init__()
+        self.path = path
+
+    def _connect(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            str(self.path), timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    def _begin(self, cursor: Any, write: bool) -> None:
+        cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _claim_ids(
+        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float
+    ) -> list[str]:
+        cursor.execute(_SQLITE_DUE_IDS, (now, now, limit))
+        ids = [str(row[0]) for row in cursor.fetchall()]
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            cursor.execute(_SQLITE_LEASE.format(marks=marks), (worker_id, lease_until, now, *ids))
+        return ids
+
+
+class PostgresOutboxDatabase(OutboxDatabase):
+    """The outbox in PostgreSQL (psycopg2), shared by every process and host."""
+
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        """:param dsn: A ``postgresql://`` URL or libpq string; never logged."""
+        super().__init__()
+        self._dsn = dsn
+
+    def _connect(self) -> Any:
+        import psycopg2
+
+        return psycopg2.connect(
+            self._dsn, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, application_name="streamsrv-notifications"
+        )
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def _claim_ids(
+        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float
+    ) -> list[str]:
+        cursor.execute(self._sql(_POSTGRES_CLAIM), (worker_id, lease_until, now, now, now, limit))
+        return [str(row[0]) for row in cursor.fetchall()]

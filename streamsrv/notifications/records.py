@@ -1,0 +1,210 @@
+# -*- test-case-name: tests.test_notify_outbox -*-
+"""The outbox's values: notifications, their deliveries and states, and the retry schedule.
+
+Plain frozen values and one pure function (:func:`next_attempt`), shared by
+:mod:`.outbox` and :mod:`.outboxdb`.  This module must never touch a
+database, a clock or the environment; randomness comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFERRED",
+    "FAILED",
+    "IDEMPOTENCY_WINDOW_S",
+    "PENDING_STATES",
+    "PRIORITIES",
+    "QUEUED",
+    "RETRY_BASE_S",
+    "RETRY_CAP_S",
+    "SENT",
+    "STATES",
+    "SUPPRESSED",
+    "SUPPRESSION_REASONS",
+    "Claimed",
+    "Delivery",
+    "NewDelivery",
+    "Notification",
+    "NotificationRecord",
+    "next_attempt",
+]
+
+#: The delivery states of the contract.
+QUEUED: Final = "queued"
+DEFERRED: Final = "deferred"
+SENT: Final = "sent"
+FAILED: Final = "failed"
+SUPPRESSED: Final = "suppressed"
+STATES: Final = (QUEUED, DEFERRED, SENT, FAILED, SUPPRESSED)
+
+#: States a worker may still claim (once ``not_before`` has come).
+PENDING_STATES: Final = (QUEUED, DEFERRED)
+
+#: Why a delivery is ``suppressed``.
+SUPPRESSION_REASONS: Final = ("opted_out", "no_address", "frequency_cap", "not_configured")
+
+CHANNELS: Final = ("websocket", "email", "sms", "push")
+PRIORITIES: Final = ("normal", "urgent")
+
+#: How long an ``idempotency_key`` answers its first notification.
+IDEMPOTENCY_WINDOW_S: Final = 86400.0
+
+#: ``STREAMSRV_NOTIFY_MAX_ATTEMPTS``' default.
+DEFAULT_MAX_ATTEMPTS: Final = 6
+
+#: Back-off of retry *n*: uniform in ``[0, min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (n - 1))]``.
+RETRY_BASE_S: Final = 30.0
+RETRY_CAP_S: Final = 3600.0
+
+#: The longest ``last_error`` kept, in characters.
+MAX_ERROR_CHARS: Final = 500
+
+
+def next_attempt(
+    attempt: int,
+    now: float,
+    rng: random.Random,
+    base_s: float = RETRY_BASE_S,
+    cap_s: float = RETRY_CAP_S,
+) -> float:
+    """
+    When to retry after failed attempt number *attempt* (1 for the first):
+    exponential back-off with full jitter (a uniform draw between now and
+    the exponential bound), so retries of many deliveries spread out.
+
+    :param attempt: How many attempts have failed (>= 1).
+    :param now: Unix seconds.
+    :param rng: The source of jitter (tests pass a seeded one).
+    :return: Unix seconds, in ``[now, now + min(cap_s, base_s * 2 ** (attempt - 1))]``.
+    """
+    if attempt < 1:
+        raise ValueError("attempt counts from 1")
+    bound = min(cap_s, base_s * 2.0 ** min(attempt - 1, 64))
+    return now + rng.uniform(0.0, bound)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """
+    One accepted ``POST /api/v1/notifications``.
+
+    :ivar id: Chosen by the outbox.
+    :ivar template: The template name.
+    :ivar data: The template's variables (decoded JSON).
+    :ivar priority: ``normal`` or ``urgent``.
+    :ivar idempotency_key: As given, or ``None``.
+    :ivar created_at: Unix seconds.
+    """
+
+    id: str
+    template: str
+    data: Mapping[str, Any] = field(hash=False)
+    priority: str
+    idempotency_key: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """
+    A delivery to create with its notification.
+
+    :ivar user_id: The recipient.
+    :ivar channel: One of :data:`CHANNELS`.
+    :ivar state: ``queued``, ``deferred`` (with *not_before*) or ``suppressed`` (with *reason*).
+    :ivar reason: Why it is suppressed (:data:`SUPPRESSION_REASONS`).
+    :ivar not_before: When it may be sent (``None``: at once).
+    """
+
+    user_id: str
+    channel: str
+    state: str = QUEUED
+    reason: str | None = None
+    not_before: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {CHANNELS}")
+        if self.state not in (QUEUED, DEFERRED, SUPPRESSED):
+            raise ValueError("a new delivery is queued, deferred or suppressed")
+        if (self.state == SUPPRESSED) != (self.reason is not None):
+            raise ValueError("a reason goes with, and only with, the suppressed state")
+        if self.reason is not None and self.reason not in SUPPRESSION_REASONS:
+            raise ValueError(f"reason must be one of {SUPPRESSION_REASONS}")
+        if self.state == DEFERRED and self.not_before is None:
+            raise ValueError("a deferred delivery needs not_before")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """
+    One (user, channel) delivery of a notification, as stored.
+
+    :ivar attempts: How many times a worker claimed it to send.
+    :ivar not_before: When it is due (``deferred``: the end of quiet hours;
+        ``queued`` after a failure: the next retry).
+    :ivar last_error: The latest failure, kept for ``failed``.
+    :ivar sent_at: When it was sent (``sent`` only).
+    """
+
+    id: str
+    notification_id: str
+    user_id: str
+    channel: str
+    state: str
+    reason: str | None
+    not_before: float
+    attempts: int
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    sent_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The delivery as ``POST`` and ``GET /api/v1/notifications…`` answer it."""
+        out: dict[str, Any] = {"user_id": self.user_id, "channel": self.channel, "state": self.state}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.state == DEFERRED:
+            out["not_before"] = self.not_before
+        if self.state in (QUEUED, DEFERRED, FAILED) and self.attempts:
+            out["attempts"] = self.attempts
+        if self.state == FAILED and self.last_error is not None:
+            out["last_error"] = self.last_error
+        if self.sent_at is not None:
+            out["sent_at"] = self.sent_at
+        return out
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """
+    A notification with its deliveries (in the order they were given).
+
+    :ivar created: ``False`` when an earlier notification with the same
+        idempotency key answered instead (nothing new was queued).
+    """
+
+    notification: Notification
+    deliveries: tuple[Delivery, ...]
+    created: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"id", "deliveries": [...]}`` as the contract answers."""
+        return {"id": self.notification.id, "deliveries": [d.to_json() for d in self.deliveries]}
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery a worker holds the lease of, with its notification."""
+
+    delivery: Delivery
+    notification: Notification
+    lease_until: float

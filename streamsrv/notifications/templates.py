@@ -1,0 +1,320 @@
+# -*- test-case-name: tests.test_notify_templates -*-
+"""Notification templates: sandboxed Jinja2 files per template name, channel and locale.
+
+A directory (``STREAMSRV_NOTIFY_TEMPLATES_DIR``, by default the packaged
+``etc/notifications/``, see :func:`default_templates_dir`) holds
+``{name}.{channel}.j2`` and, optionally, ``{name}.{locale}.{channel}.j2``,
+and one ``{name}.sample.json`` of sample data per name.  :meth:`TemplateSet.load`
+reads them all once (blocking: call it off the reactor thread, or before it
+runs); rendering is then pure CPU over memory.  What each channel's file
+holds:
+
+- ``email``: blocks ``subject`` (one line), ``text`` and ``html`` (HTML auto-escaped);
+- ``push`` and ``websocket``: blocks ``title`` (one line) and ``text``;
+- ``sms``: the whole file is the text.
+
+Blocks are rendered on their own, so a ``{% set %}`` outside every block is
+not seen inside them (use a macro, or set it in each block).  Templates run
+in Jinja2's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment` with
+:class:`~jinja2.StrictUndefined`: a variable the data lacks is an error, not
+an empty string.  This module must never let a template reach Python
+internals, never put a file-system path or a stack trace into an error, and
+never read files while rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from jinja2 import DictLoader, StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from streamsrv.errors import ApiError
+
+__all__ = [
+    "BLOCKS",
+    "MAX_RENDERED_CHARS",
+    "Rendered",
+    "TemplateSet",
+    "check_all",
+    "default_templates_dir",
+    "locale_candidates",
+]
+
+#: The blocks each channel's template must define (``sms``: none, the whole file is the text).
+BLOCKS: Final[Mapping[str, tuple[str, ...]]] = {
+    "email": ("subject", "text", "html"),
+    "push": ("title", "text"),
+    "websocket": ("title", "text"),
+    "sms": (),
+}
+
+#: The longest part (subject, text, html…) a template may render, in characters.
+MAX_RENDERED_CHARS: Final = 512 * 1024
+
+SAMPLE_SUFFIX: Final = ".sample.json"
+TEMPLATE_SUFFIX: Final = ".j2"
+
+_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
+_LOCALE = r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}"
+_TEMPLATE_FILE = re.compile(rf"({_NAME})(?:\.({_LOCALE}))?\.(email|push|websocket|sms)\.j2")
+_SAMPLE_FILE = re.compile(rf"({_NAME})\.sample\.json")
+
+#: Where the templates live in a checkout, and where ``setup.py``'s data_files install them.
+_CHECKOUT_DIR: Final = Path(__file__).resolve().parents[2] / "etc" / "notifications"
+_INSTALLED_DIR: Final = Path("share") / "streamsrv" / "notifications"
+
+
+def default_templates_dir() -> Path:
+    """
+    The packaged templates: ``etc/notifications/`` of a checkout (or an
+    editable install), else ``<prefix>/share/streamsrv/notifications`` where
+    ``pip install`` puts them.
+    """
+    if _CHECKOUT_DIR.is_dir():
+        return _CHECKOUT_DIR
+    return Path(sys.prefix) / _INSTALLED_DIR
+
+
+def locale_candidates(locale: str | None) -> tuple[str | None, ...]:
+    """
+    The locales to try, most specific first, ending with ``None`` (the default file).
+
+    ``pt-BR`` -> ``("pt-br", "pt", None)``; locales are compared case-insensitively.
+    """
+    if not locale or not re.fullmatch(_LOCALE, locale):
+        return (None,)
+    parts = locale.lower().split("-")
+    return (*("-".join(parts[:n]) for n in range(len(parts), 0, -1)), None)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """
+    One rendered template.
+
+    :ivar template: The template name (``new-release``).
+    :ivar channel: ``email``, ``push``, ``websocket`` or ``sms``.
+    :ivar locale: The locale of the file used, ``None`` for the default one.
+    :ivar text: The plain text (email body, push or websocket text, the SMS).
+    :ivar subject: ``email``: the subject, one line.
+    :ivar html: ``email``: the HTML body, its values escaped.
+    :ivar title: ``push`` and ``websocket``: the title, one line.
+    """
+
+    template: str
+    channel: str
+    locale: str | None
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    title: str | None = None
+
+
+def _one_line(text: str) -> str:
+    """Whitespace (newlines included: no header injection) collapsed to single spaces."""
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class _Key:
+    name: str
+    locale: str | None
+    channel: str
+
+    @property
+    def filename(self) -> str:
+        middle = f".{self.locale}" if self.locale else ""
+        return f"{self.name}{middle}.{self.channel}{TEMPLATE_SUFFIX}"
+
+
+class TemplateSet:
+    """The templates of one directory, in memory, rendered in a sandbox."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        """
+        :param sources: File name -> template text.  Names that are not
+            ``{name}[.{locale}].{channel}.j2`` are ignored (see :func:`check_all`).
+        """
+        self._keys: dict[tuple[str, str | None, str], _Key] = {}
+        by_key: dict[str, str] = {}
+        for filename, source in sources.items():
+            match = _TEMPLATE_FILE.fullmatch(filename)
+            if match is not None:
+                locale = match.group(2).lower() if match.group(2) else None
+                key = _Key(match.group(1), locale, match.group(3))
+                self._keys[(key.name, key.locale, key.channel)] = key
+                by_key[key.filename] = source
+        options: dict[str, Any] = {
+            "loader": DictLoader(by_key),
+            "undefined": StrictUndefined,
+            "auto_reload": False,
+        }
+        self._text = ImmutableSandboxedEnvironment(autoescape=False, **options)
+        self._html = ImmutableSandboxedEnvironment(autoescape=True, **options)
+
+    @classmethod
+    def load(cls, directory: Path) -> TemplateSet:
+        """
+        Read every ``*.j2`` of *directory* (blocking).
+
+        :raise OSError: If the directory cannot be read.
+        """
+        return cls({path.name: path.read_text(encoding="utf-8") for path in sorted(directory.glob("*.j2"))})
+
+    def names(self) -> tuple[str, ...]:
+        """The template names, sorted."""
+        return tuple(sorted({key.name for key in self._keys.values()}))
+
+    def variants(self) -> tuple[tuple[str, str | None, str], ...]:
+        """Every (name, locale, channel) present, sorted (the default locale first)."""
+        return tuple(sorted(self._keys, key=lambda k: (k[0], k[1] or "", k[2])))
+
+    def channels(self, name: str) -> tuple[str, ...]:
+        """The channels template *name* has a default-locale file for."""
+        return tuple(sorted(c for (n, locale, c) in self._keys if n == name and locale is None))
+
+    def render(self, name: str, channel: str, locale: str | None, data: Mapping[str, Any]) -> Rendered:
+        """
+        Render template *name* for *channel* in the user's *locale* (else the default).
+
+        :param data: The notification's ``data`` (decoded JSON): its keys are the variables.
+        :raise ApiError: ``BAD_REQUEST``: unknown template or channel, a
+            variable *data* lacks (named), a sandbox violation, a broken template.
+        """
+        for candidate in locale_candidates(locale):
+            key = self._keys.get((name, candidate, channel))
+            if key is not None:
+                return self._render(key, data)
+        shown = name[:64]
+        if name in self.names():
+            raise ApiError("BAD_REQUEST", f"template {shown!r} has no {channel!r} version")
+        raise ApiError("BAD_REQUEST", f"unknown template {shown!r}")
+
+    def validate(self, name: str, channels: tuple[str, ...], data: Mapping[str, Any]) -> None:
+        """
+        Render every locale of *name* for *channels* with *data*, so a send
+        that would fail later is refused before anything is queued.
+
+        :raise ApiError: As :meth:`render`, for the first variant that fails.
+        """
+        for channel in channels:
+            self.render(name, channel, None, data)
+            for key in self._keys.values():
+                if key.name == name and key.channel == channel and key.locale is not None:
+                    self._render(key, data)
+
+    def _render(self, key: _Key, data: Mapping[str, Any]) -> Rendered:
+        what = f"template {key.filename[: -len(TEMPLATE_SUFFIX)]!r}"
+        try:
+            parts = self._parts(key, dict(data), what)
+        except ApiError:
+            raise
+        except SecurityError as e:
+            raise ApiError("BAD_REQUEST", f"{what} does something the sandbox forbids: {e.message}")
+        except UndefinedError as e:
+            raise ApiError("BAD_REQUEST", f"{what} needs a value the data lacks: {e.message}")
+        except TemplateSyntaxError as e:
+            raise ApiError("BAD_REQUEST", f"{what} is broken: {e.message} (line {e.lineno})")
+        except TemplateError as e:
+            raise ApiError("BAD_REQUEST", f"{what} failed: {e.message}")
+        except Exception as e:  # a filter or operator failing on the data: a TypeError, a ZeroDivisionError…
+            raise ApiError("BAD_REQUEST", f"{what} failed on the data: {type(e).__name__}")
+        for part, value in parts.items():
+            if len(value) > MAX_RENDERED_CHARS:
+                limit = MAX_RENDERED_CHARS
+                raise ApiError("BAD_REQUEST", f"{what} renders a {part} of more than {limit} characters")
+        if key.channel == "sms":
+            return Rendered(key.name, key.channel, key.locale, text=parts["body"])
+        return Rendered(
+            key.name,
+            key.channel,
+            key.locale,
+            text=parts["text"],
+            subject=parts.get("subject"),
+            html=parts.get("html"),
+            title=parts.get("title"),
+        )
+
+    def _parts(self, key: _Key, data: dict[str, Any], what: str) -> dict[str, str]:
+        text_template = self._text.get_template(key.filename)
+        missing = sorted(self._undeclared(key) - set(data))
+        if missing:
+            raise ApiError("BAD_REQUEST", f"{what} needs {', '.join('data.' + m for m in missing)}")
+        if key.channel == "sms":
+            return {"body": text_template.render(data).strip()}
+        parts: dict[str, str] = {}
+        for block in BLOCKS[key.channel]:
+            if block not in text_template.blocks:
+                raise ApiError("BAD_REQUEST", f"{what} has no {block!r} block")
+            template = self._html.get_template(key.filename) if block == "html" else text_template
+            value = _render_block(template, block, data).strip()
+            parts[block] = _one_line(value) if block in ("subject", "title") else value
+        return parts
+
+    def _undeclared(self, key: _Key) -> set[str]:
+        """The top-level variables the template reads and does not set itself."""
+        source = self._text.loader.get_source(self._text, key.filename)[0]  # type: ignore[union-attr]
+        names = meta.find_undeclared_variables(self._text.parse(source))
+        return {n for n in names if n not in self._text.globals}
+
+
+def _render_block(template: Template, block: str, data: dict[str, Any]) -> str:
+    context = template.new_context(data)
+    return "".join(template.blocks[block](context))
+
+
+_NOT_A_TEMPLATE: Final = (
+    "neither a template ({name}.{channel}.j2, {name}.{locale}.{channel}.j2) "
+    "nor sample data ({name}.sample.json)"
+)
+
+
+def check_all(directory: Path) -> list[str]:
+    """
+    Render every template of *directory* with its sample data (blocking).
+
+    For ``streamsrv notify-template check``.
+
+    :return: The problems, ``file: what is wrong``, sorted; empty when all is well.
+    """
+    problems: list[str] = []
+    try:
+        files = sorted(p for p in directory.iterdir() if p.is_file())
+    except OSError as e:
+        return [f"{directory.name or directory}: cannot be read ({e.strerror})"]
+    sources: dict[str, str] = {}
+    samples: dict[str, Any] = {}
+    for path in files:
+        sample = _SAMPLE_FILE.fullmatch(path.name)
+        if path.name.endswith(TEMPLATE_SUFFIX) and _TEMPLATE_FILE.fullmatch(path.name):
+            sources[path.name] = path.read_text(encoding="utf-8")
+        elif sample is not None:
+            try:
+                samples[sample.group(1)] = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                problems.append(f"{path.name}: not valid JSON ({e})")
+        elif not path.name.startswith("."):
+            problems.append(f"{path.name}: {_NOT_A_TEMPLATE}")
+    templates = TemplateSet(sources)
+    for name, locale, channel in templates.variants():
+        key = _Key(name, locale, channel)
+        if locale is not None and channel not in templates.channels(name):
+            fallback = _Key(name, None, channel).filename
+            problems.append(f"{key.filename}: no default {fallback} to fall back on")
+        data = samples.get(name)
+        if not isinstance(data, dict):
+            problems.append(f"{key.filename}: no sample data ({name}{SAMPLE_SUFFIX} holding an object)")
+            continue
+        try:
+            templates._render(key, data)
+        except ApiError as e:
+            problems.append(f"{key.filename}: {e.message}")
+    return sorted(problems)
