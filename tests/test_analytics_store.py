@@ -23,14 +23,15 @@ from zope.interface.verify import verifyObject
 
 from streamsrv.analytics.backends import PostgresAnalyticsStore, SqliteAnalyticsStore, make_analytics_store
 from streamsrv.analytics.retention import DEFAULT_RETENTION_DAYS, AnalyticsRetention
-from streamsrv.analytics.schema import load_migrations, migration_statements
 from streamsrv.analytics.store import (
+    MIGRATIONS_DIR,
     AnalyticsEvent,
     AnalyticsStore,
     IAnalyticsStore,
     SessionRecord,
     truncate_ip,
 )
+from streamsrv.db.schema import load_migrations, migration_statements
 from streamsrv.health.checks import DEGRADED, FAILING, OK
 from tests.services import postgres_dsn_or_skip
 
@@ -156,7 +157,7 @@ class AnalyticsStoreContractMixin(_MixinBase):
         """Start applies every migration and records it; a second start applies nothing."""
         first = self.stores.open(self.clock)
         await first.start()
-        versions = [m.version for m in load_migrations()]
+        versions = [m.version for m in load_migrations(MIGRATIONS_DIR)]
         self.assertEqual(first.applied_at_start, versions)
         self.assertEqual(await first.applied_migrations(), versions)
         await first.close()
@@ -464,7 +465,7 @@ class MigrationFilesTests(unittest.TestCase):
 
     def test_shipped(self) -> None:
         """The shipped migrations are numbered from 1 without gaps."""
-        migrations = load_migrations()
+        migrations = load_migrations(MIGRATIONS_DIR)
         self.assertEqual(migrations[0].version, 1)
         self.assertEqual(migrations[0].name, "initial")
 

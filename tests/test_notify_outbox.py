@@ -24,7 +24,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from streamsrv.audio.catalog import ImmediateReactor, SynchronousThreadPool
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.notifications.outbox import IOutbox, Outbox, make_outbox, make_outbox_database
 from streamsrv.notifications.outboxdb import (
     OutboxDatabase,

@@ -17,9 +17,9 @@ from typing import Any, Final
 from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 
-from streamsrv.analytics.schema import POSTGRES, SQLITE
 from streamsrv.analytics.store import AnalyticsStore
-from streamsrv.sqlitepool import sqlite_pool
+from streamsrv.db.schema import POSTGRES, SQLITE
+from streamsrv.db.sqlitepool import sqlite_pool
 
 __all__ = ["ANALYTICS_DB_FILE", "PostgresAnalyticsStore", "SqliteAnalyticsStore", "make_analytics_store"]
 

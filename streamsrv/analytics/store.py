@@ -10,7 +10,7 @@ SIGTERM loses nothing; a ``kill -9`` loses at most one interval).  While the
 database fails, the buffer is kept (at most *max_buffered* events; beyond
 that the oldest are dropped and counted) and the write retried.  Both
 backends (:mod:`streamsrv.analytics.backends`) run the same versioned
-migrations (:mod:`streamsrv.analytics.schema`) at start, in one transaction,
+migrations (:mod:`streamsrv.db.schema`) at start, in one transaction,
 recorded in ``schema_migrations``;
 :class:`~streamsrv.analytics.retention.AnalyticsRetention` deletes what is
 older than the retention.
@@ -29,6 +29,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
+from pathlib import Path
 from typing import Any, Final
 
 from twisted.application.service import Service
@@ -39,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from streamsrv.analytics.schema import Dialect, apply_migrations, load_migrations
+from streamsrv.db.schema import Dialect, History, apply_migrations, load_migrations
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
 from streamsrv.service import PeriodicService
 
@@ -61,6 +62,13 @@ __all__ = [
 log = Logger()
 
 #: Seconds between two flushes of the buffer: at most this much is lost on ``kill -9``.
+#: Where the analytics store's versioned migrations live.
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+
+#: Where it records them (the table name predates the other stores), and its
+#: PostgreSQL advisory lock key (an arbitrary constant: "strs").
+HISTORY: Final = History("schema_migrations", 0x73747273)
+
 DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
 
 #: A buffer holding this many records is flushed at once, without waiting for the interval.
@@ -347,7 +355,7 @@ class AnalyticsStore(Service):
         self._sessions_written = 0
         self._flush_failures = 0
         self._events_dropped = 0
-        self._migrations = load_migrations()
+        self._migrations = load_migrations(MIGRATIONS_DIR)
         self._flusher = PeriodicService(
             flush_interval_s, self._tick, clock=clock, now=False, what="analytics: the flush loop"
         )
@@ -392,7 +400,7 @@ class AnalyticsStore(Service):
         if self._migrated:
             return
         applied: list[int] = await self._db().runInteraction(
-            apply_migrations, self._dialect, self._migrations, self._clock.seconds()
+            apply_migrations, self._dialect, self._migrations, self._clock.seconds(), history=HISTORY
         )
         self._migrated = True
         self.applied_at_start = applied

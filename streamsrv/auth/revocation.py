@@ -36,10 +36,10 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from streamsrv.auth.principal import Principal
+from streamsrv.db.sqlitepool import sqlite_pool
 from streamsrv.health.checks import DEGRADED, OK, CheckResult
 from streamsrv.redisconn import RedisConnection
 from streamsrv.service import PeriodicService
-from streamsrv.sqlitepool import sqlite_pool
 
 __all__ = [
     "AUTH_DB_FILE",

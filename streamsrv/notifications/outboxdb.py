@@ -9,9 +9,10 @@ to claim.  Each method is one transaction on a connection taken from a small
 pool, so several threads may call at once.  Claims lease deliveries: SQLite
 in one ``BEGIN IMMEDIATE`` write transaction (one writer at a time across
 processes), PostgreSQL with ``FOR UPDATE SKIP LOCKED`` (claimers never wait
-for, nor take, each other's rows).  Migrations reuse the analytics store's
-loader.  This module must never run on the reactor thread, never log a DSN,
-and never change a delivery whose lease another worker holds.
+for, nor take, each other's rows).  Migrations run through
+:func:`streamsrv.db.schema.apply_migrations`.  This module must never run
+on the reactor thread, never log a DSN, and never change a delivery whose
+lease another worker holds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from streamsrv.analytics.store import load_migrations, migration_statements
+from streamsrv.db.schema import POSTGRES, SQLITE, History, apply_migrations, load_migrations
 from streamsrv.notifications.records import (
     DEFERRED,
     FAILED,
@@ -63,15 +64,12 @@ SQLITE_BUSY_TIMEOUT_S: Final = 10.0
 #: How long connecting to PostgreSQL may take.
 POSTGRES_CONNECT_TIMEOUT_S: Final = 5
 
-#: Serialises outbox migrations of concurrent PostgreSQL starters (not the analytics' key).
-_PG_MIGRATION_LOCK: Final = 0x73746E6F  # "stno"
+#: Where the outbox records its migrations (not the analytics' table), and its
+#: PostgreSQL advisory lock key (an arbitrary constant of its own: "stno").
+HISTORY: Final = History("notification_schema_migrations", 0x73746E6F)
 
+#: Ids are text (chosen by the outbox) on both databases.
 _SUBSTITUTIONS: Final = {"{{AUTO_ID}}": "TEXT PRIMARY KEY"}
-
-_CREATE_VERSIONS: Final = (
-    "CREATE TABLE IF NOT EXISTS notification_schema_migrations ("
-    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-)
 
 _DELIVERY_COLUMNS: Final = (
     "id, notification_id, user_id, channel, state, reason, not_before, attempts, "
@@ -253,25 +251,11 @@ class OutboxDatabase:
             return applied
 
     def _apply_migrations(self, cursor: Any, now: float) -> list[int]:
-        if self.dialect == "postgresql":
-            cursor.execute(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-        cursor.execute(_CREATE_VERSIONS)
-        cursor.execute("SELECT version FROM notification_schema_migrations")
-        done = {int(row[0]) for row in cursor.fetchall()}
-        applied = []
-        for migration in self._migrations:
-            if migration.version in done:
-                continue
-            for statement in migration_statements(migration.sql, _SUBSTITUTIONS):
-                cursor.execute(statement)
-            cursor.execute(
-                self._sql(
-                    "INSERT INTO notification_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
-                ),
-                (migration.version, migration.name, now),
-            )
-            applied.append(migration.version)
-        return applied
+        # The write transaction is already open (BEGIN IMMEDIATE on SQLite).
+        dialect = POSTGRES if self.dialect == "postgresql" else SQLITE
+        return apply_migrations(
+            cursor, dialect, self._migrations, now, history=HISTORY, begin=False, substitutions=_SUBSTITUTIONS
+        )
 
     def applied_migrations(self) -> list[int]:
         """The versions recorded, ascending."""

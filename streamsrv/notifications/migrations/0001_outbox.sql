@@ -1,7 +1,7 @@
 -- streamsrv notification outbox, schema version 1.
 --
 -- Written in the SQL that SQLite and PostgreSQL both accept (read by
--- streamsrv.analytics.store.load_migrations / migration_statements: statements
+-- streamsrv.db.schema.load_migrations / migration_statements: statements
 -- end with a semicolon at the end of a line, no semicolon anywhere else,
 -- comments on lines of their own).  Times are Unix seconds (UTC) as DOUBLE
 -- PRECISION; ids are text chosen by the server; data is JSON text.

@@ -1,9 +1,10 @@
-# -*- test-case-name: tests.test_analytics_store -*-
-"""The analytics schema: versioned migrations, what differs between SQLite and PostgreSQL, and the runner.
+# -*- test-case-name: tests.test_analytics_store,tests.test_notify_outbox -*-
+"""Versioned migrations, what differs between SQLite and PostgreSQL, and the runner.
 
-Migrations are ``migrations/NNNN_name.sql`` files, numbered 1, 2, 3… without
-gaps; :func:`apply_migrations` runs the pending ones in one transaction (in
-the database thread) and records them in ``schema_migrations``.  A
+A component's migrations are ``NNNN_name.sql`` files in a directory of its
+own, numbered 1, 2, 3… without gaps; :func:`apply_migrations` runs the
+pending ones in one transaction (in the database thread) and records them in
+the component's :class:`History` table.  A
 :class:`Dialect` holds what the two databases write differently (placeholder
 substitutions, locks, parameter style, multi-row inserts).  This module must
 never run on the reactor thread what touches a database (its functions taking
@@ -20,12 +21,11 @@ from pathlib import Path
 from typing import Any, Final
 
 __all__ = [
-    "CREATE_SCHEMA_MIGRATIONS",
-    "MIGRATIONS_DIR",
     "POSTGRES",
     "POSTGRES_ROWS_PER_STATEMENT",
     "SQLITE",
     "Dialect",
+    "History",
     "Migration",
     "apply_migrations",
     "load_migrations",
@@ -35,13 +35,10 @@ __all__ = [
 #: Rows per multi-row ``INSERT`` on PostgreSQL.
 POSTGRES_ROWS_PER_STATEMENT: Final = 1000
 
-#: Where the versioned migrations live.
-MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-
-#: Serialises migrations of concurrent PostgreSQL starters (an arbitrary constant).
-_PG_MIGRATION_LOCK: Final = 0x73747273  # "strs"
-
 _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+
+#: A history table's name is written into statements: a plain identifier only.
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ class Migration:
     sql: str
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> tuple[Migration, ...]:
+def load_migrations(directory: Path) -> tuple[Migration, ...]:
     """
     The migrations in *directory*, in order.
 
@@ -99,7 +96,8 @@ class Dialect:
     substitutions: dict[str, str]
     #: Run first in a write transaction (SQLite: take the write lock now).
     begin_write: str | None
-    #: Run first in the migration transaction (PostgreSQL: serialise starters).
+    #: Run first in the migration transaction with a :class:`History`'s key
+    #: (PostgreSQL: serialise concurrent starters).
     migration_lock: str | None
 
     def sql(self, text: str) -> str:
@@ -137,39 +135,71 @@ POSTGRES: Final = Dialect(
     name="postgresql",
     substitutions={"{{AUTO_ID}}": "BIGSERIAL PRIMARY KEY"},
     begin_write=None,  # psycopg2 opens the transaction itself
-    migration_lock=f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})",
-)
-
-CREATE_SCHEMA_MIGRATIONS: Final = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+    migration_lock="SELECT pg_advisory_xact_lock({key})",
 )
 
 
-def apply_migrations(txn: Any, dialect: Dialect, migrations: Sequence[Migration], now: float) -> list[int]:
+@dataclass(frozen=True)
+class History:
+    """Where a component records the migrations it applied.
+
+    :ivar table: the table of applied versions (one per component, so two
+        components sharing a database never read each other's versions).
+    :ivar pg_lock_key: the PostgreSQL advisory lock serialising the
+        component's concurrent starters (an arbitrary constant of its own).
+    """
+
+    table: str
+    pg_lock_key: int
+
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.fullmatch(self.table):
+            raise ValueError(f"not a plain SQL identifier: {self.table!r}")
+
+    def create(self) -> str:
+        """The statement creating :attr:`table` if it is missing."""
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+
+
+def apply_migrations(
+    txn: Any,
+    dialect: Dialect,
+    migrations: Sequence[Migration],
+    now: float,
+    *,
+    history: History,
+    begin: bool = True,
+    substitutions: dict[str, str] | None = None,
+) -> list[int]:
     """
     In the database thread: apply the pending *migrations* in this transaction.
 
-    Creates ``schema_migrations`` if needed, takes the dialect's locks, runs
+    Creates the *history* table if needed, takes the dialect's locks, runs
     every migration not recorded there and records it at *now*.
 
+    :param begin: run the dialect's ``begin_write`` first (``False`` when the
+        caller's transaction already took the write lock).
+    :param substitutions: placeholders of the migration files, if not the dialect's.
     :return: The versions applied (empty if the schema was current).
     """
-    if dialect.begin_write is not None:
+    if begin and dialect.begin_write is not None:
         txn.execute(dialect.begin_write)
     if dialect.migration_lock is not None:
-        txn.execute(dialect.migration_lock)
-    txn.execute(CREATE_SCHEMA_MIGRATIONS)
-    txn.execute("SELECT version FROM schema_migrations")
+        txn.execute(dialect.migration_lock.format(key=history.pg_lock_key))
+    txn.execute(history.create())
+    txn.execute(f"SELECT version FROM {history.table}")  # noqa: S608 (an identifier checked by History)
     done = {int(row[0]) for row in txn.fetchall()}
     applied = []
     for migration in migrations:
         if migration.version in done:
             continue
-        for statement in migration_statements(migration.sql, dialect.substitutions):
+        for statement in migration_statements(migration.sql, substitutions or dialect.substitutions):
             txn.execute(statement)
         txn.execute(
-            dialect.sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+            dialect.sql(f"INSERT INTO {history.table} (version, name, applied_at) VALUES (?, ?, ?)"),  # noqa: S608
             (migration.version, migration.name, now),
         )
         applied.append(migration.version)
