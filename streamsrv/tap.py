@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,21 +79,22 @@ from streamsrv.logs import make_log_observer
 from streamsrv.middleware.audit import security_event
 from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, RedisRateLimiter
-from streamsrv.processes import (
-    STOP_MARGIN_S,
-    EventRelay,
-    PassthroughRelay,
+from streamsrv.processes.identity import (
     WorkerLabelledRegistry,
     WorkerRole,
-    WorkerSupervisor,
-    adopted_endpoint,
     available_cpus,
     identify_worker,
-    plugin_arguments,
     pool_size,
+    worker_log_observer,
+)
+from streamsrv.processes.relay import EventRelay, PassthroughRelay
+from streamsrv.processes.sockets import adopted_endpoint
+from streamsrv.processes.supervisor import (
+    STOP_MARGIN_S,
+    WorkerSupervisor,
+    plugin_arguments,
     worker_command,
     worker_environment,
-    worker_log_observer,
 )
 from streamsrv.redisconn import RedisService
 from streamsrv.service import RootService
@@ -525,14 +526,19 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     return root_service
 
 
-def makeWorkerService(config: Options, worker: WorkerRole, reactor: Any) -> RootService:
+def makeWorkerService(argv: Sequence[str], worker: WorkerRole, reactor: Any) -> RootService:
     """Build the daemon of one worker process, listening on the sockets it inherited.
+
+    :param argv: the worker's ``twistd streamsrv`` options (from the supervisor).
+    :raise usage.UsageError: when *argv* is not valid options.
 
     The same service tree as :func:`makeService` builds for one process,
     except what the supervisor or worker 0 already does for the whole host
     (see docs/modules/processes.md).  Its ``log_observer`` writes lines with
     the worker's index, for the supervisor to relay.
     """
+    config = Options()
+    config.parseOptions(list(argv))
     settings = _load(config)
     _make_data_dir(settings)
     if len(worker.listen_fds) != len(settings.listen):
