@@ -19,11 +19,12 @@ from copy import copy
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Info
 from prometheus_client.metrics_core import Metric
 from twisted.logger import ILogObserver, LogLevel
 from zope.interface import implementer
 
+from streamsrv.health.metrics import Metrics
 from streamsrv.logs import LEVELS, LevelFilteringObserver, make_log_observer
 from streamsrv.web.site import StreamsrvSite
 
@@ -135,3 +136,12 @@ def worker_log_observer(fmt: str, level: str, out: IO[str], index: int) -> ILogO
     """
     inner = make_log_observer(fmt, "debug", out)
     return LevelFilteringObserver(_WorkerFields(inner, index), LEVELS.get(level, LogLevel.info))
+
+
+def worker_metrics(role: WorkerRole) -> Metrics:
+    """A worker's metrics: every sample labelled with its index, and ``streamsrv_worker_info``."""
+    metrics = Metrics(registry=WorkerLabelledRegistry(role.index))
+    Info("streamsrv_worker", "This worker process", registry=metrics.registry).info(
+        {"pid": str(os.getpid()), "workers": str(role.count)}
+    )
+    return metrics

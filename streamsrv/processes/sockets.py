@@ -154,6 +154,15 @@ class _InheritedSocketReactor:
         return port
 
 
+def adopted_endpoints(
+    reactor: Any, descriptions: Sequence[str], fds: Sequence[int]
+) -> list[IStreamServerEndpoint]:
+    """The endpoints a worker listens with: each of *descriptions* on its inherited socket, in order."""
+    return [
+        adopted_endpoint(reactor, description, fd) for description, fd in zip(descriptions, fds, strict=True)
+    ]
+
+
 def adopted_endpoint(reactor: Any, description: str, fd: int) -> IStreamServerEndpoint:
     """The endpoint a worker listens with: *description*'s meaning, on inherited socket *fd*.
 

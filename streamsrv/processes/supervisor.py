@@ -17,6 +17,7 @@ the supervisor).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -32,8 +33,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamsrv.config import Settings
 from streamsrv.processes.identity import WorkerRole
-from streamsrv.processes.relay import LogRelay
+from streamsrv.processes.relay import EventRelay, LogRelay, PassthroughRelay
 from streamsrv.processes.sockets import FIRST_LISTEN_FD, bind_listeners, child_fds, close_shared
 
 #: Every module of the package logs under the name operators know from its start.
@@ -400,3 +402,26 @@ class WorkerSupervisor(Service):
                     timeout=self._stop_timeout_s,
                 )
                 self._signal(slot, "KILL")
+
+
+def make_supervisor(
+    settings: Settings, cli_values: Mapping[str, str], reactor: Any, *, foreground: bool
+) -> WorkerSupervisor:
+    """The supervisor of ``STREAMSRV_WORKERS`` workers started with the supervisor's own options.
+
+    :param cli_values: the supervisor's command-line values (``Options.cli_values()``).
+    :param foreground: the supervisor logs with streamsrv's observer: its
+        workers' lines are passed on as they are; otherwise (twistd's
+        observer) the workers write JSON, turned back into events here.
+    """
+    relay: LogRelay = PassthroughRelay(sys.stdout, sys.stderr) if foreground else EventRelay()
+    plugin_args = plugin_arguments(cli_values, settings.listen, log_format=None if foreground else "json")
+    return WorkerSupervisor(
+        reactor,
+        listen=settings.listen,
+        count=settings.workers,
+        command=lambda role: worker_command(role, plugin_args)[0],
+        environ=worker_environment(os.environ),
+        stop_timeout_s=settings.shutdown_grace_s + STOP_MARGIN_S,
+        relay=relay,
+    )
