@@ -1,33 +1,36 @@
 """Build a streamsrv site in memory for tests, and talk to it with StubTreq.
 
-The pieces are assembled the way ``streamsrv.tap`` assembles them, minus
-configuration loading, so a test can choose the media root, the clock and
-the options it pins.
+The site is built with the factories ``streamsrv.tap`` uses
+(:mod:`streamsrv.health.factory`, :mod:`streamsrv.web.factory`) from
+settings made like the daemon's, so a test exercises the daemon's wiring;
+only the parts a test chooses (media root, clock, guard, options) differ.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
-from streamsrv.health.checks import HealthChecks, media_root_check
+from streamsrv.config import Settings, load_settings
+from streamsrv.health.checks import HealthChecks, ReactorLagMonitor
+from streamsrv.health.factory import make_health
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
-from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.web.api import ApiApp
-from streamsrv.web.root import RootResource
+from streamsrv.web.factory import make_api, make_site, make_stream
 from streamsrv.web.site import StreamsrvSite
 
 
-@dataclass
+@dataclasses.dataclass
 class BuiltSite:
     """A site and the parts a test may want to poke."""
 
@@ -38,6 +41,28 @@ class BuiltSite:
     checks: HealthChecks
     clock: Any
     guard: Guard
+    lag: ReactorLagMonitor
+
+
+def site_settings(
+    *,
+    development: bool = True,
+    metrics_token: str | None = None,
+    max_ranges: int = 16,
+    use_sendfile: bool = False,
+) -> Settings:
+    """The daemon's default settings with a test's choices.
+
+    ``development=False`` is the staging profile: ``/health/detailed`` is
+    closed, and (unlike production) nothing is refused for want of secrets.
+    """
+    return dataclasses.replace(
+        load_settings(cli={}, environ={}),
+        env="development" if development else "staging",
+        metrics_token=metrics_token,
+        max_ranges=max_ranges,
+        sendfile=use_sendfile,
+    )
 
 
 def build_site(
@@ -56,9 +81,16 @@ def build_site(
     is_audio: Any = None,
     replaygain_of: Any = None,
     durations: Any = None,
+    data_dir: Path | None = None,
 ) -> BuiltSite:
-    """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default)."""
+    """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default).
+
+    :param data_dir: where the disk-space check looks (the media root by default).
+    """
     clock = clock if clock is not None else MemoryReactorClock()
+    settings = site_settings(
+        development=development, metrics_token=metrics_token, max_ranges=max_ranges, use_sendfile=use_sendfile
+    )
     if guard is None:
         guard = Guard(
             verifier=None,
@@ -73,34 +105,25 @@ def build_site(
     metrics = Metrics(process=False)
     tracker = StreamTracker(clock, grace_s, metrics)
     tracker.startService()
-    checks = HealthChecks(clock)
-    checks.register("media_root", media_root_check(media_root))
-    api = ApiApp(
-        metrics=metrics,
-        checks=checks,
-        clock=clock,
-        detailed_open=development,
-        metrics_token=metrics_token,
-        guard=guard,
-        tokens=tokens,
-        media=media,
+    health = make_health(clock, MultiService(), media_root, data_dir or media_root, tracker)
+    api = make_api(
+        settings, metrics=metrics, checks=health.checks, clock=clock, guard=guard, tokens=tokens, media=media
     )
     api.ready = True
-    stream = StreamResource(
+    stream = make_stream(
+        settings,
         media_root,
         guard=guard,
         tracker=tracker,
         metrics=metrics,
         clock=clock,
         durations=durations,
-        max_ranges=max_ranges,
-        use_sendfile=use_sendfile,
         transcodes=transcodes(tracker, metrics) if transcodes is not None else None,
         is_audio=is_audio,
         replaygain_of=replaygain_of,
     )
-    site = StreamsrvSite(RootResource(api.app.resource(), {b"stream": stream}), metrics=metrics, clock=clock)
-    return BuiltSite(site, metrics, tracker, api, checks, clock, guard)
+    site = make_site(settings, api, {b"stream": stream}, metrics=metrics, clock=clock)
+    return BuiltSite(site, metrics, tracker, api, health.checks, clock, guard, health.lag)
 
 
 def stub_for(built: BuiltSite) -> StubTreq:

@@ -46,7 +46,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial import unittest
 
 from streamsrv.config import KNOWN_VARIABLES, ConfigError, Settings, load_settings
-from streamsrv.processes import STOP_MARGIN_S
+from streamsrv.processes.supervisor import STOP_MARGIN_S
 from streamsrv.tap import Options
 from tests.test_daemon import (
     CLEAN_EXITS,

@@ -38,7 +38,7 @@ DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
 class HealthSiteMixin:
-    """A real StreamsrvSite with the checks tap.py registers, on a memory clock."""
+    """A real StreamsrvSite built with the daemon's factories (its checks included), on a memory clock."""
 
     development = True
     metrics_token: str | None = None
@@ -51,14 +51,13 @@ class HealthSiteMixin:
         self.data.mkdir()
         self.clock = MemoryReactorClock()
         self.built = build_site(
-            self.media, clock=self.clock, development=self.development, metrics_token=self.metrics_token
+            self.media,
+            clock=self.clock,
+            development=self.development,
+            metrics_token=self.metrics_token,
+            data_dir=self.data,
         )
-        self.lag = ReactorLagMonitor(self.clock)
-        checks = self.built.checks
-        tracker = self.built.tracker
-        checks.register("disk_space", disk_space_check(self.data))
-        checks.register("reactor_lag", self.lag.check)
-        checks.register("open_streams", lambda: CheckResult(OK, {"count": tracker.open_count}))
+        self.lag = self.built.lag
         self.stub = stub_for(self.built)
 
     def start(self, method: str, path: str, headers: dict[str, str] | None = None) -> Deferred[Any]:

@@ -29,6 +29,19 @@ from streamsrv.web.site import StreamsrvSite
 TOKEN = "tap-test-metrics-token-0123456789abcdef"
 
 
+class ThreadedMemoryReactor(MemoryReactorClock):
+    """A memory reactor (ports recorded, time by hand) whose threads report back through the real one.
+
+    The catalog's and the stores' threads call ``callFromThread``; the daemon
+    is handed this reactor explicitly, as twistd hands it the real one.  It
+    does not claim ``IReactorFromThreads``, so the decode pool stays cold as
+    under any test reactor.
+    """
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        global_reactor.callFromThread(f, *args, **kwargs)
+
+
 def _options(*argv: str) -> tap.Options:
     options = tap.Options()
     options.parseOptions(list(argv))
@@ -113,7 +126,7 @@ class MakeServiceMixin:
         self.patch(sys, "stderr", self.stderr)  # type: ignore[attr-defined]
         self.stdout = io.StringIO()
         self.patch(sys, "stdout", self.stdout)  # type: ignore[attr-defined]
-        self.reactor = MemoryReactorClock()
+        self.reactor = ThreadedMemoryReactor()
 
     def make(self, *argv: str) -> RootService:
         """makeService for *argv* on the memory reactor."""

@@ -37,31 +37,31 @@ from twisted.trial import unittest
 from streamsrv.config import ConfigError, config_warnings, load_settings
 from streamsrv.health.metrics import Metrics
 from streamsrv.logs import will_observe
-from streamsrv.processes import (
-    FIRST_LISTEN_FD,
+from streamsrv.processes.identity import (
     WORKER_HEADER,
-    EventRelay,
-    LineBuffer,
-    ParentWatch,
-    PassthroughRelay,
-    RestartBackoff,
     WorkerLabelledRegistry,
     WorkerRole,
-    WorkerSupervisor,
-    _parse_worker_arguments,
-    _StopOnce,
+    identify_worker,
+    pool_size,
+    worker_log_observer,
+)
+from streamsrv.processes.relay import EventRelay, LineBuffer, PassthroughRelay
+from streamsrv.processes.sockets import (
+    FIRST_LISTEN_FD,
     adopted_endpoint,
     bind_listeners,
     child_fds,
     close_shared,
+)
+from streamsrv.processes.supervisor import (
+    RestartBackoff,
+    WorkerSupervisor,
     describe_exit,
-    identify_worker,
     plugin_arguments,
-    pool_size,
     worker_command,
     worker_environment,
-    worker_log_observer,
 )
+from streamsrv.processes.worker import ParentWatch, _parse_worker_arguments, _StopOnce
 from tests.sitehelpers import build_site, parse_head, raw_exchange
 from tests.test_daemon import (
     CLEAN_EXITS,

@@ -1,0 +1,133 @@
+# -*- test-case-name: tests.test_tap -*-
+"""What the daemon says and prepares at start, once per host: the data dir, the media root, the try-me lines.
+
+The composition root calls these before it builds the parts: the data
+directory is created (or start-up ends with status 1, naming
+``STREAMSRV_DATA_DIR``); without ``STREAMSRV_MEDIA_DIR`` the demo library is
+generated and a few commands to try it are logged; a development server
+prints a ready-to-use token and signed URL.  :func:`or_exit` turns a
+configuration value that only proves invalid when used (a roles file, a DSN)
+into the same one-line refusal; :func:`log_observer` chooses who logs.
+This module must never log a credential (they go to stderr, for a person)
+and never start a service.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from twisted.logger import ILogObserver, Logger
+
+from streamsrv.audio.formats import audio_format_for
+from streamsrv.auth.devcredentials import signing_material
+from streamsrv.auth.factory import make_issuer
+from streamsrv.auth.signing import sign_url
+from streamsrv.config import Settings
+from streamsrv.demo import ensure_demo_library
+from streamsrv.logs import make_log_observer
+
+log = Logger(namespace="streamsrv.tap")
+
+#: How long the printed development admin token lasts, seconds.
+DEV_TOKEN_TTL_S = 7 * 24 * 3600
+
+#: How long the printed development signed URL lasts, seconds.
+DEV_URL_TTL_S = 24 * 3600
+
+T = TypeVar("T")
+
+
+def or_exit(variable: str, build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``build(*args, **kwargs)``; a ``ValueError`` ends start-up with status 1, naming *variable*."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as e:
+        print(f"streamsrv: {variable}: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def log_observer(twistd_options: Mapping[str, Any] | None, settings: Settings) -> ILogObserver | None:
+    """Our observer for foreground runs; twistd's own when it daemonizes or logs to a file.
+
+    Under ``twistd -n`` (systemd, Docker, a terminal) logs go to stdout as
+    JSON or text at ``STREAMSRV_LOG_LEVEL``.  When twistd forks into the
+    background or is given ``--logfile``/``--syslog``, stdout is gone or the
+    operator chose a destination, so twistd's observer is kept.
+
+    :param twistd_options: twistd's own options (the plugin options' ``parent``), if any.
+    """
+    if twistd_options is not None:
+        logfile = twistd_options.get("logfile")
+        daemonizes = not twistd_options.get("nodaemon")
+        if daemonizes or logfile not in (None, "", "-") or twistd_options.get("syslog"):
+            return None
+    return make_log_observer(settings.log_format, settings.log_level, sys.stdout)
+
+
+def make_data_dir(settings: Settings) -> None:
+    """Create ``STREAMSRV_DATA_DIR`` (exit 1, saying why, when it cannot be)."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"streamsrv: STREAMSRV_DATA_DIR: cannot create it ({e.strerror})", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def base_url(listen: Sequence[str]) -> str:
+    """The loopback URL of the first listener, for commands printed to try the server."""
+    first = listen[0] if listen else "tcp:8080"
+    port = next((part for part in first.split(":")[1:2] if part.isdigit()), "8080")
+    scheme = "https" if first.startswith("ssl:") else "http"
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+def media_root(settings: Settings, announce: bool = True) -> Path:
+    """The media root: the configured one, or the demo library (generated the first time).
+
+    :param announce: log a few commands to try the demo library (once per
+        host: the supervisor does, its workers do not).
+    """
+    if settings.media_dir is not None:
+        return settings.media_dir
+    demo = settings.data_dir / "demo"
+    tracks = ensure_demo_library(demo)
+    if not announce:
+        return demo
+    base = base_url(settings.listen)
+    log.info("serving the generated demo library ({count} tracks); try:", count=len(tracks))
+    for track in tracks[:3]:
+        rel = track.relative_to(demo).as_posix()
+        log.info("  curl -r 1000-1999 -o /dev/null -D - {base}/stream/{url}", base=base, url=quote(rel))
+    return demo
+
+
+def announce_dev_credentials(settings: Settings, root: Path, clock: Any) -> None:
+    """Print a ready token and signed URL for trying a development server (one with generated secrets).
+
+    Printed to stderr, not logged: the log redacts credentials (and may be
+    shipped elsewhere) and stdout carries JSON logs, while these are meant
+    to be read and copied by a person.
+
+    :param root: the media root (the signed URL names its first track).
+    """
+    material = signing_material(settings)
+    if material.dev is None:
+        return
+    issuer = make_issuer(settings, material, clock)
+    url_keys = material.url_keys
+    base = base_url(settings.listen)
+    token = issuer.issue(sub="dev-admin", roles=["admin"], ttl_s=DEV_TOKEN_TTL_S)
+    lines = [
+        "streamsrv development credentials (generated, kept in the data dir; never used in production):",
+        f"  admin token, valid 7 days:  curl -H 'Authorization: Bearer {token}' {base}/health/detailed",
+    ]
+    track = next((p for p in sorted(root.rglob("*")) if audio_format_for(p) is not None), None)
+    if track is not None:
+        path = "/stream/" + track.relative_to(root).as_posix()
+        url = sign_url(base, path, keys=url_keys, expires=int(clock.seconds()) + DEV_URL_TTL_S)
+        lines.append(f"  signed URL, valid 24 h:     curl -o /dev/null -D - '{url}'")
+    print("\n".join(lines), file=sys.stderr, flush=True)
