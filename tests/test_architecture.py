@@ -40,6 +40,7 @@ FLOOR = {
     "threads": frozenset(),
     "service": frozenset(),
     "redisconn": frozenset(),
+    "cliargs": frozenset(),
 }
 
 MAX_MODULE_LINES = 800

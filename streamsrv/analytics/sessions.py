@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from streamsrv.analytics.store import AnalyticsEvent, IAnalyticsStore, SessionRecord, truncate_ip
+from streamsrv.events.hub import PLAYBACK_TYPES
 from streamsrv.service import PeriodicService
 
 __all__ = [
@@ -77,16 +78,7 @@ REPORT_SLACK_S: Final = 2.0
 CLIENT_INFO_MAX: Final = 256
 
 #: The playback report types.
-REPORT_TYPES: Final = frozenset(
-    {
-        "playback.play",
-        "playback.pause",
-        "playback.seek",
-        "playback.progress",
-        "playback.ended",
-        "playback.buffering",
-    }
-)
+REPORT_TYPES: Final = PLAYBACK_TYPES
 
 #: Fields a report's ``data`` may carry, and the bounds of the numeric ones.
 _NUMBER_BOUNDS: Final[Mapping[str, tuple[float, float]]] = {

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from streamsrv.db.schema import Dialect, History, apply_migrations, load_migrations
+from streamsrv.events.hub import PLAYBACK_TYPES
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
 from streamsrv.service import PeriodicService
 
@@ -85,17 +86,7 @@ CLOSE_FLUSH_ATTEMPTS: Final = 2
 SOURCES: Final = frozenset({"stream", "hls", "client"})
 
 #: Event types: the client's playback reports and the ones derived from them.
-EVENT_TYPES: Final = frozenset(
-    {
-        "playback.play",
-        "playback.pause",
-        "playback.seek",
-        "playback.progress",
-        "playback.ended",
-        "playback.buffering",
-        "bitrate.switch",
-    }
-)
+EVENT_TYPES: Final = PLAYBACK_TYPES | {"bitrate.switch"}
 
 #: The widest networks an address is kept as.
 IPV4_PREFIX: Final = 24

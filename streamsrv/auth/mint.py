@@ -18,12 +18,13 @@ import base64
 import datetime
 import json
 from collections.abc import Sequence
-from typing import Any, Final, NoReturn, TextIO
+from typing import Any, Final, TextIO
 
 from streamsrv.auth.jwt import TokenIssuer
 from streamsrv.auth.principal import AuthError
 from streamsrv.auth.refresh import ACCESS_TTL_S, REFRESH_TTL_S
 from streamsrv.auth.revocation import REVOCATION_RETENTION_S
+from streamsrv.cliargs import EXIT_INVALID, EXIT_OK, EXIT_USAGE, RaisingParser, UsageError
 
 __all__ = ["MAX_TTL_S", "mint_cli", "mint_token_parser"]
 
@@ -33,22 +34,6 @@ MAX_TTL_S: Final = REVOCATION_RETENTION_S
 #: The role of a token minted without ``--role``.
 DEFAULT_ROLE: Final = "listener"
 
-#: Exit statuses, as in ``streamsrv.cli``.
-EXIT_OK: Final = 0
-EXIT_INVALID: Final = 1
-EXIT_USAGE: Final = 2
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that raises instead of printing and exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
 
 def mint_token_parser(prog: str = "streamsrv mint-token") -> argparse.ArgumentParser:
     """
@@ -57,7 +42,7 @@ def mint_token_parser(prog: str = "streamsrv mint-token") -> argparse.ArgumentPa
     :param prog: The program name shown in usage lines.
     :return: A new parser whose ``error`` raises instead of exiting.
     """
-    parser = _Parser(
+    parser = RaisingParser(
         prog=prog,
         add_help=False,
         description=(
@@ -115,7 +100,7 @@ def mint_cli(argv: Sequence[str], *, issuer: TokenIssuer, out: TextIO, err: Text
     parser = mint_token_parser()
     try:
         args = parser.parse_args(list(argv))
-    except _UsageError as e:
+    except UsageError as e:
         if "-h" in argv or "--help" in argv:
             parser.print_help(out)
             return EXIT_OK

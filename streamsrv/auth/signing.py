@@ -29,8 +29,10 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, TextIO
+from typing import TextIO
 from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+from streamsrv.cliargs import RaisingParser, UsageError
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -474,17 +476,6 @@ def max_age_for(expires: int, now: float) -> int:
 # --- streamsrv sign-url -----------------------------------------------------
 
 
-class _UsageError(Exception):
-    """The ``sign-url`` command line cannot be parsed."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that raises instead of printing and exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def sign_url_parser(prog: str = "streamsrv sign-url") -> argparse.ArgumentParser:
     """
     The ``streamsrv sign-url`` argument parser (also for ``--help`` in ``streamsrv.cli``).
@@ -492,7 +483,7 @@ def sign_url_parser(prog: str = "streamsrv sign-url") -> argparse.ArgumentParser
     :param prog: The program name shown in usage lines.
     :return: A new parser whose ``error`` raises instead of exiting.
     """
-    parser = _Parser(
+    parser = RaisingParser(
         prog=prog,
         add_help=False,
         description=(
@@ -534,15 +525,15 @@ def _request_path(path: str) -> str:
     """
     The full request path of ``sign-url``'s PATH.
 
-    :raise _UsageError: For an empty path or a full path outside :data:`SIGNED_PREFIXES`.
+    :raise UsageError: For an empty path or a full path outside :data:`SIGNED_PREFIXES`.
     """
     if not path.strip("/"):
-        raise _UsageError("PATH is empty")
+        raise UsageError("PATH is empty")
     if not path.startswith("/"):
         return "/stream/" + path
     if not path.startswith(SIGNED_PREFIXES):
         allowed = ", ".join(SIGNED_PREFIXES)
-        raise _UsageError(f"signed URLs are accepted only under {allowed}; got a path outside them")
+        raise UsageError(f"signed URLs are accepted only under {allowed}; got a path outside them")
     return path
 
 
@@ -550,17 +541,17 @@ def _parse_binds(items: Sequence[str]) -> dict[str, str]:
     """
     ``--bind NAME=VALUE`` items as a mapping.
 
-    :raise _UsageError: On a missing ``=``, an empty or reserved name, or a name given twice.
+    :raise UsageError: On a missing ``=``, an empty or reserved name, or a name given twice.
     """
     bound: dict[str, str] = {}
     for item in items:
         name, equals, value = item.partition("=")
         if not equals or not name:
-            raise _UsageError(f"--bind expects NAME=VALUE, got {item!r}")
+            raise UsageError(f"--bind expects NAME=VALUE, got {item!r}")
         if name in RESERVED_PARAMETERS:
-            raise _UsageError(f"--bind {name}=… is not allowed: {name} is part of the signature itself")
+            raise UsageError(f"--bind {name}=… is not allowed: {name} is part of the signature itself")
         if name in bound:
-            raise _UsageError(f"--bind {name} is given more than once")
+            raise UsageError(f"--bind {name} is given more than once")
         bound[name] = value
     return bound
 
@@ -593,7 +584,7 @@ def sign_cli(
     parser = sign_url_parser()
     try:
         args = parser.parse_args(list(argv))
-    except _UsageError as e:
+    except UsageError as e:
         if "-h" in argv or "--help" in argv:
             parser.print_help(out)
             return 0
@@ -622,7 +613,7 @@ def sign_cli(
     try:
         path = _request_path(args.path)
         bound = _parse_binds(args.bind)
-    except _UsageError as e:
+    except UsageError as e:
         return fail(str(e))
 
     if args.expires is not None:

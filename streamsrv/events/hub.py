@@ -57,6 +57,7 @@ from streamsrv.service import PeriodicService
 __all__ = [
     "EVENT_TYPES",
     "MAX_CHANNEL_LENGTH",
+    "PLAYBACK_TYPES",
     "SYSTEM_CHANNEL",
     "EventCallback",
     "HubStats",
@@ -77,17 +78,23 @@ SYSTEM_CHANNEL: Final = "system"
 #: The longest channel name accepted, in characters.
 MAX_CHANNEL_LENGTH: Final = 1024
 
-#: Event types the daemon publishes (``type`` of the event object).
-EVENT_TYPES: Final = frozenset(
+#: The playback reports a client sends over ``/ws`` (and the hub relays).
+PLAYBACK_TYPES: Final = frozenset(
     {
-        "stream.started",
-        "stream.ended",
         "playback.play",
         "playback.pause",
         "playback.seek",
         "playback.progress",
         "playback.ended",
         "playback.buffering",
+    }
+)
+
+#: Event types the daemon publishes (``type`` of the event object).
+EVENT_TYPES: Final = PLAYBACK_TYPES | frozenset(
+    {
+        "stream.started",
+        "stream.ended",
         "track.added",
         "track.changed",
         "track.removed",
