@@ -65,8 +65,37 @@ class _Sender:
             on_end(completed)
 
 
+class PushProducer:
+    """The ``IPushProducer`` half every body writer of ours shares.
+
+    A subclass writes in :meth:`_produce` while ``_paused`` is false and ends
+    (idempotently, closing what it holds) in :meth:`_stop`.
+    """
+
+    _paused: bool = False
+
+    def _produce(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+    def pauseProducing(self) -> None:
+        """The transport is full: stop writing until resumed."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained: write more."""
+        self._paused = False
+        self._produce()
+
+    def stopProducing(self) -> None:
+        """The consumer is going away: drop everything (idempotent)."""
+        self._stop()
+
+
 @implementer(IPushProducer)
-class FileBodyProducer(_Sender):
+class FileBodyProducer(_Sender, PushProducer):
     """Write a body made of literal bytes and file ranges, respecting pauses.
 
     :param request: the request to write to.
@@ -123,17 +152,7 @@ class FileBodyProducer(_Sender):
             return
         self._produce()
 
-    def pauseProducing(self) -> None:
-        """The transport is full: stop writing until resumed."""
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        """The transport drained: write more."""
-        self._paused = False
-        self._produce()
-
-    def stopProducing(self) -> None:
-        """The consumer is going away: drop everything (idempotent)."""
+    def _stop(self) -> None:
         self._end(False)
 
     def abort(self) -> None:

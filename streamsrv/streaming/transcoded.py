@@ -46,7 +46,7 @@ from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, http_date
-from streamsrv.streaming.producers import CHUNK_SIZE, FileBodyProducer, Segment
+from streamsrv.streaming.producers import CHUNK_SIZE, FileBodyProducer, PushProducer, Segment
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.tracks import request_preconditions
 from streamsrv.transcode import (
@@ -353,7 +353,7 @@ _Step = bytes | tuple[int, int, int]
 
 
 @implementer(IPushProducer)
-class ChunkProducer:
+class ChunkProducer(PushProducer):
     """
     Writes a body made of literal bytes and byte ranges of a progressive rendition.
 
@@ -537,19 +537,8 @@ class ChunkProducer:
         if transport is not None:
             transport.abortConnection()
 
-    # IPushProducer
-
-    def pauseProducing(self) -> None:
-        """The transport is full: stop writing (and fetching) until resumed."""
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        """The transport drained: write more."""
-        self._paused = False
-        self._produce()
-
-    def stopProducing(self) -> None:
-        """The consumer is going away: cancel what is pending (idempotent)."""
+    def _stop(self) -> None:
+        # IPushProducer.stopProducing: cancel what is pending (idempotent).
         self._finish(False)
 
     def abort(self) -> None:
