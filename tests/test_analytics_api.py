@@ -66,7 +66,9 @@ class AnalyticsApiTests(unittest.TestCase):
     async def build(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.store = SqliteAnalyticsStore(Path(self.mktemp()) / "analytics.sqlite3", self.clock)
+        self.store = SqliteAnalyticsStore(
+            Path(self.mktemp()) / "analytics.sqlite3", self.clock, reactor=reactor
+        )
         self.store.startService()
         self.addCleanup(self.store.stopService)
         for n, (user, path, listened, completed) in enumerate(

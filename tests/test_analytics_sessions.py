@@ -382,7 +382,7 @@ class SessionEventTests(unittest.TestCase):
     def test_started_and_ended(self) -> None:
         clock = Clock()
         clock.advance(1_767_225_600)
-        store = SqliteAnalyticsStore(Path(self.mktemp()) / "a.sqlite3", clock)
+        store = SqliteAnalyticsStore(Path(self.mktemp()) / "a.sqlite3", clock, reactor=reactor)
         events: list[tuple[str, dict[str, object]]] = []
         tracker = SessionTracker(store, clock, idle_timeout_s=60, on_event=lambda k, f: events.append((k, f)))
         tracker.on_stream_activity("alice", "a.mp3", bytes_sent=1000, size=10_000, duration_s=100.0)
@@ -402,7 +402,7 @@ class SessionEventTests(unittest.TestCase):
 
     def test_callback_errors_do_not_escape(self) -> None:
         clock = Clock()
-        store = SqliteAnalyticsStore(Path(self.mktemp()) / "a.sqlite3", clock)
+        store = SqliteAnalyticsStore(Path(self.mktemp()) / "a.sqlite3", clock, reactor=reactor)
 
         def broken(kind: str, fields: dict[str, object]) -> None:
             raise RuntimeError("subscriber bug")

@@ -433,7 +433,7 @@ class JwksCacheTests(CacheMixin, unittest.TestCase):
                 JwksCache(url, clock=self.clock, http_get=self.server.get, **options)
 
     def test_default_http_get(self) -> None:
-        """Without ``http_get``, treq is used, on the clock's reactor when the clock is one."""
+        """Without ``http_get``, treq runs on the clock's reactor; a clock that is no reactor is refused."""
         made: list[Any] = []
 
         def fake_factory(**kwargs: Any) -> Any:
@@ -441,9 +441,9 @@ class JwksCacheTests(CacheMixin, unittest.TestCase):
             return self.server.get
 
         self.patch(jwks_module, "treq_http_get", fake_factory)
-        JwksCache(URL, clock=self.clock)
+        self.assertRaises(TypeError, JwksCache, URL, clock=self.clock)
         JwksCache(URL, clock=reactor)
-        self.assertEqual(made, [{"reactor": None}, {"reactor": reactor}])
+        self.assertEqual(made, [{"reactor": reactor}])
 
 
 # --- a real HTTP server on loopback --------------------------------------------------

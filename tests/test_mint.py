@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -130,7 +131,7 @@ class MintTests(unittest.TestCase):
     async def test_minted_refresh_token_rotates(self) -> None:
         """A refresh token from ``mint-token`` is accepted by ``/auth/refresh`` and starts a family."""
         token = self.minted("--sub", "alice", "--refresh", "--role", "premium")
-        store = SqliteRevocationStore(Path(self.mktemp()) / AUTH_DB_FILE, self.clock)
+        store = SqliteRevocationStore(Path(self.mktemp()) / AUTH_DB_FILE, self.clock, reactor=reactor)
         self.addCleanup(store.close)
         await store.start()
         service = TokenService(

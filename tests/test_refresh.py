@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -85,7 +86,7 @@ class TokenServiceMixin:
 
     async def open_store(self) -> SqliteRevocationStore:
         """A started store on the test's file (another instance is another process)."""
-        store = SqliteRevocationStore(self.path, self.clock)
+        store = SqliteRevocationStore(self.path, self.clock, reactor=reactor)
         self.addCleanup(store.close)  # type: ignore[attr-defined]
         await store.start()
         return store
@@ -429,8 +430,7 @@ class MakeRevocationStoreTests(unittest.TestCase):
     async def test_sqlite_in_data_dir(self) -> None:
         """Without ``STREAMSRV_REDIS_URL``: SQLite at ``<data_dir>/auth.sqlite3``, created at start."""
         data_dir = Path(self.mktemp())
-        clock = Clock()
-        store = make_revocation_store(load_settings(environ={"STREAMSRV_DATA_DIR": str(data_dir)}), clock)
+        store = make_revocation_store(load_settings(environ={"STREAMSRV_DATA_DIR": str(data_dir)}), reactor)
         assert isinstance(store, SqliteRevocationStore)
         self.addCleanup(store.close)
         self.assertEqual(store.path, data_dir / AUTH_DB_FILE)

@@ -326,7 +326,7 @@ class SqliteStoreContractTests(RevocationStoreContractMixin, unittest.TestCase):
         self.path = Path(self.mktemp()) / "data" / AUTH_DB_FILE
 
     def open_store(self) -> IRevocationStore:
-        return SqliteRevocationStore(self.path, self.clock)
+        return SqliteRevocationStore(self.path, self.clock, reactor=reactor)
 
     async def stored_entries(self) -> int:
         connection = sqlite3.connect(self.path)
@@ -376,7 +376,7 @@ class SqliteStoreContractTests(RevocationStoreContractMixin, unittest.TestCase):
 
     async def test_store_service(self) -> None:
         """:class:`RevocationStoreService` starts the store with the application and closes it at the end."""
-        store = SqliteRevocationStore(self.path, self.clock)
+        store = SqliteRevocationStore(self.path, self.clock, reactor=reactor)
         service = RevocationStoreService(store)
         service.startService()
         self.assertEqual(await store.version(), 0)
@@ -420,7 +420,7 @@ class RevocationCacheTests(unittest.TestCase):
         self.path = Path(self.mktemp()) / AUTH_DB_FILE
 
     async def store(self) -> SqliteRevocationStore:
-        store = SqliteRevocationStore(self.path, self.clock)
+        store = SqliteRevocationStore(self.path, self.clock, reactor=reactor)
         self.addCleanup(store.close)
         await store.start()
         return store

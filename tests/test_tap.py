@@ -32,7 +32,8 @@ TOKEN = "tap-test-metrics-token-0123456789abcdef"
 class ThreadedMemoryReactor(MemoryReactorClock):
     """A memory reactor (ports recorded, time by hand) whose threads report back through the real one.
 
-    The catalog's and the stores' threads call ``callFromThread``; the daemon
+    The catalog's and the stores' threads call ``callFromThread`` (and the
+    stores' pools start from ``callWhenRunning``); the daemon
     is handed this reactor explicitly, as twistd hands it the real one.  It
     does not claim ``IReactorFromThreads``, so the decode pool stays cold as
     under any test reactor.
@@ -40,6 +41,18 @@ class ThreadedMemoryReactor(MemoryReactorClock):
 
     def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
         global_reactor.callFromThread(f, *args, **kwargs)
+
+    def callWhenRunning(self, f: Any, *args: Any, **kwargs: Any) -> Any:
+        # The stores' connection pools start their threads when the reactor
+        # runs (the real one is running under trial)...
+        return global_reactor.callWhenRunning(f, *args, **kwargs)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any, *args: Any, **kwargs: Any) -> Any:
+        # ...and stop them at its shutdown, so no pool thread outlives the run.
+        return global_reactor.addSystemEventTrigger(phase, event, f, *args, **kwargs)
+
+    def removeSystemEventTrigger(self, trigger: Any) -> None:
+        global_reactor.removeSystemEventTrigger(trigger)
 
 
 def _options(*argv: str) -> tap.Options:

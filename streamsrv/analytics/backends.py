@@ -39,11 +39,11 @@ class SqliteAnalyticsStore(AnalyticsStore):
     flush survives a crash of the process, not necessarily of the machine.
     """
 
-    def __init__(self, path: Path, clock: IReactorTime, *, reactor: Any = None, **options: Any) -> None:
+    def __init__(self, path: Path, clock: IReactorTime, *, reactor: Any, **options: Any) -> None:
         """
         :param path: The database file; its directory is created if missing.
         :param clock: See :class:`AnalyticsStore`.
-        :param reactor: Runs the database thread; by default the global reactor.
+        :param reactor: Runs the database thread (``IReactorThreads``).
         :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
         """
         super().__init__(SQLITE, clock, **options)
@@ -62,11 +62,11 @@ class PostgresAnalyticsStore(AnalyticsStore):
     A broken connection is replaced on the next attempt (``cp_reconnect``).
     """
 
-    def __init__(self, dsn: str, clock: IReactorTime, *, reactor: Any = None, **options: Any) -> None:
+    def __init__(self, dsn: str, clock: IReactorTime, *, reactor: Any, **options: Any) -> None:
         """
         :param dsn: A ``postgresql://`` URL (or libpq key=value string); never logged.
         :param clock: See :class:`AnalyticsStore`.
-        :param reactor: Runs the database threads; by default the global reactor.
+        :param reactor: Runs the database threads (``IReactorThreads``).
         :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
         """
         super().__init__(POSTGRES, clock, **options)

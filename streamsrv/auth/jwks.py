@@ -219,7 +219,7 @@ class _TooLarge(Exception):
 
 def treq_http_get(
     *,
-    reactor: Any = None,
+    reactor: Any,
     pool: Any = None,
     timeout_s: float = FETCH_TIMEOUT_S,
     max_bytes: int = MAX_JWKS_BYTES,
@@ -264,11 +264,6 @@ def treq_http_get(
         return response.code, b"".join(chunks)
 
     def http_get(url: str) -> Deferred[tuple[int, bytes]]:
-        nonlocal reactor
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
         d = ensureDeferred(get(url, reactor))
         d.addTimeout(timeout_s, reactor)
         return d
@@ -313,7 +308,9 @@ class JwksCache:
         self._url = url
         self._clock = clock
         if http_get is None:
-            http_get = treq_http_get(reactor=clock if IReactorTCP.providedBy(clock) else None)
+            if not IReactorTCP.providedBy(clock):
+                raise TypeError("without http_get, the clock must be the reactor treq connects with")
+            http_get = treq_http_get(reactor=clock)
         self._http_get = http_get
         self._ttl_s = ttl_s
         self._min_refetch_interval_s = min_refetch_interval_s

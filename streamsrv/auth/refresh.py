@@ -273,14 +273,14 @@ def make_revocation_store(
     The revocation store the configuration asks for: Redis when
     ``STREAMSRV_REDIS_URL`` is set, else SQLite in ``STREAMSRV_DATA_DIR``.
 
-    :param clock: Tells the time; with Redis and no *redis*, also the reactor
-        to connect with.
+    :param clock: Tells the time and is the reactor: SQLite's thread runs on
+        it, and with Redis and no *redis* the store connects with it.
     :param redis: The process's Redis connection (``RedisService.connection``)
         to share; without it a connection of the store's own is opened, and
         closed by its ``close()``.
     """
     if settings.redis_url is None:
-        return SqliteRevocationStore(settings.data_dir / AUTH_DB_FILE, clock)
+        return SqliteRevocationStore(settings.data_dir / AUTH_DB_FILE, clock, reactor=clock)
     if redis is not None:
         return RedisRevocationStore(redis, clock)
     from streamsrv.redisconn import connect_redis

@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
@@ -204,16 +204,14 @@ class SqliteRevocationStore:
     writes (at most every :data:`PURGE_INTERVAL_S`) and by :meth:`purge`.
     """
 
-    def __init__(self, path: Path, clock: IReactorTime, *, reactor: Any = None) -> None:
+    def __init__(self, path: Path, clock: IReactorTime, *, reactor: Any) -> None:
         """
         :param path: The database file, usually ``<data_dir>/auth.sqlite3``;
             its directory is created if missing.
         :param clock: Tells the time (what has expired).
-        :param reactor: Runs the database thread (``IReactorThreads``): by
-            default *clock* if it can, else the global reactor.
+        :param reactor: Runs the database thread (``IReactorThreads``; often
+            *clock* itself).
         """
-        if reactor is None and IReactorThreads.providedBy(clock):
-            reactor = clock
         self.path = path
         self._clock = clock
         self._last_purge = -math.inf

@@ -33,7 +33,7 @@ def sqlite_pool(path: Path, reactor: Any) -> adbapi.ConnectionPool:
     """
     A one-thread connection pool on the SQLite file at *path* (its directory must exist).
 
-    :param reactor: Runs the database thread (``None``: adbapi's default, the global reactor).
+    :param reactor: Runs the database thread (``IReactorThreads``; never left to adbapi's global default).
     """
     return adbapi.ConnectionPool(
         "sqlite3",
