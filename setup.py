@@ -67,6 +67,8 @@ setup(
     # out of a wheel (tests run from the checkout and would not notice).
     packages=[*find_packages(where=str(HERE), include=["streamsrv", "streamsrv.*"]), "twisted.plugins"],
     package_data={"streamsrv": ["py.typed"], "streamsrv.analytics": ["migrations/*.sql"]},
+    # The default alert rules, found there by streamsrv.alerts.rules.default_rules_file().
+    data_files=[("share/streamsrv", ["etc/alerts.toml"])],
     cmdclass={"editable_wheel": EditableWheelWithPlugins},
     install_requires=[
         "twisted[tls]>=24.10",

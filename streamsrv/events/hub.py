@@ -93,6 +93,8 @@ EVENT_TYPES: Final = frozenset(
         "track.removed",
         "notification",
         "alert",
+        "alert.firing",
+        "alert.resolved",
     }
 )
 
