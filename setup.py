@@ -71,14 +71,16 @@ setup(
         "streamsrv.analytics": ["migrations/*.sql"],
         "streamsrv.notifications": ["migrations/*.sql"],
     },
-    # The notification templates, found there by streamsrv.notifications.templates.default_templates_dir().
     data_files=[
+        # The default alert rules, found there by streamsrv.alerts.rules.default_rules_file().
+        ("share/streamsrv", ["etc/alerts.toml"]),
+        # The notification templates, found there by streamsrv.notifications.templates.default_templates_dir().
         (
             "share/streamsrv/notifications",
             sorted(
                 str(p.relative_to(HERE)) for p in (HERE / "etc" / "notifications").glob("*") if p.is_file()
             ),
-        )
+        ),
     ],
     cmdclass={"editable_wheel": EditableWheelWithPlugins},
     install_requires=[

@@ -183,6 +183,8 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         cache_max_bytes=read.whole("STREAMSRV_CACHE_MAX_BYTES", 2 * 1024**3, minimum=0),
         max_body_bytes=read.whole("STREAMSRV_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
         hls_ladder=read.parse("STREAMSRV_HLS_LADDER", HLS_LADDER_DEFAULT, parse_ladder),
+        alert_rules_file=read.parse("STREAMSRV_ALERT_RULES_FILE", None, parse_key_file),
+        alert_interval_s=read.number("STREAMSRV_ALERT_INTERVAL_S", 15.0, minimum=0.0, inclusive=False),
         env_file=env_file,
     )
 

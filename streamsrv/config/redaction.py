@@ -121,4 +121,6 @@ def redacted(settings: Settings) -> dict[str, object]:
         "STREAMSRV_CACHE_MAX_BYTES": settings.cache_max_bytes,
         "STREAMSRV_MAX_BODY_BYTES": settings.max_body_bytes,
         "STREAMSRV_HLS_LADDER": ",".join(map(str, settings.hls_ladder)),
+        "STREAMSRV_ALERT_RULES_FILE": _path(settings.alert_rules_file),
+        "STREAMSRV_ALERT_INTERVAL_S": settings.alert_interval_s,
     }

@@ -79,6 +79,8 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_CACHE_MAX_BYTES",
     "STREAMSRV_MAX_BODY_BYTES",
     "STREAMSRV_HLS_LADDER",
+    "STREAMSRV_ALERT_RULES_FILE",
+    "STREAMSRV_ALERT_INTERVAL_S",
 )
 
 #: The shortest secret production accepts, in bytes.
@@ -193,6 +195,8 @@ class Settings:
     cache_max_bytes: int
     max_body_bytes: int
     hls_ladder: tuple[int, ...]
+    alert_rules_file: Path | None
+    alert_interval_s: float
     env_file: Path | None
 
     @property

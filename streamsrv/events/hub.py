@@ -100,6 +100,8 @@ EVENT_TYPES: Final = PLAYBACK_TYPES | frozenset(
         "track.removed",
         "notification",
         "alert",
+        "alert.firing",
+        "alert.resolved",
     }
 )
 

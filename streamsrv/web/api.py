@@ -26,12 +26,14 @@ from streamsrv.auth.principal import AuthError
 from streamsrv.errors import ApiError
 from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
+from streamsrv.web.alerts import AlertRoutes
 from streamsrv.web.analytics import AnalyticsRoutes
 from streamsrv.web.errors import render_error
 from streamsrv.web.media import MediaRoutes
 from streamsrv.web.openapi import openapi_document
 
 if TYPE_CHECKING:
+    from streamsrv.alerts.factory import Alerts
     from streamsrv.analytics.api import AnalyticsApi
     from streamsrv.audio.library import MediaLibrary
     from streamsrv.auth.refresh import TokenService
@@ -68,6 +70,8 @@ class ApiApp:
     :param media: tracks, artwork, waveforms and spectra (``None``: those
         routes answer ``NOT_CONFIGURED``).
     :param analytics: the analytics routes (``None``: ``NOT_CONFIGURED``).
+    :param alerts: the alerts component (``None``: its two routes answer
+        501 ``NOT_CONFIGURED``, like every optional part here).
     """
 
     app = Klein()
@@ -85,6 +89,7 @@ class ApiApp:
         prerequisites: Mapping[str, Callable[[], bool]] | None = None,
         media: MediaLibrary | None = None,
         analytics: AnalyticsApi | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self._metrics = metrics
         self._checks = checks
@@ -98,6 +103,7 @@ class ApiApp:
         self._prerequisites = dict(prerequisites or {})
         self._media = MediaRoutes(media, clock) if media is not None else None
         self._analytics = AnalyticsRoutes(analytics, clock) if analytics is not None else None
+        self._alerts = AlertRoutes(alerts) if alerts is not None else None
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -336,3 +342,25 @@ class ApiApp:
         """The cover: embedded in the file, or ``cover.*``/``folder.*`` beside it."""
         media, raw = await self._media_request(request, "artwork")
         return media.represent(request, await media.artwork(request, raw))
+
+    # -- alerts: the admin's view, and Prometheus Alertmanager's webhook receiver --
+
+    async def _alerts_request(self, request: Any, permission: str) -> AlertRoutes:
+        request.route = "alerts"
+        request.setHeader(b"cache-control", b"no-store")
+        if self._alerts is None or self._guard is None:
+            raise ApiError("NOT_CONFIGURED", "Alerts are not configured.")
+        await self._guard.admit(request, permission=permission)
+        return self._alerts
+
+    @app.route("/api/v1/alerts", methods=["GET", "HEAD"])
+    async def alerts(self, request: Any) -> bytes:
+        """Alert rules with their state; firing and recently resolved alerts (admin)."""
+        alerts = await self._alerts_request(request, "admin")
+        return json_body(request, alerts.status())
+
+    @app.route("/api/v1/alerts/alertmanager", methods=["POST"])
+    async def alertmanager(self, request: Any) -> bytes:
+        """Alertmanager's webhook (version 4 JSON), routed like internal alerts (``alerts:ingest``)."""
+        alerts = await self._alerts_request(request, "alerts:ingest")
+        return json_body(request, alerts.alertmanager(request.content.read()))

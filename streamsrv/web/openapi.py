@@ -236,6 +236,15 @@ def _more_paths() -> dict[str, Any]:
         },
         "/api/v1/analytics/active": {"get": _get("Sessions open now")},
         "/api/v1/analytics/qoe": {"get": _get("Quality of experience", params=period)},
+        "/api/v1/alerts": {
+            "get": _get("Alert rules with their state; firing and recently resolved alerts (admin)")
+        },
+        "/api/v1/alerts/alertmanager": {
+            "post": _post(
+                "Prometheus Alertmanager webhook receiver, version 4 JSON (alerts:ingest)",
+                {"type": "object", "required": ["version", "status", "alerts"]},
+            )
+        },
         "/hls/{path}/master.m3u8": {
             "parameters": track,
             "get": _get("HLS multivariant playlist", "application/vnd.apple.mpegurl"),
