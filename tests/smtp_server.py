@@ -157,14 +157,23 @@ class SmtpServerProcess:
         """
         Start the server and wait for its ``READY <port>`` line.
         """
-        command = [sys.executable, __file__, "--dir", self.directory, "--mode", self.mode, "--port", str(self.port)]
+        command = [
+            sys.executable,
+            __file__,
+            "--dir",
+            self.directory,
+            "--mode",
+            self.mode,
+            "--port",
+            str(self.port),
+        ]
         if self.certificate is not None:
             command += ["--cert", self.certificate.cert_file, "--key", self.certificate.key_file]
         if self.user is not None and self.password is not None:
             command += ["--user", self.user, "--password", self.password]
         for mechanism in self.exclude_auth:
             command += ["--exclude-auth", mechanism]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE)  # noqa: S603
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE)
         deadline = time.monotonic() + START_TIMEOUT_S
         assert self._process.stdout is not None
         while time.monotonic() < deadline:

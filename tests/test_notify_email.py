@@ -36,7 +36,7 @@ from streamsrv.notifications.channels.settings import (
 from tests.smtp_server import SmtpServerProcess, make_certificate, temporary_directory
 
 USER = "mailer"
-PASSWORD = "s3cret-p@ss"  # noqa: S105 - a throwaway test credential
+PASSWORD = "s3cret-p@ss"
 SENDER = parse_smtp_from("Streamsrv Été <noreply@example.com>")
 
 
@@ -58,7 +58,9 @@ class SmtpUrlTests(unittest.SynchronousTestCase):
         settings = parse_smtp_url("smtp://me%40example.com:p%3Ass@mail.example.com:587")
         self.assertEqual(
             settings,
-            SmtpSettings("mail.example.com", 587, "me@example.com", "p:ss", implicit_tls=False, starttls=True),
+            SmtpSettings(
+                "mail.example.com", 587, "me@example.com", "p:ss", implicit_tls=False, starttls=True
+            ),
         )
 
     def test_implicit_tls_and_default_ports(self) -> None:
@@ -70,7 +72,9 @@ class SmtpUrlTests(unittest.SynchronousTestCase):
         self.assertEqual((smtps.port, smtps.implicit_tls, smtps.starttls), (465, True, False))
         self.assertEqual(parse_smtp_url("smtp://u:p@mail.example.com").port, 587)
         relay = parse_smtp_url("smtp://localhost")
-        self.assertEqual((relay.port, relay.username, relay.starttls, relay.implicit_tls), (25, None, False, False))
+        self.assertEqual(
+            (relay.port, relay.username, relay.starttls, relay.implicit_tls), (25, None, False, False)
+        )
 
     def test_errors_name_the_problem_without_the_password(self) -> None:
         """
@@ -157,7 +161,10 @@ class BuildEmailTests(unittest.SynchronousTestCase):
         cases = [
             (EmailMessage("not-an-address", "s", "t"), "bad_address"),
             (EmailMessage("a@example.org", "s", "t", headers=(("Bcc", "x@example.org"),)), "bad_header"),
-            (EmailMessage("a@example.org", "s", "t", headers=(("X-Tag", "a\r\nBcc: x@example.org"),)), "bad_header"),
+            (
+                EmailMessage("a@example.org", "s", "t", headers=(("X-Tag", "a\r\nBcc: x@example.org"),)),
+                "bad_header",
+            ),
             (EmailMessage("a@example.org", "s\nBcc: x@example.org", "t"), "bad_header"),
         ]
         for message, reason in cases:

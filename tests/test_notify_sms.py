@@ -34,7 +34,7 @@ from streamsrv.notifications.channels.settings import ChannelConfigError, SmsSet
 from streamsrv.notifications.channels.sms import SmsChannel, sms_form
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
-TOKEN = "tok-9f8e7d6c5b4a"  # noqa: S105 - a throwaway test credential
+TOKEN = "tok-9f8e7d6c5b4a"
 PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 SENDER = "+15550001111"
 
@@ -59,7 +59,8 @@ class SmsUrlTests(unittest.SynchronousTestCase):
         """
         settings = parse_sms_url(f"https://{ACCOUNT}:{TOKEN}@api.twilio.com{PATH}?From=%2B15550001111")
         self.assertEqual(
-            settings, SmsSettings(f"https://api.twilio.com{PATH}", ACCOUNT, TOKEN, (("From", "+15550001111"),))
+            settings,
+            SmsSettings(f"https://api.twilio.com{PATH}", ACCOUNT, TOKEN, (("From", "+15550001111"),)),
         )
         self.assertNotIn(TOKEN, repr(settings))
 
@@ -70,7 +71,9 @@ class SmsUrlTests(unittest.SynchronousTestCase):
         settings = parse_sms_url(
             f"https://{ACCOUNT}:{TOKEN}@api.twilio.com{PATH}?MessagingServiceSid=MG1&StatusCallback=https%3A%2F%2Fx.example%2Fcb"
         )
-        self.assertEqual(settings.fields, (("MessagingServiceSid", "MG1"), ("StatusCallback", "https://x.example/cb")))
+        self.assertEqual(
+            settings.fields, (("MessagingServiceSid", "MG1"), ("StatusCallback", "https://x.example/cb"))
+        )
 
     def test_errors_without_the_token(self) -> None:
         """
@@ -80,7 +83,10 @@ class SmsUrlTests(unittest.SynchronousTestCase):
             (f"http://{ACCOUNT}:{TOKEN}@api.twilio.com{PATH}?From=%2B1555", "https://"),
             (f"https://api.twilio.com{PATH}?From=%2B1555", "SID:TOKEN@"),
             (f"https://{ACCOUNT}:{TOKEN}@api.twilio.com{PATH}", "exactly one of"),
-            (f"https://{ACCOUNT}:{TOKEN}@api.twilio.com{PATH}?From=a&MessagingServiceSid=b", "exactly one of"),
+            (
+                f"https://{ACCOUNT}:{TOKEN}@api.twilio.com{PATH}?From=a&MessagingServiceSid=b",
+                "exactly one of",
+            ),
             (f"https://{ACCOUNT}:{TOKEN}@api.twilio.com{PATH}?From=a&Foo=b", "unknown query fields Foo"),
         ]:
             with self.assertRaises(ChannelConfigError) as caught:
@@ -92,7 +98,9 @@ class SmsUrlTests(unittest.SynchronousTestCase):
         """
         Plain http is accepted for a gateway on this machine only.
         """
-        self.assertEqual(parse_sms_url(f"http://a:b@127.0.0.1:8000{PATH}?From=x").url, f"http://127.0.0.1:8000{PATH}")
+        self.assertEqual(
+            parse_sms_url(f"http://a:b@127.0.0.1:8000{PATH}?From=x").url, f"http://127.0.0.1:8000{PATH}"
+        )
 
     def test_form_refuses_bad_numbers_and_bodies(self) -> None:
         """
@@ -136,7 +144,9 @@ class TwilioStandIn(Resource):
         ]
         self.problems += [problem for ok, problem in checks if not ok]
         assert request.content is not None
-        fields = parse_qsl(request.content.read().decode("ascii"), keep_blank_values=True, strict_parsing=True)
+        fields = parse_qsl(
+            request.content.read().decode("ascii"), keep_blank_values=True, strict_parsing=True
+        )
         self.requests.append(dict(fields))
         return self.answer(request)
 
@@ -157,7 +167,9 @@ class TwilioStandIn(Resource):
         ).encode()
 
 
-def status_answer(status: int, body: object = None, headers: dict[bytes, bytes] | None = None) -> Callable[..., bytes]:
+def status_answer(
+    status: int, body: object = None, headers: dict[bytes, bytes] | None = None
+) -> Callable[..., bytes]:
     def answer(request: WebRequest) -> bytes:
         request.setResponseCode(status)
         for name, value in (headers or {}).items():
@@ -177,7 +189,9 @@ class SmsChannelTests(unittest.TestCase):
         self.port = reactor.listenTCP(0, Site(self.gateway), interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         number = self.port.getHost().port
-        self.settings = parse_sms_url(f"http://{ACCOUNT}:{TOKEN}@127.0.0.1:{number}{PATH}?From=%2B15550001111")
+        self.settings = parse_sms_url(
+            f"http://{ACCOUNT}:{TOKEN}@127.0.0.1:{number}{PATH}?From=%2B15550001111"
+        )
 
     def channel(self, settings: SmsSettings | None = None, **kwargs: float) -> SmsChannel:
         channel = SmsChannel(reactor, settings or self.settings, **kwargs)
@@ -213,7 +227,9 @@ class SmsChannelTests(unittest.TestCase):
         number = self.port.getHost().port
         settings = parse_sms_url(f"http://{ACCOUNT}:{TOKEN}@127.0.0.1:{number}{PATH}?MessagingServiceSid=MG9")
         await self.channel(settings).send(SmsMessage("+33612345678", "hi"))
-        self.assertEqual(self.gateway.requests, [{"To": "+33612345678", "MessagingServiceSid": "MG9", "Body": "hi"}])
+        self.assertEqual(
+            self.gateway.requests, [{"To": "+33612345678", "MessagingServiceSid": "MG9", "Body": "hi"}]
+        )
 
     async def test_400_is_permanent_with_twilio_code(self) -> None:
         """

@@ -51,7 +51,7 @@ class IChannel(Interface):
 
     name = Attribute("The channel's name as the contract spells it: 'email', 'sms', 'push'.")
 
-    def send(message: object) -> Deferred[SendResult]:
+    def send(message: object) -> Deferred[SendResult]:  # noqa: N805 - zope.interface style
         """
         Hand one message to the channel's server.
 

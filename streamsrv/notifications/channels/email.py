@@ -24,9 +24,9 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import protocol
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
@@ -146,7 +146,9 @@ def _refusal(code: int, resp: bytes | str, addresses: list[tuple[bytes, int, byt
     The error for a transaction the server refused: 5xx permanent, anything else retryable.
     """
     reason = "message_refused"
-    refused = [(rcpt_code, rcpt_resp) for _, rcpt_code, rcpt_resp in addresses if rcpt_code not in smtp.SUCCESS]
+    refused = [
+        (rcpt_code, rcpt_resp) for _, rcpt_code, rcpt_resp in addresses if rcpt_code not in smtp.SUCCESS
+    ]
     if refused and len(refused) == len(addresses):
         code, resp = refused[0]
         reason = "recipient_refused"
@@ -171,8 +173,12 @@ def _session_error(exc: Exception) -> ChannelError:
     if isinstance(exc, (smtp.TLSRequiredError, smtp.TLSError)):
         return RetryableError(CHANNEL, "smtp_tls_failed", _text(resp), status=code)
     if isinstance(exc, smtp.SMTPConnectError):
-        return RetryableError(CHANNEL, "smtp_unavailable", _text(resp), status=code if code and code > 0 else None)
-    return RetryableError(CHANNEL, "smtp_protocol_error", type(exc).__name__, status=code if code and code > 0 else None)
+        return RetryableError(
+            CHANNEL, "smtp_unavailable", _text(resp), status=code if code and code > 0 else None
+        )
+    return RetryableError(
+        CHANNEL, "smtp_protocol_error", type(exc).__name__, status=code if code and code > 0 else None
+    )
 
 
 @dataclass(eq=False)
@@ -206,7 +212,7 @@ class _PooledSMTPClient(smtp.ESMTPClient):
         secret = settings.password.encode("utf-8") if settings.password else None
         super().__init__(secret, context, identity)
         self._channel = channel
-        self.timeout = channel.reply_timeout_s
+        self.timeout = channel.reply_timeout_s  # type: ignore[assignment]
         self.requireAuthentication = settings.username is not None
         self.requireTransportSecurity = settings.starttls or settings.implicit_tls
         self.heloFallback = not self.requireAuthentication and not self.requireTransportSecurity
@@ -261,7 +267,8 @@ class _PooledSMTPClient(smtp.ESMTPClient):
         A reply nobody asked for (an idle timeout's 421): drop the session.
         """
         self._channel._forget(self)
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _close_idle(self) -> None:
         self._idle_call = None
@@ -283,7 +290,8 @@ class _PooledSMTPClient(smtp.ESMTPClient):
         Drop the connection now (a send timed out in the middle of a transaction).
         """
         self._channel._forget(self)
-        self.transport.abortConnection()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _cancel_idle_call(self) -> None:
         if self._idle_call is not None and self._idle_call.active():
@@ -309,7 +317,12 @@ class _PooledSMTPClient(smtp.ESMTPClient):
         return chunk
 
     def sentMail(
-        self, code: int, resp: bytes, numOk: int, addresses: list[tuple[bytes, int, bytes]], log: object
+        self,
+        code: int,
+        resp: bytes,
+        numOk: int,  # noqa: N803 - Twisted's name
+        addresses: list[tuple[bytes, int, bytes]],
+        log: object,
     ) -> None:
         job, self._job = self._job, None
         if job is None or job.deferred.called:
@@ -329,9 +342,13 @@ class _PooledSMTPClient(smtp.ESMTPClient):
         super().connectionLost(reason)
         self._cancel_idle_call()
         if reason.check(SSL.Error):
-            error = RetryableError(CHANNEL, "smtp_tls_failed", "the TLS handshake or certificate check failed")
+            error = RetryableError(
+                CHANNEL, "smtp_tls_failed", "the TLS handshake or certificate check failed"
+            )
         else:
-            error = RetryableError(CHANNEL, "connection_lost", f"the SMTP connection closed ({reason.type.__name__})")
+            error = RetryableError(
+                CHANNEL, "connection_lost", f"the SMTP connection closed ({reason.type.__name__})"
+            )
         job, self._job = self._job, None
         self._channel._session_failed(self, error, job, lost=True)
 
@@ -396,7 +413,7 @@ class EmailChannel:
         if settings.starttls or settings.implicit_tls:
             context = optionsForClientTLS(settings.host, trustRoot=trust_root)
         endpoint: Any = HostnameEndpoint(reactor, settings.host, settings.port, timeout=connect_timeout_s)
-        if settings.implicit_tls:
+        if context is not None and settings.implicit_tls:
             endpoint = wrapClientTLS(context, endpoint)
         self._endpoint = endpoint
         self._factory = _ClientFactory(self, context, identity)
@@ -502,7 +519,11 @@ class EmailChannel:
         if not client.ready and not client.failed:
             # A session that never got ready would fail again at once: fail the queue too.
             client.failed = True
-            log.warn("email: SMTP session to {server} failed: {error}", server=self.settings.shown, error=str(error))
+            log.warn(
+                "email: SMTP session to {server} failed: {error}",
+                server=self.settings.shown,
+                error=str(error),
+            )
             self._fail_queue(error)
         if lost:
             self._clients.discard(client)
@@ -530,4 +551,3 @@ class EmailChannel:
         if failure.check(TimeoutError):
             raise RetryableError(CHANNEL, "timeout", f"no answer within {self.send_timeout_s:g} s")
         return failure
-

@@ -66,7 +66,6 @@ class HttpChannelClient:
         return self.pool.closeCachedConnections()
 
 
-
 def make_http_client(
     reactor: Any, *, trust_root: Any = None, connect_timeout_s: float = CONNECT_TIMEOUT_S
 ) -> HttpChannelClient:

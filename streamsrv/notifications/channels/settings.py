@@ -166,7 +166,9 @@ def parse_smtp_url(value: str) -> SmtpSettings:
     if password and not username:
         problems.append(f"has a password but no user in {shown}")
     if scheme == "smtps" and not username:
-        problems.append(f"smtps:// needs user:password@ (use smtp://host:25 for an unauthenticated relay), in {shown}")
+        problems.append(
+            f"smtps:// needs user:password@ (use smtp://host:25 for an unauthenticated relay), in {shown}"
+        )
     if problems:
         raise ChannelConfigError(*problems)
     implicit = scheme == "smtps"
@@ -213,7 +215,8 @@ def parse_smtp_from(value: str) -> SmtpSender:
     name, address = parseaddr(value)
     if not address or not _ADDRESS.fullmatch(address):
         raise ChannelConfigError(
-            f"must be an address such as noreply@example.com or 'Name <noreply@example.com>', got {value[:60]!r}"
+            "must be an address such as noreply@example.com or 'Name <noreply@example.com>', "
+            f"got {value[:60]!r}"
         )
     return SmtpSender(header=formataddr((name, address)) if name else address, address=address)
 
@@ -275,7 +278,9 @@ def parse_sms_url(value: str) -> SmsSettings:
     shown = _shown(scheme, host, port) + parts.path
     problems: list[str] = []
     if scheme != "https" and not (scheme == "http" and is_loopback_host(host)):
-        problems.append(f"must be an https:// URL (http:// only to a loopback host), got {_shown(scheme, host, port)}")
+        problems.append(
+            f"must be an https:// URL (http:// only to a loopback host), got {_shown(scheme, host, port)}"
+        )
     if not host:
         problems.append(f"needs a host, got {shown}")
     if not parts.username or parts.password is None or not parts.password:
@@ -286,7 +291,10 @@ def parse_sms_url(value: str) -> SmsSettings:
         problems.append(f"needs exactly one of ?From=… or ?MessagingServiceSid=… in its query, in {shown}")
     unknown = sorted({name for name in names if name not in SMS_SENDER_FIELDS + SMS_OPTIONAL_FIELDS})
     if unknown:
-        problems.append(f"has unknown query fields {', '.join(unknown)} (known: From, MessagingServiceSid, StatusCallback)")
+        problems.append(
+            f"has unknown query fields {', '.join(unknown)} "
+            "(known: From, MessagingServiceSid, StatusCallback)"
+        )
     if len(set(names)) != len(names):
         problems.append("repeats a query field")
     if any(not field_value for _, field_value in query):
@@ -373,7 +381,8 @@ def parse_vapid_subject(value: str) -> str:
         if host:
             return value
     raise ChannelConfigError(
-        f"must be mailto:ops@example.com or an https:// URL a push service can reach you at, got {value[:60]!r}"
+        "must be mailto:ops@example.com or an https:// URL a push service can reach you at, "
+        f"got {value[:60]!r}"
     )
 
 

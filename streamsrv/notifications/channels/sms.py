@@ -126,10 +126,15 @@ class SmsChannel:
         except ChannelError as e:
             return fail(e)
         d = http_post(
-            self._http, self._reactor, CHANNEL, self._settings.url, Headers(self._headers), body, self._timeout_s
+            self._http,
+            self._reactor,
+            CHANNEL,
+            self._settings.url,
+            Headers(self._headers),
+            body,
+            self._timeout_s,
         )
-        d.addCallback(self._result)
-        return d
+        return d.addCallback(self._result)
 
     def close(self) -> Deferred[None]:
         """
@@ -151,4 +156,3 @@ class SmsChannel:
             raise RetryableError(CHANNEL, "gateway_auth_failed", detail, status=401)
         retry_after = parse_retry_after(answer.header(b"Retry-After"), self._reactor.seconds())
         raise http_failure(CHANNEL, answer.status, detail, retry_after)
-
