@@ -30,8 +30,10 @@ from streamsrv.notifications.channels.base import (
     SendResult,
     SubscriptionGone,
 )
+from streamsrv.notifications.channels.http import HttpSender
 from streamsrv.notifications.channels.push import (
     MAX_PAYLOAD_BYTES,
+    SEND_TIMEOUT_S,
     PushChannel,
     VapidSigner,
     encrypt_aes128gcm,
@@ -238,7 +240,7 @@ class PushChannelTests(unittest.TestCase):
         self.service.origin = f"http://127.0.0.1:{port.getHost().port}"
 
     def channel(self, vapid: VapidSettings | None = None) -> PushChannel:
-        channel = PushChannel(reactor, vapid or self.vapid)
+        channel = PushChannel(vapid or self.vapid, HttpSender(reactor, "push", timeout_s=SEND_TIMEOUT_S))
         self.addCleanup(channel.close)
         return channel
 

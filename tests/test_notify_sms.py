@@ -30,8 +30,9 @@ from streamsrv.notifications.channels.base import (
     SendResult,
     SmsMessage,
 )
+from streamsrv.notifications.channels.http import HttpSender
 from streamsrv.notifications.channels.settings import ChannelConfigError, SmsSettings, parse_sms_url
-from streamsrv.notifications.channels.sms import SmsChannel, sms_form
+from streamsrv.notifications.channels.sms import SEND_TIMEOUT_S, SmsChannel, sms_form
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -193,8 +194,8 @@ class SmsChannelTests(unittest.TestCase):
             f"http://{ACCOUNT}:{TOKEN}@127.0.0.1:{number}{PATH}?From=%2B15550001111"
         )
 
-    def channel(self, settings: SmsSettings | None = None, **kwargs: float) -> SmsChannel:
-        channel = SmsChannel(reactor, settings or self.settings, **kwargs)
+    def channel(self, settings: SmsSettings | None = None, timeout_s: float = SEND_TIMEOUT_S) -> SmsChannel:
+        channel = SmsChannel(settings or self.settings, HttpSender(reactor, "sms", timeout_s=timeout_s))
         self.addCleanup(channel.close)
         return channel
 

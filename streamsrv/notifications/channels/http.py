@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_notify_sms,tests.test_notify_push -*-
 """One HTTP POST for the HTTP channels (SMS gateway, Web Push), with treq and a deadline.
 
-:func:`make_http_client` builds a treq client with its own persistent connection pool on the
-given reactor; :func:`http_post` sends one request, reads at most a bounded answer, and turns
+:class:`HttpSender` holds a treq client (with its own persistent connection pool on the given
+reactor unless one is passed in); :meth:`~HttpSender.post` sends one request, reads at most a
+bounded answer, and turns
 every transport failure into a :class:`~.base.RetryableError` (``timeout`` or
 ``network_error``).  It must never follow a redirect, use the global reactor, or put a URL's
 credentials, a request header or a request body into an error.
@@ -20,7 +21,7 @@ from twisted.web.http_headers import Headers
 
 from streamsrv.notifications.channels.base import ChannelError, RetryableError
 
-__all__ = ["HttpAnswer", "HttpChannelClient", "http_post", "make_http_client"]
+__all__ = ["HttpAnswer", "HttpSender"]
 
 #: Seconds to open a connection (within the whole request's deadline).
 CONNECT_TIMEOUT_S = 10.0
@@ -48,44 +49,6 @@ class HttpAnswer:
         return values[0].decode("latin-1") if values else None
 
 
-@dataclass(frozen=True)
-class HttpChannelClient:
-    """
-    A treq client and the connection pool it owns (closed by :meth:`close`).
-    """
-
-    treq: Any
-    pool: HTTPConnectionPool | None
-
-    def close(self) -> Deferred[None]:
-        """
-        Close the idle persistent connections.
-        """
-        if self.pool is None:
-            return succeed(None)
-        return self.pool.closeCachedConnections()
-
-
-def make_http_client(
-    reactor: Any, *, trust_root: Any = None, connect_timeout_s: float = CONNECT_TIMEOUT_S
-) -> HttpChannelClient:
-    """
-    A treq ``HTTPClient`` on *reactor* with a persistent pool; TLS verified against
-    *trust_root* (the system's roots if ``None``).
-    """
-    from treq.client import HTTPClient
-
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
-    policy = BrowserLikePolicyForHTTPS(trustRoot=trust_root)
-    agent = Agent(reactor, contextFactory=policy, connectTimeout=connect_timeout_s, pool=pool)
-    return HttpChannelClient(HTTPClient(agent), pool)
-
-
-class _TooLarge(Exception):
-    pass
-
-
 async def _exchange(client: Any, url: str, headers: Headers, body: bytes) -> HttpAnswer:
     import treq
 
@@ -103,30 +66,68 @@ async def _exchange(client: Any, url: str, headers: Headers, body: bytes) -> Htt
     return HttpAnswer(response.code, response.headers, b"".join(chunks))
 
 
-def http_post(
-    client: Any, reactor: Any, channel: str, url: str, headers: Headers, body: bytes, timeout_s: float
-) -> Deferred[HttpAnswer]:
+class HttpSender:
     """
-    POST *body* to *url* and read the answer, all within *timeout_s*.
-
-    :param client: A treq ``HTTPClient`` (or ``treq.testing.StubTreq``).
-    :param reactor: Provides ``IReactorTime`` for the deadline.
-    :param channel: The channel's name, for errors.
-    :return: Fires with the :class:`HttpAnswer` whatever its status; fails with a
-        :class:`~.base.RetryableError` if no answer came.
+    One HTTP channel's client: POSTs with a deadline through treq, and the pool it owns.
     """
-    d = Deferred.fromCoroutine(_exchange(client, url, headers, body))
 
-    def timed_out(result: object, timeout: float) -> Failure:
-        # Whatever the cancelled request failed with, it failed because time ran out.
-        return Failure(RetryableError(channel, "timeout", f"no answer within {timeout_s:g} s"))
+    def __init__(
+        self,
+        reactor: Any,
+        channel: str,
+        *,
+        timeout_s: float,
+        http_client: Any = None,
+        trust_root: Any = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        """
+        :param reactor: Provides ``IReactorTime`` (and ``IReactorTCP`` unless *http_client*).
+        :param channel: The channel's name, for errors.
+        :param timeout_s: The deadline of one exchange, connection and answer included.
+        :param http_client: A treq ``HTTPClient`` or ``treq.testing.StubTreq``; if ``None``, one
+            with its own persistent pool on *reactor* (closed by :meth:`close`), verifying TLS
+            against *trust_root* (the system's roots if ``None``).
+        """
+        self.reactor = reactor
+        self._channel = channel
+        self._timeout_s = timeout_s
+        self._pool: HTTPConnectionPool | None = None
+        if http_client is None:
+            from treq.client import HTTPClient
 
-    d.addTimeout(timeout_s, reactor, onTimeoutCancel=timed_out)
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            self._pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
+            policy = BrowserLikePolicyForHTTPS(trustRoot=trust_root)
+            agent = Agent(reactor, contextFactory=policy, connectTimeout=connect_timeout_s, pool=self._pool)
+            http_client = HTTPClient(agent)
+        self._client = http_client
 
-    def no_answer(failure: Failure) -> Failure:
-        if failure.check(ChannelError):
-            return failure
-        raise RetryableError(channel, "network_error", f"the request failed ({failure.type.__name__})")
+    def post(self, url: str, headers: Headers, body: bytes) -> Deferred[HttpAnswer]:
+        """
+        POST *body* to *url* and read the answer, all within the deadline.
 
-    d.addErrback(no_answer)
-    return d
+        :return: Fires with the :class:`HttpAnswer` whatever its status; fails with a
+            :class:`~.base.RetryableError` (``timeout``, ``network_error``) if no answer came.
+        """
+        channel, timeout_s = self._channel, self._timeout_s
+        d = Deferred.fromCoroutine(_exchange(self._client, url, headers, body))
+
+        def timed_out(result: object, timeout: float) -> Failure:
+            # Whatever the cancelled request failed with, it failed because time ran out.
+            return Failure(RetryableError(channel, "timeout", f"no answer within {timeout_s:g} s"))
+
+        d.addTimeout(timeout_s, self.reactor, onTimeoutCancel=timed_out)
+
+        def no_answer(failure: Failure) -> Failure:
+            if failure.check(ChannelError):
+                return failure
+            raise RetryableError(channel, "network_error", f"the request failed ({failure.type.__name__})")
+
+        return d.addErrback(no_answer)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the idle persistent connections of the pool this sender made (if it made one).
+        """
+        return succeed(None) if self._pool is None else self._pool.closeCachedConnections()

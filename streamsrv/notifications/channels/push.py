@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -41,7 +41,7 @@ from streamsrv.notifications.channels.base import (
     http_failure,
     parse_retry_after,
 )
-from streamsrv.notifications.channels.http import HttpAnswer, http_post, make_http_client
+from streamsrv.notifications.channels.http import HttpAnswer, HttpSender
 from streamsrv.notifications.channels.settings import VapidSettings, b64url_decode, is_loopback_host
 
 __all__ = ["MAX_PAYLOAD_BYTES", "PushChannel", "VapidSigner", "encrypt_aes128gcm", "push_origin"]
@@ -197,29 +197,13 @@ class PushChannel:
 
     name = CHANNEL
 
-    def __init__(
-        self,
-        reactor: Any,
-        vapid: VapidSettings,
-        *,
-        http_client: Any = None,
-        trust_root: Any = None,
-        timeout_s: float = SEND_TIMEOUT_S,
-    ) -> None:
+    def __init__(self, vapid: VapidSettings, http: HttpSender) -> None:
         """
-        :param reactor: Provides ``IReactorTime`` (and ``IReactorTCP`` unless *http_client*).
-        :param http_client: A treq ``HTTPClient`` or ``StubTreq``; one with its own pool on
-            *reactor* if ``None`` (closed by :meth:`close`).
-        :param trust_root: Whom to trust for push services' certificates (system roots if ``None``).
+        :param http: The HTTP side (``HttpSender(reactor, "push", timeout_s=SEND_TIMEOUT_S)``):
+            its reactor (also the VAPID clock), pool, TLS trust and deadline.
         """
-        self._reactor = reactor
-        self._timeout_s = timeout_s
-        self._signer = VapidSigner(vapid, reactor)
-        self._owned = None
-        if http_client is None:
-            self._owned = make_http_client(reactor, trust_root=trust_root)
-            http_client = self._owned.treq
-        self._http = http_client
+        self._signer = VapidSigner(vapid, http.reactor)
+        self._http = http
 
     def send(self, message: object) -> Deferred[SendResult]:
         """
@@ -246,14 +230,14 @@ class PushChannel:
         )
         if message.topic is not None:
             headers.setRawHeaders(b"Topic", [message.topic.encode("ascii")])
-        d = http_post(self._http, self._reactor, CHANNEL, endpoint, headers, body, self._timeout_s)
+        d = self._http.post(endpoint, headers, body)
         return d.addCallback(self._result)
 
     def close(self) -> Deferred[None]:
         """
         Close the idle connections of the pool this channel made (if it made one).
         """
-        return succeed(None) if self._owned is None else self._owned.close()
+        return self._http.close()
 
     def _result(self, answer: HttpAnswer) -> SendResult:
         if 200 <= answer.status < 300:
@@ -265,5 +249,5 @@ class PushChannel:
             )
         if answer.status == 413:
             raise PermanentError(CHANNEL, "payload_too_large", detail, status=413)
-        retry_after = parse_retry_after(answer.header(b"Retry-After"), self._reactor.seconds())
+        retry_after = parse_retry_after(answer.header(b"Retry-After"), self._http.reactor.seconds())
         raise http_failure(CHANNEL, answer.status, detail, retry_after)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 from urllib.parse import urlencode
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -33,7 +32,7 @@ from streamsrv.notifications.channels.base import (
     http_failure,
     parse_retry_after,
 )
-from streamsrv.notifications.channels.http import HttpAnswer, http_post, make_http_client
+from streamsrv.notifications.channels.http import HttpAnswer, HttpSender
 from streamsrv.notifications.channels.settings import SmsSettings, is_e164
 
 __all__ = ["SmsChannel", "sms_form"]
@@ -85,29 +84,13 @@ class SmsChannel:
 
     name = CHANNEL
 
-    def __init__(
-        self,
-        reactor: Any,
-        settings: SmsSettings,
-        *,
-        http_client: Any = None,
-        trust_root: Any = None,
-        timeout_s: float = SEND_TIMEOUT_S,
-    ) -> None:
+    def __init__(self, settings: SmsSettings, http: HttpSender) -> None:
         """
-        :param reactor: Provides ``IReactorTime`` (and ``IReactorTCP`` unless *http_client*).
-        :param http_client: A treq ``HTTPClient`` or ``StubTreq``; one with its own pool on
-            *reactor* if ``None`` (closed by :meth:`close`).
-        :param trust_root: Whom to trust for the gateway's certificate (system roots if ``None``).
+        :param http: The HTTP side (``HttpSender(reactor, "sms", timeout_s=SEND_TIMEOUT_S)``):
+            its reactor, pool, TLS trust and deadline.
         """
-        self._reactor = reactor
         self._settings = settings
-        self._timeout_s = timeout_s
-        self._owned = None
-        if http_client is None:
-            self._owned = make_http_client(reactor, trust_root=trust_root)
-            http_client = self._owned.treq
-        self._http = http_client
+        self._http = http
         credentials = f"{settings.account_sid}:{settings.auth_token}".encode()
         self._headers = {
             b"Content-Type": [b"application/x-www-form-urlencoded"],
@@ -125,24 +108,14 @@ class SmsChannel:
             body = sms_form(self._settings, message)
         except ChannelError as e:
             return fail(e)
-        d = http_post(
-            self._http,
-            self._reactor,
-            CHANNEL,
-            self._settings.url,
-            Headers(self._headers),
-            body,
-            self._timeout_s,
-        )
+        d = self._http.post(self._settings.url, Headers(self._headers), body)
         return d.addCallback(self._result)
 
     def close(self) -> Deferred[None]:
         """
         Close the idle connections of the pool this channel made (if it made one).
         """
-        if self._owned is None:
-            return succeed(None)
-        return self._owned.close()
+        return self._http.close()
 
     def _result(self, answer: HttpAnswer) -> SendResult:
         if 200 <= answer.status < 300:
@@ -154,5 +127,5 @@ class SmsChannel:
         detail = _gateway_detail(answer)
         if answer.status == 401:
             raise RetryableError(CHANNEL, "gateway_auth_failed", detail, status=401)
-        retry_after = parse_retry_after(answer.header(b"Retry-After"), self._reactor.seconds())
+        retry_after = parse_retry_after(answer.header(b"Retry-After"), self._http.reactor.seconds())
         raise http_failure(CHANNEL, answer.status, detail, retry_after)
