@@ -53,7 +53,15 @@ class EditableWheelWithPlugins(editable_wheel):
 
 
 #: What the test suite imports beyond the package's own requirements.
-TEST_REQUIRES = ["hypothesis>=6.100", "websockets>=12", "m3u8>=4"]
+TEST_REQUIRES = [
+    "hypothesis>=6.100",
+    "websockets>=12",
+    "m3u8>=4",
+    # The real SMTP server (STARTTLS, AUTH) the email channel's tests run in a child process.
+    "aiosmtpd>=1.4",
+    # An aes128gcm decryptor independent of the push channel's own, for the push service stand-in.
+    "http-ece>=1.2",
+]
 
 setup(
     name="streamsrv",
@@ -97,6 +105,9 @@ setup(
         "lameenc>=1.7",
         "prometheus-client>=0.20",
         "service-identity>=24.1",
+        # Web Push encryption (ECDH P-256, HKDF, AES-128-GCM) and VAPID keys; also what pyjwt[crypto] and
+        # twisted[tls] already pull in, named because the push channel uses it directly.
+        "cryptography>=42",
         # PostgreSQL for analytics (STREAMSRV_ANALYTICS_DSN) through twisted.enterprise.adbapi.
         "psycopg2-binary>=2.9",
         # Notification templates (streamsrv.notifications.templates): its sandboxed environment.
