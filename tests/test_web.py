@@ -216,3 +216,31 @@ class HttpDateNowTests(unittest.SynchronousTestCase):
         self.assertEqual(first, b"Tue, 14 Nov 2023 22:13:20 GMT")
         now[0] += 1
         self.assertEqual(http_date_now(), b"Tue, 14 Nov 2023 22:13:21 GMT")
+
+
+class LocalAddressTests(unittest.SynchronousTestCase):
+    """The channel asks its transport for the local address once per connection."""
+
+    def test_asked_once(self) -> None:
+        """Two requests on one keep-alive connection see the same local address, asked of the socket once."""
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        built = build_site(Path(self.mktemp()))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
+        )
+        asked: list[int] = []
+        real = transport.getHost
+
+        def get_host() -> Any:
+            asked.append(1)
+            return real()
+
+        transport.getHost = get_host  # type: ignore[method-assign]
+        protocol = built.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(len(asked), 1)

@@ -252,10 +252,19 @@ class StreamsrvChannel(http.HTTPChannel):
     """
 
     _refused = False
+    #: The connection's local address, once asked (see :meth:`getHost`).
+    _host: Any = None
 
     #: Set by ``Site.buildProtocol`` (through ``_GenericHTTPChannelProtocol.site``)
     #: before any data arrives; only :class:`StreamsrvSite` builds this channel.
     site: StreamsrvSite
+
+    def getHost(self) -> Any:
+        """The local address of this connection: asked of the socket once, not for every request."""
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     def refuse(self, status: int, code: str) -> None:
         """Answer *code* as JSON, close, and ignore whatever else arrives."""
