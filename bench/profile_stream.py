@@ -26,8 +26,9 @@ and leaves the per-request overhead.
 ``profile`` prints the top functions by own time (cProfile) and µs per request with and
 without the profiler. ``time`` runs each ``--repo`` (a checkout, e.g. one made with
 ``git archive HEAD | tar -x -C /tmp/base``) in its own subprocess, alternating between
-them for ``--rounds`` rounds, and prints the median µs per request of each: the way to
-compare two versions of the code on a noisy machine.
+them for ``--rounds`` rounds, and prints the median CPU µs per request of each (process
+time, so time spent descheduled by other processes does not count): the way to compare two
+versions of the code on a noisy machine.
 
 ``wrk`` starts every ``--variant`` (a checkout plus extra ``STREAMSRV_*`` settings) and
 the chosen baselines at once, each on its own port, all pinned to core 0, then loads
@@ -249,9 +250,11 @@ def _in_process(args: argparse.Namespace) -> None:
                 else:
                     batches = args.batches
                     for _ in range(batches):
-                        started = time.perf_counter()
+                        # CPU time of this process: time spent descheduled (other
+                        # processes on a shared machine) does not count.
+                        started = time.process_time()
                         bench.run(requests)
-                        elapsed = time.perf_counter() - started
+                        elapsed = time.process_time() - started
                         print(f"US_PER_REQ {1e6 * elapsed / len(requests):.2f}", flush=True)
                 bench.check(bench.probes + args.warmup + len(requests) * batches)
             except BaseException as e:

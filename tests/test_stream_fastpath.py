@@ -173,3 +173,29 @@ class AdmitNowTests(unittest.TestCase):
         self.assertIsNone(guard.admit_now(request, permission=None))
         self.assertEqual(list(request.responseHeaders.getAllRawHeaders()), [])
         self.assertEqual(limiter.peek(DEFAULT_POLICIES.api_ip, "10.0.0.7"), 300)
+
+
+class FileHeadersTests(unittest.SynchronousTestCase):
+    """The header values remembered per file version."""
+
+    def test_values(self) -> None:
+        """ETag, Last-Modified and both dispositions are what the file's parts make."""
+        from streamsrv.media.identity import make_etag
+        from streamsrv.streaming.resource import _file_headers
+
+        block = _file_headers("jazz/So What.mp3", 1000, 5_000_000_000, 42, 5)
+        self.assertEqual(block.etag, make_etag(1000, 5_000_000_000, 42))
+        self.assertEqual(block.etag_value, block.etag.encode("ascii"))
+        self.assertEqual(block.last_modified_value, b"Thu, 01 Jan 1970 00:00:05 GMT")
+        self.assertEqual(block.inline, b"inline; filename*=UTF-8''So%20What.mp3")
+        self.assertEqual(block.attachment, b"attachment; filename*=UTF-8''So%20What.mp3")
+
+    def test_changed_file_new_values(self) -> None:
+        """Another size, mtime or inode of the same track is another ETag."""
+        from streamsrv.streaming.resource import _file_headers
+
+        etags = {
+            _file_headers("a.mp3", *parts).etag
+            for parts in [(10, 1, 1, 0), (11, 1, 1, 0), (10, 2, 1, 0), (10, 1, 2, 0)]
+        }
+        self.assertEqual(len(etags), 4)

@@ -244,3 +244,36 @@ class LocalAddressTests(unittest.SynchronousTestCase):
         protocol.dataReceived(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
         self.assertEqual(len(asked), 1)
+
+
+class RandomIdTests(unittest.SynchronousTestCase):
+    """Fresh request ids: read ahead from the OS in batches, never repeated, never shared with a fork."""
+
+    def test_fresh_ids(self) -> None:
+        """Ids are 24 lowercase hex digits and all differ, across several batches."""
+        from streamsrv.web.site import _RandomIds
+
+        ids = _RandomIds()
+        made = [ids.next() for _ in range(3 * _RandomIds.BATCH + 5)]
+        self.assertEqual(len(set(made)), len(made))
+        for value in made:
+            self.assertRegex(value, r"\A[0-9a-f]{24}\Z")
+
+    def test_fork_forgets_read_ahead(self) -> None:
+        """After a fork the child reads fresh bytes instead of its parent's read-ahead."""
+        import os
+
+        from streamsrv.web.site import _RandomIds
+
+        ids = _RandomIds()
+        ids.next()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report its next id and leave at once
+            os.write(write, ids.next().encode())
+            os._exit(0)
+        os.close(write)
+        child = os.read(read, 64).decode()
+        os.close(read)
+        os.waitpid(pid, 0)
+        self.assertNotEqual(child, ids.next())

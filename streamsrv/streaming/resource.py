@@ -24,7 +24,7 @@ import os
 import stat
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NamedTuple
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IReactorTime
@@ -384,11 +384,12 @@ class StreamResource(AsyncLeaf):
         self, request: Any, track: str, fmt: AudioFormat, fileobj: IO[bytes], info: os.stat_result
     ) -> bytes | int:
         size = info.st_size
-        etag = make_etag(size, info.st_mtime_ns, info.st_ino)
         last_modified = int(info.st_mtime)
+        block = _file_headers(track, size, info.st_mtime_ns, info.st_ino, last_modified)
+        etag = block.etag
 
-        request.setHeader(b"etag", etag.encode("ascii"))
-        request.setHeader(b"last-modified", http_date(last_modified).encode("ascii"))
+        request.setHeader(b"etag", block.etag_value)
+        request.setHeader(b"last-modified", block.last_modified_value)
         request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"cache-control", self._cache_control(request))
         mark_media(request)
@@ -404,10 +405,8 @@ class StreamResource(AsyncLeaf):
         duration = self._durations.get(track, etag) if self._durations is not None else None
         if duration is not None:
             request.setHeader(b"x-content-duration", b"%.3f" % duration)
-        filename = track.rsplit("/", 1)[-1]
-        kind = b"attachment" if request.args.get(b"download") == [b"1"] else b"inline"
-        disposition = kind + b"; filename*=UTF-8''" + quote(filename).encode("ascii")
-        request.setHeader(b"content-disposition", disposition)
+        download = request.args.get(b"download") == [b"1"]
+        request.setHeader(b"content-disposition", block.attachment if download else block.inline)
 
         segments, trailer, length = self._framing(request, size, etag, last_modified, fmt.mime_type)
         return self._send(request, track, fileobj, segments, trailer, length, (size, duration))
@@ -541,6 +540,34 @@ class StreamResource(AsyncLeaf):
         tracker.add(sender)
         sender.start()
         return server.NOT_DONE_YET
+
+
+class _FileHeaders(NamedTuple):
+    """The header values of one version of one file, computed once (see :func:`_file_headers`)."""
+
+    etag: str
+    etag_value: bytes
+    last_modified_value: bytes
+    inline: bytes
+    attachment: bytes
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_headers(track: str, size: int, mtime_ns: int, inode: int, last_modified: int) -> _FileHeaders:
+    """``ETag``, ``Last-Modified`` and both ``Content-Disposition`` values of a file version.
+
+    Keyed by everything they are made of, so a changed file (size, mtime or
+    inode) gets its own; a player asks many ranges of the same few files.
+    """
+    etag = make_etag(size, mtime_ns, inode)
+    filename = quote(track.rsplit("/", 1)[-1]).encode("ascii")
+    return _FileHeaders(
+        etag=etag,
+        etag_value=etag.encode("ascii"),
+        last_modified_value=http_date(last_modified).encode("ascii"),
+        inline=b"inline; filename*=UTF-8''" + filename,
+        attachment=b"attachment; filename*=UTF-8''" + filename,
+    )
 
 
 class _Unsatisfiable(ApiError):
