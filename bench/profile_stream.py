@@ -4,6 +4,12 @@
     .venv/bin/python bench/profile_stream.py time [-n 3000] [--rounds 5] [--repo DIR ...]
     .venv/bin/python bench/profile_stream.py wrk [--variant NAME=DIR[,VAR=VALUE...] ...]
         [--baselines static,nginx] [--mode range|full] [-c 16] [-d 5] [--rounds 3]
+        [--span BYTES] [--production]
+
+``--production`` (every command) runs streamsrv in the production profile as the issue
+measures it: ``STREAMSRV_ENV=production``, anonymous access off, an HS256 JWT secret,
+every request carrying ``Authorization: Bearer`` with an access token, log level
+``error``; rate limiting and audit stay on (the limits lifted as above).
 
 ``profile`` and ``time`` build the daemon exactly as ``twistd streamsrv`` does
 (:func:`streamsrv.tap.makeService`, development profile, ``STREAMSRV_LOG_LEVEL=warn``,
@@ -20,14 +26,15 @@ and leaves the per-request overhead.
 ``profile`` prints the top functions by own time (cProfile) and µs per request with and
 without the profiler. ``time`` runs each ``--repo`` (a checkout, e.g. one made with
 ``git archive HEAD | tar -x -C /tmp/base``) in its own subprocess, alternating between
-them for ``--rounds`` rounds, and prints the median µs per request of each: the way to
-compare two versions of the code on a noisy machine.
+them for ``--rounds`` rounds, and prints the median CPU µs per request of each (process
+time, so time spent descheduled by other processes does not count): the way to compare two
+versions of the code on a noisy machine.
 
 ``wrk`` starts every ``--variant`` (a checkout plus extra ``STREAMSRV_*`` settings) and
 the chosen baselines at once, each on its own port, all pinned to core 0, then loads
 them in turn from core 1 with ``wrk -t1 -cC -dD -s bench/ranges.lua`` (random 256 KiB
 ranges), rotating the order every round, and prints the median req/s and server CPU µs
-per request of each and their ratios to the first variant. Idle servers cost nothing
+per request of each and the ratio of each rate to the first variant's. Idle servers cost nothing
 while another is loaded.
 
 Everything stays on 127.0.0.1 and in a temp dir removed at the end.
@@ -62,6 +69,29 @@ BENCH_ENV = {
     "STREAMSRV_RATELIMIT_STREAM_PER_IP": UNLIMITED,
     "STREAMSRV_RATELIMIT_STREAM_PER_USER": UNLIMITED,
 }
+
+#: What ``--production`` adds to :data:`BENCH_ENV` (the secret is for benchmarks only).
+JWT_SECRET = "bench-only-hs256-secret-0123456789abcdef-0123456789"
+PRODUCTION_ENV = {
+    "STREAMSRV_ENV": "production",
+    "STREAMSRV_LOG_LEVEL": "error",
+    "STREAMSRV_ALLOW_ANONYMOUS": "false",
+    "STREAMSRV_JWT_SECRET": JWT_SECRET,
+}
+
+
+def bearer(repo: Path = REPO) -> str:
+    """``Authorization`` for ``--production``: an access token for a listener, valid a day."""
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))  # after PYTHONPATH: a checkout under test keeps its own streamsrv
+    from streamsrv.auth.jwt import TokenIssuer
+
+    class _Now:
+        def seconds(self) -> float:
+            return time.time()
+
+    issuer = TokenIssuer(secret=JWT_SECRET, private_key_pem=None, issuer=None, audience=None, clock=_Now())
+    return "Bearer " + issuer.issue(sub="bench-user", roles=["listener"], ttl_s=24 * 3600)
 
 
 # --------------------------------------------------------------------------- in-process
@@ -100,13 +130,15 @@ def _make_transport(sink: _Sink) -> Any:
     )
 
 
-def _build(tmp: Path, tracks: int) -> tuple[Any, list[tuple[str, int]], Any, Any]:
+def _build(tmp: Path, tracks: int, production: bool) -> tuple[Any, list[tuple[str, int]], Any, Any]:
     """The daemon as ``twistd streamsrv`` builds it: its site, corpus, stream tracker and root service."""
     sys.path.insert(0, str(BENCH_DIR))
     from corpus import MIB, make_corpus
 
     corpus = make_corpus(tmp / "media", tracks=tracks, track_min=1 * MIB, track_max=4 * MIB, long_count=0)
     os.environ.update(BENCH_ENV)
+    if production:
+        os.environ.update(PRODUCTION_ENV)
     os.environ["STREAMSRV_DATA_DIR"] = str(tmp / "data")
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import reactor
@@ -130,15 +162,18 @@ def _build(tmp: Path, tracks: int) -> tuple[Any, list[tuple[str, int]], Any, Any
     return site, [(f.name, f.size) for f in corpus.tracks], tracker, root
 
 
-def _requests(files: list[tuple[str, int]], n: int, span: int, seed: int) -> list[bytes]:
+def _requests(
+    files: list[tuple[str, int]], n: int, span: int, seed: int, authorization: str | None = None
+) -> list[bytes]:
     rng = random.Random(seed)
+    extra = b"Authorization: %s\r\n" % authorization.encode() if authorization else b""
     out = []
     for _ in range(n):
         name, size = files[rng.randrange(len(files))]
         first = rng.randint(0, size - span)
         out.append(
-            b"GET /stream/%s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nRange: bytes=%d-%d\r\n\r\n"
-            % (name.encode(), first, first + span - 1)
+            b"GET /stream/%s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nRange: bytes=%d-%d\r\n%s\r\n"
+            % (name.encode(), first, first + span - 1, extra)
         )
     return out
 
@@ -146,11 +181,12 @@ def _requests(files: list[tuple[str, int]], n: int, span: int, seed: int) -> lis
 class Bench:
     """One connection to the real site, and a way to push requests through it."""
 
-    def __init__(self, tmp: Path, span: int, tracks: int = 8) -> None:
+    def __init__(self, tmp: Path, span: int, tracks: int = 8, production: bool = False) -> None:
         from twisted.internet.address import IPv4Address
 
-        self.site, self.files, self.tracker, self.root = _build(tmp, tracks)
+        self.site, self.files, self.tracker, self.root = _build(tmp, tracks, production)
         self.span = span
+        self.authorization = bearer() if production else None
         self.sink = _Sink()
         self.transport = _make_transport(self.sink)
         self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -174,7 +210,7 @@ class Bench:
     def probe(self) -> bool:
         """Send one range request; whether it was answered 206."""
         before = self.sink.statuses.get(b"206", 0)
-        self.run(_requests(self.files, 1, self.span, SEED + 2))
+        self.run(_requests(self.files, 1, self.span, SEED + 2, self.authorization))
         self.probes += 1
         ok = self.sink.statuses.get(b"206", 0) > before
         if ok:
@@ -198,24 +234,27 @@ def _in_process(args: argparse.Namespace) -> None:
     from twisted.internet import reactor
 
     with tempfile.TemporaryDirectory(prefix="profile-stream-") as tmp_name:
-        bench = Bench(Path(tmp_name), args.span)
+        bench = Bench(Path(tmp_name), args.span, production=args.production)
         deadline = time.monotonic() + 120
         failure: list[str] = []
 
         def measure() -> None:
             try:
-                warm = _requests(bench.files, args.warmup, args.span, SEED + 1)
+                auth = bench.authorization
+                warm = _requests(bench.files, args.warmup, args.span, SEED + 1, auth)
                 bench.run(warm)
-                requests = _requests(bench.files, args.n, args.span, SEED)
+                requests = _requests(bench.files, args.n, args.span, SEED, auth)
                 if args.command == "profile":
                     _profile(bench, requests, args)
                     batches = 2
                 else:
                     batches = args.batches
                     for _ in range(batches):
-                        started = time.perf_counter()
+                        # CPU time of this process: time spent descheduled (other
+                        # processes on a shared machine) does not count.
+                        started = time.process_time()
                         bench.run(requests)
-                        elapsed = time.perf_counter() - started
+                        elapsed = time.process_time() - started
                         print(f"US_PER_REQ {1e6 * elapsed / len(requests):.2f}", flush=True)
                 bench.check(bench.probes + args.warmup + len(requests) * batches)
             except BaseException as e:
@@ -292,6 +331,7 @@ def _time(args: argparse.Namespace) -> None:
                 str(args.warmup),
                 "--batches",
                 str(args.batches),
+                *(["--production"] if args.production else []),
             ]
             out = subprocess.run(argv, env=env, cwd=repo, capture_output=True, text=True, timeout=900)
             if out.returncode != 0:
@@ -328,6 +368,7 @@ def _wrk(args: argparse.Namespace) -> None:
     pin_server = ["taskset", "-c", "0"]
     pin_load = ["taskset", "-c", "1"]
     variants = args.variant or [f"streamsrv={REPO}"]
+    authorization = bearer() if args.production else None
     with tempfile.TemporaryDirectory(prefix="profile-stream-wrk-") as tmp_name:
         tmp = Path(tmp_name)
         corpus = make_corpus(tmp / "media", tracks=20, track_min=1 * MIB, track_max=10 * MIB, long_count=0)
@@ -337,12 +378,14 @@ def _wrk(args: argparse.Namespace) -> None:
             for spec in variants:
                 name, _, rest = spec.partition("=")
                 repo_text, *settings = rest.split(",")
-                extra = dict(setting.split("=", 1) for setting in settings)
+                extra = dict(PRODUCTION_ENV) if args.production else {}
+                extra.update(setting.split("=", 1) for setting in settings)
                 vtmp = tmp / f"v-{name}"
                 vtmp.mkdir()
                 server = servers.streamsrv(
                     vtmp, Path(repo_text).resolve(), corpus, servers.free_port(), extra
                 )
+                server.authorization = authorization
                 server.start(pin_server, corpus, 60)
                 started.append((name, server))
             for baseline in filter(None, (args.baselines or "").split(",")):
@@ -363,14 +406,14 @@ def _wrk(args: argparse.Namespace) -> None:
                     drivers.http_load(
                         use_wrk=True, pin=pin_load, port=server.port, manifest=manifest,
                         prefix=server.prefix, mode=args.mode, concurrency=args.c, duration=1,
-                        seed=SEED + round_no, span=SPAN,
+                        seed=SEED + round_no, span=args.span, authorization=server.authorization,
                     )  # fmt: skip
                     time.sleep(0.3)
                     cpu0 = procstats.cpu_seconds(server.pid)
                     result = drivers.http_load(
                         use_wrk=True, pin=pin_load, port=server.port, manifest=manifest,
                         prefix=server.prefix, mode=args.mode, concurrency=args.c, duration=args.d,
-                        seed=SEED, span=SPAN,
+                        seed=SEED, span=args.span, authorization=server.authorization,
                     )  # fmt: skip
                     time.sleep(0.3)
                     cpu = procstats.cpu_seconds(server.pid) - cpu0
@@ -387,14 +430,18 @@ def _wrk(args: argparse.Namespace) -> None:
         finally:
             for _, server in started:
                 server.stop()
-        print(f"\nmedians over {args.rounds} interleaved rounds, {args.mode}, c={args.c}, {args.d:g} s each:")
+        profile = "production (JWT)" if args.production else "development"
+        print(
+            f"\nmedians over {args.rounds} interleaved rounds, {args.mode} of {args.span} B, c={args.c}, "
+            f"{args.d:g} s each, {profile}:"
+        )
         base_rate = statistics.median(r for r, _ in results[started[0][0]])
         for name, _ in started:
             rate = statistics.median(r for r, _ in results[name])
             cpu_us = statistics.median(c for _, c in results[name])
             print(
                 f"  {name:<12} {rate:8,.0f} req/s  {cpu_us:6.0f} us CPU/req   "
-                f"{started[0][0]}/{name} = {base_rate / rate:.2f}x"
+                f"{name}/{started[0][0]} = {rate / base_rate:.2f}x"
             )
 
 
@@ -408,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("-n", type=int, default=3000, help="requests measured")
         p.add_argument("--span", type=int, default=SPAN, help="bytes per range (default 256 KiB)")
         p.add_argument("--warmup", type=int, default=300, help="requests before measuring")
+        p.add_argument("--production", action="store_true", help="production profile, JWT on every request")
         if command == "profile":
             p.add_argument("--top", type=int, default=35)
             p.add_argument("--sort", default="tottime")
@@ -425,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-c", type=int, default=16, help="connections")
     p.add_argument("-d", type=float, default=5, help="seconds per measurement")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--span", type=int, default=SPAN, help="bytes per range (default 256 KiB)")
+    p.add_argument("--production", action="store_true", help="production profile, JWT on every request")
     args = parser.parse_args(argv)
     if args.command == "time":
         _time(args)

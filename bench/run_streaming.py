@@ -44,6 +44,7 @@ import procstats
 import report
 import servers
 from corpus import MIB, Corpus, make_corpus
+from profile_stream import PRODUCTION_ENV, bearer
 
 BENCH_DIR = Path(__file__).resolve().parent
 STREAMSRV = report.STREAMSRV
@@ -79,9 +80,15 @@ class Scenario:
     concurrency: int
 
 
-def scenarios(slow_readers: int, only: list[str] | None = None) -> list[Scenario]:
+def span_label(span: int) -> str:
+    """``256K`` for 262144 bytes (KiB when whole, else bytes)."""
+    return f"{span // 1024}K" if span % 1024 == 0 else f"{span}B"
+
+
+def scenarios(slow_readers: int, only: list[str] | None = None, span: int = RANGE_SPAN) -> list[Scenario]:
     """The scenarios to run (all, or those whose kind or key is in ``only``), in order."""
-    out = [Scenario(f"range-c{c}", f"256K ranges c={c}", "range", c) for c in RANGE_CONCURRENCY]
+    size = span_label(span)
+    out = [Scenario(f"range-c{c}", f"{size} ranges c={c}", "range", c) for c in RANGE_CONCURRENCY]
     out += [Scenario(f"full-c{c}", f"full files c={c}", "full", c) for c in FULL_CONCURRENCY]
     out.append(Scenario(f"slow-{slow_readers}", f"{slow_readers} slow readers", "slow", slow_readers))
     return [s for s in out if not only or s.kind in only or s.key in only]
@@ -154,6 +161,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run streamsrv from this checkout (e.g. a git worktree of the commit before) as "
         "server streamsrv-base, interleaved with the others, for before/after ratios",
     )
+    p.add_argument(
+        "--range-bytes",
+        type=int,
+        default=RANGE_SPAN,
+        metavar="B",
+        help="bytes per range in the range scenarios (default 262144; issue 13 uses 16384)",
+    )
+    p.add_argument(
+        "--production",
+        action="store_true",
+        help="streamsrv in the production profile with a JWT on every request (bench/profile_stream.py's "
+        "PRODUCTION_ENV); range and full scenarios only",
+    )
     p.add_argument("--seed", type=int, default=20240601, help="corpus and request seed")
     p.add_argument("--start-timeout", type=float, default=30.0, help="seconds a server has to start")
     p.add_argument("--out", type=Path, help="JSON result file (default bench/results/streaming-TIME.json)")
@@ -189,6 +209,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.streamsrv_env = dict(item.split("=", 1) for item in args.streamsrv_env)
     if not scenarios(args.slow_readers, args.only):
         p.error(f"--only {','.join(args.only or [])} selects no scenario")
+    if args.range_bytes < 1:
+        p.error("--range-bytes must be at least 1")
+    if args.production and any(s.kind == "slow" for s in scenarios(args.slow_readers, args.only)):
+        p.error("--production: the slow readers send no token; add --only range,full")
     return args
 
 
@@ -331,7 +355,8 @@ def run_http(
         concurrency=scenario.concurrency,
         duration=args.duration,
         seed=args.seed,
-        span=RANGE_SPAN,
+        span=args.range_bytes,
+        authorization=ctx["authorization"],
     )
     time.sleep(0.3)  # let the server handle the disconnects, and charge it for them
     wall = time.monotonic() - t0
@@ -347,7 +372,7 @@ def run_http(
     if errors:
         notes.append("errors " + ", ".join(f"{k} {v}" for k, v in result["errors"].items() if v))
     # wrk counts the bytes of responses still in flight at the end, up to one per connection.
-    ceiling = (requests + scenario.concurrency) * (RANGE_SPAN + 4096)
+    ceiling = (requests + scenario.concurrency) * (args.range_bytes + 4096)
     if scenario.kind == "range" and requests and result["bytes"] > ceiling:
         notes.append(f"{result['bytes'] / requests / MIB:.1f} MiB per response: Range ignored?")
     if not server.alive():
@@ -484,6 +509,7 @@ def make_server(name: str, ctx: dict[str, Any], access_log: bool) -> servers.Ser
         own.mkdir(exist_ok=True)
         server = servers.streamsrv(own, repo, corpus, port, dict(ctx["streamsrv_env"]))
         server.name = name
+        server.authorization = ctx["authorization"]
         return server
     workers = streamsrv_workers(name)
     if workers is not None:
@@ -495,6 +521,7 @@ def make_server(name: str, ctx: dict[str, Any], access_log: bool) -> servers.Ser
             env["STREAMSRV_WORKERS"] = str(workers)
         server = servers.streamsrv(tmp, REPO, corpus, port, env)
         server.name = name
+        server.authorization = ctx["authorization"]
         return server
     if name == "static.File":
         return servers.static_file(tmp, corpus, port, access_log)
@@ -508,7 +535,7 @@ def log(message: str) -> None:
 
 def estimate_s(args: argparse.Namespace, n_servers: int) -> float:
     """Rough wall time of the whole run, for the banner."""
-    plan = scenarios(args.slow_readers, args.only)
+    plan = scenarios(args.slow_readers, args.only, args.range_bytes)
     duration: float = args.duration
     slow_duration: float = args.slow_duration
     loads = sum(1 for s in plan if s.kind != "slow")
@@ -521,7 +548,7 @@ def estimate_s(args: argparse.Namespace, n_servers: int) -> float:
 
 def benchmark(args: argparse.Namespace, ctx: dict[str, Any], record: dict[str, Any]) -> None:
     """Run every scenario against every server, ``args.repeat`` times, into ``record``."""
-    plan = scenarios(args.slow_readers, args.only)
+    plan = scenarios(args.slow_readers, args.only, args.range_bytes)
     status: dict[str, dict[str, Any]] = record["servers"]
     access_log: bool | None = {"on": True, "off": False}.get(args.access_log)
     for repeat in range(args.repeat):
@@ -566,10 +593,11 @@ def benchmark(args: argparse.Namespace, ctx: dict[str, Any], record: dict[str, A
                         log(f"  could not check streamsrv's access logging ({e}); assuming none")
                         lines = 0
                     info["access_lines_per_request"] = lines / 3
+                    level = server.env.get("STREAMSRV_LOG_LEVEL", "warn")
                     info["logs"] = (
-                        f"access lines at STREAMSRV_LOG_LEVEL=warn ({lines} lines for 3 requests) to stdout"
+                        f"access lines at STREAMSRV_LOG_LEVEL={level} ({lines} for 3 requests) to stdout"
                         if lines
-                        else "no access lines at STREAMSRV_LOG_LEVEL=warn"
+                        else f"no access lines at STREAMSRV_LOG_LEVEL={level}"
                     )
                     if access_log is None:
                         access_log = lines > 0
@@ -646,7 +674,7 @@ def worker_ratios(by_server: dict[str, dict[str, Any]]) -> dict[str, dict[str, f
 def finish(record: dict[str, Any]) -> str:
     """Medians and ratios into ``record`` (from its runs and settings); return the table."""
     settings = record["settings"]
-    plan = scenarios(settings["slow_readers"], settings.get("only"))
+    plan = scenarios(settings["slow_readers"], settings.get("only"), settings.get("range_bytes", RANGE_SPAN))
     order: list[str] = settings["servers"]
     results: dict[str, dict[str, Any]] = {}
     all_ratios: dict[str, Any] = {}
@@ -735,8 +763,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_pin": load_pin,
         "use_wrk": use_wrk,
         "running": [],
-        "streamsrv_env": args.streamsrv_env,
+        "streamsrv_env": {**(PRODUCTION_ENV if args.production else {}), **args.streamsrv_env},
         "baseline_repo": args.baseline_repo,
+        # Sent with every request of the range/full loads (to the baselines too, so
+        # every server gets the same bytes) and with streamsrv's start probes.
+        "authorization": bearer() if args.production else None,
     }
     record: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -749,7 +780,8 @@ def main(argv: list[str] | None = None) -> int:
             "slow_repeat": min(args.slow_repeat, args.repeat),
             "slow_readers": args.slow_readers,
             "slow_rate_Bps": args.slow_rate,
-            "range_bytes": RANGE_SPAN,
+            "range_bytes": args.range_bytes,
+            "production": args.production,
             "seed": args.seed,
             "quiet_wait_s": args.quiet_wait,
             "servers": args.servers,

@@ -73,6 +73,8 @@ class Server:
     access_log: str
     extra_logs: list[Path] = field(default_factory=list)
     popen: subprocess.Popen[bytes] | None = None
+    #: ``Authorization`` the start probe sends (a server that refuses anonymous requests).
+    authorization: str | None = None
 
     @property
     def pid(self) -> int:
@@ -170,12 +172,11 @@ def probe(server: Server, corpus: Corpus, request_id: str = "bench-probe") -> No
     track = corpus.tracks[0]
     last = PROBE_OFFSET + PROBE_SPAN - 1
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    headers = {"Range": f"bytes={PROBE_OFFSET}-{last}", "X-Request-ID": request_id}
+    if server.authorization is not None:
+        headers["Authorization"] = server.authorization
     try:
-        conn.request(
-            "GET",
-            server.url_path(track.name),
-            headers={"Range": f"bytes={PROBE_OFFSET}-{last}", "X-Request-ID": request_id},
-        )
+        conn.request("GET", server.url_path(track.name), headers=headers)
         response = conn.getresponse()
         body = response.read()
     finally:

@@ -150,6 +150,63 @@ class AsyncLeafTests(unittest.SynchronousTestCase):
         self.assertEqual(self.leaf.outcome, ["done"])
 
 
+class NowLeaf(Leaf):
+    """A leaf that answers without a coroutine when ``self.now`` is not ``None``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now: Any = None
+
+    def answer_now(self, request: Any) -> Any:
+        if self.now is None:
+            return super().answer_now(request)
+        if isinstance(self.now, BaseException):
+            raise self.now
+        return self.now
+
+
+class AnswerNowTests(unittest.SynchronousTestCase):
+    """``answer_now``: an answer given at once is framed as a handler's would be."""
+
+    def setUp(self) -> None:
+        self.leaf = NowLeaf()
+        self.connection = Connection(leaf_site(self.leaf))
+
+    def test_body_at_once(self) -> None:
+        """A body answered at once is sent with its Content-Length; the handler never runs."""
+        self.leaf.now = b"quick"
+        self.connection.get(b"/leaf/x")
+        status, headers, body = parse_head(self.connection.transport.value())
+        self.assertEqual((status, headers["content-length"], body), (200, "5", b"quick"))
+        self.assertEqual(self.leaf.outcome, [])
+
+    def test_api_error_at_once(self) -> None:
+        """An ApiError raised at once is the JSON error model, as from the handler."""
+        self.leaf.now = ApiError("FORBIDDEN")
+        self.connection.get(b"/leaf/x")
+        status, _, body = parse_head(self.connection.transport.value())
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (403, "FORBIDDEN"))
+
+    def test_unexpected_failure_at_once(self) -> None:
+        """Another exception raised at once is logged and answered INTERNAL."""
+        self.leaf.now = RuntimeError("/secret/path went wrong")
+        self.connection.get(b"/leaf/x")
+        status, _, body = parse_head(self.connection.transport.value())
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (500, "INTERNAL"))
+        self.assertNotIn(b"secret", body)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_coroutine_handed_back_still_cancelled(self) -> None:
+        """A coroutine handed back runs as the handler does, and a client leaving still cancels it."""
+        cancelled: list[object] = []
+        self.leaf.waiting = Deferred(cancelled.append)
+        self.connection.get(b"/leaf/x")
+        self.connection.leave()
+        self.assertEqual(len(cancelled), 1)
+        self.assertIsInstance(self.leaf.outcome[0], CancelledError)
+        self.assertEqual(self.connection.transport.value(), b"")
+
+
 class StalledPool:
     """A worker pool whose jobs never finish; records what was submitted and cancelled."""
 

@@ -43,11 +43,14 @@ class GuardMixin:
     """A site whose guard takes HS256 JWTs and signed URLs, with small limits."""
 
     anonymous: Any = None
+    #: The guard's revocation checker (``None``: no revocation).
+    revocations: Any = None
 
     def setUp(self) -> None:
         root = Path(self.mktemp())  # type: ignore[attr-defined]
         (root / "jazz").mkdir(parents=True)
         (root / "jazz" / "So What.mp3").write_bytes(BODY)
+        self.media_root = root
         self.clock = MemoryReactorClock()
         self.clock.advance(NOW)
         self.issuer = TokenIssuer(
@@ -68,7 +71,7 @@ class GuardMixin:
             verifier=verifier,
             url_keys=KEYS,
             url_max_ttl_s=7 * 86400,
-            revocations=None,
+            revocations=self.revocations,
             limiter=self.limiter,
             policies=POLICIES,
             anonymous=self.anonymous,

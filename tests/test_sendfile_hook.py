@@ -162,3 +162,43 @@ class TransportHookTests(unittest.TestCase):
         server.transport.write(b"still queued")
         hook.release()
         await self.until(lambda: client.received == b"still queued")
+
+    async def test_send_head_goes_straight_out(self) -> None:
+        """send_head sends what it is given at once: nothing stays buffered, write is the class's again."""
+        server, client = await self.connect()
+        transport = server.transport
+        hook = TransportHook(transport)
+        hook.send_head(lambda: transport.writeSequence([b"HTTP/1.1 ", b"200 OK\r\n\r\n"]))
+        self.assertFalse(hook.pending())
+        self.assertNotIn("write", vars(transport))
+        self.assertNotIn("writeSequence", vars(transport))
+        await self.until(lambda: client.received == b"HTTP/1.1 200 OK\r\n\r\n")
+
+    async def test_send_head_behind_buffered_bytes(self) -> None:
+        """With bytes already buffered, send_head writes behind them: the order on the wire holds."""
+        server, client = await self.connect()
+        transport = server.transport
+        hook = TransportHook(transport)
+        transport.write(b"first;")
+        hook.send_head(lambda: transport.write(b"second"))
+        self.assertTrue(hook.pending())
+        await self.until(lambda: client.received == b"first;second")
+
+    async def test_send_head_rest_buffered(self) -> None:
+        """What the socket does not take is buffered and sent by the transport after what it took."""
+        server, client = await self.connect()
+        transport = server.transport
+        hook = TransportHook(transport)
+        real = transport.socket
+
+        class Short:
+            def send(self, data: bytes, flags: int = 0) -> int:
+                return real.send(data[:3], flags)
+
+        transport.socket = Short()
+        try:
+            hook.send_head(lambda: transport.write(b"abcdef"))
+        finally:
+            transport.socket = real
+        self.assertTrue(hook.pending())
+        await self.until(lambda: client.received == b"abcdef")

@@ -216,3 +216,64 @@ class HttpDateNowTests(unittest.SynchronousTestCase):
         self.assertEqual(first, b"Tue, 14 Nov 2023 22:13:20 GMT")
         now[0] += 1
         self.assertEqual(http_date_now(), b"Tue, 14 Nov 2023 22:13:21 GMT")
+
+
+class LocalAddressTests(unittest.SynchronousTestCase):
+    """The channel asks its transport for the local address once per connection."""
+
+    def test_asked_once(self) -> None:
+        """Two requests on one keep-alive connection see the same local address, asked of the socket once."""
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        built = build_site(Path(self.mktemp()))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
+        )
+        asked: list[int] = []
+        real = transport.getHost
+
+        def get_host() -> Any:
+            asked.append(1)
+            return real()
+
+        transport.getHost = get_host  # type: ignore[method-assign]
+        protocol = built.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(len(asked), 1)
+
+
+class RandomIdTests(unittest.SynchronousTestCase):
+    """Fresh request ids: read ahead from the OS in batches, never repeated, never shared with a fork."""
+
+    def test_fresh_ids(self) -> None:
+        """Ids are 24 lowercase hex digits and all differ, across several batches."""
+        from streamsrv.web.site import _RandomIds
+
+        ids = _RandomIds()
+        made = [ids.next() for _ in range(3 * _RandomIds.BATCH + 5)]
+        self.assertEqual(len(set(made)), len(made))
+        for value in made:
+            self.assertRegex(value, r"\A[0-9a-f]{24}\Z")
+
+    def test_fork_forgets_read_ahead(self) -> None:
+        """After a fork the child reads fresh bytes instead of its parent's read-ahead."""
+        import os
+
+        from streamsrv.web.site import _RandomIds
+
+        ids = _RandomIds()
+        ids.next()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report its next id and leave at once
+            os.write(write, ids.next().encode())
+            os._exit(0)
+        os.close(write)
+        child = os.read(read, 64).decode()
+        os.close(read)
+        os.waitpid(pid, 0)
+        self.assertNotEqual(child, ids.next())

@@ -220,8 +220,12 @@ class _Session:
     last_activity_at: float
     duration_s: float | None = None
     size: int | None = None
-    #: Sorted, disjoint, half-open byte intervals delivered.
+    #: Sorted, disjoint, half-open byte intervals delivered (changed only by :meth:`add_range`).
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    #: Bytes in :attr:`ranges`, kept as they change: the coverage is asked on every request.
+    _covered: int = field(default=0, repr=False)
+    #: The address and User-Agent last seen, whose network and client info are set already.
+    _seen: tuple[str | None, str | None] = field(default=(None, None), repr=False)
     segments: set[int] = field(default_factory=set)
     bytes_sent: int = 0
     client_info: str | None = None
@@ -244,16 +248,22 @@ class _Session:
         # Step back to an interval that may touch this one.
         if index > 0 and self.ranges[index - 1][1] >= start:
             index -= 1
+        ranges = self.ranges
         last = index
-        while last < len(self.ranges) and self.ranges[last][0] <= end:
-            start = min(start, self.ranges[last][0])
-            end = max(end, self.ranges[last][1])
+        merged = 0
+        while last < len(ranges) and ranges[last][0] <= end:
+            first_byte, end_byte = ranges[last]
+            merged += end_byte - first_byte
+            start = min(start, first_byte)
+            end = max(end, end_byte)
             last += 1
-        self.ranges[index:last] = [(start, end)]
+        ranges[index:last] = [(start, end)]
+        self._covered += end - start - merged
 
     @property
     def covered_bytes(self) -> int:
-        return sum(end - start for start, end in self.ranges)
+        """Distinct bytes delivered (a running total, not a sum over :attr:`ranges`)."""
+        return self._covered
 
     def server_seconds(self, segment_s: float) -> float:
         """Seconds delivered, estimated from the byte coverage or the segments."""
@@ -282,12 +292,13 @@ class _Session:
     def max_position(self, segment_s: float) -> float:
         return max(self.client_max_position_s, self.server_position(segment_s))
 
-    def completed(self, segment_s: float) -> bool:
+    def completed(self, segment_s: float, listened: float | None = None) -> bool:
+        """Whether the track was listened to the end (*listened*: :meth:`seconds_listened`, if known)."""
         if self.ended_reported:
             return True
-        return bool(self.duration_s) and self.seconds_listened(segment_s) >= COMPLETION_RATIO * (
-            self.duration_s or 0.0
-        )
+        if listened is None:
+            listened = self.seconds_listened(segment_s)
+        return bool(self.duration_s) and listened >= COMPLETION_RATIO * (self.duration_s or 0.0)
 
     def idle_deadline(self, idle_timeout_s: float) -> float:
         reporting = self.client_session_id is not None  # the client's reports keep it alive
@@ -295,6 +306,7 @@ class _Session:
         return self.last_activity_at + idle_timeout_s + extra
 
     def record(self, segment_s: float, ended_at: float | None = None) -> SessionRecord:
+        listened = self.seconds_listened(segment_s)
         return SessionRecord(
             id=self.id,
             user_sub=self.user_sub,
@@ -304,10 +316,10 @@ class _Session:
             last_activity_at=self.last_activity_at,
             ended_at=ended_at,
             bytes_sent=self.bytes_sent,
-            seconds_listened=round(self.seconds_listened(segment_s), 3),
+            seconds_listened=round(listened, 3),
             max_position_s=round(self.max_position(segment_s), 3),
             duration_s=self.duration_s,
-            completed=self.completed(segment_s),
+            completed=self.completed(segment_s, listened),
             client_info=self.client_info,
             ip_network=self.ip_network,
             client_session_id=self.client_session_id,
@@ -444,8 +456,10 @@ class SessionTracker(PeriodicService):
                 if range_end is not None:
                     end = min(end, range_end + 1)
                 session.add_range(range_start, end)
-            session.ip_network = truncate_ip(ip) or session.ip_network
-            session.client_info = _client_info(user_agent) or session.client_info
+            if session._seen != (ip, user_agent):  # a player sends the same ones with every range
+                session.ip_network = truncate_ip(ip) or session.ip_network
+                session.client_info = _client_info(user_agent) or session.client_info
+                session._seen = (ip, user_agent)
             self._touch(session, now)
             return session.id
         except Exception:

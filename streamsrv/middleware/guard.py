@@ -31,7 +31,7 @@ returns a credential.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ from streamsrv.auth.signing import (
 )
 from streamsrv.errors import ApiError
 from streamsrv.middleware.audit import security_event
-from streamsrv.middleware.ratelimit import Decision, IRateLimiter, Policies, keys_for
+from streamsrv.middleware.ratelimit import Decision, IRateLimiter, Policies, Policy, keys_for
 
 #: Verified access tokens remembered (LRU), and for how long at most: a
 #: token whose key was rotated out of the JWKS stays accepted that long.
@@ -109,6 +109,10 @@ class Guard:
         self._url_max_ttl_s = url_max_ttl_s
         self._revocations = revocations
         self._limiter = limiter
+        #: The limiter's synchronous check (the in-memory one has it; Redis does not).
+        self._check_now: Callable[[list[tuple[Policy, str]]], Decision] | None = (
+            getattr(limiter, "check_now", None) if limiter is not None else None
+        )
         self._policies = policies
         self._anonymous = anonymous
         self._clock = clock
@@ -138,53 +142,106 @@ class Guard:
             # A refused credential still costs the address a token.
             await self.limit(request, None, stream_start=stream_start)
             raise ApiError(e.code, e.message) from None
-        principal = admission.principal
-        request.user = principal.sub
-        request.auth_via = principal.via
-        await self.limit(request, principal, stream_start=stream_start)
-        if permission is not None and not principal.can(permission):
-            security_event(request, "forbidden", permission=permission, sub=principal.sub)
-            raise ApiError("FORBIDDEN")
+        self._identify(request, admission)
+        await self.limit(request, admission.principal, stream_start=stream_start)
+        self._permit(request, admission.principal, permission)
+        return admission
+
+    def admit_now(
+        self,
+        request: Any,
+        *,
+        permission: str | None,
+        signed: bool = False,
+        stream_start: bool = False,
+    ) -> Admission | None:
+        """:meth:`admit` answered without waiting, or ``None`` if it would have to wait.
+
+        It would wait for a bearer token that is not in the verified-token
+        cache (or whose entry has expired) and for a limiter that answers only
+        asynchronously (Redis); then nothing has been done (no event, no
+        token taken, no header set) and the caller must use :meth:`admit`.
+        Otherwise the same steps, checks, events and headers as :meth:`admit`,
+        in the same order, and the same :class:`ApiError` refusals.
+        """
+        if self._limiter is not None and self._check_now is None:
+            return None
+        try:
+            admission = self._authenticate_now(request, signed)
+        except (AuthError, SignedUrlError) as e:
+            security_event(request, e.code.lower(), reason=e.reason)
+            self._limit_now(request, None, stream_start)
+            raise ApiError(e.code, e.message) from None
+        if admission is None:
+            return None
+        self._identify(request, admission)
+        self._limit_now(request, admission.principal, stream_start)
+        self._permit(request, admission.principal, permission)
         return admission
 
     def require(self, request: Any, admission: Admission, permission: str) -> None:
         """Check one more permission for an admitted request (e.g. ``stream:hq``)."""
-        if not admission.principal.can(permission):
-            security_event(request, "forbidden", permission=permission, sub=admission.principal.sub)
+        self._permit(request, admission.principal, permission)
+
+    @staticmethod
+    def _identify(request: Any, admission: Admission) -> None:
+        principal = admission.principal
+        request.user = principal.sub
+        request.auth_via = principal.via
+
+    @staticmethod
+    def _permit(request: Any, principal: Principal, permission: str | None) -> None:
+        if permission is not None and not principal.can(permission):
+            security_event(request, "forbidden", permission=permission, sub=principal.sub)
             raise ApiError("FORBIDDEN")
 
-    async def _authenticate(self, request: Any, signed: bool) -> Admission:
+    def _authenticate_now(self, request: Any, signed: bool) -> Admission | None:
+        """The credentials' admission, or ``None`` for a bearer token not verified (recently) yet."""
         query = request.uri.partition(b"?")[2]
         if signed and any(marker in query for marker in _SIGNED_MARKERS):
             return self._signed(request, query)
         token = bearer_token(request.getHeader(b"authorization"))
         if token is not None:
-            principal = await self._verified(token)
-            if self._revocations is not None and self._revocations.is_revoked(principal):
-                raise AuthError("TOKEN_REVOKED", reason="revoked")
-            return Admission(principal)
+            principal = self._recalled(token)
+            return None if principal is None else self._unless_revoked(principal)
         if self._anonymous is not None:
             return Admission(self._anonymous)
         raise AuthError("UNAUTHENTICATED", reason="no_credentials")
 
+    async def _authenticate(self, request: Any, signed: bool) -> Admission:
+        admission = self._authenticate_now(request, signed)
+        if admission is not None:
+            return admission
+        token = bearer_token(request.getHeader(b"authorization"))
+        assert token is not None  # the only case _authenticate_now leaves open
+        return self._unless_revoked(await self._verified(token))
+
+    def _unless_revoked(self, principal: Principal) -> Admission:
+        if self._revocations is not None and self._revocations.is_revoked(principal):
+            raise AuthError("TOKEN_REVOKED", reason="revoked")
+        return Admission(principal)
+
+    def _recalled(self, token: str) -> Principal | None:
+        """The principal of *token* from the verified-token cache, if there and fresh."""
+        if self._verifier is None:
+            raise AuthError("TOKEN_INVALID", reason="jwt_not_configured")
+        cached = self._token_cache.get(token)
+        if cached is None or not self._clock.seconds() < cached[1]:
+            return None
+        self._token_cache.move_to_end(token)
+        return cached[0]
+
     async def _verified(self, token: str) -> Principal:
-        """The principal of an access token, from the verified-token cache when fresh.
+        """Verify an access token that :meth:`_recalled` does not know, and remember it.
 
         A player sends the same token with every range request of a track;
         verifying it once and remembering the result until it expires (at most
         :data:`TOKEN_CACHE_TTL_S`) takes the signature check and parsing off
         the hot path.  Revocation is still checked on every request.
         """
-        if self._verifier is None:
-            raise AuthError("TOKEN_INVALID", reason="jwt_not_configured")
+        assert self._verifier is not None  # _recalled refused the token otherwise
+        self._token_cache.pop(token, None)  # a stale entry
         now = self._clock.seconds()
-        cached = self._token_cache.get(token)
-        if cached is not None:
-            principal, valid_until = cached
-            if now < valid_until:
-                self._token_cache.move_to_end(token)
-                return principal
-            del self._token_cache[token]
         principal = await self._verifier.verify(token, typ="access")
         valid_until = now + TOKEN_CACHE_TTL_S
         if principal.expires_at is not None:
@@ -251,14 +308,31 @@ class Guard:
         """
         if self._limiter is None:
             return
+        decision: Decision = await self._limiter.check(self._keys(request, principal, stream_start))
+        self._enforce(request, decision, stream_start)
+
+    def _limit_now(self, request: Any, principal: Principal | None, stream_start: bool) -> None:
+        """:meth:`limit` with a limiter that answers at once (or none)."""
+        check_now = self._check_now
+        if check_now is not None:
+            self._enforce(request, check_now(self._keys(request, principal, stream_start)), stream_start)
+
+    def _keys(
+        self, request: Any, principal: Principal | None, stream_start: bool
+    ) -> list[tuple[Policy, str]]:
         sub = None
         if principal is not None and principal.via != "anonymous":
             sub = principal.sub if principal.via == "jwt" or principal.sub != "signed-url" else None
-        keys = keys_for(client_ip=request.client_ip, sub=sub, stream=stream_start, policies=self._policies)
-        decision: Decision = await self._limiter.check(keys)
-        for name, value in decision.headers().items():
-            if name != "Retry-After" or not decision.allowed:
-                request.setHeader(name.encode("ascii"), value.encode("ascii"))
+        return keys_for(client_ip=request.client_ip, sub=sub, stream=stream_start, policies=self._policies)
+
+    @staticmethod
+    def _enforce(request: Any, decision: Decision, stream_start: bool) -> None:
+        """Set the ``RateLimit-*`` headers of *decision*; raise ``RATE_LIMITED`` if it refused."""
+        set_header = request.setHeader
+        set_header(b"RateLimit-Limit", b"%d" % decision.limit)
+        set_header(b"RateLimit-Remaining", b"%d" % decision.remaining)
+        set_header(b"RateLimit-Reset", b"%d" % decision.reset_s)
         if not decision.allowed:
+            set_header(b"Retry-After", b"%d" % decision.retry_after_s)
             security_event(request, "rate_limited", stream=stream_start)
             raise ApiError("RATE_LIMITED", headers={"Retry-After": str(decision.retry_after_s)})

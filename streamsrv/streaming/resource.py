@@ -22,9 +22,9 @@ import functools
 import math
 import os
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NamedTuple
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IReactorTime
@@ -155,6 +155,11 @@ CACHE_MAX_AGE_S = 3600
 CACHE_CONTROL = b"private, max-age=%d" % CACHE_MAX_AGE_S
 
 
+def _starts_stream(request: Any) -> bool:
+    """Whether *request* starts a stream: a track asked from its first byte (the stream-start limits)."""
+    return bool(b"/".join(request.postpath)) and plays_from_start(_header(request, b"range"))
+
+
 def _header(request: Any, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
@@ -227,27 +232,50 @@ class StreamResource(AsyncLeaf):
     async def handle(self, request: Any) -> bytes | int:
         """Admit the request, then answer with the file, a range of it, a rendition, or an error.
 
-        Originals are answered without a further ``await`` once admitted
-        (but for a track's first request, which waits once for the catalog's
-        record of its duration): :meth:`_serve` is synchronous, so a plain
-        range request costs this one coroutine and no more.
+        :meth:`answer_now` does the same without this coroutine whenever the
+        guard can admit the request at once.
         """
-        # A track asked from its first byte starts a stream (the stream-start rate limits).
-        starts = bool(b"/".join(request.postpath)) and plays_from_start(_header(request, b"range"))
         admission = await self._guard.admit(
-            request, permission="stream:read", signed=True, stream_start=starts
+            request, permission="stream:read", signed=True, stream_start=_starts_stream(request)
         )
+        answer = self._admitted(request, admission)
+        return answer if isinstance(answer, (bytes, int)) else await answer
+
+    def answer_now(self, request: Any) -> bytes | int | Coroutine[Any, Any, bytes | int]:
+        """:meth:`handle` without a coroutine when nothing has to wait: the usual range request.
+
+        That is: the guard admits at once (a cached or no token, an in-memory
+        limiter) and the original file is served, its duration known.  A
+        rendition, a track's first request (which waits once for the
+        catalog's record of its duration) or an admission that must wait go
+        on in a coroutine, from where this left off.
+        """
+        admission = self._guard.admit_now(
+            request, permission="stream:read", signed=True, stream_start=_starts_stream(request)
+        )
+        if admission is None:
+            return self.handle(request)
+        return self._admitted(request, admission)
+
+    def _admitted(self, request: Any, admission: Admission) -> bytes | int | Coroutine[Any, Any, bytes | int]:
+        """The answer to an admitted request, or the coroutine that will give it."""
         if request.args.get(b"download") == [b"1"]:
             self._guard.require(request, admission, "stream:download")
         if self._shaping:
             request.stream_shaping = shaping_for(admission.principal.roles, self._shaping)
         if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
-            return await self._transcode(request, admission)
+            return self._transcode(request, admission)
         self._refuse_if_draining(request)
         track, path, fmt = self._resolve(request)
         durations = self._durations
         if durations is not None and not durations.known(track):
-            await durations.load(track)  # once per track: the catalog's record, read off the reactor
+            return self._serve_once_known(durations, request, track, path, fmt)
+        return self._serve(request, track, path, fmt)
+
+    async def _serve_once_known(
+        self, durations: TrackDurations, request: Any, track: str, path: Path, fmt: AudioFormat
+    ) -> bytes | int:
+        await durations.load(track)  # once per track: the catalog's record, read off the reactor
         return self._serve(request, track, path, fmt)
 
     def _refuse_if_draining(self, request: Any) -> None:
@@ -356,11 +384,12 @@ class StreamResource(AsyncLeaf):
         self, request: Any, track: str, fmt: AudioFormat, fileobj: IO[bytes], info: os.stat_result
     ) -> bytes | int:
         size = info.st_size
-        etag = make_etag(size, info.st_mtime_ns, info.st_ino)
         last_modified = int(info.st_mtime)
+        block = _file_headers(track, size, info.st_mtime_ns, info.st_ino, last_modified)
+        etag = block.etag
 
-        request.setHeader(b"etag", etag.encode("ascii"))
-        request.setHeader(b"last-modified", http_date(last_modified).encode("ascii"))
+        request.setHeader(b"etag", block.etag_value)
+        request.setHeader(b"last-modified", block.last_modified_value)
         request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"cache-control", self._cache_control(request))
         mark_media(request)
@@ -376,10 +405,8 @@ class StreamResource(AsyncLeaf):
         duration = self._durations.get(track, etag) if self._durations is not None else None
         if duration is not None:
             request.setHeader(b"x-content-duration", b"%.3f" % duration)
-        filename = track.rsplit("/", 1)[-1]
-        kind = b"attachment" if request.args.get(b"download") == [b"1"] else b"inline"
-        disposition = kind + b"; filename*=UTF-8''" + quote(filename).encode("ascii")
-        request.setHeader(b"content-disposition", disposition)
+        download = request.args.get(b"download") == [b"1"]
+        request.setHeader(b"content-disposition", block.attachment if download else block.inline)
 
         segments, trailer, length = self._framing(request, size, etag, last_modified, fmt.mime_type)
         return self._send(request, track, fileobj, segments, trailer, length, (size, duration))
@@ -513,6 +540,34 @@ class StreamResource(AsyncLeaf):
         tracker.add(sender)
         sender.start()
         return server.NOT_DONE_YET
+
+
+class _FileHeaders(NamedTuple):
+    """The header values of one version of one file, computed once (see :func:`_file_headers`)."""
+
+    etag: str
+    etag_value: bytes
+    last_modified_value: bytes
+    inline: bytes
+    attachment: bytes
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_headers(track: str, size: int, mtime_ns: int, inode: int, last_modified: int) -> _FileHeaders:
+    """``ETag``, ``Last-Modified`` and both ``Content-Disposition`` values of a file version.
+
+    Keyed by everything they are made of, so a changed file (size, mtime or
+    inode) gets its own; a player asks many ranges of the same few files.
+    """
+    etag = make_etag(size, mtime_ns, inode)
+    filename = quote(track.rsplit("/", 1)[-1]).encode("ascii")
+    return _FileHeaders(
+        etag=etag,
+        etag_value=etag.encode("ascii"),
+        last_modified_value=http_date(last_modified).encode("ascii"),
+        inline=b"inline; filename*=UTF-8''" + filename,
+        attachment=b"attachment; filename*=UTF-8''" + filename,
+    )
 
 
 class _Unsatisfiable(ApiError):

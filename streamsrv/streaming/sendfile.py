@@ -23,8 +23,15 @@ of it changes):
   ``None``, or an exception meaning the connection is lost (the reactor then
   calls ``connectionLost``).  The class's own ``doWrite`` sends what is
   buffered and calls ``stopWriting()`` once nothing is left.
-- ``fileno()`` is the non-blocking socket; ``startWriting``/``stopWriting``
-  ask for (or stop) "writable" events.
+- ``fileno()`` is the non-blocking socket (``socket`` the socket object);
+  ``startWriting``/``stopWriting`` ask for (or stop) "writable" events.
+- ``write``/``writeSequence`` are looked up on the instance too, so
+  :meth:`TransportHook.send_head` can take the response headers that
+  Twisted's ``HTTPChannel.writeHeaders`` writes (one ``writeSequence``) and
+  send them itself, flagged ``MSG_MORE`` so they leave in one segment with
+  the first body bytes (nginx's ``tcp_nopush`` without its two
+  ``setsockopt`` calls); what the socket does not take goes to the
+  transport's own buffer, as if written normally.
 
 This module never writes anything but the file range it is given, never
 blocks (the socket is non-blocking: a full socket is ``BlockingIOError``),
@@ -34,12 +41,17 @@ and never leaves the transport hooked after :meth:`TransportHook.release`.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from twisted.internet import tcp
 
 __all__ = ["TransportHook", "qualifies"]
+
+
+#: "More is coming": the kernel holds a short send back for what follows (Linux; 0 elsewhere).
+MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)
 
 
 def qualifies(transport: object) -> bool:
@@ -59,10 +71,48 @@ class TransportHook:
 
     def take(self, do_write: Callable[[], object]) -> None:
         """Have the reactor call *do_write* instead of the transport's own, from the next writable event."""
-        transport = self._transport
-        transport.doWrite = do_write
+        self.install(do_write)
+        self._transport.startWriting()
+
+    def install(self, do_write: Callable[[], object]) -> None:
+        """Have the reactor call *do_write* instead of the transport's own, when it next calls one.
+
+        Unlike :meth:`take`, this asks for no writable event: the caller
+        writes at once and asks with :meth:`wait_writable` if it must wait.
+        """
+        self._transport.doWrite = do_write
         self._hooked = True
-        transport.startWriting()
+
+    def send_head(self, write: Callable[[], None], more: bool = True) -> None:
+        """Call *write* (which writes the response headers to the transport) and send them at once.
+
+        The bytes go straight to the socket, with ``MSG_MORE`` if *more* (a
+        body follows at once: they leave together), and whatever the socket
+        does not take into the transport's buffer as an ordinary write would
+        put it.  If the transport holds bytes already, or is closing, *write*
+        just writes.
+        """
+        transport = self._transport
+        if self.pending() or not transport.connected or transport.disconnecting:
+            write()
+            return
+        captured: list[bytes] = []
+        transport.writeSequence = captured.extend
+        transport.write = captured.append
+        try:
+            write()
+        finally:
+            del transport.writeSequence
+            del transport.write
+        data = b"".join(captured)
+        if not data:
+            return
+        try:
+            sent = transport.socket.send(data, MSG_MORE if more else 0)
+        except OSError:
+            sent = 0  # full, or gone: the transport's own write finds out which
+        if sent < len(data):
+            type(transport).write(transport, data[sent:])
 
     def pending(self) -> bool:
         """Whether the transport still holds bytes of its own (the headers) in user space."""

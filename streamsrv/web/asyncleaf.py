@@ -9,9 +9,11 @@ model; anything else goes to the request's ``processingFailed`` (logged for
 operators, a bare ``INTERNAL`` for the client).  A client that leaves while
 the handler is still waiting (for the worker pool, the rate limiter, the
 catalog) cancels it, as Klein's own resource does: the coroutine gets
-``CancelledError`` at its ``await`` and nothing more is written.  A handler
-that completes without waiting costs one coroutine and no more: nothing is
-registered for the client's departure then, since there is nothing to cancel.
+``CancelledError`` at its ``await`` and nothing more is written.  A subclass
+may first try :meth:`AsyncLeaf.answer_now`, which answers without a coroutine
+when nothing has to wait (a range of a file whose credentials are cached) and
+hands back a coroutine otherwise; nothing is registered for the client's
+departure when there is nothing to cancel.
 
 This module never writes a traceback, a file-system path or a secret to a
 client, and never knows what a handler serves.
@@ -19,6 +21,7 @@ client, and never knows what a handler serves.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -55,10 +58,28 @@ class AsyncLeaf(Resource):
         """
         raise NotImplementedError
 
+    def answer_now(self, request: Any) -> bytes | int | Coroutine[Any, Any, bytes | int]:
+        """What :meth:`handle` would answer, if known without waiting; else the coroutine to run.
+
+        The default is always :meth:`handle`'s coroutine.  An override answers
+        (or raises) exactly as :meth:`handle` would, and must not have done
+        anything that :meth:`handle` would do again when it returns a
+        coroutine.
+        """
+        return self.handle(request)
+
     def render_GET(self, request: Any) -> int:
-        """Run :meth:`handle`; cancel it if the client leaves before it is done."""
+        """Answer at once if :meth:`answer_now` can, else run its coroutine (cancelled if the client goes)."""
         request.route = self.route
-        d = ensureDeferred(self.handle(request))
+        try:
+            answer = self.answer_now(request)
+        except Exception:
+            _failed(Failure(), request)
+            return server.NOT_DONE_YET
+        if isinstance(answer, (bytes, int)):
+            _answer(answer, request)
+            return server.NOT_DONE_YET
+        d = ensureDeferred(answer)
         if not d.called:
             request.notifyFinish().addErrback(_client_gone, d)
         d.addCallbacks(_answer, _failed, callbackArgs=(request,), errbackArgs=(request,))

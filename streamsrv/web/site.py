@@ -11,11 +11,12 @@ ever writes a traceback, a file-system path or a credential to a client.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.logger import Logger
@@ -55,11 +56,42 @@ def http_date_now() -> bytes:
     return value
 
 
+class _RandomIds:
+    """Fresh random request ids (24 hex digits, as ``secrets.token_hex(12)``), one ``getrandom`` per 256.
+
+    The bytes come from :func:`os.urandom` as ``secrets`` takes them, read
+    ahead; a forked child drops what its parent read ahead.
+    """
+
+    BATCH: Final = 256
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> str:
+        """A fresh id, never handed out before."""
+        at = self._at
+        if at >= len(self._pool):
+            self._pool = os.urandom(12 * self.BATCH)
+            at = 0
+        self._at = at + 12
+        return self._pool[at : at + 12].hex()
+
+
+_random_ids = _RandomIds()
+
+
 def choose_request_id(offered: bytes | None) -> str:
     """The client's request id if well formed, else a fresh random one."""
     if offered is not None and REQUEST_ID_RE.match(offered):
         return offered.decode("ascii")
-    return secrets.token_hex(12)
+    return _random_ids.next()
 
 
 class StreamsrvRequest(server.Request):
@@ -252,10 +284,19 @@ class StreamsrvChannel(http.HTTPChannel):
     """
 
     _refused = False
+    #: The connection's local address, once asked (see :meth:`getHost`).
+    _host: Any = None
 
     #: Set by ``Site.buildProtocol`` (through ``_GenericHTTPChannelProtocol.site``)
     #: before any data arrives; only :class:`StreamsrvSite` builds this channel.
     site: StreamsrvSite
+
+    def getHost(self) -> Any:
+        """The local address of this connection: asked of the socket once, not for every request."""
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     def refuse(self, status: int, code: str) -> None:
         """Answer *code* as JSON, close, and ignore whatever else arrives."""
