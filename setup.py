@@ -82,7 +82,7 @@ setup(
     data_files=[
         # The default alert rules, found there by streamsrv.alerts.rules.default_rules_file().
         ("share/streamsrv", ["etc/alerts.toml"]),
-        # The notification templates, found there by streamsrv.notifications.templates.default_templates_dir().
+        # The notification templates (streamsrv.notifications.templates.default_templates_dir()).
         (
             "share/streamsrv/notifications",
             sorted(
