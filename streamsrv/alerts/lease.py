@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
-from streamsrv.sqlitepool import SQLITE_BUSY_TIMEOUT_MS
+from streamsrv.db.sqlitepool import SQLITE_BUSY_TIMEOUT_MS
 from streamsrv.threads import IThreads
 
 __all__ = ["LEASE_NAME", "ILease", "RedisLease", "SoleLease", "SqliteLease", "new_holder"]
