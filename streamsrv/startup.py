@@ -25,8 +25,9 @@ from twisted.logger import ILogObserver, Logger
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.auth.devcredentials import signing_material
 from streamsrv.auth.factory import make_issuer
+from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import sign_url
-from streamsrv.config import Settings
+from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.demo import ensure_demo_library
 from streamsrv.logs import make_log_observer
 
@@ -48,6 +49,22 @@ def or_exit(variable: str, build: Callable[..., T], *args: Any, **kwargs: Any) -
     except ValueError as e:
         print(f"streamsrv: {variable}: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def load_or_exit(cli_values: Mapping[str, str], env_file: str | None) -> Settings:
+    """The settings from the command line, environment and env file; exit 1 listing every problem."""
+    try:
+        return load_settings(dict(cli_values), env_file=env_file)
+    except ConfigError as e:
+        print("streamsrv: invalid configuration:", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def roles_or_exit(settings: Settings) -> dict[str, frozenset[str]]:
+    """The roles file's roles (exit 1, saying why, when it is invalid)."""
+    return or_exit("STREAMSRV_ROLES_FILE", load_roles, settings.roles_file)
 
 
 def log_observer(twistd_options: Mapping[str, Any] | None, settings: Settings) -> ILogObserver | None:

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from streamsrv import __version__
+from streamsrv.alerts.factory import add_alerts
 from streamsrv.analytics.api import AnalyticsApi
 from streamsrv.analytics.backends import make_analytics_store
 from streamsrv.analytics.factory import add_analytics_store, make_sessions
@@ -35,9 +36,8 @@ from streamsrv.analytics.publishing import PlaybackReports
 from streamsrv.audio.factory import CatalogAnnouncements, make_catalog, make_pool
 from streamsrv.audio.library import MediaLibrary
 from streamsrv.auth.factory import make_auth
-from streamsrv.auth.roles import load_roles
 from streamsrv.cache.artifacts import ArtifactCache
-from streamsrv.config import ConfigError, Settings, load_settings
+from streamsrv.config import Settings
 from streamsrv.events.factory import make_event_hub
 from streamsrv.health.factory import make_health, readiness_prerequisites
 from streamsrv.health.metrics import Metrics
@@ -54,7 +54,15 @@ from streamsrv.processes.sockets import adopted_endpoints
 from streamsrv.processes.supervisor import make_supervisor
 from streamsrv.redisconn import RedisService
 from streamsrv.service import RootService
-from streamsrv.startup import announce_dev_credentials, log_observer, make_data_dir, media_root, or_exit
+from streamsrv.startup import (
+    announce_dev_credentials,
+    load_or_exit,
+    log_observer,
+    make_data_dir,
+    media_root,
+    or_exit,
+    roles_or_exit,
+)
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.threads import threads_for
 from streamsrv.web.factory import (
@@ -111,16 +119,6 @@ class Options(usage.Options):
         return values
 
 
-def _load(config: Options) -> Settings:
-    try:
-        return load_settings(config.cli_values(), env_file=config["env-file"])
-    except ConfigError as e:
-        print("streamsrv: invalid configuration:", file=sys.stderr)
-        for problem in e.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 def makeService(config: Options, reactor: Any = None) -> RootService:
     """Build the whole daemon from *config* (and the environment).
 
@@ -131,7 +129,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    settings = _load(config)
+    settings = load_or_exit(config.cli_values(), config["env-file"])
     make_data_dir(settings)
     if settings.workers > 1:
         return _supervisor(config, settings, reactor)
@@ -154,7 +152,7 @@ def makeWorkerService(argv: Sequence[str], worker: WorkerRole, reactor: Any) -> 
     """
     config = Options()
     config.parseOptions(list(argv))
-    settings = _load(config)
+    settings = load_or_exit(config.cli_values(), config["env-file"])
     make_data_dir(settings)
     if len(worker.listen_fds) != len(settings.listen):
         print(
@@ -177,11 +175,6 @@ def makeWorkerService(argv: Sequence[str], worker: WorkerRole, reactor: Any) -> 
     return services
 
 
-def _roles(settings: Settings) -> dict[str, frozenset[str]]:
-    """The roles file's roles (exit 1, saying why, when it is invalid)."""
-    return or_exit("STREAMSRV_ROLES_FILE", load_roles, settings.roles_file)
-
-
 def _supervisor(config: Options, settings: Settings, reactor: Any) -> RootService:
     """The supervisor of ``STREAMSRV_WORKERS`` worker processes, after the once-per-host work.
 
@@ -199,7 +192,7 @@ def _supervisor(config: Options, settings: Settings, reactor: Any) -> RootServic
         env=settings.env,
         workers=settings.workers,
     )
-    _roles(settings)
+    roles_or_exit(settings)
     announce_dev_credentials(settings, media_root(settings), reactor)
     supervisor = make_supervisor(settings, config.cli_values(), reactor, foreground=observer is not None)
     supervisor.setServiceParent(services)
@@ -221,7 +214,7 @@ def _daemon(services: RootService, settings: Settings, reactor: Any, worker: Wor
         redis = service.connection
     limiter = make_limiter(reactor, services, redis=redis, metrics=metrics)
     on_event = request_security_event
-    auth = make_auth(settings, reactor, services, _roles(settings), metrics, redis, on_event)
+    auth = make_auth(settings, reactor, services, roles_or_exit(settings), metrics, redis, on_event)
     if worker is None:
         announce_dev_credentials(settings, root, reactor)
     tracker = StreamTracker(reactor, settings.shutdown_grace_s, metrics)
@@ -235,10 +228,11 @@ def _daemon(services: RootService, settings: Settings, reactor: Any, worker: Wor
     )
     catalog = make_catalog(settings, root, reactor, services, redis, health.checks, metrics, artifacts)
     guard = make_guard(settings, reactor, auth, limiter)
+    checks = health.checks
     parts = HttpParts(
-        settings, reactor, root, metrics, auth, guard, tracker, health.checks, pool, artifacts, catalog
+        settings, reactor, root, metrics, auth, guard, tracker, checks, pool, artifacts, catalog
     )
-    _serve(services, parts, worker, redis)
+    _serve(services, parts, worker, redis, health.lag)
 
 
 def _realtime(services: RootService, parts: HttpParts, redis: Any, host_jobs: bool) -> tuple[Any, ...]:
@@ -262,14 +256,16 @@ def _realtime(services: RootService, parts: HttpParts, redis: Any, host_jobs: bo
     return store, sessions, hub, ws
 
 
-def _serve(services: RootService, parts: HttpParts, worker: WorkerRole | None, redis: Any) -> None:
-    """The real-time parts, the site on every listener, and readiness last."""
+def _serve(services: RootService, parts: HttpParts, worker: WorkerRole | None, redis: Any, lag: Any) -> None:
+    """The real-time parts, alerts, the site on every listener, and readiness last."""
     settings, reactor, catalog = parts.settings, parts.clock, parts.catalog
     host_jobs = worker is None or worker.runs_host_jobs
     store, sessions, hub, ws = _realtime(services, parts, redis, host_jobs)
     # Every worker's catalog sees each change; through Redis one announcement reaches every worker.
     if host_jobs or settings.redis_url is None:
         catalog.subscribe(CatalogAnnouncements(hub))
+    measured = (parts.metrics, hub, redis, lag)
+    alerts = or_exit("STREAMSRV_ALERT_RULES_FILE", add_alerts, settings, reactor, services, *measured)
     api = make_api(
         settings,
         metrics=parts.metrics,
@@ -280,6 +276,7 @@ def _serve(services: RootService, parts: HttpParts, worker: WorkerRole | None, r
         media=MediaLibrary(parts.media_root, catalog=catalog, pool=parts.pool, cache=parts.artifacts),
         analytics=AnalyticsApi(store, reactor, catalog),
         prerequisites=readiness_prerequisites(parts.auth.revocations, store, catalog),
+        alerts=alerts,
     )
     children = make_children(parts, sessions=sessions, ws=ws)
     site = make_site(settings, api, children, metrics=parts.metrics, clock=reactor)

@@ -21,6 +21,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from streamsrv import tap
+from streamsrv.alerts.service import AlertEvaluator
 from streamsrv.health.checks import ReactorLagMonitor
 from streamsrv.service import RootService
 from streamsrv.streaming.tracker import StreamTracker
@@ -224,6 +225,7 @@ class MakeServiceTests(MakeServiceMixin, unittest.SynchronousTestCase):
         self.assertLess(names.index("revocation-store"), names.index("revocations"))
         self.assertIsInstance(root.getServiceNamed("streams"), StreamTracker)
         self.assertIsInstance(root.getServiceNamed("reactor-lag"), ReactorLagMonitor)
+        self.assertIsInstance(root.getServiceNamed("alerts"), AlertEvaluator)
         self.assertEqual(len(_listeners(root)), 2)
         self.assertEqual(children[-1].name, "readiness")
         sites = {listener.factory for listener in _listeners(root)}
@@ -312,6 +314,15 @@ class InvalidConfigTests(MakeServiceMixin, unittest.SynchronousTestCase):
         """A --media-dir that does not exist is refused by name."""
         err = self.make_failing("--media-dir", str(self.media / "missing"))
         self.assertIn("STREAMSRV_MEDIA_DIR", err)
+
+    def test_bad_alert_rules(self) -> None:
+        """An invalid STREAMSRV_ALERT_RULES_FILE ends start-up with status 1, naming the variable and rule."""
+        rules = Path(self.mktemp())
+        rules.write_text('[[rules]]\nname = "x"\nmeasure = "nonsense"\nabove = 1\n')
+        self.environ["STREAMSRV_ALERT_RULES_FILE"] = str(rules)
+        err = self.make_failing("--media-dir", str(self.media))
+        self.assertIn("STREAMSRV_ALERT_RULES_FILE", err)
+        self.assertIn("rule 'x': measure: must be one of", err)
 
     def test_unknown_variable(self) -> None:
         """A misspelt STREAMSRV_* variable is a problem, not silently ignored."""

@@ -6,8 +6,9 @@ given, else a SQLite file in the data dir, else none needed), registers the
 ``streamsrv_alerts_firing`` gauge on the daemon's registry, and returns an
 :class:`Alerts`: the evaluator service to start, and what the two HTTP routes
 call (:meth:`Alerts.status`, :meth:`Alerts.ingest`).  Every dependency is
-passed in; this module never imports the web layer, the hub or the
-notifications package, and never uses the global reactor.
+passed in (:func:`add_alerts` maps the daemon's settings onto them); this
+module never imports the web layer or the notifications package, and never
+uses the global reactor.
 """
 
 from __future__ import annotations
@@ -19,17 +20,26 @@ from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import Gauge
+from twisted.application.service import IServiceCollection
 from twisted.internet.interfaces import IReactorTime
 
 from streamsrv.alerts.alertmanager import AlertmanagerReceiver
 from streamsrv.alerts.dispatch import AlertDispatcher, Notifier, Publisher
 from streamsrv.alerts.lease import ILease, RedisLease, SoleLease, SqliteLease
-from streamsrv.alerts.measures import MEASURES, MetricsSnapshot, take_snapshot
+from streamsrv.alerts.measures import (
+    MEASURES,
+    PROBE_DISK_FREE,
+    PROBE_REACTOR_LAG,
+    MetricsSnapshot,
+    take_snapshot,
+)
 from streamsrv.alerts.rules import RuleSet, default_rules_file, load_rules
 from streamsrv.alerts.service import DEFAULT_INTERVAL_S, FIRING_GAUGE, AlertEvaluator
-from streamsrv.threads import IThreads
+from streamsrv.config import Settings
+from streamsrv.events.hub import SYSTEM_CHANNEL
+from streamsrv.threads import IThreads, threads_for
 
-__all__ = ["LEASE_FILENAME", "Alerts", "disk_free_probe", "make_alerts"]
+__all__ = ["LEASE_FILENAME", "Alerts", "add_alerts", "disk_free_probe", "make_alerts"]
 
 #: The SQLite file of the lease, in the data dir.
 LEASE_FILENAME: Final = "alerts.sqlite3"
@@ -172,3 +182,49 @@ def disk_free_probe(path: Path) -> Callable[[], float]:
         return usage.free / usage.total if usage.total else 0.0
 
     return probe
+
+
+class _LagProbe:
+    """The ``reactor_lag_seconds`` probe: the lag monitor's worst lag of its last window."""
+
+    def __init__(self, monitor: Any) -> None:
+        self._monitor = monitor
+
+    def __call__(self) -> float:
+        return float(self._monitor.lag_s)
+
+
+def add_alerts(
+    settings: Settings,
+    reactor: Any,
+    parent: IServiceCollection,
+    metrics: Any,
+    hub: Any,
+    redis: Any,
+    lag: Any,
+    notify: Notifier | None = None,
+) -> Alerts:
+    """The daemon's alerts from its settings, the evaluator a service of *parent*.
+
+    :param metrics: the daemon's :class:`~streamsrv.health.metrics.Metrics` (its registry is read).
+    :param redis: the Redis connection (the evaluator's lease), or ``None`` (SQLite in the data dir).
+    :param hub: the event hub (``alert.*`` events go to its ``system`` channel).
+    :param lag: the :class:`~streamsrv.health.checks.ReactorLagMonitor`.
+    :param notify: the notifications component's sender (``None``: events only).
+    :raise RulesError: for an unreadable or invalid rules file (a ``ValueError``).
+    """
+    alerts = make_alerts(
+        registry=metrics.registry,
+        clock=reactor,
+        publish=hub.publish,
+        system_channel=SYSTEM_CHANNEL,
+        notify=notify,
+        threads=threads_for(reactor),
+        rules_file=settings.alert_rules_file,
+        interval_s=settings.alert_interval_s,
+        data_dir=settings.data_dir,
+        redis=redis,
+        probes={PROBE_REACTOR_LAG: _LagProbe(lag), PROBE_DISK_FREE: disk_free_probe(settings.data_dir)},
+    )
+    alerts.evaluator.setServiceParent(parent)
+    return alerts

@@ -74,6 +74,7 @@ def make_api(
     media: Any = None,
     analytics: Any = None,
     prerequisites: Mapping[str, Callable[[], bool]] | None = None,
+    alerts: Any = None,
 ) -> ApiApp:
     """The JSON API (``/health*``, ``/metrics``, ``/api/v1/…``)."""
     return ApiApp(
@@ -87,6 +88,7 @@ def make_api(
         media=media,
         analytics=analytics,
         prerequisites=prerequisites,
+        alerts=alerts,
     )
 
 
