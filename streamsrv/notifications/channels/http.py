@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers
 
 from streamsrv.notifications.channels.base import ChannelError, RetryableError
 
-__all__ = ["HttpAnswer", "HttpSender"]
+__all__ = ["HttpAnswer", "HttpChannel", "HttpSender"]
 
 #: Seconds to open a connection (within the whole request's deadline).
 CONNECT_TIMEOUT_S = 10.0
@@ -131,3 +131,13 @@ class HttpSender:
         Close the idle persistent connections of the pool this sender made (if it made one).
         """
         return succeed(None) if self._pool is None else self._pool.closeCachedConnections()
+
+
+class HttpChannel:
+    """What the channels that speak HTTP share: their :class:`HttpSender`, and closing it."""
+
+    _http: HttpSender
+
+    def close(self) -> Deferred[None]:
+        """Close the idle connections of the pool this channel made (if it made one)."""
+        return self._http.close()

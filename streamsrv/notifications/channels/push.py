@@ -41,7 +41,7 @@ from streamsrv.notifications.channels.base import (
     http_failure,
     parse_retry_after,
 )
-from streamsrv.notifications.channels.http import HttpAnswer, HttpSender
+from streamsrv.notifications.channels.http import HttpAnswer, HttpChannel, HttpSender
 from streamsrv.notifications.channels.settings import VapidSettings, b64url_decode, is_loopback_host
 
 __all__ = ["MAX_PAYLOAD_BYTES", "PushChannel", "VapidSigner", "encrypt_aes128gcm", "push_origin"]
@@ -190,7 +190,7 @@ def _check(message: PushMessage) -> tuple[bytes, bytes]:
 
 
 @implementer(IChannel)
-class PushChannel:
+class PushChannel(HttpChannel):
     """
     Sends :class:`~.base.PushMessage` values to browsers' push services.
     """
@@ -232,12 +232,6 @@ class PushChannel:
             headers.setRawHeaders(b"Topic", [message.topic.encode("ascii")])
         d = self._http.post(endpoint, headers, body)
         return d.addCallback(self._result)
-
-    def close(self) -> Deferred[None]:
-        """
-        Close the idle connections of the pool this channel made (if it made one).
-        """
-        return self._http.close()
 
     def _result(self, answer: HttpAnswer) -> SendResult:
         if 200 <= answer.status < 300:

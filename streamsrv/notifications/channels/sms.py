@@ -32,7 +32,7 @@ from streamsrv.notifications.channels.base import (
     http_failure,
     parse_retry_after,
 )
-from streamsrv.notifications.channels.http import HttpAnswer, HttpSender
+from streamsrv.notifications.channels.http import HttpAnswer, HttpChannel, HttpSender
 from streamsrv.notifications.channels.settings import SmsSettings, is_e164
 
 __all__ = ["SmsChannel", "sms_form"]
@@ -77,7 +77,7 @@ def _gateway_detail(answer: HttpAnswer) -> str:
 
 
 @implementer(IChannel)
-class SmsChannel:
+class SmsChannel(HttpChannel):
     """
     Sends :class:`~.base.SmsMessage` values to a Twilio-style gateway.
     """
@@ -110,12 +110,6 @@ class SmsChannel:
             return fail(e)
         d = self._http.post(self._settings.url, Headers(self._headers), body)
         return d.addCallback(self._result)
-
-    def close(self) -> Deferred[None]:
-        """
-        Close the idle connections of the pool this channel made (if it made one).
-        """
-        return self._http.close()
 
     def _result(self, answer: HttpAnswer) -> SendResult:
         if 200 <= answer.status < 300:
