@@ -19,11 +19,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import quote
 
+from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
+from streamsrv.notifications.channels.base import ChannelError
 from streamsrv.redisconn import RedisTarget, parse_redis_url
 
 #: Set to ``1`` where the services must be there (CI): tests fail instead of skipping.
@@ -153,6 +155,28 @@ def postgres_dsn_or_skip(testcase: unittest.TestCase) -> str:
         )
     connection.close()
     return dsn
+
+
+def postgres_admin(dsn: str, sql: str) -> None:
+    """Run one statement on *dsn* outside a transaction (``CREATE DATABASE``, ``DROP SCHEMA``...)."""
+    import psycopg2
+
+    connection = psycopg2.connect(dsn)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+async def send_failure(d: Deferred[Any]) -> ChannelError:
+    """The :class:`ChannelError` a notification channel's send failed with (fails if it succeeded)."""
+    try:
+        await d
+    except ChannelError as e:
+        return e
+    raise AssertionError("the send succeeded")
 
 
 def ffmpeg_or_skip(testcase: unittest.TestCase) -> tuple[str, str]:

@@ -33,7 +33,7 @@ from streamsrv.analytics.store import (
 )
 from streamsrv.db.schema import load_migrations, migration_statements
 from streamsrv.health.checks import DEGRADED, FAILING, OK
-from tests.services import postgres_dsn_or_skip
+from tests.services import postgres_admin, postgres_dsn_or_skip
 
 #: 2026-01-01T00:00:00Z, the tests' "now".
 NOW = 1_767_225_600.0
@@ -50,22 +50,11 @@ def fresh_postgres_dsn(testcase: unittest.TestCase) -> str:
     the end of *testcase* (skips, or fails under
     ``STREAMSRV_TEST_REQUIRE_SERVICES=1``, without PostgreSQL).
     """
-    import psycopg2
-
     base = postgres_dsn_or_skip(testcase)
     name = f"streamsrv_test_{secrets.token_hex(6)}"
 
-    def admin(sql: str) -> None:
-        connection = psycopg2.connect(base)
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-        finally:
-            connection.close()
-
-    admin(f'CREATE DATABASE "{name}"')
-    testcase.addCleanup(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    postgres_admin(base, f'CREATE DATABASE "{name}"')
+    testcase.addCleanup(postgres_admin, base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if "://" in base:
         parts = urlsplit(base)
         return urlunsplit(parts._replace(path=f"/{name}"))

@@ -33,6 +33,7 @@ from streamsrv.notifications.channels.settings import (
     parse_smtp_from,
     parse_smtp_url,
 )
+from tests.services import send_failure
 from tests.smtp_server import SmtpServerProcess, make_certificate, temporary_directory
 
 USER = "mailer"
@@ -212,11 +213,7 @@ class _ServerTestsMixin:
         return channel
 
     async def failure_of(self, d: Deferred[SendResult]) -> ChannelError:
-        try:
-            await d
-        except ChannelError as e:
-            return e
-        raise AssertionError("the send succeeded")
+        return await send_failure(d)
 
 
 class StartTlsTests(_ServerTestsMixin, unittest.TestCase):

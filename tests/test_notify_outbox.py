@@ -44,7 +44,7 @@ from streamsrv.notifications.records import (
     NewDelivery,
     next_attempt,
 )
-from tests.services import postgres_dsn_or_skip
+from tests.services import postgres_admin, postgres_dsn_or_skip
 
 NOW = 1_767_225_600.0
 
@@ -56,22 +56,11 @@ else:
 
 def postgres_schema_dsn(testcase: unittest.TestCase) -> str:
     """A DSN whose search_path is a new schema, dropped (with its tables) after *testcase*."""
-    import psycopg2
-
     base = postgres_dsn_or_skip(testcase)
     schema = f"streamsrv_notify_{secrets.token_hex(6)}"
 
-    def admin(sql: str) -> None:
-        connection = psycopg2.connect(base)
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-        finally:
-            connection.close()
-
-    admin(f'CREATE SCHEMA "{schema}"')
-    testcase.addCleanup(admin, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    postgres_admin(base, f'CREATE SCHEMA "{schema}"')
+    testcase.addCleanup(postgres_admin, base, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     option = f"options=-csearch_path%3D{schema}"
     if "://" in base:
         return base + ("&" if urlsplit(base).query else "?") + option

@@ -49,6 +49,7 @@ from streamsrv.notifications.channels.settings import (
     parse_vapid_subject,
 )
 from tests.push_service import PushServiceStandIn
+from tests.services import send_failure
 
 SUBJECT = "mailto:ops@example.com"
 
@@ -245,11 +246,7 @@ class PushChannelTests(unittest.TestCase):
         return channel
 
     async def failure_of(self, d: Deferred[SendResult]) -> ChannelError:
-        try:
-            await d
-        except ChannelError as e:
-            return e
-        raise AssertionError("the send succeeded")
+        return await send_failure(d)
 
     async def test_encrypted_signed_and_decrypted(self) -> None:
         """

@@ -33,6 +33,7 @@ from streamsrv.notifications.channels.base import (
 from streamsrv.notifications.channels.http import HttpSender
 from streamsrv.notifications.channels.settings import ChannelConfigError, SmsSettings, parse_sms_url
 from streamsrv.notifications.channels.sms import SEND_TIMEOUT_S, SmsChannel, sms_form
+from tests.services import send_failure
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -200,11 +201,7 @@ class SmsChannelTests(unittest.TestCase):
         return channel
 
     async def failure_of(self, d: Deferred[SendResult]) -> ChannelError:
-        try:
-            await d
-        except ChannelError as e:
-            return e
-        raise AssertionError("the send succeeded")
+        return await send_failure(d)
 
     async def test_sent_exactly_as_twilio_documents(self) -> None:
         """
