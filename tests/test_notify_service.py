@@ -375,3 +375,21 @@ class SenderTests(_Base):
         self.outbox.release = lambda worker, ids: released.append((worker, ids)) or succeed(len(ids))  # type: ignore[method-assign]
         self.successResultOf(self.sender.stopService())
         self.assertEqual(released, [("w1", ["not-sent"])])
+
+    def test_caps_hold_within_one_round(self) -> None:
+        """Two deliveries to one user on one channel in one round go in turn: the cap sees the first."""
+        self.put(
+            "u1",
+            {"channels": {"email": {"enabled": True, "address": "ana@example.com"}}, "caps": {"per_hour": 1}},
+        )
+        pending: list[Deferred[SendResult]] = []
+        email = self.channels["email"]
+        email.send = lambda message: (email.sent.append(message), pending.append(Deferred()), pending[-1])[2]  # type: ignore[method-assign]
+        first, second = self.send(channels=["email"]), self.send(channels=["email"])
+        round_ = Deferred.fromCoroutine(self.sender.send_due())
+        self.assertEqual(len(pending), 1)
+        pending[0].callback(SendResult("email", "m1", 250))
+        self.assertEqual(self.successResultOf(round_), 2)
+        states = sorted(self.states(r)[0]["state"] for r in (first, second))
+        self.assertEqual(states, ["sent", "suppressed"])
+        self.assertEqual(len(email.sent), 1)

@@ -135,9 +135,18 @@ class NotificationSender(PeriodicService):
         now = self.clock.seconds()
         claimed = await self.outbox.claim(self.worker_id, now, self._batch, self._lease_s)
         self._held.update(c.delivery.id for c in claimed)
-        rounds = [Deferred.fromCoroutine(self._handle(c)) for c in claimed]
+        # One user's deliveries on one channel go one after the other, so each cap decision
+        # sees the sends before it; different users and channels go at once.
+        groups: dict[tuple[str, str], list[Claimed]] = {}
+        for c in claimed:
+            groups.setdefault((c.delivery.user_id, c.delivery.channel), []).append(c)
+        rounds = [Deferred.fromCoroutine(self._handle_in_turn(group)) for group in groups.values()]
         await DeferredList(rounds, consumeErrors=True)
         return len(claimed)
+
+    async def _handle_in_turn(self, group: list[Claimed]) -> None:
+        for claimed in group:
+            await self._handle(claimed)
 
     async def _handle(self, claimed: Claimed) -> None:
         delivery = claimed.delivery
