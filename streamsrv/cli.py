@@ -30,6 +30,7 @@ from typing import TextIO
 from streamsrv import __version__
 from streamsrv.cliargs import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from streamsrv.config import ConfigError, Settings, config_warnings, load_settings, redacted
+from streamsrv.notifications.options import notify_problems
 
 __all__ = [
     "Console",
@@ -62,6 +63,10 @@ class Console:
 Command = Callable[[argparse.Namespace, Console], int]
 
 
+#: Checks of values whose format a part owns (as the daemon's start-up runs them).
+CONFIG_CHECKS = (notify_problems,)
+
+
 def _add_passthrough(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str, command: Command
 ) -> None:
@@ -74,7 +79,7 @@ def _add_passthrough(
 def _settings(console: Console) -> Settings | None:
     """The configuration from *console*'s environment, or ``None`` after printing every problem."""
     try:
-        return load_settings(environ=console.environ)
+        return load_settings(environ=console.environ, checks=CONFIG_CHECKS)
     except ConfigError as e:
         for problem in e.problems:
             print(f"streamsrv: {problem}", file=console.stderr)
@@ -264,7 +269,7 @@ def config_check(args: argparse.Namespace, console: Console) -> int:
     :return: :data:`EXIT_OK` if the configuration is valid, else :data:`EXIT_INVALID`.
     """
     try:
-        settings = load_settings(environ=console.environ, env_file=args.env_file)
+        settings = load_settings(environ=console.environ, env_file=args.env_file, checks=CONFIG_CHECKS)
     except ConfigError as e:
         print(
             f"streamsrv: invalid configuration ({_count(len(e.problems), 'problem')}):", file=console.stderr

@@ -30,6 +30,7 @@ from streamsrv.auth.signing import sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.demo import ensure_demo_library
 from streamsrv.logs import make_log_observer
+from streamsrv.notifications.options import notify_problems
 
 log = Logger(namespace="streamsrv.tap")
 
@@ -40,6 +41,10 @@ DEV_TOKEN_TTL_S = 7 * 24 * 3600
 DEV_URL_TTL_S = 24 * 3600
 
 T = TypeVar("T")
+
+
+#: Checks of values whose format a part owns (``load_settings(checks=...)``).
+CONFIG_CHECKS = (notify_problems,)
 
 
 def or_exit(variable: str, build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -54,7 +59,7 @@ def or_exit(variable: str, build: Callable[..., T], *args: Any, **kwargs: Any) -
 def load_or_exit(cli_values: Mapping[str, str], env_file: str | None) -> Settings:
     """The settings from the command line, environment and env file; exit 1 listing every problem."""
     try:
-        return load_settings(dict(cli_values), env_file=env_file)
+        return load_settings(dict(cli_values), env_file=env_file, checks=CONFIG_CHECKS)
     except ConfigError as e:
         print("streamsrv: invalid configuration:", file=sys.stderr)
         for problem in e.problems:

@@ -42,6 +42,7 @@ from streamsrv.events.factory import make_event_hub
 from streamsrv.health.factory import make_health, readiness_prerequisites
 from streamsrv.health.metrics import Metrics
 from streamsrv.middleware.factory import make_guard, make_limiter
+from streamsrv.notifications.factory import add_notifications
 from streamsrv.processes.identity import (
     WorkerRole,
     available_cpus,
@@ -265,7 +266,12 @@ def _serve(services: RootService, parts: HttpParts, worker: WorkerRole | None, r
     if host_jobs or settings.redis_url is None:
         catalog.subscribe(CatalogAnnouncements(hub))
     measured = (parts.metrics, hub, redis, lag)
-    alerts = or_exit("STREAMSRV_ALERT_RULES_FILE", add_alerts, settings, reactor, services, *measured)
+    notify = or_exit(
+        "STREAMSRV_NOTIFY_TEMPLATES_DIR", add_notifications, settings, reactor, services, hub, parts.metrics
+    )
+    alerts = or_exit(
+        "STREAMSRV_ALERT_RULES_FILE", add_alerts, settings, reactor, services, *measured, notify=notify.notify
+    )
     api = make_api(
         settings,
         metrics=parts.metrics,
@@ -277,6 +283,7 @@ def _serve(services: RootService, parts: HttpParts, worker: WorkerRole | None, r
         analytics=AnalyticsApi(store, reactor, catalog),
         prerequisites=readiness_prerequisites(parts.auth.revocations, store, catalog),
         alerts=alerts,
+        notifications=notify,
     )
     children = make_children(parts, sessions=sessions, ws=ws)
     site = make_site(settings, api, children, metrics=parts.metrics, clock=reactor)

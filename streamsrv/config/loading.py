@@ -70,6 +70,7 @@ def load_settings(
     cli: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
     env_file: str | os.PathLike[str] | None = None,
+    checks: Iterable[Callable[[Settings], list[str]]] = (),
 ) -> Settings:
     """
     Build the settings from the command line, the environment and an env file.
@@ -86,6 +87,10 @@ def load_settings(
         Only ``STREAMSRV_*`` names are looked at.
     :param env_file: The env file to read; if ``None``, ``ENV_FILE`` from
         *cli* or ``STREAMSRV_ENV_FILE`` from *environ*, if either is set.
+    :param checks: More validation of the built settings by the parts that
+        own a value's format (the notification channels' parsers, given by
+        the composition root, since this floor imports no part): each returns
+        its problems, every one starting with the variable's name.
     :return: The validated settings.
     :raise ConfigError: Listing every problem found, not just the first.
     """
@@ -114,6 +119,8 @@ def load_settings(
     if settings.is_production:
         problems.extend(production_problems(settings, reader.refused))
     problems.extend(workers_problems(settings))
+    for check in checks:
+        problems.extend(check(settings))
     if problems:
         raise ConfigError(problems)
     return settings
@@ -185,6 +192,15 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         hls_ladder=read.parse("STREAMSRV_HLS_LADDER", HLS_LADDER_DEFAULT, parse_ladder),
         alert_rules_file=read.parse("STREAMSRV_ALERT_RULES_FILE", None, parse_key_file),
         alert_interval_s=read.number("STREAMSRV_ALERT_INTERVAL_S", 15.0, minimum=0.0, inclusive=False),
+        notify_templates_dir=read.parse("STREAMSRV_NOTIFY_TEMPLATES_DIR", None, parse_media_dir),
+        notify_max_recipients=read.whole("STREAMSRV_NOTIFY_MAX_RECIPIENTS", 10000, minimum=1),
+        notify_max_attempts=read.whole("STREAMSRV_NOTIFY_MAX_ATTEMPTS", 6, minimum=1),
+        notify_default_caps=read.text("STREAMSRV_NOTIFY_DEFAULT_CAPS") or "4/12",
+        smtp_url=read.text("STREAMSRV_SMTP_URL"),
+        smtp_from=read.text("STREAMSRV_SMTP_FROM"),
+        sms_url=read.text("STREAMSRV_SMS_URL"),
+        vapid_private_key=read.text("STREAMSRV_VAPID_PRIVATE_KEY"),
+        vapid_subject=read.text("STREAMSRV_VAPID_SUBJECT"),
         env_file=env_file,
     )
 

@@ -79,7 +79,9 @@ def redacted(settings: Settings) -> dict[str, object]:
         strings).  The JWT secret, the metrics token and the signing keys'
         secrets (their kids are kept, as ``kid:<redacted>``) become
         :data:`REDACTED`, as do passwords and secret query parameters inside
-        the Redis, analytics and JWKS URLs.  The analytics DSN is the effective one.
+        the Redis, analytics and JWKS URLs; the SMTP and SMS URLs and the VAPID
+        private key are redacted whole (their user part is a credential).  The
+        analytics DSN is the effective one.
     """
     return {
         "STREAMSRV_ENV": settings.env,
@@ -123,4 +125,13 @@ def redacted(settings: Settings) -> dict[str, object]:
         "STREAMSRV_HLS_LADDER": ",".join(map(str, settings.hls_ladder)),
         "STREAMSRV_ALERT_RULES_FILE": _path(settings.alert_rules_file),
         "STREAMSRV_ALERT_INTERVAL_S": settings.alert_interval_s,
+        "STREAMSRV_NOTIFY_TEMPLATES_DIR": _path(settings.notify_templates_dir),
+        "STREAMSRV_NOTIFY_MAX_RECIPIENTS": settings.notify_max_recipients,
+        "STREAMSRV_NOTIFY_MAX_ATTEMPTS": settings.notify_max_attempts,
+        "STREAMSRV_NOTIFY_DEFAULT_CAPS": settings.notify_default_caps,
+        "STREAMSRV_SMTP_URL": _redact_optional(settings.smtp_url),
+        "STREAMSRV_SMTP_FROM": settings.smtp_from,
+        "STREAMSRV_SMS_URL": _redact_optional(settings.sms_url),
+        "STREAMSRV_VAPID_PRIVATE_KEY": _redact_optional(settings.vapid_private_key),
+        "STREAMSRV_VAPID_SUBJECT": settings.vapid_subject,
     }

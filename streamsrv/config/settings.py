@@ -81,6 +81,15 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_HLS_LADDER",
     "STREAMSRV_ALERT_RULES_FILE",
     "STREAMSRV_ALERT_INTERVAL_S",
+    "STREAMSRV_NOTIFY_TEMPLATES_DIR",
+    "STREAMSRV_NOTIFY_MAX_RECIPIENTS",
+    "STREAMSRV_NOTIFY_MAX_ATTEMPTS",
+    "STREAMSRV_NOTIFY_DEFAULT_CAPS",
+    "STREAMSRV_SMTP_URL",
+    "STREAMSRV_SMTP_FROM",
+    "STREAMSRV_SMS_URL",
+    "STREAMSRV_VAPID_PRIVATE_KEY",
+    "STREAMSRV_VAPID_SUBJECT",
 )
 
 #: The shortest secret production accepts, in bytes.
@@ -197,6 +206,15 @@ class Settings:
     hls_ladder: tuple[int, ...]
     alert_rules_file: Path | None
     alert_interval_s: float
+    notify_templates_dir: Path | None
+    notify_max_recipients: int
+    notify_max_attempts: int
+    notify_default_caps: str
+    smtp_url: str | None
+    smtp_from: str | None
+    sms_url: str | None
+    vapid_private_key: str | None
+    vapid_subject: str | None
     env_file: Path | None
 
     @property

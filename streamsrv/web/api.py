@@ -30,6 +30,7 @@ from streamsrv.web.alerts import AlertRoutes
 from streamsrv.web.analytics import AnalyticsRoutes
 from streamsrv.web.errors import render_error
 from streamsrv.web.media import MediaRoutes
+from streamsrv.web.notifications import NotificationRoutes
 from streamsrv.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from streamsrv.audio.library import MediaLibrary
     from streamsrv.auth.refresh import TokenService
     from streamsrv.middleware.guard import Guard
+    from streamsrv.notifications.service import NotificationService
 
 #: The request being handled, for callbacks (security events) that are not handed it.
 current_request: ContextVar[Any] = ContextVar("current_request", default=None)
@@ -72,6 +74,8 @@ class ApiApp:
     :param analytics: the analytics routes (``None``: ``NOT_CONFIGURED``).
     :param alerts: the alerts component (``None``: its two routes answer
         501 ``NOT_CONFIGURED``, like every optional part here).
+    :param notifications: the notifications component (``None``: its routes
+        answer 501 ``NOT_CONFIGURED``).
     """
 
     app = Klein()
@@ -90,6 +94,7 @@ class ApiApp:
         media: MediaLibrary | None = None,
         analytics: AnalyticsApi | None = None,
         alerts: Alerts | None = None,
+        notifications: NotificationService | None = None,
     ) -> None:
         self._metrics = metrics
         self._checks = checks
@@ -104,6 +109,7 @@ class ApiApp:
         self._media = MediaRoutes(media, clock) if media is not None else None
         self._analytics = AnalyticsRoutes(analytics, clock) if analytics is not None else None
         self._alerts = AlertRoutes(alerts) if alerts is not None else None
+        self._notifications = NotificationRoutes(notifications) if notifications is not None else None
         self.ready = False
 
     def _bearer_ok(self, request: Any) -> bool:
@@ -364,3 +370,40 @@ class ApiApp:
         """Alertmanager's webhook (version 4 JSON), routed like internal alerts (``alerts:ingest``)."""
         alerts = await self._alerts_request(request, "alerts:ingest")
         return json_body(request, alerts.alertmanager(request.content.read()))
+
+    # -- notifications: sending (a backend's notifications:send), a user's preferences --
+
+    async def _notifications_request(
+        self, request: Any, permission: str | None
+    ) -> tuple[NotificationRoutes, Any]:
+        request.route = "notifications"
+        request.setHeader(b"cache-control", b"no-store")
+        if self._notifications is None or self._guard is None:
+            raise ApiError("NOT_CONFIGURED", "Notifications are not configured.")
+        admission = await self._guard.admit(request, permission=permission)
+        return self._notifications, admission.principal
+
+    @app.route("/api/v1/notifications", methods=["POST"])
+    async def notifications_send(self, request: Any) -> bytes:
+        """Send a templated notification to users; 202 once it is durable (``notifications:send``)."""
+        routes, _ = await self._notifications_request(request, "notifications:send")
+        answer = await routes.send(request.content.read(), self._clock.seconds())
+        return json_body(request, answer, 202)
+
+    @app.route("/api/v1/notifications/<_id>", methods=["GET", "HEAD"])
+    async def notifications_get(self, request: Any, _id: str) -> bytes:
+        """A notification and each delivery's state (``notifications:send``)."""
+        routes, _ = await self._notifications_request(request, "notifications:send")
+        return json_body(request, await routes.get(request.path[len(b"/api/v1/notifications/") :]))
+
+    @app.route("/api/v1/users/<_sub>/notification-preferences", methods=["GET", "HEAD", "PUT"])
+    async def notification_preferences(self, request: Any, _sub: str) -> bytes:
+        """A user's notification preferences: read or replace (the user or an admin)."""
+        routes, principal = await self._notifications_request(request, None)
+        raw = request.path[len(b"/api/v1/users/") : -len(b"/notification-preferences")]
+        if request.method == b"PUT":
+            now = self._clock.seconds()
+            return json_body(
+                request, await routes.put_preferences(principal, raw, request.content.read(), now)
+            )
+        return json_body(request, await routes.preferences(principal, raw))

@@ -75,6 +75,7 @@ def make_api(
     analytics: Any = None,
     prerequisites: Mapping[str, Callable[[], bool]] | None = None,
     alerts: Any = None,
+    notifications: Any = None,
 ) -> ApiApp:
     """The JSON API (``/health*``, ``/metrics``, ``/api/v1/…``)."""
     return ApiApp(
@@ -89,6 +90,7 @@ def make_api(
         analytics=analytics,
         prerequisites=prerequisites,
         alerts=alerts,
+        notifications=notifications,
     )
 
 

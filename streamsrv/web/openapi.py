@@ -245,6 +245,41 @@ def _more_paths() -> dict[str, Any]:
                 {"type": "object", "required": ["version", "status", "alerts"]},
             )
         },
+        "/api/v1/notifications": {
+            "post": {
+                **_post(
+                    "Send a templated notification to users over their channels (notifications:send)",
+                    {
+                        "type": "object",
+                        "required": ["template", "user_ids"],
+                        "properties": {
+                            "template": {"type": "string"},
+                            "user_ids": {"type": "array", "items": {"type": "string"}},
+                            "data": {"type": "object"},
+                            "channels": {
+                                "type": "array",
+                                "items": {"enum": ["websocket", "email", "sms", "push"]},
+                            },
+                            "priority": {"enum": ["normal", "urgent"]},
+                            "idempotency_key": {"type": "string"},
+                        },
+                    },
+                ),
+                "responses": {
+                    "202": {"description": "Queued durably: {id, deliveries}"},
+                    **{code: _ERROR for code in ("400", "401", "403", "501")},
+                },
+            }
+        },
+        "/api/v1/notifications/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": _get("A notification and each delivery's state (notifications:send)"),
+        },
+        "/api/v1/users/{id}/notification-preferences": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": _get("A user's notification preferences (self or admin)"),
+            "put": _post("Replace a user's notification preferences (self or admin)", {"type": "object"}),
+        },
         "/hls/{path}/master.m3u8": {
             "parameters": track,
             "get": _get("HLS multivariant playlist", "application/vnd.apple.mpegurl"),

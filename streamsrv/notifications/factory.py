@@ -1,0 +1,157 @@
+# -*- test-case-name: tests.test_notify_factory -*-
+"""Build the notifications component from the settings: outbox, channels, sender, service.
+
+:func:`add_notifications` is what the composition root calls: it parses the
+component's options, loads the templates (once, at start), builds the
+outbox (SQLite in the data dir, PostgreSQL with ``STREAMSRV_ANALYTICS_DSN``),
+the configured channels (a channel whose variables are unset is not built)
+and the sender, and adds one service that migrates the outbox before the
+sender's first round and, on stop, stops the sender, hands back its leases
+and closes the channels and the outbox.  It counts outcomes in
+``streamsrv_notifications_total{channel,outcome}``.  This module must never
+use the global reactor nor hold any sending logic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter
+from twisted.application.service import IServiceCollection, Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
+from streamsrv.config import ConfigError, Settings
+from streamsrv.notifications.channels.base import IChannel
+from streamsrv.notifications.options import NotifyOptions, notify_options
+from streamsrv.notifications.outbox import Outbox, make_outbox_database
+from streamsrv.notifications.sender import NotificationSender
+from streamsrv.notifications.service import NotificationService
+from streamsrv.notifications.templates import TemplateSet
+
+__all__ = ["NotificationsLifecycle", "add_notifications", "make_channels"]
+
+log = Logger()
+
+#: The outcome counter's name.
+OUTCOMES_COUNTER = "streamsrv_notifications_total"
+
+
+def make_channels(options: NotifyOptions, reactor: Any) -> dict[str, IChannel]:
+    """The external channels whose variables are set, by name (the protocol clients load only then)."""
+    channels: dict[str, IChannel] = {}
+    if options.smtp is not None and options.smtp_from is not None:
+        from streamsrv.notifications.channels.email import EmailChannel
+
+        channels["email"] = EmailChannel(reactor, options.smtp, options.smtp_from)
+    if options.sms is not None or options.vapid is not None:
+        from streamsrv.notifications.channels.http import HttpSender
+
+        if options.sms is not None:
+            from streamsrv.notifications.channels.sms import SEND_TIMEOUT_S, SmsChannel
+
+            channels["sms"] = SmsChannel(options.sms, HttpSender(reactor, "sms", timeout_s=SEND_TIMEOUT_S))
+        if options.vapid is not None:
+            from streamsrv.notifications.channels.push import SEND_TIMEOUT_S as PUSH_TIMEOUT_S
+            from streamsrv.notifications.channels.push import PushChannel
+
+            channels["push"] = PushChannel(
+                options.vapid, HttpSender(reactor, "push", timeout_s=PUSH_TIMEOUT_S)
+            )
+    return channels
+
+
+class NotificationsLifecycle(Service):
+    """
+    Starts the outbox, then the sender; stops the sender, then closes channels and outbox.
+
+    :ivar ready: Whether the outbox is migrated (the routes may answer).
+    """
+
+    def __init__(
+        self, outbox: Outbox, sender: NotificationSender, channels: dict[str, IChannel], clock: Any
+    ) -> None:
+        self.outbox = outbox
+        self.sender = sender
+        self.channels = channels
+        self._clock = clock
+        self._started: Deferred[Any] = succeed(None)
+
+    def startService(self) -> None:
+        """Migrate the outbox (off the reactor), then start the sender."""
+        super().startService()
+
+        def go(_: object) -> None:
+            if self.running:
+                self.sender.startService()
+
+        def failed(failure: Failure) -> None:
+            log.failure("the notification outbox did not start; nothing will be sent", failure)
+
+        self._started = self.outbox.start(self._clock.seconds()).addCallbacks(go, failed)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop sending (releasing leases), then close every channel and the outbox."""
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self._started  # never fails: a start failure was logged
+        await self.sender.stopService()
+        closes = [channel.close() for channel in self.channels.values()]  # type: ignore[attr-defined]
+        await DeferredList(closes, consumeErrors=True)
+        await self.outbox.close()
+
+
+def add_notifications(
+    settings: Settings, reactor: Any, parent: IServiceCollection, hub: Any, metrics: Any = None
+) -> NotificationService:
+    """
+    The notifications component, its lifecycle a service of *parent*.
+
+    :param hub: The event hub (websocket deliveries go to ``user:{sub}``).
+    :param metrics: The daemon's :class:`~streamsrv.health.metrics.Metrics` (the outcome
+        counter), or ``None``.
+    :raise ValueError: For an unusable DSN, option or templates directory (the message names no secret).
+    """
+    try:
+        options = notify_options(settings)
+    except ConfigError as e:
+        raise ValueError("; ".join(e.problems)) from None
+    try:
+        templates = TemplateSet.load(options.templates_dir)
+    except OSError as e:
+        raise ValueError(f"the templates directory cannot be read ({e.strerror})") from None
+    if not templates.names():
+        raise ValueError(f"no *.j2 template in {options.templates_dir}")
+    database = make_outbox_database(settings.analytics_dsn, settings.data_dir)
+    if IReactorThreads.providedBy(reactor):
+        outbox = Outbox(database, reactor, reactor.getThreadPool())
+    else:  # a test's memory reactor runs no threads (the daemon's always does)
+        outbox = Outbox(database, ImmediateReactor(), SynchronousThreadPool())
+    channels = make_channels(options, reactor)
+    counter = None
+    if metrics is not None:
+        counter = Counter(
+            OUTCOMES_COUNTER, "Notification deliveries handled, by channel and outcome",
+            ["channel", "outcome"], registry=metrics.registry,
+        )  # fmt: skip
+    sender = NotificationSender(
+        outbox,
+        templates,
+        channels,
+        hub.publish,
+        reactor,
+        default_caps=options.default_caps,
+        max_attempts=options.max_attempts,
+        on_outcome=None if counter is None else lambda c, o: counter.labels(c, o).inc(),
+    )
+    configured = frozenset({"websocket", *channels})
+    service = NotificationService(
+        outbox, templates, configured, options.default_caps, options.max_recipients, reactor
+    )
+    NotificationsLifecycle(outbox, sender, channels, reactor).setServiceParent(parent)
+    return service

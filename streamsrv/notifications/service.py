@@ -1,0 +1,222 @@
+# -*- test-case-name: tests.test_notify_service -*-
+"""Accept notifications and preferences: what the HTTP routes and the alerts call.
+
+:class:`NotificationService` validates a send (fields, recipients, channels,
+every locale of the template rendered with the data) before anything is
+queued, turns it into one delivery per user per channel, and answers only once
+the outbox has committed them; it also reads and replaces a user's
+preferences.  It takes decoded values and Unix times, never a ``request``,
+and raises :class:`streamsrv.errors.ApiError`.  It must never send anything
+itself (the :mod:`.sender` does) nor block the reactor (the outbox runs in a
+thread pool).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from streamsrv.errors import ApiError
+from streamsrv.notifications.caps import Caps
+from streamsrv.notifications.outbox import IOutbox
+from streamsrv.notifications.preferences import Preferences, default_preferences, parse_preferences
+from streamsrv.notifications.records import CHANNELS, PRIORITIES, SUPPRESSED, NewDelivery, NotificationRecord
+from streamsrv.notifications.templates import TemplateSet
+
+__all__ = ["NotificationService", "SendRequest", "parse_send_request"]
+
+#: The longest user id and idempotency key accepted.
+MAX_ID_CHARS = 1024
+MAX_KEY_CHARS = 255
+_FIELDS = frozenset({"template", "user_ids", "data", "channels", "priority", "idempotency_key"})
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """A ``POST /api/v1/notifications`` body, checked field by field.
+
+    :ivar channels: As asked (``None``: each user's enabled channels).
+    """
+
+    template: str
+    user_ids: tuple[str, ...]
+    data: dict[str, Any]
+    channels: tuple[str, ...] | None = None
+    priority: str = "normal"
+    idempotency_key: str | None = None
+
+
+def _bad(problems: list[str]) -> ApiError:
+    return ApiError("BAD_REQUEST", "; ".join(problems))
+
+
+def _strings(name: str, value: Any, problems: list[str], limit: int) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        problems.append(f"{name}: must be a non-empty array of strings")
+        return ()
+    if not all(isinstance(v, str) and 0 < len(v) <= limit for v in value):
+        problems.append(f"{name}: every item must be a string of 1 to {limit} characters")
+        return ()
+    return tuple(dict.fromkeys(value))
+
+
+def parse_send_request(body: Any, max_recipients: int) -> SendRequest:
+    """
+    Check a decoded send body.
+
+    :param max_recipients: ``STREAMSRV_NOTIFY_MAX_RECIPIENTS``.
+    :raise ApiError: ``BAD_REQUEST`` naming every bad field, ``; ``-separated.
+    """
+    if not isinstance(body, dict):
+        raise ApiError("BAD_REQUEST", "the body must be a JSON object")
+    problems = [f"{name}: unknown field" for name in body if name not in _FIELDS]
+    template = body.get("template")
+    if not isinstance(template, str) or not template:
+        problems.append("template: must be a non-empty string")
+    user_ids = _strings("user_ids", body.get("user_ids"), problems, MAX_ID_CHARS)
+    if len(user_ids) > max_recipients:
+        problems.append(f"user_ids: at most {max_recipients} users, got {len(user_ids)}")
+    data = body.get("data", {})
+    if not isinstance(data, dict):
+        problems.append("data: must be an object")
+    channels = None
+    if body.get("channels") is not None:
+        channels = _strings("channels", body["channels"], problems, 16)
+        unknown = [c for c in channels if c not in CHANNELS]
+        if unknown:
+            problems.append(f"channels: unknown channel {unknown[0][:16]!r} (one of {', '.join(CHANNELS)})")
+    priority = body.get("priority", "normal")
+    if priority not in PRIORITIES:
+        problems.append("priority: must be normal or urgent")
+    key = body.get("idempotency_key")
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_KEY_CHARS):
+        problems.append(f"idempotency_key: must be a string of 1 to {MAX_KEY_CHARS} characters")
+    if problems:
+        raise _bad(problems)
+    return SendRequest(str(template), user_ids, dict(data), channels, str(priority), key)
+
+
+def not_configured(channel: str) -> ApiError:
+    """The contract's 400 ``NOT_CONFIGURED`` for a channel asked for that this server cannot send on."""
+    error = ApiError("NOT_CONFIGURED", f"channels: the {channel!r} channel is not configured on this server")
+    error.status = 400  # the client asked for it: a request problem, not the server's 501
+    return error
+
+
+class NotificationService:
+    """
+    Sends (queues) notifications and keeps preferences, over an :class:`~.outbox.IOutbox`.
+
+    :param outbox: The durable outbox (started).
+    :param templates: The loaded templates.
+    :param configured: The channels that can send (``NotifyOptions.configured_channels``).
+    :param default_caps: ``STREAMSRV_NOTIFY_DEFAULT_CAPS``.
+    :param max_recipients: ``STREAMSRV_NOTIFY_MAX_RECIPIENTS``.
+    :param clock: Gives now for :meth:`notify` (the reactor; tests a ``task.Clock``).
+    """
+
+    def __init__(
+        self,
+        outbox: IOutbox,
+        templates: TemplateSet,
+        configured: frozenset[str],
+        default_caps: Caps,
+        max_recipients: int,
+        clock: IReactorTime,
+    ) -> None:
+        self.outbox = outbox
+        self.templates = templates
+        self.configured = configured
+        self.default_caps = default_caps
+        self.max_recipients = max_recipients
+        self.clock = clock
+
+    def parse_body(self, body: bytes) -> SendRequest:
+        """A raw JSON body as a :class:`SendRequest` (``BAD_REQUEST`` otherwise)."""
+        return parse_send_request(_decode(body), self.max_recipients)
+
+    async def send(self, asked: SendRequest, now: float) -> NotificationRecord:
+        """
+        Validate, then queue one delivery per user per channel; fires once durable.
+
+        :raise ApiError: ``BAD_REQUEST`` (template, data), 400 ``NOT_CONFIGURED``.
+        """
+        if asked.idempotency_key is not None:
+            earlier = await self.outbox.find_by_idempotency_key(asked.idempotency_key, now)
+            if earlier is not None:
+                return replace(earlier, created=False)
+        for channel in asked.channels or ():
+            if channel not in self.configured:
+                raise not_configured(channel)
+        if asked.template not in self.templates.names():
+            raise ApiError("BAD_REQUEST", f"template: unknown template {asked.template[:64]!r}")
+        deliveries = await self._deliveries(asked)
+        queued = tuple(sorted({d.channel for d in deliveries if d.state != SUPPRESSED}))
+        self.templates.validate(asked.template, queued, asked.data)
+        return await self.outbox.enqueue(
+            asked.template, asked.data, asked.priority, deliveries, asked.idempotency_key, now
+        )
+
+    async def _deliveries(self, asked: SendRequest) -> list[NewDelivery]:
+        if asked.channels is not None:
+            return [NewDelivery(user, channel) for user in asked.user_ids for channel in asked.channels]
+        out = []
+        for user in asked.user_ids:
+            for channel in (await self.user_preferences(user)).enabled_channels():
+                if channel in self.configured:
+                    out.append(NewDelivery(user, channel))
+                else:
+                    out.append(NewDelivery(user, channel, SUPPRESSED, "not_configured"))
+        return out
+
+    def notify(
+        self, template: str, user_ids: Sequence[str], channels: Sequence[str] | None, data: Any, priority: str
+    ) -> Deferred[NotificationRecord]:
+        """The alerts' ``notify(template, user_ids, channels, data, priority)``, sent now."""
+        asked = parse_send_request(
+            {
+                "template": template,
+                "user_ids": list(user_ids),
+                "data": dict(data),
+                "channels": list(channels) if channels else None,
+                "priority": priority,
+            },
+            self.max_recipients,
+        )
+        return Deferred.fromCoroutine(self.send(asked, self.clock.seconds()))
+
+    async def get(self, notification_id: str) -> dict[str, Any]:
+        """``GET /api/v1/notifications/{id}``: the record as JSON, ``NOT_FOUND`` if none."""
+        record = await self.outbox.get(notification_id) if 0 < len(notification_id) <= 64 else None
+        if record is None:
+            raise ApiError("NOT_FOUND", "No such notification.")
+        return record.to_json()
+
+    async def user_preferences(self, user_id: str) -> Preferences:
+        """The user's preferences, the defaults if they never set any."""
+        document = await self.outbox.get_preferences(user_id)
+        if document is None:
+            return default_preferences(self.default_caps)
+        return parse_preferences(document, self.default_caps)
+
+    async def preferences(self, user_id: str) -> dict[str, Any]:
+        """``GET …/notification-preferences``: every field present."""
+        return (await self.user_preferences(user_id)).to_json()
+
+    async def put_preferences(self, user_id: str, body: bytes, now: float) -> dict[str, Any]:
+        """``PUT …/notification-preferences``: validate and replace; answers the stored document."""
+        document = parse_preferences(_decode(body), self.default_caps).to_json()
+        await self.outbox.put_preferences(user_id, document, now)
+        return document
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError("BAD_REQUEST", "the body must be JSON (UTF-8)") from None

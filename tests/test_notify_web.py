@@ -1,0 +1,138 @@
+"""The notifications routes through a real Site: admission, answers, 501 without the component."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
+from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
+from streamsrv.auth.roles import DEFAULT_ROLES
+from streamsrv.middleware.guard import Guard
+from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
+from streamsrv.notifications.caps import Caps
+from streamsrv.notifications.outbox import Outbox
+from streamsrv.notifications.outboxdb import SqliteOutboxDatabase
+from streamsrv.notifications.service import NotificationService
+from streamsrv.web.notifications import NotificationRoutes
+from streamsrv.web.openapi import openapi_document
+from tests.sitehelpers import build_site, stub_for
+from tests.test_analytics_api import settle
+from tests.test_notify_service import DATA, NOW, TEMPLATES
+
+SECRET = "a-notifications-test-secret-long-enough-0123456789"
+
+
+class NotificationRoutesTests(unittest.TestCase):
+    """POST/GET notifications and GET/PUT preferences."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.issuer = TokenIssuer(
+            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=self.clock
+        )
+        verifier = JwtVerifier(
+            secret=SECRET, public_key_pem=None, jwks=None, issuer=None, audience=None,
+            leeway_s=30, clock=self.clock, roles=DEFAULT_ROLES,
+        )  # fmt: skip
+        guard = Guard(
+            verifier=verifier, url_keys=(), url_max_ttl_s=60, revocations=None, limiter=None,
+            policies=DEFAULT_POLICIES, anonymous=None, clock=self.clock,
+        )  # fmt: skip
+        self.built = build_site(Path(self.mktemp()), clock=self.clock, guard=guard)
+        database = SqliteOutboxDatabase(Path(self.mktemp()) / "notifications.sqlite3")
+        self.addCleanup(database.close)
+        self.outbox = Outbox(database, ImmediateReactor(), SynchronousThreadPool())
+        self.successResultOf(self.outbox.start(NOW))
+        self.service = NotificationService(
+            self.outbox, TEMPLATES, frozenset({"websocket"}), Caps(4, 12), 100, self.clock
+        )
+        self.stub = stub_for(self.built)
+
+    def mount(self) -> None:
+        """Mount the component, as tap does through make_api(notifications=...)."""
+        self.built.api._notifications = NotificationRoutes(self.service)
+
+    def token(self, sub: str, roles: list[str], permissions: tuple[str, ...] = ()) -> str:
+        """An access token for *sub*."""
+        return self.issuer.issue(sub=sub, roles=roles, permissions=permissions, ttl_s=600)
+
+    async def request(self, method: str, target: str, token: str | None, body: Any = None) -> tuple[int, Any]:
+        """Status and decoded JSON body of one request."""
+        headers = {"Authorization": [f"Bearer {token}"]} if token else {}
+        data = json.dumps(body).encode() if body is not None else None
+        d = self.stub.request(method, "http://streamsrv.test" + target, headers=headers, data=data)
+        response = await settle(self.stub, d)
+        return response.code, json.loads(await settle(self.stub, response.content()))
+
+    async def test_not_configured(self) -> None:
+        """Without the component every route answers 501 NOT_CONFIGURED."""
+        admin = self.token("root", ["admin"])
+        for method, target in (
+            ("POST", "/api/v1/notifications"),
+            ("GET", "/api/v1/notifications/x"),
+            ("GET", "/api/v1/users/u1/notification-preferences"),
+            ("PUT", "/api/v1/users/u1/notification-preferences"),
+        ):
+            code, body = await self.request(method, target, admin, {})
+            self.assertEqual((code, body["error"]["code"]), (501, "NOT_CONFIGURED"), target)
+
+    async def test_send_and_get(self) -> None:
+        """A backend with notifications:send gets 202 with the deliveries, then their state by id."""
+        self.mount()
+        backend = self.token("backend", [], ("notifications:send",))
+        body = {"template": "new-release", "user_ids": ["u1"], "data": DATA}
+        code, answer = await self.request("POST", "/api/v1/notifications", backend, body)
+        self.assertEqual(code, 202)
+        self.assertEqual(answer["deliveries"], [{"user_id": "u1", "channel": "websocket", "state": "queued"}])
+        code, got = await self.request("GET", f"/api/v1/notifications/{answer['id']}", backend)
+        self.assertEqual((code, got), (200, answer))
+        code, got = await self.request("GET", "/api/v1/notifications/unknown", backend)
+        self.assertEqual((code, got["error"]["code"]), (404, "NOT_FOUND"))
+
+    async def test_send_refusals(self) -> None:
+        """No permission: 403; no token: 401; a bad body: 400 naming it; sms: 400 NOT_CONFIGURED."""
+        self.mount()
+        body = {"template": "new-release", "user_ids": ["u1"], "data": DATA}
+        code, _ = await self.request("POST", "/api/v1/notifications", self.token("u1", ["listener"]), body)
+        self.assertEqual(code, 403)
+        code, _ = await self.request("POST", "/api/v1/notifications", None, body)
+        self.assertEqual(code, 401)
+        admin = self.token("root", ["admin"])
+        code, err = await self.request("POST", "/api/v1/notifications", admin, {**body, "template": "nope"})
+        self.assertEqual(code, 400)
+        self.assertIn("unknown template 'nope'", err["error"]["message"])
+        code, err = await self.request("POST", "/api/v1/notifications", admin, {**body, "channels": ["sms"]})
+        self.assertEqual((code, err["error"]["code"]), (400, "NOT_CONFIGURED"))
+
+    async def test_preferences_self_or_admin(self) -> None:
+        """A user reads and replaces their own preferences, an admin anyone's, others get 403."""
+        self.mount()
+        target = "/api/v1/users/u1/notification-preferences"
+        code, got = await self.request("GET", target, self.token("u1", ["listener"]))
+        self.assertEqual((code, got["channels"]["websocket"]), (200, {"enabled": True}))
+        document = {"channels": {"email": {"enabled": True, "address": "ana@example.com"}}}
+        code, got = await self.request("PUT", target, self.token("root", ["admin"]), document)
+        self.assertEqual((code, got["channels"]["email"]["address"]), (200, "ana@example.com"))
+        code, got = await self.request("GET", target, self.token("u1", ["listener"]))
+        self.assertEqual(got["channels"]["email"]["address"], "ana@example.com")
+        code, _ = await self.request("GET", target, self.token("u2", ["listener"]))
+        self.assertEqual(code, 403)
+        bad = {"quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Mars/Base"}}
+        code, err = await self.request("PUT", target, self.token("u1", ["listener"]), bad)
+        self.assertEqual(code, 400)
+        self.assertIn("quiet_hours.time_zone", err["error"]["message"])
+
+    def test_openapi(self) -> None:
+        """The OpenAPI document lists the three paths."""
+        paths = openapi_document()["paths"]
+        self.assertIn("post", paths["/api/v1/notifications"])
+        self.assertIn("get", paths["/api/v1/notifications/{id}"])
+        self.assertEqual(
+            {"get", "put", "parameters"}, set(paths["/api/v1/users/{id}/notification-preferences"])
+        )
