@@ -30,7 +30,7 @@ from typing import TextIO
 from streamsrv import __version__
 from streamsrv.cliargs import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from streamsrv.config import ConfigError, Settings, config_warnings, load_settings, redacted
-from streamsrv.notifications.options import notify_problems
+from streamsrv.startup import CONFIG_CHECKS
 
 __all__ = [
     "Console",
@@ -61,10 +61,6 @@ class Console:
 
 
 Command = Callable[[argparse.Namespace, Console], int]
-
-
-#: Checks of values whose format a part owns (as the daemon's start-up runs them).
-CONFIG_CHECKS = (notify_problems,)
 
 
 def _add_passthrough(

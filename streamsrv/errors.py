@@ -67,6 +67,9 @@ class ApiError(Exception):
     :param code: a key of :data:`STATUS_FOR_CODE`.
     :param message: the client-facing message (defaults per code).
     :param headers: extra response headers (``Allow``, ``Retry-After``…).
+    :param status: the status when the contract gives this code another one
+        than its usual (``NOT_CONFIGURED`` is 501, but 400 when the client asked
+        for a notification channel this server has not configured).
     """
 
     def __init__(
@@ -74,11 +77,13 @@ class ApiError(Exception):
         code: str,
         message: str | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        status: int | None = None,
     ) -> None:
         if code not in STATUS_FOR_CODE:
             raise ValueError(f"unknown error code {code!r}")
         self.code = code
-        self.status = STATUS_FOR_CODE[code]
+        self.status = status if status is not None else STATUS_FOR_CODE[code]
         self.message = message or DEFAULT_MESSAGES[code]
         self.headers = headers or {}
         super().__init__(code, self.message)

@@ -103,9 +103,9 @@ def parse_send_request(body: Any, max_recipients: int) -> SendRequest:
 
 def not_configured(channel: str) -> ApiError:
     """The contract's 400 ``NOT_CONFIGURED`` for a channel asked for that this server cannot send on."""
-    error = ApiError("NOT_CONFIGURED", f"channels: the {channel!r} channel is not configured on this server")
-    error.status = 400  # the client asked for it: a request problem, not the server's 501
-    return error
+    # The client asked for it: a request problem, not the server's 501 (DESIGN.md).
+    message = f"channels: the {channel!r} channel is not configured on this server"
+    return ApiError("NOT_CONFIGURED", message, status=400)
 
 
 class NotificationService:
