@@ -10,10 +10,11 @@ from typing import Any
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.resource import Resource
+from twisted.web.test.requesthelper import DummyChannel
 
 from streamsrv.errors import STATUS_FOR_CODE, ApiError
 from streamsrv.middleware.accesslog import redact_uri
-from streamsrv.web.errors import error_body
+from streamsrv.web.errors import error_body, render_error
 from streamsrv.web.openapi import openapi_document
 from streamsrv.web.site import choose_request_id, http_date_now
 from tests.sitehelpers import build_site, parse_head, raw_exchange, stub_for
@@ -277,3 +278,51 @@ class RandomIdTests(unittest.SynchronousTestCase):
         os.close(read)
         os.waitpid(pid, 0)
         self.assertNotEqual(child, ids.next())
+
+
+class StatusLineTests(unittest.SynchronousTestCase):
+    """Every status goes out with its reason phrase and every 401 with a Bearer challenge."""
+
+    def request(self, path: bytes) -> bytes:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        built = build_site(Path(self.mktemp()))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
+        )
+        protocol = built.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        return bytes(transport.value())
+
+    def test_phrases_twisted_lacks(self) -> None:
+        """429, 426 and 431 (unknown to Twisted) get IANA's phrases; known ones keep Twisted's."""
+        from streamsrv.web.site import REASON_PHRASES, StreamsrvRequest
+
+        for code, phrase in ((429, b"Too Many Requests"), (426, b"Upgrade Required"), (404, b"Not Found")):
+            request = StreamsrvRequest(DummyChannel())
+            request.setResponseCode(code)
+            self.assertEqual(request.code_message, phrase)
+        self.assertEqual(REASON_PHRASES[431], b"Request Header Fields Too Large")
+
+    def test_status_line_on_the_wire(self) -> None:
+        """An error answered through the site carries its phrase on the status line."""
+        self.assertTrue(self.request(b"/nowhere").startswith(b"HTTP/1.1 404 Not Found\r\n"))
+
+    def test_bearer_challenge(self) -> None:
+        """A 401 names the scheme; a refused token adds error="invalid_token" (RFC 6750 section 3)."""
+        from twisted.web.test.requesthelper import DummyRequest
+
+        for code, challenge in (
+            ("UNAUTHENTICATED", b'Bearer realm="streamsrv"'),
+            ("TOKEN_EXPIRED", b'Bearer realm="streamsrv", error="invalid_token"'),
+            ("TOKEN_REVOKED", b'Bearer realm="streamsrv", error="invalid_token"'),
+        ):
+            request = DummyRequest([b""])
+            render_error(request, ApiError(code))
+            self.assertEqual(request.responseHeaders.getRawHeaders(b"www-authenticate"), [challenge])
+        request = DummyRequest([b""])
+        render_error(request, ApiError("FORBIDDEN"))
+        self.assertIsNone(request.responseHeaders.getRawHeaders(b"www-authenticate"))

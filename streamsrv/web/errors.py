@@ -14,6 +14,13 @@ from twisted.web.iweb import IRequest
 
 from streamsrv.errors import ApiError
 
+#: The ``WWW-Authenticate`` challenges of a 401 (RFC 6750 §3).
+_CHALLENGE = b'Bearer realm="streamsrv"'
+_CHALLENGE_INVALID = b'Bearer realm="streamsrv", error="invalid_token"'
+
+#: The 401 codes that mean a token was presented and refused.
+_TOKEN_CODES = frozenset({"TOKEN_EXPIRED", "TOKEN_INVALID", "TOKEN_REVOKED"})
+
 
 def error_body(code: str, message: str, request_id: str) -> bytes:
     """The JSON bytes of an error response."""
@@ -40,6 +47,10 @@ def render_error(request: IRequest, error: ApiError) -> bytes:
     ):
         request.responseHeaders.removeHeader(name)
     request.setResponseCode(error.status)
+    if error.status == 401:
+        # RFC 6750 §3: how to authenticate; "invalid_token" when one was presented.
+        challenge = _CHALLENGE_INVALID if error.code in _TOKEN_CODES else _CHALLENGE
+        request.setHeader(b"www-authenticate", challenge)
     for header, value in error.headers.items():
         request.setHeader(header.encode("ascii"), value.encode("ascii"))
     request.setHeader(b"content-type", b"application/json; charset=utf-8")

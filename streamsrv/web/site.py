@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any, Final, cast
 
 from twisted.internet.interfaces import IReactorTime, ITCPTransport
@@ -94,6 +95,10 @@ def choose_request_id(offered: bytes | None) -> str:
     return _random_ids.next()
 
 
+#: Every status's reason phrase (IANA's registry, as Python knows it).
+REASON_PHRASES: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
 class StreamsrvRequest(server.Request):
     """A request that carries its id, route label, principal and outcome."""
 
@@ -120,6 +125,12 @@ class StreamsrvRequest(server.Request):
     #: Set from the channel at the start of :meth:`process`, before anything
     #: that reads it (routes, :meth:`_ended_cb`) can run.
     site: StreamsrvSite
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        """Set the status, with its reason phrase even where Twisted has none (429, 426, 431...)."""
+        if message is None and code not in http.RESPONSES:
+            message = REASON_PHRASES.get(code)
+        super().setResponseCode(code, message)
 
     @property
     def peer_ip(self) -> str:
@@ -307,7 +318,7 @@ class StreamsrvChannel(http.HTTPChannel):
         self._refused = True
         request_id = secrets.token_hex(12)
         body = error_body(code, DEFAULT_MESSAGES[code], request_id)
-        reason = http.RESPONSES.get(status, b"Error")
+        reason = REASON_PHRASES.get(status, b"Error")
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
             b"Content-Length: %d\r\nConnection: close\r\nX-Request-ID: %s\r\n\r\n"
