@@ -16,6 +16,7 @@ from treq.testing import StubTreq
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 
+from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.config import Settings, load_settings
@@ -167,3 +168,17 @@ def parse_head(data: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return status, headers, rest
+
+
+def jwt_guard(secret: str, clock: Any) -> tuple[TokenIssuer, Guard]:
+    """An HS256 issuer and a guard that admits only its tokens (no anonymous, no limits)."""
+    issuer = TokenIssuer(secret=secret, private_key_pem=None, issuer=None, audience=None, clock=clock)
+    verifier = JwtVerifier(
+        secret=secret, public_key_pem=None, jwks=None, issuer=None, audience=None,
+        leeway_s=30, clock=clock, roles=DEFAULT_ROLES,
+    )  # fmt: skip
+    guard = Guard(
+        verifier=verifier, url_keys=(), url_max_ttl_s=60, revocations=None, limiter=None,
+        policies=DEFAULT_POLICIES, anonymous=None, clock=clock,
+    )  # fmt: skip
+    return issuer, guard

@@ -11,14 +11,10 @@ from twisted.trial import unittest
 
 from streamsrv.alerts.factory import make_alerts
 from streamsrv.alerts.rules import Rule, RuleSet
-from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
-from streamsrv.auth.roles import DEFAULT_ROLES
-from streamsrv.middleware.guard import Guard
-from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.threads import InlineThreads
 from streamsrv.web.alerts import AlertRoutes
 from streamsrv.web.openapi import openapi_document
-from tests.sitehelpers import build_site, stub_for
+from tests.sitehelpers import build_site, jwt_guard, stub_for
 from tests.test_alerts_alertmanager import _alert, _webhook
 from tests.test_analytics_api import settle
 
@@ -31,17 +27,7 @@ class AlertRoutesTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_767_225_600)
-        self.issuer = TokenIssuer(
-            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=self.clock
-        )
-        verifier = JwtVerifier(
-            secret=SECRET, public_key_pem=None, jwks=None, issuer=None, audience=None,
-            leeway_s=30, clock=self.clock, roles=DEFAULT_ROLES,
-        )  # fmt: skip
-        guard = Guard(
-            verifier=verifier, url_keys=(), url_max_ttl_s=60, revocations=None, limiter=None,
-            policies=DEFAULT_POLICIES, anonymous=None, clock=self.clock,
-        )  # fmt: skip
+        self.issuer, guard = jwt_guard(SECRET, self.clock)
         self.built = build_site(Path(self.mktemp()), clock=self.clock, guard=guard)
         self.events: list[Any] = []
         self.alerts = make_alerts(

@@ -20,12 +20,8 @@ from twisted.trial import unittest
 from streamsrv.analytics.api import AnalyticsApi
 from streamsrv.analytics.backends import SqliteAnalyticsStore
 from streamsrv.analytics.store import SessionRecord
-from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
-from streamsrv.auth.roles import DEFAULT_ROLES
-from streamsrv.middleware.guard import Guard
-from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.web.analytics import AnalyticsRoutes
-from tests.sitehelpers import build_site, stub_for
+from tests.sitehelpers import build_site, jwt_guard, stub_for
 
 SECRET = "an-analytics-test-secret-long-enough-0123456789"
 NOW = 1_767_225_600.0
@@ -93,17 +89,7 @@ class AnalyticsApiTests(unittest.TestCase):
                 break
             await deferLater(reactor, 0.01, lambda: None)
         await self.store.flush()
-        self.issuer = TokenIssuer(
-            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=self.clock
-        )
-        verifier = JwtVerifier(
-            secret=SECRET, public_key_pem=None, jwks=None, issuer=None, audience=None,
-            leeway_s=30, clock=self.clock, roles=DEFAULT_ROLES,
-        )  # fmt: skip
-        guard = Guard(
-            verifier=verifier, url_keys=(), url_max_ttl_s=60, revocations=None, limiter=None,
-            policies=DEFAULT_POLICIES, anonymous=None, clock=self.clock,
-        )  # fmt: skip
+        self.issuer, guard = jwt_guard(SECRET, self.clock)
         built = build_site(Path(self.mktemp()), clock=self.clock, guard=guard)
         built.api._analytics = AnalyticsRoutes(AnalyticsApi(self.store, self.clock, _Catalog()), self.clock)
         self.stub = stub_for(built)

@@ -10,17 +10,13 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
-from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
-from streamsrv.auth.roles import DEFAULT_ROLES
-from streamsrv.middleware.guard import Guard
-from streamsrv.middleware.ratelimit import DEFAULT_POLICIES
 from streamsrv.notifications.caps import Caps
 from streamsrv.notifications.outbox import Outbox
 from streamsrv.notifications.outboxdb import SqliteOutboxDatabase
 from streamsrv.notifications.service import NotificationService
 from streamsrv.web.notifications import NotificationRoutes
 from streamsrv.web.openapi import openapi_document
-from tests.sitehelpers import build_site, stub_for
+from tests.sitehelpers import build_site, jwt_guard, stub_for
 from tests.test_analytics_api import settle
 from tests.test_notify_service import DATA, NOW, TEMPLATES
 
@@ -33,17 +29,7 @@ class NotificationRoutesTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.issuer = TokenIssuer(
-            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=self.clock
-        )
-        verifier = JwtVerifier(
-            secret=SECRET, public_key_pem=None, jwks=None, issuer=None, audience=None,
-            leeway_s=30, clock=self.clock, roles=DEFAULT_ROLES,
-        )  # fmt: skip
-        guard = Guard(
-            verifier=verifier, url_keys=(), url_max_ttl_s=60, revocations=None, limiter=None,
-            policies=DEFAULT_POLICIES, anonymous=None, clock=self.clock,
-        )  # fmt: skip
+        self.issuer, guard = jwt_guard(SECRET, self.clock)
         self.built = build_site(Path(self.mktemp()), clock=self.clock, guard=guard)
         database = SqliteOutboxDatabase(Path(self.mktemp()) / "notifications.sqlite3")
         self.addCleanup(database.close)
