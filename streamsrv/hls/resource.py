@@ -43,14 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 
 from streamsrv.audio.jobs import JOB_FAILURES, job_error
-from streamsrv.audio.workers import WorkerCrashed, WorkerPool
+from streamsrv.audio.workers import PoolFull, WorkerCrashed, WorkerPool
 from streamsrv.auth.signing import SignedUrlError, SigningKey, decode_signed_path, max_age_for
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.errors import ApiError
@@ -493,6 +493,9 @@ class HlsResource(AsyncLeaf):
             self._metrics.prefetch.labels("failed").inc()
         if failure.check(ApiError):
             log.warn("hls: prefetching segment {n} failed ({code})", n=n, code=failure.value.code)
+        elif failure.check(CancelledError, PoolFull):
+            # The pool is stopping (shutdown): a prefetch nobody waits for is simply dropped.
+            log.debug("hls: prefetching segment {n} dropped: the worker pool is stopping", n=n)
         else:
             log.failure("hls: prefetching segment {n} failed", failure, n=n)
 
