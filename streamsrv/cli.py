@@ -5,10 +5,10 @@ One argparse sub-command per task, each a plain function taking the parsed
 arguments and a :class:`Console` (environment and output streams) and returning
 the exit status, so that tests call :func:`main` with an injected environment
 and captured output.  Today there are ``streamsrv config check``,
-``streamsrv sign-url``, ``streamsrv mint-token``, ``streamsrv waveform`` and
-``streamsrv scan``; ``config`` is added by ``_add_config_command``, the
-others, whose arguments go to their own module's parser, are listed in
-``_PASSTHROUGH_COMMANDS``.
+``streamsrv sign-url``, ``streamsrv mint-token``, ``streamsrv waveform``,
+``streamsrv scan`` and ``streamsrv notify-template check``; ``config`` is
+added by ``_add_config_command``, the others, whose arguments go to their
+own module's parser, are listed in ``_PASSTHROUGH_COMMANDS``.
 
 This command must never start the reactor or bind a port, and must never print
 a secret: configuration is shown only through :func:`streamsrv.config.redacted`.
@@ -39,6 +39,7 @@ __all__ = [
     "console_main",
     "main",
     "mint_token",
+    "notify_template",
     "scan_library",
     "sign_url",
     "waveform_peaks",
@@ -216,6 +217,20 @@ def sign_url(rest: list[str], settings: Settings, console: Console) -> int:
     )
 
 
+def notify_template(args: argparse.Namespace, console: Console) -> int:
+    """
+    ``streamsrv notify-template check [DIR]``: every problem of the notification templates.
+
+    Its own parser lives in :mod:`streamsrv.notifications.templatecheck`; the
+    configuration is read only when no DIR is given (the daemon's directory).
+    """
+    from streamsrv.notifications.templatecheck import notify_template_cli
+
+    return notify_template_cli(
+        args.rest, settings=lambda: _settings(console), out=console.stdout, err=console.stderr
+    )
+
+
 #: The sub-commands whose arguments all go to their own module's parser, in
 #: the order ``streamsrv --help`` lists them (after ``config``).
 _PASSTHROUGH_COMMANDS: tuple[tuple[str, str, Command], ...] = (
@@ -223,6 +238,7 @@ _PASSTHROUGH_COMMANDS: tuple[tuple[str, str, Command], ...] = (
     ("mint-token", "print a signed access or refresh token (development and scripting)", mint_token),
     ("waveform", "compute peaks of an audio file as audiowaveform JSON or .dat", waveform_peaks),
     ("scan", "scan the media library into the catalog (progress bar and summary)", scan_library),
+    ("notify-template", "check the notification templates (sandbox, samples)", notify_template),
 )
 
 

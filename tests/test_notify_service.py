@@ -309,7 +309,11 @@ class SenderTests(_Base):
     def test_frequency_cap(self) -> None:
         """Over the hourly cap a delivery is suppressed frequency_cap; urgent passes."""
         self.put("u1", {"caps": {"per_hour": 1, "per_day": 10}})
-        first, second = self.send(), self.send()
+        # One second apart, so they are claimed in this order (equal not_before ties are unordered).
+        first = self.send()
+        self.clock.advance(1)
+        second = self.send()
+        self.clock.advance(1)
         urgent = self.send(priority="urgent")
         self.run_sender()
         states = [self.states(r)[0] for r in (first, second, urgent)]

@@ -24,7 +24,6 @@ never read files while rendering.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Mapping
@@ -42,10 +41,11 @@ __all__ = [
     "BLOCKS",
     "MAX_RENDERED_CHARS",
     "Rendered",
+    "TemplateProblem",
     "TemplateSet",
-    "check_all",
     "default_templates_dir",
     "locale_candidates",
+    "parse_template_file",
 ]
 
 #: The blocks each channel's template must define (``sms``: none, the whole file is the text).
@@ -65,7 +65,6 @@ TEMPLATE_SUFFIX: Final = ".j2"
 _NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
 _LOCALE = r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}"
 _TEMPLATE_FILE = re.compile(rf"({_NAME})(?:\.({_LOCALE}))?\.(email|push|websocket|sms)\.j2")
-_SAMPLE_FILE = re.compile(rf"({_NAME})\.sample\.json")
 
 #: Where the templates live in a checkout, and where ``setup.py``'s data_files install them.
 _CHECKOUT_DIR: Final = Path(__file__).resolve().parents[2] / "etc" / "notifications"
@@ -123,6 +122,22 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class TemplateProblem(Exception):
+    """
+    Why one template file does not render: what :meth:`TemplateSet.render`
+    turns into a 400, and what ``streamsrv notify-template check`` prints.
+
+    :ivar detail: What is wrong, e.g. ``needs data.album`` or ``is broken: …``
+        (no file name, path or trace).
+    :ivar line: The line of the template at fault, when known.
+    """
+
+    def __init__(self, detail: str, line: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.line = line
+
+
 @dataclass(frozen=True)
 class _Key:
     name: str
@@ -135,22 +150,44 @@ class _Key:
         return f"{self.name}{middle}.{self.channel}{TEMPLATE_SUFFIX}"
 
 
+def parse_template_file(filename: str) -> tuple[str, str | None, str] | None:
+    """``new-release.fr.email.j2`` -> ``("new-release", "fr", "email")``; ``None`` for other names."""
+    match = _TEMPLATE_FILE.fullmatch(filename)
+    if match is None:
+        return None
+    return match.group(1), match.group(2).lower() if match.group(2) else None, match.group(3)
+
+
+def _template_line(error: BaseException) -> int | None:
+    """The template line an exception raised while rendering comes from (innermost), if any."""
+    line = None
+    tb = error.__traceback__
+    while tb is not None:
+        names = tb.tb_frame.f_globals
+        template = names.get("__jinja_template__")
+        if template is not None:  # a frame of the compiled template: map its line back
+            line = template.get_corresponding_lineno(tb.tb_lineno)
+        elif "__jinja_exception__" in names:  # a frame Jinja2 rewrote to the template's line
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 class TemplateSet:
     """The templates of one directory, in memory, rendered in a sandbox."""
 
     def __init__(self, sources: Mapping[str, str]) -> None:
         """
         :param sources: File name -> template text.  Names that are not
-            ``{name}[.{locale}].{channel}.j2`` are ignored (see :func:`check_all`).
+            ``{name}[.{locale}].{channel}.j2`` are ignored (see :mod:`.templatecheck`).
         """
         self._keys: dict[tuple[str, str | None, str], _Key] = {}
         by_key: dict[str, str] = {}
         for filename, source in sources.items():
-            match = _TEMPLATE_FILE.fullmatch(filename)
-            if match is not None:
-                locale = match.group(2).lower() if match.group(2) else None
-                key = _Key(match.group(1), locale, match.group(3))
-                self._keys[(key.name, key.locale, key.channel)] = key
+            parsed = parse_template_file(filename)
+            if parsed is not None:
+                key = _Key(*parsed)
+                self._keys[parsed] = key
                 by_key[key.filename] = source
         options: dict[str, Any] = {
             "loader": DictLoader(by_key),
@@ -203,34 +240,79 @@ class TemplateSet:
         Render every locale of *name* for *channels* with *data*, so a send
         that would fail later is refused before anything is queued.
 
-        :raise ApiError: As :meth:`render`, for the first variant that fails.
+        Every variable some variant needs and *data* lacks is named in one
+        error (``data: template 'x' needs data.a, data.b``), so a client
+        learns them all at once; then every variant that still fails is named.
+
+        :raise ApiError: ``BAD_REQUEST``: a channel without a default file,
+            the variables missing, or every failing variant (``; ``-separated).
         """
+        keys: list[_Key] = []
         for channel in channels:
-            self.render(name, channel, None, data)
-            for key in self._keys.values():
-                if key.name == name and key.channel == channel and key.locale is not None:
-                    self._render(key, data)
+            default = self._keys.get((name, None, channel))
+            if default is None:
+                self.render(name, channel, None, data)  # raises: unknown template, or no such version
+                continue
+            keys.append(default)
+            keys.extend(k for k in self._keys.values() if (k.name, k.channel) == (name, channel) and k.locale)
+        missing: set[str] = set()
+        for key in keys:
+            try:
+                missing |= self._undeclared(key)
+            except TemplateSyntaxError:
+                continue  # reported by the render below
+        missing -= set(data)
+        if missing:
+            needed = ", ".join(f"data.{m}" for m in sorted(missing))
+            raise ApiError("BAD_REQUEST", f"data: template {name[:64]!r} needs {needed}")
+        problems: list[str] = []
+        for key in keys:
+            try:
+                self._render(key, data)
+            except ApiError as e:
+                problems.append(e.message)
+        if problems:
+            raise ApiError("BAD_REQUEST", "; ".join(dict.fromkeys(problems)))
+
+    def source(self, name: str, locale: str | None, channel: str) -> str:
+        """The text of one variant (``KeyError`` if it is not in the set)."""
+        filename = self._keys[(name, locale, channel)].filename
+        return str(self._text.loader.get_source(self._text, filename)[0])  # type: ignore[union-attr]
+
+    def attempt(self, name: str, locale: str | None, channel: str, data: Mapping[str, Any]) -> Rendered:
+        """
+        Render exactly this variant (no locale fallback), for checking.
+
+        :raise KeyError: If the variant is not in the set.
+        :raise TemplateProblem: With the line at fault when known.
+        """
+        return self._attempt(self._keys[(name, locale, channel)], data)
 
     def _render(self, key: _Key, data: Mapping[str, Any]) -> Rendered:
         what = f"template {key.filename[: -len(TEMPLATE_SUFFIX)]!r}"
         try:
-            parts = self._parts(key, dict(data), what)
-        except ApiError:
+            return self._attempt(key, data)
+        except TemplateProblem as e:
+            raise ApiError("BAD_REQUEST", f"{what} {e.detail}") from None
+
+    def _attempt(self, key: _Key, data: Mapping[str, Any]) -> Rendered:
+        try:
+            parts = self._parts(key, dict(data))
+        except TemplateProblem:
             raise
         except SecurityError as e:
-            raise ApiError("BAD_REQUEST", f"{what} does something the sandbox forbids: {e.message}")
+            raise TemplateProblem(f"does something the sandbox forbids: {e.message}", _template_line(e))
         except UndefinedError as e:
-            raise ApiError("BAD_REQUEST", f"{what} needs a value the data lacks: {e.message}")
+            raise TemplateProblem(f"needs a value the data lacks: {e.message}", _template_line(e))
         except TemplateSyntaxError as e:
-            raise ApiError("BAD_REQUEST", f"{what} is broken: {e.message} (line {e.lineno})")
+            raise TemplateProblem(f"is broken: {e.message} (line {e.lineno})", e.lineno)
         except TemplateError as e:
-            raise ApiError("BAD_REQUEST", f"{what} failed: {e.message}")
+            raise TemplateProblem(f"failed: {e.message}", _template_line(e))
         except Exception as e:  # a filter or operator failing on the data: a TypeError, a ZeroDivisionError…
-            raise ApiError("BAD_REQUEST", f"{what} failed on the data: {type(e).__name__}")
+            raise TemplateProblem(f"failed on the data: {type(e).__name__}", _template_line(e))
         for part, value in parts.items():
             if len(value) > MAX_RENDERED_CHARS:
-                limit = MAX_RENDERED_CHARS
-                raise ApiError("BAD_REQUEST", f"{what} renders a {part} of more than {limit} characters")
+                raise TemplateProblem(f"renders a {part} of more than {MAX_RENDERED_CHARS} characters")
         if key.channel == "sms":
             return Rendered(key.name, key.channel, key.locale, text=parts["body"])
         return Rendered(
@@ -243,17 +325,17 @@ class TemplateSet:
             title=parts.get("title"),
         )
 
-    def _parts(self, key: _Key, data: dict[str, Any], what: str) -> dict[str, str]:
+    def _parts(self, key: _Key, data: dict[str, Any]) -> dict[str, str]:
         text_template = self._text.get_template(key.filename)
         missing = sorted(self._undeclared(key) - set(data))
         if missing:
-            raise ApiError("BAD_REQUEST", f"{what} needs {', '.join('data.' + m for m in missing)}")
+            raise TemplateProblem(f"needs {', '.join('data.' + m for m in missing)}")
         if key.channel == "sms":
             return {"body": text_template.render(data).strip()}
         parts: dict[str, str] = {}
         for block in BLOCKS[key.channel]:
             if block not in text_template.blocks:
-                raise ApiError("BAD_REQUEST", f"{what} has no {block!r} block")
+                raise TemplateProblem(f"has no {block!r} block")
             template = self._html.get_template(key.filename) if block == "html" else text_template
             value = _render_block(template, block, data).strip()
             parts[block] = _one_line(value) if block in ("subject", "title") else value
@@ -269,52 +351,3 @@ class TemplateSet:
 def _render_block(template: Template, block: str, data: dict[str, Any]) -> str:
     context = template.new_context(data)
     return "".join(template.blocks[block](context))
-
-
-_NOT_A_TEMPLATE: Final = (
-    "neither a template ({name}.{channel}.j2, {name}.{locale}.{channel}.j2) "
-    "nor sample data ({name}.sample.json)"
-)
-
-
-def check_all(directory: Path) -> list[str]:
-    """
-    Render every template of *directory* with its sample data (blocking).
-
-    For ``streamsrv notify-template check``.
-
-    :return: The problems, ``file: what is wrong``, sorted; empty when all is well.
-    """
-    problems: list[str] = []
-    try:
-        files = sorted(p for p in directory.iterdir() if p.is_file())
-    except OSError as e:
-        return [f"{directory.name or directory}: cannot be read ({e.strerror})"]
-    sources: dict[str, str] = {}
-    samples: dict[str, Any] = {}
-    for path in files:
-        sample = _SAMPLE_FILE.fullmatch(path.name)
-        if path.name.endswith(TEMPLATE_SUFFIX) and _TEMPLATE_FILE.fullmatch(path.name):
-            sources[path.name] = path.read_text(encoding="utf-8")
-        elif sample is not None:
-            try:
-                samples[sample.group(1)] = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as e:
-                problems.append(f"{path.name}: not valid JSON ({e})")
-        elif not path.name.startswith("."):
-            problems.append(f"{path.name}: {_NOT_A_TEMPLATE}")
-    templates = TemplateSet(sources)
-    for name, locale, channel in templates.variants():
-        key = _Key(name, locale, channel)
-        if locale is not None and channel not in templates.channels(name):
-            fallback = _Key(name, None, channel).filename
-            problems.append(f"{key.filename}: no default {fallback} to fall back on")
-        data = samples.get(name)
-        if not isinstance(data, dict):
-            problems.append(f"{key.filename}: no sample data ({name}{SAMPLE_SUFFIX} holding an object)")
-            continue
-        try:
-            templates._render(key, data)
-        except ApiError as e:
-            problems.append(f"{key.filename}: {e.message}")
-    return sorted(problems)
