@@ -226,9 +226,16 @@ def notify_template(args: argparse.Namespace, console: Console) -> int:
     """
     from streamsrv.notifications.templatecheck import notify_template_cli
 
-    return notify_template_cli(
-        args.rest, settings=lambda: _settings(console), out=console.stdout, err=console.stderr
-    )
+    def settings() -> Settings | None:
+        # Only the directory is needed: the templates themselves are what this command checks.
+        try:
+            return load_settings(environ=console.environ)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(f"streamsrv: {problem}", file=console.stderr)
+            return None
+
+    return notify_template_cli(args.rest, settings=settings, out=console.stdout, err=console.stderr)
 
 
 #: The sub-commands whose arguments all go to their own module's parser, in

@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 from twisted.logger import ILogObserver, Logger
 
+from streamsrv.alerts.factory import alert_rules_problems, rules_of
+from streamsrv.alerts.rules import RulesError
 from streamsrv.audio.formats import audio_format_for
 from streamsrv.auth.devcredentials import signing_material
 from streamsrv.auth.factory import make_issuer
@@ -30,7 +32,9 @@ from streamsrv.auth.signing import sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.demo import ensure_demo_library
 from streamsrv.logs import make_log_observer
-from streamsrv.notifications.options import notify_problems
+from streamsrv.notifications.options import notify_options, notify_problems
+from streamsrv.notifications.templatecheck import templates_problems
+from streamsrv.notifications.templates import TemplateSet
 
 log = Logger(namespace="streamsrv.tap")
 
@@ -43,8 +47,46 @@ DEV_URL_TTL_S = 24 * 3600
 T = TypeVar("T")
 
 
-#: Checks of values whose format a part owns (``load_settings(checks=...)``).
-CONFIG_CHECKS = (notify_problems,)
+def alert_notify_problems(settings: Settings) -> list[str]:
+    """
+    Whether what the alert rules would notify can be sent: for each rule's
+    (and ``[alertmanager]``'s) ``notify``, the templates ``{template}-firing``
+    and ``{template}-resolved`` exist and each channel it names is configured.
+
+    A rules file, templates directory or channel variable that is itself
+    invalid is left to its own check (nothing is reported here twice).
+    """
+    try:
+        rules = rules_of(settings)
+        options = notify_options(settings)
+        names = set(TemplateSet.load(options.templates_dir).names())
+    except (RulesError, ConfigError, OSError, UnicodeDecodeError):
+        return []
+    problems = []
+    targets = [(f"rule {rule.name!r}", rule.notify) for rule in rules.rules]
+    targets.append(("alertmanager", rules.alertmanager))
+    for where, notify in targets:
+        if notify is None:
+            continue
+        for suffix in ("firing", "resolved"):
+            if f"{notify.template}-{suffix}" not in names:
+                problems.append(
+                    f"STREAMSRV_ALERT_RULES_FILE: {where}: notify.template: no {notify.template}-{suffix} "
+                    "template in STREAMSRV_NOTIFY_TEMPLATES_DIR"
+                )
+        for channel in notify.channels:
+            if channel not in options.configured_channels:
+                problems.append(
+                    f"STREAMSRV_ALERT_RULES_FILE: {where}: notify.channels: the {channel!r} channel "
+                    "is not configured (see docs/modules/notification-channels.md)"
+                )
+    return problems
+
+
+#: Checks of values whose format a part owns (``load_settings(checks=...)``): ``streamsrv config
+#: check`` runs them, and the daemon before it builds or prints anything (development credentials
+#: included).
+CONFIG_CHECKS = (notify_problems, templates_problems, alert_rules_problems, alert_notify_problems)
 
 
 def or_exit(variable: str, build: Callable[..., T], *args: Any, **kwargs: Any) -> T:

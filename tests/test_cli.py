@@ -143,6 +143,49 @@ class ConfigCheckTests(unittest.SynchronousTestCase):
             "  - STREAMSRV_LISTNE: unknown variable (did you mean STREAMSRV_LISTEN?)\n", result.stderr
         )
 
+    def test_alert_rules_and_templates_checked(self) -> None:
+        """
+        An invalid rules file, a template that does not compile, a rule's
+        missing template and an unconfigured channel are each a problem of
+        ``config check``, naming the variable, file and field.
+        """
+        rules = Path(self.mktemp())
+        rules.write_text(
+            '[[rules]]\nname = "x"\nmeasure = "nonsense"\nabove = 1\n'
+            '[[rules]]\nname = "y"\nmeasure = "redis_up"\nbelow = 1\n'
+            'notify = { template = "pager", user_ids = ["ops"], channels = ["email"] }\n'
+        )
+        templates = Path(self.mktemp())
+        templates.mkdir()
+        (templates / "pager-firing.sms.j2").write_text("fired {{ rule }}")
+        (templates / "broken.sms.j2").write_text("ok\n{% if %}")
+        environ = {"STREAMSRV_ALERT_RULES_FILE": str(rules), "STREAMSRV_NOTIFY_TEMPLATES_DIR": str(templates)}
+        result = run(["config", "check"], environ)
+        self.assertEqual(result.status, 1)
+        problems = [line[4:] for line in result.stderr.splitlines() if line.startswith("  - ")]
+        self.assertEqual(len(problems), 2, problems)
+        self.assertTrue(
+            problems[0].startswith("STREAMSRV_NOTIFY_TEMPLATES_DIR: broken.sms.j2:2: does not compile")
+        )
+        self.assertTrue(
+            problems[1].startswith("STREAMSRV_ALERT_RULES_FILE: rule 'x': measure: must be one of")
+        )
+        rules.write_text(rules.read_text().replace("nonsense", "redis_up"))
+        (templates / "broken.sms.j2").unlink()
+        problems = [line[4:] for line in run(["config", "check"], environ).stderr.splitlines()[1:]]
+        self.assertEqual(
+            problems,
+            [
+                "STREAMSRV_ALERT_RULES_FILE: rule 'y': notify.template: no pager-resolved template "
+                "in STREAMSRV_NOTIFY_TEMPLATES_DIR",
+                "STREAMSRV_ALERT_RULES_FILE: rule 'y': notify.channels: the 'email' channel is not "
+                "configured (see docs/modules/notification-channels.md)",
+            ],
+        )
+        (templates / "pager-resolved.sms.j2").write_text("resolved {{ rule }}")
+        rules.write_text(rules.read_text().replace('"email"', '"websocket"'))
+        self.assertEqual(run(["config", "check"], environ).status, 0)
+
     def test_invalid_json(self) -> None:
         """
         With ``--json`` an invalid configuration also gives ``{"ok": false, "problems": [...]}``.

@@ -116,7 +116,7 @@ class NotifyOptionsTests(unittest.SynchronousTestCase):
         )
 
     def test_templates_dir(self) -> None:
-        """A missing templates directory is refused by name; an existing one is used."""
+        """A missing or empty templates directory is refused by name; one with templates is used."""
         missing = self.mktemp()
         self.assertEqual(
             [p.split(":")[0] for p in _problems({"STREAMSRV_NOTIFY_TEMPLATES_DIR": missing})],
@@ -124,6 +124,11 @@ class NotifyOptionsTests(unittest.SynchronousTestCase):
         )
         here = Path(self.mktemp())
         here.mkdir()
+        self.assertEqual(
+            _problems({"STREAMSRV_NOTIFY_TEMPLATES_DIR": str(here)}),
+            ["STREAMSRV_NOTIFY_TEMPLATES_DIR: no *.j2 template in the templates directory"],
+        )
+        (here / "n.sms.j2").write_text("{{ a }}")
         self.assertEqual(
             notify_options(_load({"STREAMSRV_NOTIFY_TEMPLATES_DIR": str(here)})).templates_dir, here
         )

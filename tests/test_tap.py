@@ -323,6 +323,10 @@ class InvalidConfigTests(MakeServiceMixin, unittest.SynchronousTestCase):
         err = self.make_failing("--media-dir", str(self.media))
         self.assertIn("STREAMSRV_ALERT_RULES_FILE", err)
         self.assertIn("rule 'x': measure: must be one of", err)
+        # Refused with the configuration, before the development credentials are printed.
+        self.assertIn("invalid configuration", err)
+        self.assertNotIn("development credentials", err)
+        self.assertNotIn("Bearer", err)
 
     def test_unknown_variable(self) -> None:
         """A misspelt STREAMSRV_* variable is a problem, not silently ignored."""

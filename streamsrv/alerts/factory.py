@@ -33,13 +33,21 @@ from streamsrv.alerts.measures import (
     MetricsSnapshot,
     take_snapshot,
 )
-from streamsrv.alerts.rules import RuleSet, default_rules_file, load_rules
+from streamsrv.alerts.rules import RulesError, RuleSet, default_rules_file, load_rules
 from streamsrv.alerts.service import DEFAULT_INTERVAL_S, FIRING_GAUGE, AlertEvaluator
 from streamsrv.config import Settings
 from streamsrv.events.hub import SYSTEM_CHANNEL
 from streamsrv.threads import IThreads, threads_for
 
-__all__ = ["LEASE_FILENAME", "Alerts", "add_alerts", "disk_free_probe", "make_alerts"]
+__all__ = [
+    "LEASE_FILENAME",
+    "Alerts",
+    "add_alerts",
+    "alert_rules_problems",
+    "disk_free_probe",
+    "make_alerts",
+    "rules_of",
+]
 
 #: The SQLite file of the lease, in the data dir.
 LEASE_FILENAME: Final = "alerts.sqlite3"
@@ -172,6 +180,31 @@ def make_alerts(
         gauge=gauge,
     )
     return Alerts(evaluator, dispatcher, AlertmanagerReceiver(dispatcher, rules))
+
+
+def rules_of(settings: Settings) -> RuleSet:
+    """
+    The rules ``STREAMSRV_ALERT_RULES_FILE`` names (else the packaged file), read now (blocking).
+
+    :raise RulesError: Listing every problem.
+    """
+    path = settings.alert_rules_file if settings.alert_rules_file is not None else default_rules_file()
+    return load_rules(path, MEASURES)
+
+
+def alert_rules_problems(settings: Settings) -> list[str]:
+    """
+    Every problem of the rules file, each ``STREAMSRV_ALERT_RULES_FILE: rule 'x': field: what``.
+
+    For ``load_settings(checks=...)``: ``streamsrv config check`` and the
+    daemon's start report an invalid rules file with the rest of the
+    configuration, before anything is built or printed.
+    """
+    try:
+        rules_of(settings)
+    except RulesError as e:
+        return [f"STREAMSRV_ALERT_RULES_FILE: {problem}" for problem in e.problems]
+    return []
 
 
 def disk_free_probe(path: Path) -> Callable[[], float]:

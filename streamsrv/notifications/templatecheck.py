@@ -46,7 +46,14 @@ from streamsrv.notifications.templates import (
     parse_template_file,
 )
 
-__all__ = ["CheckReport", "Problem", "check_templates", "notify_template_cli", "template_check_lines"]
+__all__ = [
+    "CheckReport",
+    "Problem",
+    "check_templates",
+    "notify_template_cli",
+    "template_check_lines",
+    "templates_problems",
+]
 
 _SAMPLE_FILE: Final = re.compile(r"([a-z0-9][a-z0-9_-]{0,63})\.sample\.json")
 
@@ -173,15 +180,10 @@ def _check_one(
     name, locale, channel = variant
     if locale is not None and channel not in templates.channels(name):
         yield Problem(filename, 0, f"no default {_filename(name, None, channel)} to fall back on")
-    environment = ImmutableSandboxedEnvironment()
-    try:
-        tree = environment.parse(templates.source(*variant))
-    except TemplateSyntaxError as e:
-        yield Problem(filename, e.lineno, f"does not compile: {e.message}")
+    tree, unsafe = _compiled(templates, variant, filename)
+    yield from unsafe
+    if tree is None:
         return
-    unsafe = list(_unsafe_accesses(tree))
-    for line, attribute in unsafe:
-        yield Problem(filename, line, f"reaches {attribute!r}: the sandbox refuses Python internals")
     data = samples.get(name)
     if not isinstance(data, dict):
         yield Problem(filename, 0, f"no sample data ({name}{SAMPLE_SUFFIX} holding an object)")
@@ -195,6 +197,44 @@ def _check_one(
         templates.attempt(name, locale, channel, data)
     except TemplateProblem as e:
         yield Problem(filename, e.line or 0, e.detail)
+
+
+def _compiled(
+    templates: TemplateSet, variant: tuple[str, str | None, str], filename: str
+) -> tuple[nodes.Template | None, list[Problem]]:
+    """The template's syntax tree (``None`` if it does not compile), and what the sandbox would refuse."""
+    try:
+        tree = ImmutableSandboxedEnvironment().parse(templates.source(*variant))
+    except TemplateSyntaxError as e:
+        return None, [Problem(filename, e.lineno, f"does not compile: {e.message}")]
+    refused = "the sandbox refuses Python internals"
+    return tree, [Problem(filename, line, f"reaches {a!r}: {refused}") for line, a in _unsafe_accesses(tree)]
+
+
+def templates_problems(settings: Settings) -> list[str]:
+    """
+    What would keep the daemon's templates from loading or compiling, each
+    ``STREAMSRV_NOTIFY_TEMPLATES_DIR: file:line: what`` (blocking: it reads them).
+
+    For ``load_settings(checks=...)``: the directory cannot be read or holds
+    no template, a template does not compile or reaches for Python
+    internals.  Sample data is ``notify-template check``'s business, not the
+    daemon's.
+    """
+    directory = settings.notify_templates_dir or default_templates_dir()
+    name = "STREAMSRV_NOTIFY_TEMPLATES_DIR"
+    try:
+        templates = TemplateSet.load(directory)
+    except OSError as e:
+        return [f"{name}: the templates directory cannot be read ({e.strerror})"]
+    except UnicodeDecodeError:
+        return [f"{name}: a template is not UTF-8 text"]
+    if not templates.names():
+        return [f"{name}: no *.j2 template in the templates directory"]
+    problems: list[Problem] = []
+    for variant in templates.variants():
+        problems.extend(_compiled(templates, variant, _filename(*variant))[1])
+    return [f"{name}: {problem}" for problem in sorted(problems)]
 
 
 def _unsafe_accesses(tree: nodes.Template) -> Iterator[tuple[int, str]]:
