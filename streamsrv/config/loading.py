@@ -196,6 +196,7 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         notify_max_recipients=read.whole("STREAMSRV_NOTIFY_MAX_RECIPIENTS", 10000, minimum=1),
         notify_max_attempts=read.whole("STREAMSRV_NOTIFY_MAX_ATTEMPTS", 6, minimum=1),
         notify_default_caps=read.text("STREAMSRV_NOTIFY_DEFAULT_CAPS") or "4/12",
+        notify_retention_days=read.number("STREAMSRV_NOTIFY_RETENTION_DAYS", 30.0, minimum=1.0),
         smtp_url=read.text("STREAMSRV_SMTP_URL"),
         smtp_from=read.text("STREAMSRV_SMTP_FROM"),
         sms_url=read.text("STREAMSRV_SMS_URL"),

@@ -129,6 +129,7 @@ def redacted(settings: Settings) -> dict[str, object]:
         "STREAMSRV_NOTIFY_MAX_RECIPIENTS": settings.notify_max_recipients,
         "STREAMSRV_NOTIFY_MAX_ATTEMPTS": settings.notify_max_attempts,
         "STREAMSRV_NOTIFY_DEFAULT_CAPS": settings.notify_default_caps,
+        "STREAMSRV_NOTIFY_RETENTION_DAYS": settings.notify_retention_days,
         "STREAMSRV_SMTP_URL": _redact_optional(settings.smtp_url),
         "STREAMSRV_SMTP_FROM": settings.smtp_from,
         "STREAMSRV_SMS_URL": _redact_optional(settings.sms_url),

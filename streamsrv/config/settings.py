@@ -85,6 +85,7 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_NOTIFY_MAX_RECIPIENTS",
     "STREAMSRV_NOTIFY_MAX_ATTEMPTS",
     "STREAMSRV_NOTIFY_DEFAULT_CAPS",
+    "STREAMSRV_NOTIFY_RETENTION_DAYS",
     "STREAMSRV_SMTP_URL",
     "STREAMSRV_SMTP_FROM",
     "STREAMSRV_SMS_URL",
@@ -210,6 +211,7 @@ class Settings:
     notify_max_recipients: int
     notify_max_attempts: int
     notify_default_caps: str
+    notify_retention_days: float
     smtp_url: str | None
     smtp_from: str | None
     sms_url: str | None

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import Interface, implementer
 
+from streamsrv.notifications import housekeeping
 from streamsrv.notifications.outboxdb import (
     OUTBOX_DB_FILE,
     OutboxDatabase,
@@ -106,6 +107,12 @@ class IOutbox(Interface):
 
     def pending_counts() -> Deferred[dict[str, int]]:
         """``{"queued": n, "deferred": m}``: the queue depth."""
+
+    def queue_depth(now: float) -> Deferred[dict[tuple[str, str], int]]:  # noqa: N805
+        """Pending deliveries by ``(channel, state)``, ``leased`` for those held now."""
+
+    def purge(cutoff: float, now: float, batch: int) -> Deferred[tuple[int, int]]:  # noqa: N805
+        """Delete one batch of finished notifications and expired keys; ``(notifications, keys)``."""
 
     def get_preferences(user_id: str) -> Deferred[dict[str, Any] | None]:  # noqa: N805
         """The stored preferences document, ``None`` if the user never set one."""
@@ -197,6 +204,12 @@ class Outbox:
 
     def pending_counts(self) -> Deferred[dict[str, int]]:
         return self._run(self.database.pending_counts)
+
+    def queue_depth(self, now: float) -> Deferred[dict[tuple[str, str], int]]:
+        return self._run(housekeeping.queue_depth, self.database, now)
+
+    def purge(self, cutoff: float, now: float, batch: int) -> Deferred[tuple[int, int]]:
+        return self._run(housekeeping.purge_finished, self.database, cutoff, now, batch)
 
     def get_preferences(self, user_id: str) -> Deferred[dict[str, Any] | None]:
         return self._run(self.database.get_preferences, user_id)

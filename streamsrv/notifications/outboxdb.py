@@ -21,7 +21,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -229,6 +229,19 @@ class OutboxDatabase:
                     self._idle.append(connection)
             if not keep:
                 connection.close()
+
+    def transaction(self, write: bool) -> AbstractContextManager[Any]:
+        """
+        One transaction on a pooled connection, the tables migrated first:
+        for the SQL kept in other modules (:mod:`.housekeeping`), written
+        with ``?`` placeholders and passed through :meth:`sql`.
+        """
+        self._ensure_migrated()
+        return self._transaction(write)
+
+    def sql(self, text: str) -> str:
+        """*text*, written with ``?`` placeholders, in this driver's paramstyle."""
+        return self._sql(text)
 
     def close(self) -> None:
         """Close every idle connection; the database refuses work afterwards."""

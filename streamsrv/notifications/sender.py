@@ -85,6 +85,8 @@ class NotificationSender(PeriodicService):
     :param rng: The retry jitter.
     :param on_outcome: ``on_outcome(channel, outcome)`` for metrics (``sent``,
         ``retry``, ``failed``, ``deferred``, a suppression reason).
+    :param on_sent: ``on_sent(channel, seconds)`` for each delivery sent: the
+        seconds from the notification's acceptance to its send (the latency metric).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class NotificationSender(PeriodicService):
         batch: int = BATCH,
         lease_s: float = LEASE_S,
         on_outcome: Callable[[str, str], None] | None = None,
+        on_sent: Callable[[str, float], None] | None = None,
     ) -> None:
         super().__init__(
             interval_s, self.send_due, clock=clock, name="notifications", what="sending notifications"
@@ -118,6 +121,7 @@ class NotificationSender(PeriodicService):
         self._batch = batch
         self._lease_s = lease_s
         self._on_outcome = on_outcome
+        self._on_sent = on_sent
         self._held: set[str] = set()
 
     def stopService(self) -> Deferred[None]:
@@ -186,8 +190,11 @@ class NotificationSender(PeriodicService):
         except ChannelError as e:
             await self._fail(claimed, str(e))
             return
-        await self.outbox.mark_sent(delivery.id, worker, self.clock.seconds())
+        sent_at = self.clock.seconds()
+        held = await self.outbox.mark_sent(delivery.id, worker, sent_at)
         self._count(delivery.channel, "sent")
+        if held and self._on_sent is not None:
+            self._on_sent(delivery.channel, max(0.0, sent_at - notification.created_at))
 
     async def _admit(self, claimed: Claimed, preferences: Preferences, now: float) -> None:
         """Raise an :class:`_Outcome` unless the delivery is to be sent now."""
