@@ -14,6 +14,7 @@ from streamsrv.notifications.caps import Caps
 from streamsrv.notifications.outbox import Outbox
 from streamsrv.notifications.outboxdb import SqliteOutboxDatabase
 from streamsrv.notifications.service import NotificationService
+from streamsrv.notifications.templates import TemplateSet, default_templates_dir
 from streamsrv.web.notifications import NotificationRoutes
 from streamsrv.web.openapi import openapi_document
 from tests.sitehelpers import build_site, jwt_guard, stub_for
@@ -23,8 +24,8 @@ from tests.test_notify_service import DATA, NOW, TEMPLATES
 SECRET = "a-notifications-test-secret-long-enough-0123456789"
 
 
-class NotificationRoutesTests(unittest.TestCase):
-    """POST/GET notifications and GET/PUT preferences."""
+class _RoutesBase(unittest.TestCase):
+    """A site with the routes' guard, a SQLite outbox and a service (mounted by ``mount``)."""
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -55,6 +56,10 @@ class NotificationRoutesTests(unittest.TestCase):
         d = self.stub.request(method, "http://streamsrv.test" + target, headers=headers, data=data)
         response = await settle(self.stub, d)
         return response.code, json.loads(await settle(self.stub, response.content()))
+
+
+class NotificationRoutesTests(_RoutesBase):
+    """POST/GET notifications and GET/PUT preferences."""
 
     async def test_not_configured(self) -> None:
         """Without the component every route answers 501 NOT_CONFIGURED."""
@@ -122,3 +127,73 @@ class NotificationRoutesTests(unittest.TestCase):
         self.assertEqual(
             {"get", "put", "parameters"}, set(paths["/api/v1/users/{id}/notification-preferences"])
         )
+
+
+class BadInputTests(_RoutesBase):
+    """The issue's bad-input list through the routes: a 400 naming the field, nothing queued or stored."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        sources = {path.name: path.read_text() for path in default_templates_dir().glob("*.j2")}
+        sources["escape.websocket.j2"] = (
+            "{% block title %}{{ artist.__class__.__mro__[1].__subclasses__() }}{% endblock %}"
+            "{% block text %}x{% endblock %}"
+        )
+        self.service = NotificationService(
+            self.outbox, TemplateSet(sources), frozenset({"websocket"}), Caps(4, 12), 10000, self.clock
+        )
+        self.mount()
+        self.admin = self.token("root", ["admin"])
+
+    async def refused(self, body: Any, method: str = "POST", target: str = "/api/v1/notifications") -> str:
+        """The 400 BAD_REQUEST message *body* gets; asserts nothing was queued."""
+        code, answer = await self.request(method, target, self.admin, body)
+        self.assertEqual((code, answer["error"]["code"]), (400, "BAD_REQUEST"), answer)
+        with self.outbox.database.transaction(write=False) as cursor:
+            cursor.execute("SELECT COUNT(*) FROM notifications")
+            self.assertEqual(cursor.fetchone()[0], 0)
+        return str(answer["error"]["message"])
+
+    async def test_unknown_template(self) -> None:
+        """An unknown template names the template field."""
+        message = await self.refused({"template": "nope", "user_ids": ["u1"], "data": DATA})
+        self.assertEqual(message, "template: unknown template 'nope'")
+
+    async def test_missing_variables_all_at_once(self) -> None:
+        """Every variable the data lacks, over every channel and locale asked, is named at once with data."""
+        body = {
+            "template": "new-release",
+            "user_ids": ["u1"],
+            "data": {"artist": "x"},
+            "channels": ["websocket"],
+        }
+        message = await self.refused(body)
+        self.assertEqual(message, "data: template 'new-release' needs data.album, data.track_count")
+
+    async def test_too_many_recipients(self) -> None:
+        """10,001 users (STREAMSRV_NOTIFY_MAX_RECIPIENTS is 10,000) name user_ids."""
+        users = [f"user-{i}" for i in range(10001)]
+        message = await self.refused({"template": "new-release", "user_ids": users, "data": DATA})
+        self.assertEqual(message, "user_ids: at most 10000 users, got 10001")
+
+    async def test_sandbox_escape(self) -> None:
+        """A template reaching for Python internals is refused by the sandbox, without a trace or path."""
+        message = await self.refused({"template": "escape", "user_ids": ["u1"], "data": {"artist": "x"}})
+        self.assertTrue(message.startswith("template 'escape.websocket' does something the sandbox forbids"))
+        self.assertNotIn("/", message)
+
+    async def test_bad_address_and_time_zone(self) -> None:
+        """A bad email address, E.164 number and time zone are each named; nothing is stored."""
+        target = "/api/v1/users/u1/notification-preferences"
+        document = {
+            "channels": {
+                "email": {"enabled": True, "address": "not an address"},
+                "sms": {"enabled": True, "number": "0612345678"},
+            },
+            "quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Mars/Olympus_Mons"},
+        }
+        code, answer = await self.request("PUT", target, self.admin, document)
+        self.assertEqual((code, answer["error"]["code"]), (400, "BAD_REQUEST"))
+        for field in ("channels.email.address", "channels.sms.number", "quiet_hours.time_zone"):
+            self.assertIn(field, answer["error"]["message"])
+        self.assertIsNone(self.successResultOf(self.outbox.get_preferences("u1")))
