@@ -1,4 +1,4 @@
-"""The Go backend example mints tokens and signed URLs that streamsrv accepts."""
+"""The Go backend example mints tokens and signed URLs that streamsrv accepts, and sends notifications."""
 
 from __future__ import annotations
 
@@ -17,28 +17,38 @@ from twisted.trial import unittest
 from streamsrv.auth.jwt import JwtVerifier
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import SigningKey, parse_query_pairs, verify
+from tests.test_daemon import DaemonTestCase
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "go-backend"
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 KID, KEY = "k1", "current-url-signing-key-0123456789abcdef"
 
 
+def go_env(**extra: str) -> dict[str, str]:
+    """The environment for ``go run``: a build cache shared by this run's tests (in trial's temp dir)."""
+    return {
+        **os.environ,
+        "GOFLAGS": "-mod=mod",
+        "GOCACHE": str(Path("go-build-cache").resolve()),
+        **extra,
+    }
+
+
+def skip_without_go() -> None:
+    """Skip when the Go toolchain is not installed."""
+    if shutil.which("go") is None:
+        raise unittest.SkipTest("go is not on PATH (apt-get install golang-go to run this example)")
+
+
 class GoBackendTests(unittest.SynchronousTestCase):
     """docs/examples/go-backend/main.go against streamsrv's own verifiers."""
 
     def setUp(self) -> None:
-        if shutil.which("go") is None:
-            raise unittest.SkipTest("go is not on PATH (apt-get install golang-go to run this example)")
+        skip_without_go()
 
     def test_token_and_url_verify(self) -> None:
         """The printed access token verifies as alice/premium and the URL as a uid-bound signed URL."""
-        env = {
-            **os.environ,
-            "STREAMSRV_JWT_SECRET": SECRET,
-            "STREAMSRV_URL_SIGNING_KEY": f"{KID}:{KEY}",
-            "GOFLAGS": "-mod=mod",
-            "GOCACHE": str(Path(self.mktemp()).resolve()),
-        }
+        env = go_env(STREAMSRV_JWT_SECRET=SECRET, STREAMSRV_URL_SIGNING_KEY=f"{KID}:{KEY}")
         out = subprocess.run(
             ["go", "run", ".", "-sub", "alice", "-role", "premium", "-track", "jazz/Café Blue.mp3"],
             cwd=EXAMPLE,
@@ -78,3 +88,46 @@ class GoBackendTests(unittest.SynchronousTestCase):
             ensureDeferred(verifier.verify(document["refresh_token"], typ="refresh"))
         )
         self.assertEqual((refresh.sub, refresh.family), ("alice", None))
+
+
+class GoBackendNotifyTests(DaemonTestCase):
+    """``go run . -notify``: the example's notify code against a real ``twistd -n streamsrv``."""
+
+    DATA = (
+        '{"artist": "Miles Davis", "album": "Kind of Blue", "track_count": 5, "url": "https://e.example/a"}'
+    )
+
+    def setUp(self) -> None:
+        skip_without_go()
+        super().setUp()
+
+    def notify(self, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the example's notify mode against the daemon on *port*."""
+        return subprocess.run(
+            ["go", "run", ".", "-base", f"http://127.0.0.1:{port}", "-notify", *args],
+            cwd=EXAMPLE,
+            env=go_env(STREAMSRV_JWT_SECRET=SECRET),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def test_send_follow_and_retry(self) -> None:
+        """The backend's send is accepted and followed until sent; a retry with its key sends nothing new;
+        a send the template cannot render fails with streamsrv's 400 naming the missing data."""
+        daemon = self.start(["--media-dir", str(self.media_dir())], {"STREAMSRV_JWT_SECRET": SECRET})
+        daemon.wait_ready()
+        args = ["new-release", "-to", "alice,bob", "-data", self.DATA, "-key", "release-42"]
+        first = self.notify(daemon.port, *args)
+        self.assertEqual(first.returncode, 0, first.stderr + daemon.output())
+        state = json.loads(first.stdout)
+        self.assertEqual(
+            [(d["user_id"], d["channel"], d["state"]) for d in state["deliveries"]],
+            [("alice", "websocket", "sent"), ("bob", "websocket", "sent")],
+        )
+        again = json.loads(self.notify(daemon.port, *args).stdout)
+        self.assertEqual(again["id"], state["id"])
+        refused = self.notify(daemon.port, "new-release", "-to", "alice", "-data", '{"artist": "x"}')
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("400 BAD_REQUEST: data: template 'new-release' needs data.album", refused.stderr)
