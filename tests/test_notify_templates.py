@@ -185,11 +185,39 @@ class RenderErrorTests(unittest.TestCase):
             "data: template 'n' needs data.a, data.b, data.c, data.d, data.e",
         )
 
+    def test_validate_names_nested_values_at_once(self) -> None:
+        """Nested values the data lacks, in any block, branch or loop, are named by their path at once."""
+        t = TemplateSet(
+            {
+                "n.sms.j2": "{{ a }} {{ release.title }}{% if release.date %}!{% endif %}"
+                "{{ release.by[0].name }}",
+                "n.email.j2": "{% block subject %}{{ release.title }}{% endblock %}"
+                "{% block text %}{% for x in release.tracks %}{{ x }}{% endfor %}"
+                "{{ release.label | default('-') }}{% endblock %}"
+                "{% block html %}{{ release.cover }}{% endblock %}",
+            }
+        )
+        self.assertEqual(
+            error_of(t.validate, "n", ("sms", "email"), {"release": {"by": [{}]}}),
+            "data: template 'n' needs data.a, data.release.title, data.release.date, "
+            "data.release.by[0].name, data.release.tracks, data.release.cover",
+        )
+        full = {
+            "a": 1,
+            "release": {"title": "T", "date": 1, "by": [{"name": "x"}], "tracks": [], "cover": "c"},
+        }
+        t.validate("n", ("sms", "email"), full)
+
     def test_validate_names_every_failing_variant(self) -> None:
-        """With every variable present, each variant that still fails is named in the one error."""
-        t = TemplateSet({"n.sms.j2": "{{ a.x }}", "n.push.j2": "{% block title %}{{ 1 / z }}{% endblock %}"})
-        message = error_of(t.validate, "n", ("sms", "push"), {"a": {}, "z": 0})
-        self.assertIn("template 'n.sms' needs a value the data lacks", message)
+        """With every value present, each variant that still fails is named in the one error."""
+        t = TemplateSet(
+            {
+                "n.sms.j2": "{{ a.append(1) }}",
+                "n.push.j2": "{% block title %}{{ 1 / z }}{% endblock %}{% block text %}{% endblock %}",
+            }
+        )
+        message = error_of(t.validate, "n", ("sms", "push"), {"a": [], "z": 0})
+        self.assertIn("template 'n.sms' does something the sandbox forbids", message)
         self.assertIn("template 'n.push' failed on the data: ZeroDivisionError", message)
 
 

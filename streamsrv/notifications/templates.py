@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
-from jinja2 import DictLoader, StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta
+from jinja2 import DictLoader, StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined, meta
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing as jinja_missing
 
 from streamsrv.errors import ApiError
 
@@ -196,6 +198,10 @@ class TemplateSet:
         }
         self._text = ImmutableSandboxedEnvironment(autoescape=False, **options)
         self._html = ImmutableSandboxedEnvironment(autoescape=True, **options)
+        # The same, noting each value the data lacks instead of stopping at the first (validate).
+        options["undefined"] = _RecordingUndefined
+        self._probe_text = ImmutableSandboxedEnvironment(autoescape=False, **options)
+        self._probe_html = ImmutableSandboxedEnvironment(autoescape=True, **options)
 
     @classmethod
     def load(cls, directory: Path) -> TemplateSet:
@@ -262,15 +268,24 @@ class TemplateSet:
             except TemplateSyntaxError:
                 continue  # reported by the render below
         missing -= set(data)
-        if missing:
-            needed = ", ".join(f"data.{m}" for m in sorted(missing))
-            raise ApiError("BAD_REQUEST", f"data: template {name[:64]!r} needs {needed}")
+        lacking: list[str] = []
         problems: list[str] = []
+        paths = _value_paths(data)
         for key in keys:
+            token = _LACKING.set([])
             try:
-                self._render(key, data)
-            except ApiError as e:
-                problems.append(e.message)
+                self._attempt(key, data, probe=True)
+            except TemplateProblem as e:
+                problems.append(f"template {key.filename[: -len(TEMPLATE_SUFFIX)]!r} {e.detail}")
+            finally:
+                found = _LACKING.get()
+                _LACKING.reset(token)
+            lacking.extend(_lacking(found or (), paths, missing))
+        if missing or lacking:
+            needed = [", ".join(f"data.{m}" for m in sorted(missing))] if missing else []
+            if lacking:
+                needed.append(", ".join(dict.fromkeys(lacking)))
+            raise ApiError("BAD_REQUEST", f"data: template {name[:64]!r} needs {', '.join(needed)}")
         if problems:
             raise ApiError("BAD_REQUEST", "; ".join(dict.fromkeys(problems)))
 
@@ -295,9 +310,9 @@ class TemplateSet:
         except TemplateProblem as e:
             raise ApiError("BAD_REQUEST", f"{what} {e.detail}") from None
 
-    def _attempt(self, key: _Key, data: Mapping[str, Any]) -> Rendered:
+    def _attempt(self, key: _Key, data: Mapping[str, Any], probe: bool = False) -> Rendered:
         try:
-            parts = self._parts(key, dict(data))
+            parts = self._parts(key, dict(data), probe)
         except TemplateProblem:
             raise
         except SecurityError as e:
@@ -325,10 +340,11 @@ class TemplateSet:
             title=parts.get("title"),
         )
 
-    def _parts(self, key: _Key, data: dict[str, Any]) -> dict[str, str]:
-        text_template = self._text.get_template(key.filename)
+    def _parts(self, key: _Key, data: dict[str, Any], probe: bool = False) -> dict[str, str]:
+        text, html = (self._probe_text, self._probe_html) if probe else (self._text, self._html)
+        text_template = text.get_template(key.filename)
         missing = sorted(self._undeclared(key) - set(data))
-        if missing:
+        if missing and not probe:
             raise TemplateProblem(f"needs {', '.join('data.' + m for m in missing)}")
         if key.channel == "sms":
             return {"body": text_template.render(data).strip()}
@@ -336,7 +352,7 @@ class TemplateSet:
         for block in BLOCKS[key.channel]:
             if block not in text_template.blocks:
                 raise TemplateProblem(f"has no {block!r} block")
-            template = self._html.get_template(key.filename) if block == "html" else text_template
+            template = html.get_template(key.filename) if block == "html" else text_template
             value = _render_block(template, block, data).strip()
             parts[block] = _one_line(value) if block in ("subject", "title") else value
         return parts
@@ -346,6 +362,97 @@ class TemplateSet:
         source = self._text.loader.get_source(self._text, key.filename)[0]  # type: ignore[union-attr]
         names = meta.find_undeclared_variables(self._text.parse(source))
         return {n for n in names if n not in self._text.globals}
+
+
+#: While :meth:`TemplateSet.validate` renders: what :class:`_RecordingUndefined` noted.
+_LACKING: ContextVar[list[tuple[Any, Any, str]] | None] = ContextVar(
+    "streamsrv_template_lacking", default=None
+)
+
+#: How deep :func:`_value_paths` looks into the data.
+_PATH_DEPTH: Final = 8
+
+
+def _value_paths(data: Mapping[str, Any]) -> dict[int, str]:
+    """``id(value)`` -> ``data.a.b[0]`` for every object and array in *data* (decoded JSON)."""
+    paths: dict[int, str] = {}
+    stack: list[tuple[Any, str, int]] = [(value, f"data.{key}", 1) for key, value in data.items()]
+    while stack:
+        value, path, depth = stack.pop()
+        if not isinstance(value, dict | list) or depth > _PATH_DEPTH or id(value) in paths:
+            continue
+        paths[id(value)] = path
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            stack.append((item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]", depth + 1))
+    return paths
+
+
+def _lacking(
+    found: Iterable[tuple[Any, Any, str]], paths: Mapping[int, str], missing: set[str]
+) -> Iterator[str]:
+    """What :class:`_RecordingUndefined` noted, as ``data.release.title`` where the data says where."""
+    for obj, name, message in found:
+        if obj is jinja_missing:
+            if (
+                name not in missing
+            ):  # a top-level name the static check did not see (a {% set %} outside blocks)
+                yield f"data.{name}" if isinstance(name, str) else message
+        elif id(obj) in paths:
+            yield f"{paths[id(obj)]}.{name}" if isinstance(name, str) else f"{paths[id(obj)]}[{name!r}]"
+        else:
+            yield message
+
+
+class _RecordingUndefined(Undefined):
+    """
+    A value the data lacks, noted (in :data:`_LACKING`) where
+    :class:`~jinja2.StrictUndefined` would stop the render: printed,
+    iterated, tested, or one attribute further; the render goes on as if it
+    were empty, so every missing value of a template is found in one pass.
+    An operation on it (``+``, a call) still fails, after noting it.  What
+    the sandbox refuses (an unsafe attribute, also an undefined) fails at
+    once, as under :class:`~jinja2.StrictUndefined`.
+    """
+
+    __slots__ = ()
+
+    def _note(self) -> None:
+        if not issubclass(self._undefined_exception, UndefinedError):  # the sandbox's refusal: as strict
+            raise self._undefined_exception(self._undefined_message)
+        found = _LACKING.get()
+        if found is not None:
+            found.append((self._undefined_obj, self._undefined_name, self._undefined_message))
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._note()
+        raise self._undefined_exception(self._undefined_message)
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__" and name[-2:] == "__":
+            raise AttributeError(name)
+        self._note()
+        return self
+
+    def __getitem__(self, key: Any) -> Any:
+        self._note()
+        return self
+
+    def __str__(self) -> str:
+        self._note()
+        return ""
+
+    def __iter__(self) -> Iterator[Any]:
+        self._note()
+        return iter(())
+
+    def __len__(self) -> int:
+        self._note()
+        return 0
+
+    def __bool__(self) -> bool:
+        self._note()
+        return False
 
 
 def _render_block(template: Template, block: str, data: dict[str, Any]) -> str:
