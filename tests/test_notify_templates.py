@@ -208,6 +208,15 @@ class RenderErrorTests(unittest.TestCase):
         }
         t.validate("n", ("sms", "email"), full)
 
+    def test_validate_bounds_the_message(self) -> None:
+        """However many values are missing and however long the data's keys, the message stays bounded."""
+        key = "k" * 5000
+        source = "".join(f"{{{{ v{i} }}}}{{{{ d['{key}'].x{i} }}}}" for i in range(100))
+        message = error_of(TemplateSet({"n.sms.j2": source}).validate, "n", ("sms",), {"d": {key: {}}})
+        self.assertTrue(message.startswith("data: template 'n' needs data.v0, data.v1, "), message[:80])
+        self.assertTrue(message.endswith(" and 150 more"), message[-40:])
+        self.assertLess(len(message), 50 * 210)
+
     def test_validate_names_every_failing_variant(self) -> None:
         """With every value present, each variant that still fails is named in the one error."""
         t = TemplateSet(

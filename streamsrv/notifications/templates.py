@@ -61,6 +61,10 @@ BLOCKS: Final[Mapping[str, tuple[str, ...]]] = {
 #: The longest part (subject, text, html…) a template may render, in characters.
 MAX_RENDERED_CHARS: Final = 512 * 1024
 
+#: Most missing values one error names, and the longest path shown (paths hold the data's keys).
+MAX_NAMED: Final = 50
+MAX_PATH_CHARS: Final = 200
+
 SAMPLE_SUFFIX: Final = ".sample.json"
 TEMPLATE_SUFFIX: Final = ".j2"
 
@@ -246,9 +250,10 @@ class TemplateSet:
         Render every locale of *name* for *channels* with *data*, so a send
         that would fail later is refused before anything is queued.
 
-        Every variable some variant needs and *data* lacks is named in one
-        error (``data: template 'x' needs data.a, data.b``), so a client
-        learns them all at once; then every variant that still fails is named.
+        Every variable and nested value some variant needs and *data* lacks
+        is named in one error (``data: template 'x' needs data.a,
+        data.b.c``), so a client learns them all at once (the first
+        :data:`MAX_NAMED`); then every variant that still fails is named.
 
         :raise ApiError: ``BAD_REQUEST``: a channel without a default file,
             the variables missing, or every failing variant (``; ``-separated).
@@ -281,11 +286,11 @@ class TemplateSet:
                 found = _LACKING.get()
                 _LACKING.reset(token)
             lacking.extend(_lacking(found or (), paths, missing))
-        if missing or lacking:
-            needed = [", ".join(f"data.{m}" for m in sorted(missing))] if missing else []
-            if lacking:
-                needed.append(", ".join(dict.fromkeys(lacking)))
-            raise ApiError("BAD_REQUEST", f"data: template {name[:64]!r} needs {', '.join(needed)}")
+        needed = list(dict.fromkeys([*(f"data.{m}" for m in sorted(missing)), *lacking]))
+        if needed:
+            shown = ", ".join(path[:MAX_PATH_CHARS] for path in needed[:MAX_NAMED])
+            more = f" and {len(needed) - MAX_NAMED} more" if len(needed) > MAX_NAMED else ""
+            raise ApiError("BAD_REQUEST", f"data: template {name[:64]!r} needs {shown}{more}")
         if problems:
             raise ApiError("BAD_REQUEST", "; ".join(dict.fromkeys(problems)))
 
