@@ -1,0 +1,46 @@
+// The waveform: the server's peaks (GET /api/v1/waveform/{path}, the BBC
+// audiowaveform JSON format peaks.js reads as is) drawn by peaks.js, with a
+// zoomable view and an overview; clicking either seeks the <audio> element.
+
+import { encodePath, getJson } from "./api.js";
+
+/** Zoom levels in samples per pixel, closest first (the server's default is 256). */
+const ZOOM_LEVELS = [256, 512, 1024, 2048, 4096];
+
+let current = null;
+
+/**
+ * Draw *path*'s waveform, bound to *audio*.  Call once the element has its
+ * metadata: peaks.js reloads a media element that has none, which would
+ * reset hls.js's MediaSource.
+ */
+export async function showWaveform(audio, path, containers) {
+  hideWaveform();
+  const json = await getJson(`/api/v1/waveform/${encodePath(path)}`, { format: "json" });
+  const Peaks = window.peaks;
+  return new Promise((resolve, reject) => {
+    Peaks.init(
+      {
+        zoomview: { container: containers.zoomview, waveformColor: "#2b6cb0", playheadColor: "#c53030" },
+        overview: { container: containers.overview, waveformColor: "#90b4e0", highlightColor: "#2b6cb0" },
+        mediaElement: audio,
+        waveformData: { json },
+        zoomLevels: ZOOM_LEVELS,
+        keyboard: false,
+      },
+      (error, peaks) => {
+        if (error) return reject(error);
+        current = peaks;
+        resolve(peaks);
+      },
+    );
+  });
+}
+
+export function hideWaveform() {
+  current?.destroy();
+  current = null;
+}
+
+export const zoomIn = () => current?.zoom.zoomIn();
+export const zoomOut = () => current?.zoom.zoomOut();
