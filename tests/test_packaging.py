@@ -46,7 +46,7 @@ class SetupTests(unittest.TestCase):
             self.assertTrue((ROOT / package.replace(".", "/") / "__init__.py").exists(), package)
 
     def test_data_files_declared(self) -> None:
-        """Non-Python files the daemon reads at run time (migrations, the player's files) match package_data."""
+        """Files the daemon reads at run time (migrations, the player's files) match package_data."""
         package_data: dict[str, list[str]] = declared()["package_data"]
         static = (ROOT / "streamsrv" / "web" / "player" / "static").rglob("*")
         served = [path for path in static if path.is_file() and not path.name.startswith(".")]

@@ -99,10 +99,10 @@ class PlayerFiles(Resource):
         if not request.postpath:
             return _redirect(request)
         try:
-            name = "/".join(segment.decode("utf-8") for segment in request.postpath)
+            name = "/".join(segment.decode("utf-8") for segment in request.postpath) or "index.html"
         except UnicodeDecodeError:
-            name = ""
-        found = self._files.get(name or "index.html")
+            name = "?"
+        found = self._files.get(name)
         if found is None:
             return render_error(request, ApiError("NOT_FOUND"))
         request.setHeader(b"cache-control", b"no-cache")
