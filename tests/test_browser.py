@@ -6,7 +6,7 @@ development token in the fragment) in the system's Chromium and checks what
 a person would: the page loads without console errors, a track plays through
 hls.js and through a progressive transcode with the right duration, a seek
 into a never-seen transcode resumes there, the waveform is drawn (pixels in
-a screenshot of its box) and seeks on click, and a notification sent through
+a screenshot of its box), zooms and seeks on click, and a notification sent through
 the API appears.  The React example (``docs/examples/react``, built with
 npm) plays a track from another origin.
 

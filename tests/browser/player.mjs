@@ -106,6 +106,11 @@ async function checkPlayer(page, decoder) {
     const png = await page.locator("#zoomview").screenshot();
     const pixels = await nonBackgroundPixels(decoder, png, [0xfb, 0xfc, 0xfe]);
     if (pixels.count < pixels.total * 0.02) throw new Error(`only ${pixels.count} of ${pixels.total} pixels drawn`);
+    // Zoom: out one level, then back in.
+    await page.click("#zoom-out");
+    await page.waitForFunction(() => document.body.dataset.zoom === "512", null, { timeout: WAIT_MS });
+    await page.click("#zoom-in");
+    await page.waitForFunction(() => document.body.dataset.zoom === "256", null, { timeout: WAIT_MS });
     // Click-to-seek: a click at 3/4 of the overview moves the playhead there.
     const box = await page.locator("#overview").boundingBox();
     await page.mouse.click(box.x + box.width * 0.75, box.y + box.height / 2);

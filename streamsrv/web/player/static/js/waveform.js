@@ -31,6 +31,9 @@ export async function showWaveform(audio, path, containers) {
       (error, peaks) => {
         if (error) return reject(error);
         current = peaks;
+        // Shown to tests and curious readers: samples per pixel of the zoomable view.
+        document.body.dataset.zoom = String(ZOOM_LEVELS[0]);
+        peaks.on("zoom.update", ({ currentZoom }) => (document.body.dataset.zoom = String(currentZoom)));
         resolve(peaks);
       },
     );
