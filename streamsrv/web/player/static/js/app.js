@@ -143,8 +143,8 @@ async function play(track) {
   if (isAdmin) events.subscribe([`track:${track.path}`]);
   try {
     await player.play(track, { mode: $("mode").value, format: $("format").value });
-    await showWaveform($("audio"), track.path, { zoomview: $("zoomview"), overview: $("overview") });
-    document.body.dataset.waveform = track.path; // for tests and curious readers
+    const shown = await showWaveform($("audio"), track.path, { zoomview: $("zoomview"), overview: $("overview") });
+    if (shown) document.body.dataset.waveform = track.path; // for tests and curious readers
   } catch (error) {
     showError(error);
   }
@@ -155,7 +155,9 @@ async function showSpectrogram(path) {
   if (image.src) URL.revokeObjectURL(image.src);
   image.hidden = true;
   try {
-    image.src = await getObjectUrl(`/api/v1/spectrum/${encodePath(path)}?format=png`);
+    const url = await getObjectUrl(`/api/v1/spectrum/${encodePath(path)}?format=png`);
+    if (nowPlaying?.path !== path) return URL.revokeObjectURL(url); // another track was picked meanwhile
+    image.src = url;
     image.hidden = false;
   } catch (error) {
     logEvent("spectrum", error.message);

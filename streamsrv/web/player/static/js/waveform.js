@@ -8,6 +8,7 @@ import { encodePath, getJson } from "./api.js";
 const ZOOM_LEVELS = [256, 512, 1024, 2048, 4096];
 
 let current = null;
+let generation = 0; // a newer call supersedes one still loading
 
 /**
  * Draw *path*'s waveform, bound to *audio*.  Call once the element has its
@@ -16,7 +17,9 @@ let current = null;
  */
 export async function showWaveform(audio, path, containers) {
   hideWaveform();
+  const mine = ++generation;
   const json = await getJson(`/api/v1/waveform/${encodePath(path)}`, { format: "json" });
+  if (mine !== generation) return null;
   const Peaks = window.peaks;
   return new Promise((resolve, reject) => {
     Peaks.init(
@@ -30,6 +33,10 @@ export async function showWaveform(audio, path, containers) {
       },
       (error, peaks) => {
         if (error) return reject(error);
+        if (mine !== generation) {
+          peaks.destroy();
+          return resolve(null);
+        }
         current = peaks;
         // Shown to tests and curious readers: samples per pixel of the zoomable view.
         document.body.dataset.zoom = String(ZOOM_LEVELS[0]);
