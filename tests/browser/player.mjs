@@ -27,11 +27,13 @@ const api = async (path, init = {}) => {
 };
 
 async function check(name, body) {
+  const started = Date.now();
   try {
     checks[name] = { ok: true, ...(await body()) };
   } catch (error) {
     checks[name] = { ok: false, error: String(error?.message ?? error) };
   }
+  checks[name].ms = Date.now() - started; // for whoever wonders where the time goes
 }
 
 /** Wait until the audio element plays past *atLeast* seconds; its state then. */
