@@ -78,6 +78,8 @@ setup(
         "streamsrv": ["py.typed"],
         "streamsrv.analytics": ["migrations/*.sql"],
         "streamsrv.notifications": ["migrations/*.sql"],
+        # The demo player's page, modules and vendored browser libraries (with their licences).
+        "streamsrv.web.player": ["static/*.*", "static/js/*.js", "static/vendor/*.*"],
     },
     data_files=[
         # The default alert rules, found there by streamsrv.alerts.rules.default_rules_file().

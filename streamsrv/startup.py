@@ -189,6 +189,9 @@ def announce_dev_credentials(settings: Settings, root: Path, clock: Any) -> None
         "streamsrv development credentials (generated, kept in the data dir; never used in production):",
         f"  admin token, valid 7 days:  curl -H 'Authorization: Bearer {token}' {base}/health/detailed",
     ]
+    if settings.demo_ui:
+        # In the fragment: a browser never sends it to the server (nor to its logs).
+        lines.append(f"  player, open in a browser:  {base}/demo/#token={token}")
     track = next((p for p in sorted(root.rglob("*")) if audio_format_for(p) is not None), None)
     if track is not None:
         path = "/stream/" + track.relative_to(root).as_posix()

@@ -191,6 +191,28 @@ def ffmpeg_or_skip(testcase: unittest.TestCase) -> tuple[str, str]:
     return ffmpeg, ffprobe
 
 
+def chromium_node_or_skip(testcase: unittest.TestCase) -> tuple[str, str, str]:
+    """
+    The paths of Debian's ``chromium``, ``node`` and ``npm``, which the browser
+    tests drive; skips the test without them (fails it under
+    ``STREAMSRV_TEST_REQUIRE_SERVICES=1``: ``.ci/run`` installs them).
+    """
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if chromium is None:
+        _unavailable(testcase, "chromium is not on PATH (Debian: apt-get install chromium)")
+    if node is None or npm is None:
+        _unavailable(testcase, "node/npm are not on PATH (Debian: apt-get install nodejs npm)")
+    return chromium, node, npm
+
+
+def unavailable(testcase: unittest.TestCase, reason: str) -> NoReturn:
+    """
+    Skip *testcase* for *reason*, or fail it under ``STREAMSRV_TEST_REQUIRE_SERVICES=1``.
+    """
+    _unavailable(testcase, reason)
+
+
 def free_port() -> int:
     """
     A TCP port on 127.0.0.1 that nothing listens on right now.

@@ -51,11 +51,13 @@ def site_settings(
     metrics_token: str | None = None,
     max_ranges: int = 16,
     use_sendfile: bool = False,
+    demo_ui: bool | None = None,
 ) -> Settings:
     """The daemon's default settings with a test's choices.
 
     ``development=False`` is the staging profile: ``/health/detailed`` is
-    closed, and (unlike production) nothing is refused for want of secrets.
+    closed, the demo player is off (unless *demo_ui* says otherwise), and
+    (unlike production) nothing is refused for want of secrets.
     """
     return dataclasses.replace(
         load_settings(cli={}, environ={}),
@@ -63,6 +65,7 @@ def site_settings(
         metrics_token=metrics_token,
         max_ranges=max_ranges,
         sendfile=use_sendfile,
+        demo_ui=development if demo_ui is None else demo_ui,
     )
 
 
@@ -83,6 +86,7 @@ def build_site(
     replaygain_of: Any = None,
     durations: Any = None,
     data_dir: Path | None = None,
+    demo_ui: bool | None = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default).
 
@@ -90,7 +94,11 @@ def build_site(
     """
     clock = clock if clock is not None else MemoryReactorClock()
     settings = site_settings(
-        development=development, metrics_token=metrics_token, max_ranges=max_ranges, use_sendfile=use_sendfile
+        development=development,
+        metrics_token=metrics_token,
+        max_ranges=max_ranges,
+        use_sendfile=use_sendfile,
+        demo_ui=demo_ui,
     )
     if guard is None:
         guard = Guard(

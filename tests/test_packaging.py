@@ -46,9 +46,12 @@ class SetupTests(unittest.TestCase):
             self.assertTrue((ROOT / package.replace(".", "/") / "__init__.py").exists(), package)
 
     def test_data_files_declared(self) -> None:
-        """Non-Python files the daemon reads at run time (migrations) match package_data."""
+        """Files the daemon reads at run time (migrations, the player's files) match package_data."""
         package_data: dict[str, list[str]] = declared()["package_data"]
-        for path in (ROOT / "streamsrv").rglob("*.sql"):
+        static = (ROOT / "streamsrv" / "web" / "player" / "static").rglob("*")
+        served = [path for path in static if path.is_file() and not path.name.startswith(".")]
+        self.assertIn(ROOT / "streamsrv" / "web" / "player" / "static" / "index.html", served)
+        for path in [*(ROOT / "streamsrv").rglob("*.sql"), *served]:
             package = ".".join(path.parent.relative_to(ROOT).parts)
             owners = [name for name in package_data if package == name or package.startswith(name + ".")]
             owner = max(owners, key=len, default=None)

@@ -202,6 +202,7 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         sms_url=read.text("STREAMSRV_SMS_URL"),
         vapid_private_key=read.text("STREAMSRV_VAPID_PRIVATE_KEY"),
         vapid_subject=read.text("STREAMSRV_VAPID_SUBJECT"),
+        demo_ui=read.boolean("STREAMSRV_DEMO_UI", development),
         env_file=env_file,
     )
 

@@ -135,4 +135,5 @@ def redacted(settings: Settings) -> dict[str, object]:
         "STREAMSRV_SMS_URL": _redact_optional(settings.sms_url),
         "STREAMSRV_VAPID_PRIVATE_KEY": _redact_optional(settings.vapid_private_key),
         "STREAMSRV_VAPID_SUBJECT": settings.vapid_subject,
+        "STREAMSRV_DEMO_UI": settings.demo_ui,
     }

@@ -91,6 +91,7 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_SMS_URL",
     "STREAMSRV_VAPID_PRIVATE_KEY",
     "STREAMSRV_VAPID_SUBJECT",
+    "STREAMSRV_DEMO_UI",
 )
 
 #: The shortest secret production accepts, in bytes.
@@ -217,6 +218,7 @@ class Settings:
     sms_url: str | None
     vapid_private_key: str | None
     vapid_subject: str | None
+    demo_ui: bool
     env_file: Path | None
 
     @property

@@ -36,6 +36,7 @@ from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.web.api import ApiApp, current_request
 from streamsrv.web.listening import HlsListening, StreamListening
+from streamsrv.web.player.resource import BrowserHome, make_player
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
 from streamsrv.ws.resource import EventSocketResource
@@ -187,9 +188,16 @@ def make_children(parts: HttpParts, *, sessions: Any, ws: Any) -> dict[bytes, IR
 def make_site(
     settings: Settings, api: ApiApp, children: Mapping[bytes, IResource], *, metrics: Metrics, clock: Any
 ) -> StreamsrvSite:
-    """The site: the API at the root, *children* (``stream``, ``hls``, ``ws``) beside it."""
+    """The site: the API at the root, *children* (``stream``, ``hls``, ``ws``) beside it.
+
+    With ``STREAMSRV_DEMO_UI`` the player is served at ``/demo/`` too, and
+    browsers asking for ``/`` are sent there.
+    """
+    leaves, home = dict(children), None
+    if settings.demo_ui:
+        leaves[b"demo"], home = make_player(), BrowserHome()
     return StreamsrvSite(
-        RootResource(api.app.resource(), dict(children)),
+        RootResource(api.app.resource(), leaves, home),
         metrics=metrics,
         clock=clock,
         hsts=settings.is_production,
