@@ -519,3 +519,28 @@ class WaveformCommandTests(unittest.SynchronousTestCase):
         self.assertEqual(result.status, 0, result.stderr)
         self.assertEqual((d / "t.dat").read_bytes()[:4], b"\x02\0\0\0")
         self.assertEqual(run(["waveform", str(d / "missing.wav"), "-o", str(d / "x.json")]).status, 1)
+
+
+class BaseUrlTests(unittest.SynchronousTestCase):
+    """``startup.base_url``: where this host reaches the configured listener (sign-url, the try-me lines)."""
+
+    def test_listeners(self) -> None:
+        """The first TCP listener decides: loopback for every-address interfaces, the interface otherwise,
+        https for ssl:, [::1] for tcp6:; without a TCP listener, http://127.0.0.1:8080."""
+        from streamsrv.startup import FALLBACK_BASE_URL, base_url
+
+        cases = {
+            ("tcp:8080:interface=127.0.0.1",): "http://127.0.0.1:8080",
+            ("tcp:9000",): "http://127.0.0.1:9000",
+            ("tcp:port=9001:interface=0.0.0.0",): "http://127.0.0.1:9001",
+            ("tcp:9002:interface=\\:\\:",): "http://127.0.0.1:9002",
+            ("tcp6:9003",): "http://[::1]:9003",
+            ("tcp6:9004:interface=\\:\\:1",): "http://[::1]:9004",
+            ("tcp:9005:interface=localhost",): "http://localhost:9005",
+            ("ssl:8443:privateKey=key.pem",): "https://127.0.0.1:8443",
+            ("unix:/run/streamsrv.sock", "tcp:9006:interface=192.0.2.7"): "http://192.0.2.7:9006",
+            ("systemd:domain=INET:index=0",): FALLBACK_BASE_URL,
+            (): FALLBACK_BASE_URL,
+        }
+        for listen, expected in cases.items():
+            self.assertEqual(base_url(listen), expected, listen)
