@@ -25,12 +25,16 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from streamsrv import __version__
 from streamsrv.cliargs import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from streamsrv.config import ConfigError, Settings, config_warnings, load_settings, redacted
-from streamsrv.startup import CONFIG_CHECKS
+from streamsrv.startup import CONFIG_CHECKS, base_url
+
+if TYPE_CHECKING:
+    from streamsrv.auth.devcredentials import SigningMaterial
+    from streamsrv.auth.signing import SigningKey
 
 __all__ = [
     "Console",
@@ -162,6 +166,35 @@ def waveform_peaks(args: argparse.Namespace, console: Console) -> int:
     return waveform_cli(args.rest, out=console.stdout, err=console.stderr)
 
 
+def _daemon_material(command: str, settings: Settings, console: Console) -> SigningMaterial | None:
+    """
+    The secrets the daemon signs with, found as the daemon finds them, never made up.
+
+    In development with nothing configured they are the daemon's generated
+    ones in ``STREAMSRV_DATA_DIR`` (default ``./streamsrv-data``); when that
+    file is not there, one line says where it was looked for and what to do.
+
+    :param command: ``sign-url`` or ``mint-token``, for the message.
+    :return: The material, or ``None`` after printing why there is none.
+    """
+    from streamsrv.auth.devcredentials import DevCredentialsMissing, signing_material
+
+    try:
+        return signing_material(settings, create=False)
+    except DevCredentialsMissing as e:
+        print(
+            f"streamsrv {command}: no development credentials at {e.path} (the daemon creates them "
+            "at its first start): run this where the daemon runs, or set STREAMSRV_DATA_DIR to its "
+            "data dir, or configure STREAMSRV_JWT_SECRET / STREAMSRV_URL_SIGNING_KEYS",
+            file=console.stderr,
+        )
+    except OSError as e:
+        print(
+            f"streamsrv: STREAMSRV_JWT_PRIVATE_KEY_FILE: cannot read it ({e.strerror})", file=console.stderr
+        )
+    return None
+
+
 @_configured
 def mint_token(rest: list[str], settings: Settings, console: Console) -> int:
     """
@@ -173,16 +206,14 @@ def mint_token(rest: list[str], settings: Settings, console: Console) -> int:
     """
     from twisted.internet.task import Clock
 
-    from streamsrv.auth.devcredentials import signing_material
     from streamsrv.auth.jwt import TokenIssuer
     from streamsrv.auth.mint import mint_cli
 
-    try:
-        material = signing_material(settings)
-    except OSError as e:
-        print(
-            f"streamsrv: STREAMSRV_JWT_PRIVATE_KEY_FILE: cannot read it ({e.strerror})", file=console.stderr
-        )
+    if _asks_help(rest):
+        unused = TokenIssuer(secret=None, private_key_pem=None, issuer=None, audience=None, clock=Clock())
+        return mint_cli(rest, issuer=unused, out=console.stdout, err=console.stderr)
+    material = _daemon_material("mint-token", settings, console)
+    if material is None:
         return EXIT_INVALID
     clock = Clock()
     clock.advance(time.time())  # now, without the reactor
@@ -199,21 +230,31 @@ def mint_token(rest: list[str], settings: Settings, console: Console) -> int:
 @_configured
 def sign_url(rest: list[str], settings: Settings, console: Console) -> int:
     """
-    Sign a URL with the configured ``STREAMSRV_URL_SIGNING_KEYS``.
+    Sign a URL with the configured ``STREAMSRV_URL_SIGNING_KEYS`` (or the development key).
+
+    The URL starts with the first TCP listener of ``STREAMSRV_LISTEN``
+    (``--base-url`` to choose another).
 
     Its own parser lives in :mod:`streamsrv.auth.signing`.
 
     :param rest: The arguments for :func:`streamsrv.auth.signing.sign_cli`.
     """
-    from streamsrv.auth.signing import sign_cli, signing_keys
+    from streamsrv.auth.signing import sign_cli
 
+    keys: tuple[SigningKey, ...] = ()
+    if not _asks_help(rest):
+        material = _daemon_material("sign-url", settings, console)
+        if material is None:
+            return EXIT_INVALID
+        keys = material.url_keys
     return sign_cli(
         rest,
-        keys=signing_keys(settings.url_signing_keys),
+        keys=keys,
         max_ttl_s=settings.url_max_ttl_s,
         now=time.time(),
         out=console.stdout,
         err=console.stderr,
+        base_url=base_url(settings.listen),
     )
 
 
@@ -236,6 +277,11 @@ def notify_template(args: argparse.Namespace, console: Console) -> int:
             return None
 
     return notify_template_cli(args.rest, settings=settings, out=console.stdout, err=console.stderr)
+
+
+def _asks_help(rest: list[str]) -> bool:
+    """Whether a pass-through command's arguments ask for its help (which needs no credentials)."""
+    return "-h" in rest or "--help" in rest
 
 
 #: The sub-commands whose arguments all go to their own module's parser, in

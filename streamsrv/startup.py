@@ -14,6 +14,7 @@ and never start a service.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from streamsrv.auth.factory import make_issuer
 from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
+from streamsrv.config.values import endpoint_arguments
 from streamsrv.demo import ensure_demo_library
 from streamsrv.logs import make_log_observer
 from streamsrv.notifications.options import notify_options, notify_problems
@@ -141,12 +143,40 @@ def make_data_dir(settings: Settings) -> None:
         raise SystemExit(1) from None
 
 
+#: The URL :func:`base_url` falls back on when no listener has a TCP port (unix:, systemd:).
+FALLBACK_BASE_URL = "http://127.0.0.1:8080"
+
+
 def base_url(listen: Sequence[str]) -> str:
-    """The loopback URL of the first listener, for commands printed to try the server."""
-    first = listen[0] if listen else "tcp:8080"
-    port = next((part for part in first.split(":")[1:2] if part.isdigit()), "8080")
-    scheme = "https" if first.startswith("ssl:") else "http"
-    return f"{scheme}://127.0.0.1:{port}"
+    """The URL this host reaches the first TCP listener at, for commands printed to try the server.
+
+    ``tcp:9000`` and ``tcp:9000:interface=0.0.0.0`` give ``http://127.0.0.1:9000``,
+    ``tcp6:9000`` ``http://[::1]:9000``, a specific interface its own address
+    (``interface=192.0.2.7`` gives ``http://192.0.2.7:9000``), ``ssl:`` https.
+
+    :param listen: ``STREAMSRV_LISTEN``'s endpoint strings.
+    :return: ``scheme://host:port``; :data:`FALLBACK_BASE_URL` when no listener has a TCP port.
+    """
+    for description in listen:
+        kind, positional, keywords = endpoint_arguments(description)
+        port = keywords.get("port", positional[0] if positional else "")
+        if kind in ("tcp", "tcp6", "ssl") and port.isdigit():
+            scheme = "https" if kind == "ssl" else "http"
+            return f"{scheme}://{_url_host(keywords.get('interface', ''), kind)}:{port}"
+    return FALLBACK_BASE_URL
+
+
+def _url_host(interface: str, kind: str) -> str:
+    """The host to write in a URL for a listener on *interface* (``""``: every address)."""
+    try:
+        address = ipaddress.ip_address(interface)
+    except ValueError:
+        if interface:
+            return interface  # a host name, e.g. localhost
+        return "[::1]" if kind == "tcp6" else "127.0.0.1"
+    if address.is_unspecified:
+        return "[::1]" if address.version == 6 and kind == "tcp6" else "127.0.0.1"
+    return f"[{address}]" if address.version == 6 else str(address)
 
 
 def media_root(settings: Settings, announce: bool = True) -> Path:

@@ -393,10 +393,69 @@ class SignUrlCommandTests(unittest.SynchronousTestCase):
         self.assertNotIn("a-new-signing-secret", result.stdout + result.stderr)
 
     def test_without_keys(self) -> None:
-        """Without STREAMSRV_URL_SIGNING_KEYS the command says so and exits 1."""
-        result = run(["sign-url", "a.mp3"], {})
+        """Outside development, without STREAMSRV_URL_SIGNING_KEYS the command says so and exits 1."""
+        result = run(["sign-url", "a.mp3"], {"STREAMSRV_ENV": "staging"})
         self.assertEqual(result.status, 1)
         self.assertIn("STREAMSRV_URL_SIGNING_KEYS", result.stderr)
+
+    def test_development_key_is_the_daemons(self) -> None:
+        """In development with nothing configured, the URL is signed with the data dir's key (kid dev),
+        which the daemon verifies, and starts with the configured listener's address."""
+        from urllib.parse import urlsplit
+
+        from streamsrv.auth.devcredentials import DEV_KID, ensure_dev_credentials
+        from streamsrv.auth.signing import SigningKey, parse_query_pairs, verify
+
+        data = Path(self.mktemp())
+        creds = ensure_dev_credentials(data)
+        environ = {"STREAMSRV_DATA_DIR": str(data), "STREAMSRV_LISTEN": "tcp:9123:interface=127.0.0.1"}
+        result = run(["sign-url", "jazz/So What.mp3"], environ)
+        self.assertEqual(result.status, 0, result.stderr)
+        self.assertTrue(result.stdout.startswith("http://127.0.0.1:9123/stream/jazz/So%20What.mp3?"))
+        url = urlsplit(result.stdout.strip())
+        pairs = parse_query_pairs(url.query.encode())
+        self.assertIn(("kid", DEV_KID), pairs)
+        keys = (SigningKey(DEV_KID, creds.url_key),)
+        now = __import__("time").time()
+        self.assertEqual(verify("/stream/jazz/So What.mp3", pairs, keys=keys, now=now, max_ttl_s=3600), {})
+
+    def test_development_without_the_daemons_credentials(self) -> None:
+        """Where the daemon's data dir holds no credentials, one line on stderr says where it looked and
+        what to do, exit 1, and nothing is created (a fresh key would sign URLs the daemon refuses)."""
+        data = Path(self.mktemp())
+        result = run(["sign-url", "a.mp3"], {"STREAMSRV_DATA_DIR": str(data)})
+        self.assertEqual((result.status, result.stdout), (1, ""))
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn(str((data / "dev-credentials.json").absolute()), result.stderr)
+        self.assertIn("STREAMSRV_DATA_DIR", result.stderr)
+        self.assertFalse(data.exists())
+
+    def test_base_url_from_listener(self) -> None:
+        """The URL starts with the first TCP listener (loopback for a wildcard interface); --base-url wins."""
+        keys = {"STREAMSRV_URL_SIGNING_KEYS": self.KEYS}
+        cases = {
+            "tcp:9000": "http://127.0.0.1:9000/",
+            "tcp:port=9001:interface=0.0.0.0": "http://127.0.0.1:9001/",
+            "unix:/run/x.sock tcp6:9002:interface=\\:\\:1": "http://[::1]:9002/",
+            "tcp:9003:interface=192.0.2.7": "http://192.0.2.7:9003/",
+        }
+        for listen, prefix in cases.items():
+            result = run(["sign-url", "a.mp3"], {**keys, "STREAMSRV_LISTEN": listen})
+            self.assertEqual(result.status, 0, result.stderr)
+            self.assertTrue(result.stdout.startswith(prefix + "stream/a.mp3?"), (listen, result.stdout))
+        result = run(["sign-url", "a.mp3", "--base-url", "https://media.example.com"], keys)
+        self.assertTrue(result.stdout.startswith("https://media.example.com/stream/a.mp3?"))
+        self.assertTrue(run(["sign-url", "a.mp3"], keys).stdout.startswith("http://127.0.0.1:8080/"))
+
+    def test_help(self) -> None:
+        """--help needs no credentials, writes spaces as %20 (not %%20) and names the listener's URL."""
+        result = run(
+            ["sign-url", "--help"], {"STREAMSRV_LISTEN": "tcp:9444", "STREAMSRV_DATA_DIR": self.mktemp()}
+        )
+        self.assertEqual(result.status, 0, result.stderr)
+        self.assertIn("%20.", result.stdout)
+        self.assertNotIn("%%", result.stdout)
+        self.assertIn("http://127.0.0.1:9444", result.stdout)
 
     def test_invalid_config(self) -> None:
         """An invalid configuration is reported by variable name, exit 1."""
@@ -446,6 +505,36 @@ class MintTokenCommandTests(unittest.SynchronousTestCase):
         claims = pyjwt.decode(result.stdout.strip(), creds.jwt_secret, algorithms=["HS256"])
         self.assertEqual(claims["sub"], "dev")
 
+    def test_development_without_the_daemons_credentials(self) -> None:
+        """Run away from the daemon's data dir, it refuses in one line (exit 1) rather than minting with a
+        fresh secret the daemon would refuse, and creates nothing; --help still works."""
+        data = Path(self.mktemp())
+        result = run(["mint-token", "--sub", "dev"], {"STREAMSRV_DATA_DIR": str(data)})
+        self.assertEqual((result.status, result.stdout), (1, ""))
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("no development credentials at " + str(data.absolute()), result.stderr)
+        self.assertFalse(data.exists())
+        self.assertEqual(run(["mint-token", "--help"], {"STREAMSRV_DATA_DIR": str(data)}).status, 0)
+        self.assertFalse(data.exists())
+
+    def test_default_data_dir_is_the_daemons(self) -> None:
+        """Without STREAMSRV_DATA_DIR the daemon's default, ./streamsrv-data, is read (from the current
+        directory, as the daemon resolves it)."""
+        import jwt as pyjwt
+
+        from streamsrv.auth.devcredentials import ensure_dev_credentials
+
+        here = Path(self.mktemp())
+        creds = ensure_dev_credentials(here / "streamsrv-data")
+        cwd = os.getcwd()
+        os.chdir(here)
+        self.addCleanup(os.chdir, cwd)
+        result = run(["mint-token", "--sub", "dev"], {})
+        self.assertEqual(result.status, 0, result.stderr)
+        self.assertEqual(
+            pyjwt.decode(result.stdout.strip(), creds.jwt_secret, algorithms=["HS256"])["sub"], "dev"
+        )
+
     def test_no_key_in_production(self) -> None:
         """With no signing key at all, it refuses with exit status 1 (configuration invalid)."""
         result = run(["mint-token", "--sub", "x"], {"STREAMSRV_ENV": "production"})
@@ -473,3 +562,28 @@ class WaveformCommandTests(unittest.SynchronousTestCase):
         self.assertEqual(result.status, 0, result.stderr)
         self.assertEqual((d / "t.dat").read_bytes()[:4], b"\x02\0\0\0")
         self.assertEqual(run(["waveform", str(d / "missing.wav"), "-o", str(d / "x.json")]).status, 1)
+
+
+class BaseUrlTests(unittest.SynchronousTestCase):
+    """``startup.base_url``: where this host reaches the configured listener (sign-url, the try-me lines)."""
+
+    def test_listeners(self) -> None:
+        """The first TCP listener decides: loopback for every-address interfaces, the interface otherwise,
+        https for ssl:, [::1] for tcp6:; without a TCP listener, http://127.0.0.1:8080."""
+        from streamsrv.startup import FALLBACK_BASE_URL, base_url
+
+        cases = {
+            ("tcp:8080:interface=127.0.0.1",): "http://127.0.0.1:8080",
+            ("tcp:9000",): "http://127.0.0.1:9000",
+            ("tcp:port=9001:interface=0.0.0.0",): "http://127.0.0.1:9001",
+            ("tcp:9002:interface=\\:\\:",): "http://127.0.0.1:9002",
+            ("tcp6:9003",): "http://[::1]:9003",
+            ("tcp6:9004:interface=\\:\\:1",): "http://[::1]:9004",
+            ("tcp:9005:interface=localhost",): "http://localhost:9005",
+            ("ssl:8443:privateKey=key.pem",): "https://127.0.0.1:8443",
+            ("unix:/run/streamsrv.sock", "tcp:9006:interface=192.0.2.7"): "http://192.0.2.7:9006",
+            ("systemd:domain=INET:index=0",): FALLBACK_BASE_URL,
+            (): FALLBACK_BASE_URL,
+        }
+        for listen, expected in cases.items():
+            self.assertEqual(base_url(listen), expected, listen)

@@ -126,15 +126,18 @@ class DefaultsTests(_ConfigTestCase):
         self.assertEqual(settings.url_max_ttl_s, 604800)
         self.assertIsNone(settings.redis_url)
         self.assertIsNone(settings.analytics_dsn)
-        self.assertEqual(settings.cors_origins, ())
+        self.assertEqual(
+            settings.cors_origins, ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
+        )
         self.assertEqual(settings.trusted_proxies, ())
         self.assertEqual(settings.workers, 1)
         self.assertIsNone(settings.metrics_token)
         self.assertEqual(settings.shutdown_grace_s, 10.0)
-        self.assertEqual(settings.ratelimit_api_per_ip, RateLimit(300, 60.0))
-        self.assertEqual(settings.ratelimit_api_per_user, RateLimit(600, 60.0))
-        self.assertEqual(settings.ratelimit_stream_per_ip, RateLimit(60, 60.0))
-        self.assertEqual(settings.ratelimit_stream_per_user, RateLimit(120, 60.0))
+        # Ten times the contract's defaults, which staging and production keep.
+        self.assertEqual(settings.ratelimit_api_per_ip, RateLimit(3000, 60.0))
+        self.assertEqual(settings.ratelimit_api_per_user, RateLimit(6000, 60.0))
+        self.assertEqual(settings.ratelimit_stream_per_ip, RateLimit(600, 60.0))
+        self.assertEqual(settings.ratelimit_stream_per_user, RateLimit(1200, 60.0))
         self.assertEqual(settings.ws_auth_timeout_s, 10.0)
         self.assertEqual(settings.ws_max_frame, 65536)
         self.assertEqual(settings.max_ranges, 16)
@@ -151,6 +154,8 @@ class DefaultsTests(_ConfigTestCase):
         self.assertEqual(settings.log_format, "json")
         self.assertEqual(settings.data_dir, Path("/var/lib/streamsrv"))
         self.assertFalse(settings.is_production)
+        self.assertEqual(settings.cors_origins, ())
+        self.assertEqual(settings.ratelimit_stream_per_ip, RateLimit(60, 60.0))
 
     def test_production(self) -> None:
         """
@@ -170,6 +175,11 @@ class DefaultsTests(_ConfigTestCase):
         self.assertEqual(settings.data_dir, Path("/var/lib/streamsrv"))
         self.assertEqual(settings.media_dir, media)
         self.assertFalse(settings.demo_library)
+        self.assertEqual(settings.cors_origins, ())
+        self.assertEqual(settings.ratelimit_api_per_ip, RateLimit(300, 60.0))
+        self.assertEqual(settings.ratelimit_api_per_user, RateLimit(600, 60.0))
+        self.assertEqual(settings.ratelimit_stream_per_ip, RateLimit(60, 60.0))
+        self.assertEqual(settings.ratelimit_stream_per_user, RateLimit(120, 60.0))
 
     def test_profile_name_case(self) -> None:
         """
@@ -881,6 +891,24 @@ class ValidationTests(_ConfigTestCase):
             settings.cors_origins,
             ("https://app.example.com", "http://localhost:3000", "http://[::1]:8080", "http://x.test", "*"),
         )
+
+    def test_cors_origins_any_port(self) -> None:
+        """
+        ``scheme://host:*`` allows that host on any port; a value set replaces the
+        development default, and an empty one keeps it.
+        """
+        settings = _load(
+            {"STREAMSRV_CORS_ORIGINS": "http://LocalHost:*, http://[::1]:*,https://app.example.com:*"}
+        )
+        self.assertEqual(
+            settings.cors_origins, ("http://localhost:*", "http://[::1]:*", "https://app.example.com:*")
+        )
+        self.assertEqual(
+            _load({"STREAMSRV_CORS_ORIGINS": "https://a.example"}).cors_origins, ("https://a.example",)
+        )
+        self.assertEqual(len(_load({"STREAMSRV_CORS_ORIGINS": " "}).cors_origins), 3)
+        for bad in ("http://localhost:3000:*", "*:*", ":*", "http://*:*", "http://localhost/:*"):
+            self.assertOneProblem({"STREAMSRV_CORS_ORIGINS": bad}, "STREAMSRV_CORS_ORIGINS")
 
     def test_cors_origins_invalid(self) -> None:
         """

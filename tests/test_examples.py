@@ -234,3 +234,161 @@ class GoExampleTests(_SignerTestsMixin, unittest.TestCase):
     def prefix(self) -> list[str]:
         """The compiled example."""
         return [str(_build_go_example())]
+
+
+#: The ``ws`` release the WebSocket client example is run with.
+WS_PACKAGE = "ws@8"
+
+#: Longest ``npm install`` may take.
+NPM_INSTALL_TIMEOUT_S = 300
+
+#: The WebSocket client example's section of docs/api/websockets.md.
+WS_EXAMPLE_HEADING = "## Example: a client (browser or Node)"
+
+#: Drives the example: on the first ``subscribed`` it cuts the connection (the client must
+#: reconnect), on the second it calls ``close()``. Node then exits by itself only if the
+#: client left nothing scheduled: a reconnect after ``close()`` would keep it running.
+WS_HARNESS = """\
+import WebSocket from "ws";
+import { connectEvents } from "./client.mjs";
+
+const [url, token] = process.argv.slice(2);
+const sockets = [];
+class Tracked extends WebSocket {
+  constructor(...args) { super(...args); sockets.push(this); }
+}
+let client;
+let readies = 0;
+client = connectEvents({
+  url,
+  WebSocket: Tracked,
+  getToken: async () => token,
+  refreshToken: async () => token,
+  onEvent: (msg) => console.log("event", msg.type),
+  onReady: (channels) => {
+    readies += 1;
+    console.log("ready", readies, channels.join(","));
+    if (readies === 1) sockets[0].terminate();
+    else client.close();
+  },
+});
+process.on("exit", () => console.log("exit sockets", sockets.length));
+"""
+
+
+def websocket_example_source() -> str:
+    """The JavaScript block under :data:`WS_EXAMPLE_HEADING` in docs/api/websockets.md, as written."""
+    text = (EXAMPLES.parent / "api" / "websockets.md").read_text(encoding="utf-8")
+    section = text[text.index(WS_EXAMPLE_HEADING) :]
+    start = section.index("```js\n") + len("```js\n")
+    return section[start : section.index("```\n", start)]
+
+
+_ws_package_dir: Path | None = None
+
+
+def _install_ws_package() -> Path:
+    """
+    ``npm install ws`` once per test run into a temporary directory.
+
+    :return: The directory, whose ``node_modules`` holds ``ws``.
+    :raise unittest.SkipTest: If npm cannot install it (no registry reachable).
+    """
+    global _ws_package_dir
+    if _ws_package_dir is None:
+        work = Path(tempfile.mkdtemp(prefix="streamsrv-ws-example-"))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+        (work / "package.json").write_text('{"private": true, "type": "module"}\n', encoding="utf-8")
+        done = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", WS_PACKAGE],
+            cwd=work,
+            check=False,
+            capture_output=True,
+            timeout=NPM_INSTALL_TIMEOUT_S,
+        )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode("utf-8", "replace")[-2000:]
+            raise unittest.SkipTest(f"npm install {WS_PACKAGE} failed:\n{output}")
+        _ws_package_dir = work
+    return _ws_package_dir
+
+
+class WebSocketClientExampleTests(unittest.TestCase):
+    """
+    The WebSocket client of ``docs/api/websockets.md``, run as written under Node with the
+    ``ws`` package against the real ``/ws`` on a TCP port.
+    """
+
+    timeout = 120
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        skip = "node or npm is not on PATH"
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+        from twisted.web.resource import Resource
+
+        from streamsrv.auth.principal import AuthError, Principal
+        from streamsrv.auth.roles import DEFAULT_ROLES
+        from streamsrv.events.hub import InProcessHub
+        from streamsrv.health.metrics import Metrics
+        from streamsrv.web.site import StreamsrvSite
+        from streamsrv.ws.limits import WsLimits
+        from streamsrv.ws.protocol import EventSocketFactory
+        from streamsrv.ws.resource import EventSocketResource
+
+        self.token = "ws-example-token-4e2a"
+
+        async def authenticate(token: str) -> Principal:
+            if token != self.token:
+                raise AuthError("TOKEN_INVALID", reason="unknown")
+            return Principal(
+                sub="u1",
+                roles=frozenset({"listener"}),
+                permissions=DEFAULT_ROLES["listener"],
+                via="jwt",
+                expires_at=reactor.seconds() + 3600,
+            )
+
+        self.factory = EventSocketFactory(
+            hub=InProcessHub(),
+            authenticate=authenticate,
+            clock=reactor,
+            limits=WsLimits(auth_timeout_s=5, ping_interval_s=0),
+        )
+        root = Resource()
+        root.putChild(b"ws", EventSocketResource(self.factory))
+        self.port = reactor.listenTCP(
+            0, StreamsrvSite(root, metrics=Metrics(process=False), clock=reactor), interface="127.0.0.1"
+        )
+        self.addCleanup(self._stop)
+        self.url = f"ws://127.0.0.1:{self.port.getHost().port}/ws"
+
+    async def _stop(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        self.factory.close_all()
+        await self.port.stopListening()
+        while self.factory.sockets:
+            await deferLater(reactor, 0.01, lambda: None)
+
+    async def test_reconnects_but_not_after_close(self) -> None:
+        """
+        The example authenticates and subscribes, reconnects once its connection is cut, and
+        after ``close()`` schedules nothing more: Node exits by itself having opened two sockets.
+        """
+        from twisted.internet.threads import deferToThread
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        work = await deferToThread(_install_ws_package)
+        (work / "client.mjs").write_text(websocket_example_source(), encoding="utf-8")
+        (work / "harness.mjs").write_text(WS_HARNESS, encoding="utf-8")
+        node = shutil.which("node")
+        assert node is not None
+        out, err, code = await getProcessOutputAndValue(
+            node, ["harness.mjs", self.url, self.token], env=dict(os.environ), path=str(work)
+        )
+        lines = out.decode("utf-8").splitlines()
+        self.assertEqual(
+            (code, lines), (0, ["ready 1 user:me", "ready 2 user:me", "exit sockets 2"]), err.decode()
+        )

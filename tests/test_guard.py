@@ -18,6 +18,7 @@ from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import SigningKey, sign_url
+from streamsrv.config import load_settings
 from streamsrv.hls.resource import HlsResource
 from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.guard import Guard
@@ -45,6 +46,8 @@ class GuardMixin:
     anonymous: Any = None
     #: The guard's revocation checker (``None``: no revocation).
     revocations: Any = None
+    #: The guard's rate-limit policies.
+    policies: Policies = POLICIES
 
     def setUp(self) -> None:
         root = Path(self.mktemp())  # type: ignore[attr-defined]
@@ -73,7 +76,7 @@ class GuardMixin:
             url_max_ttl_s=7 * 86400,
             revocations=self.revocations,
             limiter=self.limiter,
-            policies=POLICIES,
+            policies=self.policies,
             anonymous=self.anonymous,
             clock=self.clock,
         )
@@ -290,6 +293,9 @@ class RateLimitTests(GuardMixin, unittest.TestCase):
         self.assertEqual(headers["ratelimit-limit"], "3")
         self.assertEqual(headers["ratelimit-remaining"], "0")
         self.assertGreaterEqual(int(headers["retry-after"]), 1)
+        message = json.loads(body)["error"]["message"]
+        self.assertIn("per-user stream limit (3/min)", message)
+        self.assertIn(f"retry in {headers['retry-after']} s", message)
         # Seeks (ranges not from 0) are API calls, not stream starts.
         self.assertEqual(self.fetch(TRACK, authorization="Bearer " + token, range="bytes=100-199")[0], 206)
         # Another user from the same address is not limited by alice's bucket.
@@ -300,6 +306,31 @@ class RateLimitTests(GuardMixin, unittest.TestCase):
         statuses = [self.fetch(TRACK, authorization="Bearer junk", range="bytes=5-6")[0] for _ in range(7)]
         self.assertEqual(statuses[:5], [401] * 5)
         self.assertEqual(statuses[5:], [429, 429])
+
+
+class RateLimitMessageTests(GuardMixin, unittest.TestCase):
+    """The 429 names the bucket that refused."""
+
+    policies = Policies(
+        api_ip=Policy("api_ip", 300, 60.0),
+        api_user=Policy("api_user", 600, 60.0),
+        stream_ip=Policy("stream_ip", 60, 60.0),
+        stream_user=Policy("stream_user", 120, 60.0),
+    )
+
+    def test_message_names_ip_stream_bucket(self) -> None:
+        """The 61st stream start in a minute from one address is refused by the per-IP stream bucket,
+        which the message names with its rate (ffmpeg probing many files meets this one)."""
+        token = self.token()
+        for _ in range(60):
+            self.assertEqual(self.fetch(TRACK, authorization="Bearer " + token, range="bytes=0-1")[0], 206)
+        status, headers, body = self.fetch(TRACK, authorization="Bearer " + token, range="bytes=0-1")
+        self.assertEqual((status, self.code(body)), (429, "RATE_LIMITED"))
+        self.assertEqual(headers["retry-after"], "1")
+        self.assertEqual(
+            json.loads(body)["error"]["message"],
+            "Too many requests: the per-IP stream limit (60/min) is used up; retry in 1 s.",
+        )
 
 
 class StreamStartTests(GuardMixin, unittest.TestCase):
@@ -422,6 +453,87 @@ class CorsTests(GuardMixin, unittest.TestCase):
         _, headers, _ = self.fetch(
             TRACK, origin="https://evil.example.com", authorization="Bearer " + self.token()
         )
+        self.assertNotIn("access-control-allow-origin", headers)
+
+
+class DevelopmentCorsTests(GuardMixin, unittest.TestCase):
+    """The development profile's default origins: loopback pages on any port."""
+
+    anonymous = None
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.built.site.cors = CorsPolicy(load_settings(environ={}).cors_origins)
+
+    def test_loopback_origins_any_port(self) -> None:
+        """A page on localhost, 127.0.0.1 or [::1], on any port, may read a stream and its headers."""
+        for origin in (
+            "http://localhost:5173",
+            "http://127.0.0.1:3000",
+            "http://[::1]:8000",
+            "http://localhost",
+        ):
+            _, headers, _ = self.fetch(
+                TRACK, origin=origin, range="bytes=0-1", authorization="Bearer " + self.token()
+            )
+            self.assertEqual(headers.get("access-control-allow-origin"), origin, origin)
+            self.assertIn("Content-Range", headers["access-control-expose-headers"])
+
+    def test_loopback_preflight(self) -> None:
+        """A preflight from a Vite dev server (localhost:5173) asking for Range and Authorization is 204."""
+        status, headers, _ = self.fetch(
+            TRACK,
+            method="OPTIONS",
+            origin="http://localhost:5173",
+            access_control_request_method="GET",
+            access_control_request_headers="range, authorization",
+        )
+        self.assertEqual(status, 204)
+        self.assertEqual(headers["access-control-allow-origin"], "http://localhost:5173")
+        self.assertIn("Range", headers["access-control-allow-headers"])
+
+    def test_other_hosts_refused(self) -> None:
+        """Other hosts, https on loopback and look-alike hosts get no CORS headers."""
+        for origin in (
+            "https://evil.example.com",
+            "http://localhost.evil.example:3000",
+            "http://evil.example/http://localhost:3000",
+            "https://localhost:3000",
+            "http://localhost:",
+            "null",
+        ):
+            _, headers, _ = self.fetch(TRACK, origin=origin, authorization="Bearer " + self.token())
+            self.assertNotIn("access-control-allow-origin", headers, origin)
+
+    def test_configured_origins_replace_the_default(self) -> None:
+        """With STREAMSRV_CORS_ORIGINS set, only those origins are allowed, loopback included."""
+        settings = load_settings(environ={"STREAMSRV_CORS_ORIGINS": "https://app.example.com"})
+        self.built.site.cors = CorsPolicy(settings.cors_origins)
+        _, headers, _ = self.fetch(
+            TRACK, origin="http://localhost:5173", authorization="Bearer " + self.token()
+        )
+        self.assertNotIn("access-control-allow-origin", headers)
+        status, headers, _ = self.fetch(
+            TRACK, method="OPTIONS", origin="http://localhost:5173", access_control_request_method="GET"
+        )
+        self.assertNotEqual(status, 204)
+        self.assertNotIn("access-control-allow-origin", headers)
+
+    def test_production_allows_no_origin(self) -> None:
+        """Production (and staging) keep no default origin: a loopback page gets no CORS headers."""
+        for env in ("staging", "production"):
+            environ = {
+                "STREAMSRV_ENV": env,
+                "STREAMSRV_MEDIA_DIR": str(self.media_root),
+                "STREAMSRV_ALLOW_ANONYMOUS": "false",
+                "STREAMSRV_JWT_SECRET": "a-production-like-secret-0123456789abcdef",
+            }
+            self.assertEqual(load_settings(environ=environ).cors_origins, ())
+        self.built.site.cors = CorsPolicy(())
+        status, headers, _ = self.fetch(
+            TRACK, method="OPTIONS", origin="http://localhost:5173", access_control_request_method="GET"
+        )
+        self.assertNotEqual(status, 204)
         self.assertNotIn("access-control-allow-origin", headers)
 
 

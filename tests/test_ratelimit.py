@@ -27,8 +27,10 @@ from streamsrv.middleware.ratelimit import (
     MemoryRateLimiter,
     Policies,
     Policy,
+    describe_policy,
     ip_bucket_key,
     keys_for,
+    refusal_message,
     user_bucket_key,
 )
 
@@ -111,6 +113,7 @@ class RateLimiterContractMixin(_MixinBase):
         for _ in range(3):
             refused = await self.check((ip, "a"), (user, "u"))
             self.assertEqual(refused, Decision(False, 1, 0, 3600, 3600))
+            self.assertEqual(refused.policy, user)
         # The IP bucket lost one token, not four.
         self.assertEqual(await self.allowed_count([(ip, "a")], 5), 2)
 
@@ -531,3 +534,26 @@ class KeysForTests(unittest.TestCase):
             self.assertEqual(len(key), 66)
         self.assertNotEqual(user_bucket_key("a b"), user_bucket_key("a  b"))
 
+
+class RefusalMessageTests(unittest.TestCase):
+    """What a 429 says about the bucket that refused."""
+
+    def test_describe_policy(self) -> None:
+        """Each of the four policies has a name a person reads, with its rate in a natural unit."""
+        self.assertEqual(describe_policy(DEFAULT_POLICIES.stream_ip), "per-IP stream limit (60/min)")
+        self.assertEqual(describe_policy(DEFAULT_POLICIES.stream_user), "per-user stream limit (120/min)")
+        self.assertEqual(describe_policy(DEFAULT_POLICIES.api_ip), "per-IP API limit (300/min)")
+        self.assertEqual(describe_policy(Policy("api_user", 10, 1.0)), "per-user API limit (10/s)")
+        self.assertEqual(describe_policy(Policy("api_user", 10, 3600.0)), "per-user API limit (10/h)")
+        self.assertEqual(describe_policy(Policy("api_user", 10, 90.0)), "per-user API limit (10/90 s)")
+        self.assertEqual(describe_policy(Policy("api_user", 10, 0.5)), "per-user API limit (10/0.5 s)")
+        self.assertEqual(describe_policy(Policy("other", 1, 60.0)), "other limit (1/min)")
+
+    def test_refusal_message(self) -> None:
+        """The message names the bucket and the wait; a decision without a policy keeps the generic one."""
+        decision = Decision(False, 60, 0, 60, 1, policy=DEFAULT_POLICIES.stream_ip)
+        self.assertEqual(
+            refusal_message(decision),
+            "Too many requests: the per-IP stream limit (60/min) is used up; retry in 1 s.",
+        )
+        self.assertEqual(refusal_message(Decision(False, 1, 0, 1, 1)), "Too many requests; slow down.")

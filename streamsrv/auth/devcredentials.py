@@ -6,8 +6,11 @@ try tokens and signed URLs.  :func:`ensure_dev_credentials` creates (once)
 ``<data_dir>/dev-credentials.json``, readable by its owner only, holding a
 random JWT secret and a random URL signing key; the daemon uses them as if
 they were configured and prints a ready-to-use token and signed URL at
-start.  This module is for the development profile only: production never
-calls it (and refuses to start without real credentials).
+start.  ``streamsrv mint-token`` and ``streamsrv sign-url`` read the same
+file (:func:`load_dev_credentials`) but never create it: a token signed with a
+fresh secret would be refused by the daemon.  This module is for the
+development profile only: production never calls it (and refuses to start
+without real credentials).
 """
 
 from __future__ import annotations
@@ -42,6 +45,29 @@ class DevCredentials:
         return "DevCredentials(<redacted>)"
 
 
+class DevCredentialsMissing(Exception):
+    """The development credentials a command needs are not in the data dir (the daemon makes them).
+
+    :ivar path: the file looked for, made absolute.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(str(path))
+
+
+def load_dev_credentials(data_dir: Path) -> DevCredentials | None:
+    """The development secrets the daemon keeps in *data_dir*, or ``None`` when it has none (yet).
+
+    :param data_dir: ``STREAMSRV_DATA_DIR``; nothing is created in it.
+    """
+    try:
+        stored = json.loads((data_dir / DEV_CREDENTIALS_FILE).read_text(encoding="utf-8"))
+        return DevCredentials(stored["jwt_secret"], bytes.fromhex(stored["url_key_hex"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def ensure_dev_credentials(data_dir: Path) -> DevCredentials:
     """Load the development secrets from *data_dir*, creating them the first time.
 
@@ -49,11 +75,9 @@ def ensure_dev_credentials(data_dir: Path) -> DevCredentials:
     :return: the secrets, the same on every start until the file is deleted.
     """
     path = data_dir / DEV_CREDENTIALS_FILE
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        return DevCredentials(stored["jwt_secret"], bytes.fromhex(stored["url_key_hex"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    stored = load_dev_credentials(data_dir)
+    if stored is not None:
+        return stored
     data_dir.mkdir(parents=True, exist_ok=True)
     creds = DevCredentials(secrets.token_urlsafe(48), secrets.token_bytes(32))
     document = json.dumps({"jwt_secret": creds.jwt_secret, "url_key_hex": creds.url_key.hex()})
@@ -84,20 +108,31 @@ class SigningMaterial:
         return "SigningMaterial(<redacted>)"
 
 
-def signing_material(settings: Settings) -> SigningMaterial:
+def signing_material(settings: Settings, *, create: bool = True) -> SigningMaterial:
     """The secrets *settings* configure; in development with none configured, the generated ones.
 
-    The daemon and ``streamsrv mint-token`` both call this, so a token minted
-    on the command line verifies on a development server with no configuration.
+    The daemon and ``streamsrv mint-token``/``sign-url`` all call this, with
+    the same data dir resolution (``STREAMSRV_DATA_DIR``, else the profile's
+    default), so a token minted on the command line verifies on a development
+    server with no configuration.
 
+    :param create: generate the development secrets when the data dir has
+        none (the daemon); a command passes ``False`` and is told instead.
     :raise OSError: when the private key file cannot be read.
+    :raise DevCredentialsMissing: when *create* is false and the development
+        secrets are needed but not in the data dir.
     """
     jwt_secret = settings.jwt_secret
     url_keys = signing_keys(settings.url_signing_keys)
     no_jwt = jwt_secret is None and settings.jwt_public_key_file is None and settings.jwt_jwks_url is None
     dev = None
     if settings.env == "development" and no_jwt and not url_keys:
-        dev = ensure_dev_credentials(settings.data_dir)
+        if create:
+            dev = ensure_dev_credentials(settings.data_dir)
+        else:
+            dev = load_dev_credentials(settings.data_dir)
+            if dev is None:
+                raise DevCredentialsMissing((settings.data_dir / DEV_CREDENTIALS_FILE).absolute())
         jwt_secret = dev.jwt_secret
         url_keys = (SigningKey(DEV_KID, dev.url_key),)
     private_pem = settings.jwt_private_key_file.read_bytes() if settings.jwt_private_key_file else None

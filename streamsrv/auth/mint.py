@@ -46,7 +46,9 @@ def mint_token_parser(prog: str = "streamsrv mint-token") -> argparse.ArgumentPa
         prog=prog,
         add_help=False,
         description=(
-            "Print a JWT signed with STREAMSRV_JWT_SECRET (HS256) or STREAMSRV_JWT_PRIVATE_KEY_FILE. "
+            "Print a JWT signed with STREAMSRV_JWT_SECRET (HS256) or STREAMSRV_JWT_PRIVATE_KEY_FILE "
+            "(in development with nothing configured, the daemon's generated secret from "
+            "STREAMSRV_DATA_DIR/dev-credentials.json). "
             "An access token by default; --refresh makes a refresh token to trade at "
             "POST /api/v1/auth/refresh (it starts a family of its own unless --family is given)."
         ),

@@ -476,11 +476,14 @@ def max_age_for(expires: int, now: float) -> int:
 # --- streamsrv sign-url -----------------------------------------------------
 
 
-def sign_url_parser(prog: str = "streamsrv sign-url") -> argparse.ArgumentParser:
+def sign_url_parser(
+    prog: str = "streamsrv sign-url", base_url: str = DEFAULT_BASE_URL
+) -> argparse.ArgumentParser:
     """
     The ``streamsrv sign-url`` argument parser (also for ``--help`` in ``streamsrv.cli``).
 
     :param prog: The program name shown in usage lines.
+    :param base_url: ``--base-url``'s default: where the configured listener is reached.
     :return: A new parser whose ``error`` raises instead of exiting.
     """
     parser = RaisingParser(
@@ -488,10 +491,12 @@ def sign_url_parser(prog: str = "streamsrv sign-url") -> argparse.ArgumentParser
         add_help=False,
         description=(
             "Print a signed URL for PATH, signed with the current key of "
-            "STREAMSRV_URL_SIGNING_KEYS (or --kid's). PATH is a track path relative to the "
+            "STREAMSRV_URL_SIGNING_KEYS (or --kid's; in development with nothing configured, the "
+            "daemon's generated key from STREAMSRV_DATA_DIR/dev-credentials.json). "
+            "PATH is a track path relative to the "
             "media root ('jazz/So What.mp3', which means /stream/jazz/So What.mp3) or a full "
             "request path ('/hls/jazz/So What.mp3/master.m3u8'), written decoded: spaces as "
-            "spaces, not %%20."
+            "spaces, not %20."
         ),
     )
     parser.add_argument("path", metavar="PATH", help="track path or full request path, decoded")
@@ -514,7 +519,11 @@ def sign_url_parser(prog: str = "streamsrv sign-url") -> argparse.ArgumentParser
         help="bind a query parameter (uid, ip, format, bitrate, download...); repeatable",
     )
     parser.add_argument(
-        "--base-url", metavar="URL", default=DEFAULT_BASE_URL, help=f"default {DEFAULT_BASE_URL}"
+        "--base-url",
+        metavar="URL",
+        default=base_url,
+        help="scheme, host and port (and a path prefix) to put before PATH; "
+        f"default {base_url.replace('%', '%%')}, from STREAMSRV_LISTEN",
     )
     parser.add_argument("--kid", metavar="KID", default=None, help="sign with this key id (default: current)")
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
@@ -564,6 +573,7 @@ def sign_cli(
     now: float,
     out: TextIO,
     err: TextIO | None = None,
+    base_url: str = DEFAULT_BASE_URL,
 ) -> int:
     """
     ``streamsrv sign-url PATH [--expires-in S | --expires UNIX] [--bind N=V ...] [--base-url URL] [--kid K]``.
@@ -576,12 +586,13 @@ def sign_cli(
     :param now: Unix time; ``--expires-in`` counts from ``floor(now)``.
     :param out: Where the URL (or ``--help``) goes.
     :param err: Where problems and notes go; :data:`sys.stderr` if ``None``.
+    :param base_url: ``--base-url``'s default (the configured listener's URL).
     :return: 0 on success; 1 when the input cannot be signed (no keys, lifetime
         beyond ``max_ttl_s``, a bad ``--bind``, unknown ``--kid``…); 2 when the
         command line itself is wrong (argparse's convention, as in ``streamsrv.cli``).
     """
     err = sys.stderr if err is None else err
-    parser = sign_url_parser()
+    parser = sign_url_parser(base_url=base_url)
     try:
         args = parser.parse_args(list(argv))
     except UsageError as e:

@@ -22,6 +22,7 @@ from typing import TypeVar
 from streamsrv.config.envfile import read_env_file
 from streamsrv.config.rules import production_problems, workers_problems
 from streamsrv.config.settings import (
+    DEVELOPMENT_CORS_ORIGINS,
     HLS_LADDER_DEFAULT,
     KNOWN_VARIABLES,
     LOG_FORMATS,
@@ -64,6 +65,13 @@ _RESERVED_PREFIX = "STREAMSRV_TEST_"
 _DEFAULT_LISTEN: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
 _DEVELOPMENT_DATA_DIR = Path("streamsrv-data")
 _SERVER_DATA_DIR = Path("/var/lib/streamsrv")
+
+#: Rate limits (API per IP, API per user, stream starts per IP, per user): the
+#: contract's defaults, and the development profile's, ten times larger so that
+#: a person trying the server (ffmpeg probing a dozen files with range requests,
+#: a player page reloaded) never meets them.
+_RATE_DEFAULTS = (RateLimit(300, 60.0), RateLimit(600, 60.0), RateLimit(60, 60.0), RateLimit(120, 60.0))
+_DEVELOPMENT_RATE_DEFAULTS = tuple(RateLimit(rate.count * 10, rate.seconds) for rate in _RATE_DEFAULTS)
 
 
 def load_settings(
@@ -141,6 +149,7 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
 
     jwt_secret = read.text("STREAMSRV_JWT_SECRET")
     jwt_jwks_url = read.parse("STREAMSRV_JWT_JWKS_URL", None, lambda v: parse_jwks_url(v, production))
+    api_ip, api_user, stream_ip, stream_user = _DEVELOPMENT_RATE_DEFAULTS if development else _RATE_DEFAULTS
     return Settings(
         env=env,
         media_dir=read.parse("STREAMSRV_MEDIA_DIR", None, parse_media_dir),
@@ -164,7 +173,9 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         analytics_retention_days=read.number(
             "STREAMSRV_ANALYTICS_RETENTION_DAYS", 365.0, minimum=0.0, inclusive=False
         ),
-        cors_origins=read.parse("STREAMSRV_CORS_ORIGINS", (), parse_cors_origins),
+        cors_origins=read.parse(
+            "STREAMSRV_CORS_ORIGINS", DEVELOPMENT_CORS_ORIGINS if development else (), parse_cors_origins
+        ),
         trusted_proxies=read.parse("STREAMSRV_TRUSTED_PROXIES", (), parse_trusted_proxies),
         log_level=read.choice("STREAMSRV_LOG_LEVEL", LOG_LEVELS, "info", aliases={"warning": "warn"}),
         log_format=read.choice("STREAMSRV_LOG_FORMAT", LOG_FORMATS, "text" if development else "json"),
@@ -172,16 +183,10 @@ def _build(read: _Reader, env_file: Path | None) -> Settings:
         allow_anonymous=read.boolean("STREAMSRV_ALLOW_ANONYMOUS", development),
         metrics_token=read.text("STREAMSRV_METRICS_TOKEN"),
         shutdown_grace_s=read.number("STREAMSRV_SHUTDOWN_GRACE_S", 10.0, minimum=0.0),
-        ratelimit_api_per_ip=read.parse("STREAMSRV_RATELIMIT_API_PER_IP", RateLimit(300, 60.0), parse_rate),
-        ratelimit_api_per_user=read.parse(
-            "STREAMSRV_RATELIMIT_API_PER_USER", RateLimit(600, 60.0), parse_rate
-        ),
-        ratelimit_stream_per_ip=read.parse(
-            "STREAMSRV_RATELIMIT_STREAM_PER_IP", RateLimit(60, 60.0), parse_rate
-        ),
-        ratelimit_stream_per_user=read.parse(
-            "STREAMSRV_RATELIMIT_STREAM_PER_USER", RateLimit(120, 60.0), parse_rate
-        ),
+        ratelimit_api_per_ip=read.parse("STREAMSRV_RATELIMIT_API_PER_IP", api_ip, parse_rate),
+        ratelimit_api_per_user=read.parse("STREAMSRV_RATELIMIT_API_PER_USER", api_user, parse_rate),
+        ratelimit_stream_per_ip=read.parse("STREAMSRV_RATELIMIT_STREAM_PER_IP", stream_ip, parse_rate),
+        ratelimit_stream_per_user=read.parse("STREAMSRV_RATELIMIT_STREAM_PER_USER", stream_user, parse_rate),
         ws_auth_timeout_s=read.number("STREAMSRV_WS_AUTH_TIMEOUT_S", 10.0, minimum=0.0, inclusive=False),
         ws_max_frame=read.whole("STREAMSRV_WS_MAX_FRAME", 65536, minimum=1),
         max_ranges=read.whole("STREAMSRV_MAX_RANGES", 16, minimum=1),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "DEVELOPMENT_CORS_ORIGINS",
     "ENDPOINT_TYPES",
     "EXAMPLE_SECRETS",
     "EXAMPLE_SECRET_BYTES",
@@ -114,6 +115,11 @@ EXAMPLE_SECRETS: frozenset[str] = frozenset(
 EXAMPLE_SECRET_BYTES = frozenset(secret.encode("utf-8") for secret in EXAMPLE_SECRETS) | frozenset(
     base64.b64decode(secret[len("base64:") :]) for secret in EXAMPLE_SECRETS if secret.startswith("base64:")
 )
+
+#: ``STREAMSRV_CORS_ORIGINS`` in development when unset: pages served from this
+#: machine on any port (a Vite, webpack or ``python -m http.server`` dev server)
+#: may read the audio.  Staging and production allow no origin by default.
+DEVELOPMENT_CORS_ORIGINS: tuple[str, ...] = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
 
 #: Twisted endpoint types ``STREAMSRV_LISTEN`` may use.
 ENDPOINT_TYPES: tuple[str, ...] = ("tcp", "tcp6", "ssl", "unix", "systemd")

@@ -398,12 +398,17 @@ def _parse_origin(item: str) -> str:
     """
     Normalise one CORS origin: lower case, default port dropped.
 
-    :param item: ``*`` or ``scheme://host[:port]``.
-    :return: The origin as a browser sends it in ``Origin``.
+    :param item: ``*``, ``scheme://host[:port]``, or ``scheme://host:*`` (that
+        host on any port, as in the development default ``http://localhost:*``).
+    :return: The origin as a browser sends it in ``Origin`` (or the any-port form).
     :raise RefusedError: If it is not an exact origin.
     """
     if item == "*":
         return item
+    if item.endswith(":*"):
+        if item[:-2] in ("", "*") or _split_url(item[:-2], f"origin: {echo(item)}").port is not None:
+            raise RefusedError(f"{echo(item)}: give one host and a port or ':*' (any port), not both")
+        return _parse_origin(item[:-2]) + ":*"
     shown = echo(item)
     parts = _split_url(item, f"origin: {shown}")
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:

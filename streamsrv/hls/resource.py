@@ -363,7 +363,8 @@ class HlsResource(AsyncLeaf):
         request.setResponseCode(200)
         request.setHeader(b"content-type", PLAYLIST_TYPE)
         request.setHeader(b"cache-control", PLAYLIST_CACHE_CONTROL)
-        request.setHeader(b"vary", b"Accept-Encoding")
+        vary = request.responseHeaders.getRawHeaders(b"vary", [])  # CORS may have set Origin
+        request.responseHeaders.setRawHeaders(b"vary", [b", ".join([*vary, b"Accept-Encoding"])])
         mark_media(request)
         if self._metrics is not None:
             self._metrics.requests.labels(kind).inc()

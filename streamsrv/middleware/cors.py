@@ -1,11 +1,13 @@
 # -*- test-case-name: tests.test_cors -*-
-"""CORS for the exact origins in ``STREAMSRV_CORS_ORIGINS``.
+"""CORS for the origins in ``STREAMSRV_CORS_ORIGINS``.
 
 A browser app on another origin can fetch audio with ``Range`` and
 ``Authorization``, read the headers players need (``Content-Range``,
 ``Accept-Ranges``, ``Content-Length``…) and send credentials.  Origins are
-matched exactly (the configuration normalises them); anything else gets no
-CORS headers at all, so the browser blocks it.  ``*`` (development only:
+matched exactly (the configuration normalises them), or, for an entry
+``scheme://host:*``, that host on any port (the development default allows
+``http://localhost:*``, ``http://127.0.0.1:*`` and ``http://[::1]:*``);
+anything else gets no CORS headers at all, so the browser blocks it.  ``*`` (development only:
 production refuses it) echoes the caller's origin, because credentials are
 never allowed with a literal ``*``.  Preflights are answered here, before
 authentication, and cached by the browser for ``MAX_AGE_S``.
@@ -38,23 +40,35 @@ MAX_AGE_S = 600
 class CorsPolicy:
     """Decide and set the CORS headers of each response.
 
-    :param origins: allowed origins, normalised (``scheme://host[:port]``), or ``*``.
+    :param origins: allowed origins, normalised (``scheme://host[:port]``),
+        ``scheme://host:*`` for any port of that host, or ``*``.
     """
 
     def __init__(self, origins: Sequence[str]) -> None:
         self._any = "*" in origins
-        self._origins = frozenset(o.encode("ascii") for o in origins if o != "*")
+        self._origins = frozenset(o.encode("ascii") for o in origins if o != "*" and not o.endswith(":*"))
+        self._any_port = frozenset(o[:-2].encode("ascii") for o in origins if o.endswith(":*") and o != "*")
 
     @property
     def enabled(self) -> bool:
         """Whether any origin is allowed."""
-        return self._any or bool(self._origins)
+        return self._any or bool(self._origins) or bool(self._any_port)
 
     def allowed(self, origin: bytes | None) -> bool:
         """Whether *origin* may read responses."""
         if origin is None:
             return False
-        return self._any or origin.lower() in self._origins
+        if self._any:
+            return True
+        origin = origin.lower()
+        if origin in self._origins:
+            return True
+        if not self._any_port:
+            return False
+        host, colon, port = origin.rpartition(b":")
+        if colon and port.isdigit() and not host.endswith(b"/") and host in self._any_port:
+            return True
+        return origin in self._any_port
 
     def apply(self, request: Any) -> bool:
         """Set the CORS headers of *request*'s response.

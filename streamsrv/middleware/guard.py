@@ -48,7 +48,7 @@ from streamsrv.auth.signing import (
 )
 from streamsrv.errors import ApiError
 from streamsrv.middleware.audit import security_event
-from streamsrv.middleware.ratelimit import Decision, IRateLimiter, Policies, Policy, keys_for
+from streamsrv.middleware.ratelimit import Decision, IRateLimiter, Policies, Policy, keys_for, refusal_message
 
 #: Verified access tokens remembered (LRU), and for how long at most: a
 #: token whose key was rotated out of the JWKS stays accepted that long.
@@ -335,4 +335,8 @@ class Guard:
         if not decision.allowed:
             set_header(b"Retry-After", b"%d" % decision.retry_after_s)
             security_event(request, "rate_limited", stream=stream_start)
-            raise ApiError("RATE_LIMITED", headers={"Retry-After": str(decision.retry_after_s)})
+            raise ApiError(
+                "RATE_LIMITED",
+                refusal_message(decision),
+                headers={"Retry-After": str(decision.retry_after_s)},
+            )

@@ -24,7 +24,7 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from twisted.internet.defer import Deferred, TimeoutError, succeed
@@ -105,6 +105,8 @@ class Decision:
     :ivar reset_s: ``RateLimit-Reset``: seconds until it is full again.
     :ivar retry_after_s: ``Retry-After`` when refused: seconds until the
         request would be allowed (at least 1); 0 when allowed.
+    :ivar policy: The policy of the bucket described (the one that refused,
+        when refused); not part of equality.
     """
 
     allowed: bool
@@ -112,6 +114,7 @@ class Decision:
     remaining: int
     reset_s: int
     retry_after_s: int
+    policy: Policy | None = field(default=None, compare=False)
 
     def headers(self) -> dict[str, str]:
         """
@@ -199,6 +202,47 @@ def decide(buckets: Sequence[tuple[Policy, float]], allowed: bool) -> Decision:
         remaining=max(0, math.floor(tokens + EPSILON)),
         reset_s=_ceil(_seconds_to_full(policy, tokens)),
         retry_after_s=retry_after,
+        policy=policy,
+    )
+
+
+#: How a 429 names each of the four policies of :class:`Policies`.
+_POLICY_LABELS: Final = {
+    "api_ip": "per-IP API limit",
+    "api_user": "per-user API limit",
+    "stream_ip": "per-IP stream limit",
+    "stream_user": "per-user stream limit",
+}
+
+#: Refill periods written as a unit rather than in seconds.
+_PERIOD_UNITS: Final = {1.0: "s", 60.0: "min", 3600.0: "h", 86400.0: "day"}
+
+
+def describe_policy(policy: Policy) -> str:
+    """
+    A policy as a person reads it, e.g. ``per-IP stream limit (60/min)``.
+
+    :param policy: One of :class:`Policies` (another name is shown as it is).
+    """
+    label = _POLICY_LABELS.get(policy.name, f"{policy.name} limit")
+    seconds = policy.seconds
+    unit = _PERIOD_UNITS.get(seconds)
+    if unit is None:
+        unit = f"{int(seconds)} s" if seconds.is_integer() else f"{seconds:g} s"
+    return f"{label} ({policy.count}/{unit})"
+
+
+def refusal_message(decision: Decision) -> str:
+    """
+    The message of a 429 for *decision*: which bucket refused and when to retry.
+
+    :param decision: A refusal.
+    """
+    if decision.policy is None:
+        return "Too many requests; slow down."
+    return (
+        f"Too many requests: the {describe_policy(decision.policy)} is used up; "
+        f"retry in {decision.retry_after_s} s."
     )
 
 
