@@ -138,6 +138,15 @@ class MediaLibrary:
         """The catalog's ``is_audio`` (``None`` without a catalog: every audio file by extension)."""
         return self._catalog.is_audio if self._catalog is not None else None
 
+    def catalog_generation(self) -> str:
+        """The catalog's :attr:`~streamsrv.audio.catalog.Catalog.generation` (the listing's validator).
+
+        :raise ApiError: ``NOT_CONFIGURED`` when there is no catalog.
+        """
+        self.require_catalog()
+        generation: str = self._catalog.generation
+        return generation
+
     def require_catalog(self) -> None:
         """:raise ApiError: ``NOT_CONFIGURED`` when there is no catalog."""
         if self._catalog is None:
