@@ -57,7 +57,7 @@ COMPRESSIBLE_TYPES: Final = frozenset(
 #: The suffix that marks the gzip representation's entity-tag.
 GZIP_SUFFIX: Final = "-gzip"
 
-_CODING = re.compile(r"^\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*(?:;\s*q\s*=\s*([0-9.]+))?", re.ASCII)
+_QVALUE = re.compile(r"\A(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z", re.ASCII)
 
 
 def compressible(content_type: bytes | None) -> bool:
@@ -80,14 +80,13 @@ def accepts_gzip(header: bytes | None) -> bool:
     named: float | None = None
     star: float | None = None
     for item in header.decode("latin-1").split(","):
-        match = _CODING.match(item)
-        if match is None:
-            continue
-        coding = match.group(1).lower()
-        try:
-            weight = float(match.group(2)) if match.group(2) is not None else 1.0
-        except ValueError:
-            weight = 0.0
+        coding, *params = (part.strip() for part in item.split(";"))
+        coding = coding.lower()
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                weight = _weight(value.strip())
         if coding in ("gzip", "x-gzip"):
             named = max(named or 0.0, weight)
         elif coding == "*":
@@ -95,6 +94,13 @@ def accepts_gzip(header: bytes | None) -> bool:
     if named is not None:
         return named > 0
     return star is not None and star > 0
+
+
+def _weight(text: str) -> float:
+    """A ``q`` value (RFC 9110 §12.4.2: 0 to 1, three decimals at most); malformed is 0."""
+    if not _QVALUE.match(text):
+        return 0.0
+    return float(text)
 
 
 def gzip_etag(etag: bytes) -> bytes:
