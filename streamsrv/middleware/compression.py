@@ -8,8 +8,9 @@ nothing: no ``Vary: Accept-Encoding``, and the identity representation's
 answer's headers are known (its first write):
 
 - only compressible types (:func:`compressible`: JSON, text, m3u8, SVG,
-  XML) are compressed, and only for a client whose ``Accept-Encoding``
-  takes gzip (:func:`accepts_gzip`, ``q=0`` honoured);
+  XML) are compressed — those without an ETag (errors, health) only from
+  :data:`MIN_COMPRESS_BYTES` up — and only for a client whose
+  ``Accept-Encoding`` takes gzip (:func:`accepts_gzip`, ``q=0`` honoured);
 - every answer of a compressible type, compressed or not, 304 included,
   carries ``Vary: Accept-Encoding``;
 - a compressed answer's entity-tag is the identity one with ``-gzip`` inside
@@ -41,6 +42,9 @@ __all__ = [
 
 #: zlib level: 6 is zlib's default, nearly level 9's ratio on JSON at a fraction of its CPU.
 COMPRESS_LEVEL: Final = 6
+
+#: Bodies smaller than this are sent as they are: gzip's 18-byte frame would make them larger.
+MIN_COMPRESS_BYTES: Final = 256
 
 #: Media types worth compressing (besides ``text/*`` and ``+json``/``+xml`` suffixes).
 COMPRESSIBLE_TYPES: Final = frozenset(
@@ -144,6 +148,12 @@ def _add_vary(request: Any, token: bytes) -> None:
     )
 
 
+def _set_gzip_etag(headers: Any) -> None:
+    etag = (headers.getRawHeaders(b"etag") or [None])[0]
+    if etag is not None:
+        headers.setRawHeaders(b"etag", [gzip_etag(etag)])
+
+
 @implementer(_IRequestEncoder)
 class _LazyGzipEncoder:
     """Decides at the first write, when status and headers are known; compresses or passes through."""
@@ -154,7 +164,8 @@ class _LazyGzipEncoder:
         self._decided = False
         self._compressor: Any = None
 
-    def _decide(self) -> None:
+    def _decide(self, first: bytes) -> None:
+        """Choose, from the status, the headers and the first write (*first*)."""
         self._decided = True
         request = self._request
         headers = request.responseHeaders
@@ -167,11 +178,16 @@ class _LazyGzipEncoder:
         _add_vary(request, b"Accept-Encoding")
         if not self._accepted or headers.hasHeader(b"content-encoding"):
             return
-        etag = (headers.getRawHeaders(b"etag") or [None])[0]
-        if etag is not None:
-            headers.setRawHeaders(b"etag", [gzip_etag(etag)])
         if request.code in (204, 304):
+            _set_gzip_etag(headers)
             return
+        declared = headers.getRawHeaders(b"content-length")
+        size = int(declared[0]) if declared and declared[0].isdigit() else len(first)
+        if size < MIN_COMPRESS_BYTES and not headers.hasHeader(b"etag"):
+            # Only without a validator: a 304 (which has no body to measure)
+            # must name the same representation the 200 would send.
+            return
+        _set_gzip_etag(headers)
         headers.setRawHeaders(b"content-encoding", [b"gzip"])
         headers.removeHeader(b"content-length")
         if request.method != b"HEAD":
@@ -180,7 +196,7 @@ class _LazyGzipEncoder:
     def encode(self, data: bytes) -> bytes:
         """Compress *data* (the first call decides)."""
         if not self._decided:
-            self._decide()
+            self._decide(data)
         if self._compressor is None:
             return data
         return bytes(self._compressor.compress(data))
@@ -188,6 +204,6 @@ class _LazyGzipEncoder:
     def finish(self) -> bytes:
         """The rest of the gzip stream, if compressing."""
         if not self._decided:
-            self._decide()
+            self._decide(b"")
         compressor, self._compressor = self._compressor, None
         return bytes(compressor.flush()) if compressor is not None else b""

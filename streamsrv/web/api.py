@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from streamsrv.notifications.service import NotificationService
 
 #: ``/openapi.json`` changes only with the server's version: reused briefly, then revalidated.
-OPENAPI_CACHE_CONTROL = b"public, max-age=300"
+OPENAPI_CACHE_CONTROL = b"max-age=300"
 
 #: The request being handled, for callbacks (security events) that are not handed it.
 current_request: ContextVar[Any] = ContextVar("current_request", default=None)
