@@ -283,6 +283,9 @@ class HlsResource(AsyncLeaf):
         target = found
         if target.variant is not None and target.variant.lossless:
             self._guard.require(request, admission, "stream:hq")
+        if target.variant is not None:
+            kbps = target.variant.bitrate_kbps
+            request.delivered_as = (target.variant.codec, kbps * 1000 if kbps is not None else None)
         track_name, path, info = self._resolve(request, target.track_raw)
         identity = FileIdentity.of(track_name, info)
         track = await self._track(identity, path)

@@ -106,6 +106,8 @@ class StreamsrvRequest(server.Request):
     route: str = "other"
     #: ``expires`` of the signed URL that admitted this request, if any.
     signed_expires: int | None = None
+    #: ``(format, bitrate bits/s)`` of the audio a /stream or /hls answer sends (``stream.started``).
+    delivered_as: tuple[str, int | None] | None = None
     user: str | None = None
     #: How the caller authenticated: ``jwt``, ``signed_url`` or ``anonymous``.
     auth_via: str | None = None
