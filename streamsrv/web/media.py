@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from twisted.internet.interfaces import IReactorTime
 
+from streamsrv.audio import spectrogram as spectrogram_mod
 from streamsrv.audio import spectrum as spectrum_mod
 from streamsrv.audio import waveform as waveform_mod
 from streamsrv.audio.library import MediaLibrary, Representation, SpectrumOptions, WaveformOptions
@@ -114,6 +115,31 @@ def waveform_options(args: Args) -> WaveformOptions:
     return WaveformOptions(spp, pps, bits, split, start, end, fmt)
 
 
+def _boolean(args: Args, name: str) -> bool:
+    text = _one(args, name)
+    if text is None or text in ("0", "false"):
+        return False
+    if text in ("1", "true"):
+        return True
+    raise ApiError("BAD_REQUEST", f"{name} must be true or false.")
+
+
+def spectrogram_query(args: Args) -> tuple[int, int, bool]:
+    """``frames``, ``bins`` (the JSON spectrogram's grid) and ``axes`` (the PNG's), checked.
+
+    :raise ApiError: ``BAD_REQUEST`` naming the parameter that is not a
+        whole number, is out of its range, or (``frames`` x ``bins``) too big.
+    """
+    frames = _int(args, "frames", spectrogram_mod.DEFAULT_FRAMES)
+    bins = _int(args, "bins", spectrogram_mod.DEFAULT_BINS)
+    assert frames is not None and bins is not None
+    try:
+        spectrogram_mod.check_grid(frames, bins)
+    except ValueError as e:
+        raise ApiError("BAD_REQUEST", str(e)) from None
+    return frames, bins, _boolean(args, "axes")
+
+
 def _text_header(request: Any, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
@@ -189,11 +215,12 @@ class MediaRoutes:
         end = _seconds(args, "end")
         if end is not None and end <= start:
             raise ApiError("BAD_REQUEST", "end must be after start.")
-        track, path, info = self.resolve(request, raw_path)
-        spectrogram = _choice(args, "spectrogram", ("0", "1")) == "1"
+        spectrogram = _choice(args, "spectrogram", ("1", "0")) == "1"
         height = _int(args, "height", 256) or 0
         width = _int(args, "width", None)
-        options = SpectrumOptions(fmt, params, start, end, spectrogram, height, width)
+        frames, bins, axes = spectrogram_query(args)
+        track, path, info = self.resolve(request, raw_path)
+        options = SpectrumOptions(fmt, params, start, end, spectrogram, height, width, frames, bins, axes)
         return await self._library.spectrum(track, path, info, options)
 
     async def artwork(self, request: Any, raw_path: bytes) -> Representation:
