@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import reactor
@@ -77,6 +78,18 @@ def _decoded(headers: dict[str, str], body: bytes) -> bytes:
     if headers.get("content-encoding") == "gzip":
         body = gzip.decompress(body)
     return body
+
+
+def exchange(built: Any, method: str, target: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """One request's raw answer on a real protocol, closed afterwards (no timeout left behind)."""
+    lines = "".join(f"{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items())
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
+    proto = built.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    proto.makeConnection(transport)
+    proto.dataReceived(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode("latin-1"))
+    raw = transport.value()
+    proto.connectionLost(Failure(ConnectionDone()))
+    return parse_head(raw)
 
 
 class HeaderPolicyTests(unittest.SynchronousTestCase):
@@ -148,15 +161,7 @@ class RouteHeaderTests(unittest.TestCase):
             self.assertEqual(response.code, 200, target)
 
     def exchange(self, method: str, target: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
-        """One request's raw answer on a real protocol, closed afterwards (no timeout left behind)."""
-        lines = "".join(f"{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items())
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
-        proto = self.built.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-        proto.makeConnection(transport)
-        proto.dataReceived(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode("latin-1"))
-        raw = transport.value()
-        proto.connectionLost(Failure(ConnectionDone()))
-        return parse_head(raw)
+        return exchange(self.built, method, target, **headers)
 
     def check_route(self, target: str, gzips: bool, cache_control: str) -> None:
         plain_status, plain, plain_body = self.exchange("GET", target)
@@ -202,3 +207,31 @@ class RouteHeaderTests(unittest.TestCase):
         self.assertEqual(head["content-type"], "image/jpeg")
         self.assertNotIn("content-encoding", head)
         self.assertEqual(_decoded(head, body), JPEG)
+
+
+class ListingValidatorTests(unittest.TestCase):
+    """The track listing's ETag follows the catalog: 304 while nothing changed, 200 once a track is added."""
+
+    def test_generation_etag(self) -> None:
+        """Revalidation answers 304 until a scan adds a track; the query is part of the validator."""
+        root = Path(self.mktemp()).resolve()
+        root.mkdir()
+        write_tone(root / "a.wav", "wav", seconds=0.2)
+        catalog = Catalog(Path(self.mktemp() + ".sqlite3"), root, reactor=ImmediateReactor(),
+                          threadpool=SynchronousThreadPool())  # fmt: skip
+        result(catalog.open())
+        self.addCleanup(lambda: result(catalog.close()))
+        result(catalog.scan())
+        library = MediaLibrary(root, catalog=catalog, pool=None, cache=None)  # type: ignore[arg-type]
+        built = build_site(root, media=library, is_audio=catalog.is_audio)
+        status, head, _ = exchange(built, "GET", "/api/v1/tracks")
+        self.assertEqual(status, 200)
+        etag = head["etag"]
+        self.assertEqual(exchange(built, "GET", "/api/v1/tracks", If_None_Match=etag)[0], 304)
+        self.assertNotEqual(exchange(built, "GET", "/api/v1/tracks?limit=1")[1]["etag"], etag)
+        write_tone(root / "b.wav", "wav", seconds=0.2)
+        result(catalog.scan())
+        status, head, body = exchange(built, "GET", "/api/v1/tracks", If_None_Match=etag)
+        self.assertEqual(status, 200)
+        self.assertNotEqual(head["etag"], etag)
+        self.assertIn(b"b.wav", _decoded(head, body))
