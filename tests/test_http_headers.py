@@ -60,6 +60,7 @@ ROUTES: list[tuple[str, bool, str]] = [
     (f"/api/v1/spectrum/{quote(TRACK)}?format=png", False, "private, max-age=3600"),
     (f"/api/v1/artwork/{quote(TRACK)}", False, "private, max-age=3600"),
     ("/openapi.json", True, "max-age=300"),
+    ("/", True, "max-age=300"),
     (f"/hls/{quote(TRACK)}/master.m3u8", True, "private, no-cache"),
 ]
 

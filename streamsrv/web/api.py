@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from streamsrv.middleware.guard import Guard
     from streamsrv.notifications.service import NotificationService
 
-#: ``/openapi.json`` changes only with the server's version: reused briefly, then revalidated.
+#: ``/`` and ``/openapi.json`` change only with the server's version: reused briefly, then revalidated.
 OPENAPI_CACHE_CONTROL = b"max-age=300"
 
 #: The request being handled, for callbacks (security events) that are not handed it.
@@ -154,10 +154,10 @@ class ApiApp:
     async def index(self, request: Any) -> bytes:
         """What this server is, and where its API document lives."""
         request.route = "api"
-        return json_body(
-            request,
-            {"name": "streamsrv", "version": __version__, "openapi": "/openapi.json", "health": "/health"},
+        body = json_bytes(
+            {"name": "streamsrv", "version": __version__, "openapi": "/openapi.json", "health": "/health"}
         )
+        return validated(request, Representation(body, JSON_TYPE, body_etag(body)), OPENAPI_CACHE_CONTROL)
 
     @app.route("/health", methods=["GET", "HEAD"], strict_slashes=False)
     async def health(self, request: Any) -> bytes:
