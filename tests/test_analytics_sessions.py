@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from streamsrv.analytics.backends import SqliteAnalyticsStore
+from streamsrv.analytics.listening import record_segment
 from streamsrv.analytics.sessions import (
     DEFAULT_IDLE_TIMEOUT_S,
     HLS_SEGMENT_S,
@@ -399,6 +400,28 @@ class SessionEventTests(unittest.TestCase):
         self.assertEqual(ended["session_id"], started["session_id"])
         self.assertEqual(ended["bytes"], 2000)
         self.assertAlmostEqual(ended["duration_s"], 20.0, places=3)
+
+    def test_started_tells_the_rendition(self) -> None:
+        """stream.started carries the rendition's format and bitrate (bits/s), estimated for an original."""
+        clock = Clock()
+        clock.advance(1_767_225_600)
+        store = SqliteAnalyticsStore(Path(self.mktemp()) / "a.sqlite3", clock, reactor=reactor)
+        events: list[tuple[str, dict[str, object]]] = []
+        tracker = SessionTracker(store, clock, on_event=lambda k, f: events.append((k, f)))
+        tracker.on_stream_activity("a", "a.mp3", bytes_sent=10, size=10_000, duration_s=100.0, format="mp3")
+        tracker.on_stream_activity("b", "a.flac", bytes_sent=10, format="aac", bitrate=128_000)
+        record_segment(tracker, "c", "a.flac", 0, 100, None, format="aac", bitrate=96_000)
+        tracker.on_stream_activity("d", "a.wav", bytes_sent=10)
+        started = [(f["sub"], f["format"], f["bitrate"], f["source"]) for k, f in events]
+        self.assertEqual(
+            started,
+            [
+                ("a", "mp3", 800, "stream"),
+                ("b", "aac", 128_000, "stream"),
+                ("c", "aac", 96_000, "hls"),
+                ("d", None, None, "stream"),
+            ],
+        )
 
     def test_callback_errors_do_not_escape(self) -> None:
         clock = Clock()

@@ -731,3 +731,44 @@ class ThreadedTests(unittest.TestCase):
             self.assertEqual(event_threads, [threading.main_thread()])
 
         return ensureDeferred(go()).addCallback(check)
+
+
+class GenerationTests(CatalogCase):
+    """``generation``: a digest of the index that changes with it, and only with it."""
+
+    def test_follows_the_index(self) -> None:
+        """Adding, changing and removing a track change it; a scan that finds nothing new does not."""
+        empty = self.catalog.generation
+        self.write("a.wav")
+        self.scan()
+        one = self.catalog.generation
+        self.assertNotEqual(one, empty)
+        self.scan()
+        self.assertEqual(self.catalog.generation, one)
+        self.write("b.wav")
+        self.scan()
+        two = self.catalog.generation
+        self.assertNotIn(two, (empty, one))
+        path = self.write("a.wav", seconds=0.5)
+        os.utime(path, ns=(1, 1))
+        self.scan()
+        changed = self.catalog.generation
+        self.assertNotIn(changed, (empty, one, two))
+        (self.root / "b.wav").unlink()
+        path.unlink()
+        self.scan()
+        self.assertEqual(self.catalog.generation, empty)
+
+    def test_same_everywhere(self) -> None:
+        """Another process's catalog of the same library, and this one reopened, give the same value."""
+        self.write("x/a.wav")
+        self.write("x/b.wav")
+        self.scan()
+        here = self.catalog.generation
+        other = Catalog(self.db, self.root, reactor=ImmediateReactor(), threadpool=SynchronousThreadPool())
+        result(other.open())
+        self.addCleanup(lambda: result(other.close()))
+        self.assertEqual(other.generation, here)
+        result(self.catalog.close())
+        self.catalog = self.open_catalog()
+        self.assertEqual(self.catalog.generation, here)

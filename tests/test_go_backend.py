@@ -18,6 +18,7 @@ from streamsrv.auth.jwt import JwtVerifier
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.auth.signing import SigningKey, parse_query_pairs, verify
 from tests.test_daemon import DaemonTestCase
+from tests.test_refresh import TokenServiceMixin, body
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "go-backend"
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
@@ -40,6 +41,22 @@ def skip_without_go() -> None:
         raise unittest.SkipTest("go is not on PATH (apt-get install golang-go to run this example)")
 
 
+def run_example() -> dict[str, str]:
+    """What ``go run .`` prints for alice (premium)."""
+    env = go_env(STREAMSRV_JWT_SECRET=SECRET, STREAMSRV_URL_SIGNING_KEY=f"{KID}:{KEY}")
+    out = subprocess.run(
+        ["go", "run", ".", "-sub", "alice", "-role", "premium", "-track", "jazz/Café Blue.mp3"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    document: dict[str, str] = json.loads(out)
+    return document
+
+
 class GoBackendTests(unittest.SynchronousTestCase):
     """docs/examples/go-backend/main.go against streamsrv's own verifiers."""
 
@@ -48,17 +65,7 @@ class GoBackendTests(unittest.SynchronousTestCase):
 
     def test_token_and_url_verify(self) -> None:
         """The printed access token verifies as alice/premium and the URL as a uid-bound signed URL."""
-        env = go_env(STREAMSRV_JWT_SECRET=SECRET, STREAMSRV_URL_SIGNING_KEY=f"{KID}:{KEY}")
-        out = subprocess.run(
-            ["go", "run", ".", "-sub", "alice", "-role", "premium", "-track", "jazz/Café Blue.mp3"],
-            cwd=EXAMPLE,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        ).stdout
-        document = json.loads(out)
+        document = run_example()
         clock = Clock()
         clock.advance(time.time())
         verifier = JwtVerifier(
@@ -87,7 +94,10 @@ class GoBackendTests(unittest.SynchronousTestCase):
         refresh = self.successResultOf(
             ensureDeferred(verifier.verify(document["refresh_token"], typ="refresh"))
         )
-        self.assertEqual((refresh.sub, refresh.family), ("alice", None))
+        self.assertEqual(refresh.sub, "alice")
+        # One family for the session's first access and refresh tokens (the fam claim).
+        self.assertIsNotNone(refresh.family)
+        self.assertEqual(principal.family, refresh.family)
 
 
 class GoBackendNotifyTests(DaemonTestCase):
@@ -131,3 +141,27 @@ class GoBackendNotifyTests(DaemonTestCase):
         refused = self.notify(daemon.port, "new-release", "-to", "alice", "-data", '{"artist": "x"}')
         self.assertNotEqual(refused.returncode, 0)
         self.assertIn("400 BAD_REQUEST: data: template 'new-release' needs data.album", refused.stderr)
+
+
+class GoBackendReuseTests(TokenServiceMixin, unittest.TestCase):
+    """Reusing the example's refresh token revokes the access token the backend minted with it."""
+
+    def setUp(self) -> None:
+        if shutil.which("go") is None:
+            raise unittest.SkipTest("go is not on PATH (apt-get install golang-go to run this example)")
+        super().setUp()
+
+    async def test_reuse_revokes_the_backends_access_token(self) -> None:
+        """A spent refresh token presented again revokes the family: the backend's first access token too."""
+        document = run_example()
+        self.clock.advance(time.time() - self.clock.seconds())
+        verifier = self.verifier(secret=SECRET)
+        service = await self.service(verifier=verifier, issuer=self.issuer(secret=SECRET))
+        first_access = await verifier.verify(document["access_token"], typ="access")
+        self.assertFalse(self.cache.is_revoked(first_access))
+        answer = await service.refresh(body(refresh_token=document["refresh_token"]))
+        await self.refused(service.refresh(body(refresh_token=document["refresh_token"])), "TOKEN_REVOKED")
+        self.assertTrue(self.cache.is_revoked(first_access))
+        self.assertTrue(
+            self.cache.is_revoked(await verifier.verify(str(answer["access_token"]), typ="access"))
+        )

@@ -8,6 +8,7 @@ guard, so signed URLs, path refusals and the JSON errors are the daemon's own.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,15 @@ class MediaApiTests(unittest.TestCase):
         ):  # fmt: skip
             code, _, body = await self.get(self.url("waveform", query))
             self.assertEqual((code, json.loads(body)["error"]["code"]), (400, "BAD_REQUEST"), query)
-        for query in ("fft_size=1000", "window=kaiser", "format=gif", "hop=0"):
+        for query in (
+            "fft_size=1000",
+            "window=kaiser",
+            "format=gif",
+            "hop=0",
+            "frames=0",
+            "bins=2000",
+            "axes=2",
+        ):
             code, _, body = await self.get(self.url("spectrum", query))
             self.assertEqual((code, json.loads(body)["error"]["code"]), (400, "BAD_REQUEST"), query)
         self.assertEqual(len(self.cache), 0)
@@ -178,6 +187,23 @@ class MediaApiTests(unittest.TestCase):
         self.assertEqual(code, 200)
         self.assertEqual(headers.getRawHeaders(b"content-type"), [b"image/png"])
         self.assertTrue(body.startswith(b"\x89PNG\r\n\x1a\n"))
+
+    async def test_spectrogram_grid_and_axes(self) -> None:
+        """JSON has a frames x bins log-frequency spectrogram (not with spectrogram=0); axes widen the PNG."""
+        code, _, body = await self.get(self.url("spectrum", "frames=16&bins=32"))
+        self.assertEqual(code, 200, body)
+        grid = json.loads(body)["spectrogram"]
+        self.assertEqual((grid["bins"], grid["scale"], len(grid["db"][0])), (32, "log", 32))
+        self.assertLessEqual(grid["frames"], 16)
+        loudest = max(range(32), key=lambda row: sum(frame[row] for frame in grid["db"]))
+        self.assertLess(abs(math.log(grid["frequencies_hz"][loudest] / 1000.0)), 0.25)
+        code, _, body = await self.get(self.url("spectrum", "spectrogram=0"))
+        self.assertNotIn("spectrogram", json.loads(body))
+        code, _, body = await self.get(self.url("spectrum", "frames=3000"))
+        self.assertEqual(json.loads(body)["error"]["message"], "frames must be within 1..2000")
+        code, _, body = await self.get(self.url("spectrum", "format=png&axes=true&width=100&height=64"))
+        self.assertEqual(code, 200)
+        self.assertEqual(struct.unpack(">II", body[16:24]), (100 + 40, 64 + 20))
 
     async def test_artwork_from_folder(self) -> None:
         """The cover beside the track is served as an image with a validator."""

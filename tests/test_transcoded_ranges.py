@@ -465,10 +465,14 @@ class TranscodedRangesTests(unittest.TestCase):
     async def test_delivery_spans(self) -> None:
         """The delivery observer (listening analytics) gets each part's span and the rendition's size."""
         seen: list[tuple[list[tuple[int, int]], int, int]] = []
+        renditions: list[Any] = []
         stream = self.built.site.resource.getChildWithDefault(b"stream", None)
-        stream._on_delivered = lambda request, track, spans, sent, size, duration: seen.append(
-            (spans, sent, size)
-        )
+
+        def observe(request: Any, track: str, spans: Any, sent: int, size: int, duration: Any) -> None:
+            seen.append((spans, sent, size))
+            renditions.append(request.delivered_as)
+
+        stream._on_delivered = observe
         query = self.url("format=opus&bitrate=32")
         code, _, body = await self.get(query, Range="bytes=10-19,5000-5099,-100")
         self.assertEqual(code, 206)
@@ -483,6 +487,8 @@ class TranscodedRangesTests(unittest.TestCase):
                 ([(0, size)], size, size),
             ],
         )
+        # What stream.started tells: the rendition's format and bitrate (bits/s).
+        self.assertEqual(renditions, [("opus", 32000)] * 3)
 
     async def test_writes_bounded_through_the_site(self) -> None:
         """Through a real HTTP channel, no write of a 320 kb/s MP3 (134 KB chunks) exceeds 64 KiB."""

@@ -126,15 +126,20 @@ class HeaderTests(WebTestMixin, unittest.TestCase):
         self.assertEqual(headers.getRawHeaders("server"), ["streamsrv"])
 
     def test_json_gzipped(self) -> None:
-        """JSON (answers and errors) is gzip-compressed for clients that accept it."""
-        for path in (b"/openapi.json", b"/nope"):
+        """JSON is gzip-compressed for clients that accept it; a small one (an error) is not, but has Vary."""
+        for path, gzipped in ((b"/openapi.json", True), (b"/nope", False)):
             raw = raw_exchange(
                 self.built, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
             )
             _status, headers, _rest = parse_head(raw)
-            self.assertEqual(headers["content-encoding"], "gzip")
-            self.assertEqual(headers["transfer-encoding"], "chunked")
-            self.assertNotIn("content-length", headers)
+            self.assertEqual(headers["vary"], "Accept-Encoding")
+            if gzipped:
+                self.assertEqual(headers["content-encoding"], "gzip")
+                self.assertEqual(headers["transfer-encoding"], "chunked")
+                self.assertNotIn("content-length", headers)
+            else:
+                self.assertNotIn("content-encoding", headers)
+                self.assertEqual(headers["content-length"], str(len(_rest)))
 
     def test_audio_never_compressed(self) -> None:
         """Audio is never compressed, even when the client accepts gzip."""

@@ -370,6 +370,25 @@ class SubscriptionTests(unittest.TestCase):
         [subscribed] = client.of_type("subscribed")
         self.assertEqual(subscribed, {**subscribed, "id": "s1", "data": {"channels": ["user:me"]}})
 
+    def test_one_server_id_per_message_without_id(self) -> None:
+        """A message without an id: its error and its subscribed share one server id; the next, another."""
+        h = Harness(self)
+        client, pump = h.authed()
+        client.send_json("subscribe", {"channels": ["user:me", "system"]})
+        pump.flush()
+        client.send_json("subscribe", {"channels": ["weird"]})
+        pump.flush()
+        first = [m["id"] for m in client.messages[1:3]]
+        second = [m["id"] for m in client.messages[3:5]]
+        self.assertEqual([m["type"] for m in client.messages[1:]], ["error", "subscribed"] * 2)
+        self.assertEqual(len(set(first)), 1)
+        self.assertEqual(len(set(second)), 1)
+        self.assertNotEqual(first[0], second[0])
+        self.assertNotIn(first[0], [client.messages[0]["id"]])
+        client.sendMessage(json.dumps({"type": "ping", "id": 7}).encode("utf-8"))
+        pump.flush()
+        self.assertTrue(client.messages[-1]["id"].startswith("s"), client.messages[-1])
+
     def test_admin_channels_and_events(self) -> None:
         """An admin subscribes to ``system`` and a track; hub events arrive as ``event`` frames."""
         h = Harness(self)

@@ -24,8 +24,14 @@ def record_delivery(
     duration_s: float | None,
     ip: str | None,
     user_agent: str | None,
+    format: str | None = None,
+    bitrate: int | None = None,
 ) -> None:
-    """A ``/stream`` body was sent: *sent* bytes over the ``(start, length)`` *spans*, in order."""
+    """A ``/stream`` body was sent: *sent* bytes over the ``(start, length)`` *spans*, in order.
+
+    *format* and *bitrate* (bits/s) say what was sent (an original's
+    bitrate is estimated from *size* and *duration_s* when not given).
+    """
     remaining = sent
     for start, length in spans:
         part = min(remaining, length)
@@ -40,11 +46,23 @@ def record_delivery(
             duration_s=duration_s,
             ip=ip,
             user_agent=user_agent,
+            format=format,
+            bitrate=bitrate,
         )
 
 
 def record_segment(
-    sessions: SessionTracker, user: str, track: str, segment: int, sent: int, ip: str | None
+    sessions: SessionTracker,
+    user: str,
+    track: str,
+    segment: int,
+    sent: int,
+    ip: str | None,
+    *,
+    format: str | None = None,
+    bitrate: int | None = None,
 ) -> None:
-    """An HLS media segment *segment* of *track* was sent (*sent* bytes)."""
-    sessions.on_stream_activity(user, track, bytes_sent=sent, source="hls", segment=segment, ip=ip)
+    """An HLS media segment *segment* of *track* was sent (*sent* bytes) in *format* at *bitrate* bits/s."""
+    sessions.on_stream_activity(
+        user, track, bytes_sent=sent, source="hls", segment=segment, ip=ip, format=format, bitrate=bitrate
+    )

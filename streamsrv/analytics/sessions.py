@@ -416,6 +416,8 @@ class SessionTracker(PeriodicService):
         segment: int | None = None,
         ip: str | None = None,
         user_agent: str | None = None,
+        format: str | None = None,
+        bitrate: int | None = None,
     ) -> str | None:
         """
         Account for audio sent to *user_sub*; never raises.
@@ -431,6 +433,9 @@ class SessionTracker(PeriodicService):
             playlists and init segments are not reported.
         :param ip: The client address (after trusted-proxy handling); only its network is kept.
         :param user_agent: The User-Agent header.
+        :param format: The codec of the rendition sent (``mp3``, ``aac``, ``flac``…), for ``stream.started``.
+        :param bitrate: Its bit rate in bits/s (``None``: unknown, or estimated from *size*
+            and *duration_s* for an original), for ``stream.started``.
         :return: The session's id, or ``None`` if the call was refused (logged).
         """
         try:
@@ -440,7 +445,12 @@ class SessionTracker(PeriodicService):
                 raise ValueError("bytes_sent and range_start must be >= 0")
             now = self._clock.seconds()
             starts_over = (source == "stream" and range_start == 0) or (source == "hls" and segment == 0)
-            session = self._session_for(user_sub, path, now, source, starts_over=starts_over)
+            if bitrate is None and size and duration_s and duration_s > 0:
+                bitrate = round(size * 8 / duration_s)
+            rendition = {"format": format, "bitrate": bitrate}
+            session = self._session_for(
+                user_sub, path, now, source, starts_over=starts_over, rendition=rendition
+            )
             if session.source == "client":
                 session.source = source
             if duration_s and duration_s > 0:
@@ -566,9 +576,20 @@ class SessionTracker(PeriodicService):
         return now >= session.idle_deadline(self._idle_s)
 
     def _session_for(
-        self, user_sub: str, path: str, now: float, source: str, *, starts_over: bool
+        self,
+        user_sub: str,
+        path: str,
+        now: float,
+        source: str,
+        *,
+        starts_over: bool,
+        rendition: dict[str, Any] | None = None,
     ) -> _Session:
-        """The open session of (user, track), or a new one; a stale or finished one is closed first."""
+        """The open session of (user, track), or a new one; a stale or finished one is closed first.
+
+        :param rendition: ``format`` and ``bitrate`` of what the server sends,
+            told in ``stream.started``.
+        """
         key = (user_sub, path)
         session = self._open.get(key)
         if session is not None and (
@@ -589,7 +610,7 @@ class SessionTracker(PeriodicService):
             )
             self._open[key] = session
             if source != "client":
-                self._notify("stream.started", session, source=source)
+                self._notify("stream.started", session, source=source, **(rendition or {}))
         return session
 
     def _notify(self, kind: str, session: _Session, **fields: Any) -> None:

@@ -26,6 +26,7 @@ empty library), and never block the reactor thread.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -178,6 +179,8 @@ class Catalog:
         self._last_scan: ScanSummary | None = None
         self._last_scan_at: float | None = None
         self._last_error: str | None = None
+        #: XOR of :func:`_entry_digest` over the index (``None``: not computed yet).
+        self._digest: int | None = None
 
     # ------------------------------------------------------------------
     # Life cycle
@@ -211,6 +214,7 @@ class Catalog:
 
         def loaded(state: tuple[dict[str, IndexEntry], dict[str, str], float | None]) -> None:
             self._index, self._failed, self._last_scan_at = state
+            self._digest = None
             self._opened = True
             log.info(
                 "catalog open: {tracks} tracks, {failed} unreadable files",
@@ -244,6 +248,23 @@ class Catalog:
         An in-memory lookup, safe for every ``/stream`` request.
         """
         return path in self._index
+
+    @property
+    def generation(self) -> str:
+        """A short text that changes whenever the set of readable tracks or any of their files does.
+
+        A digest of the index (every track path with its file's entity-tag,
+        combined by XOR, so each change updates it in constant time), not a
+        counter: every process on every host that sees the same library
+        gives the same value, and it survives restarts.  The track
+        listing's entity-tag is made from it.
+        """
+        if self._digest is None:
+            digest = 0
+            for path, entry in self._index.items():
+                digest ^= _entry_digest(path, entry)
+            self._digest = digest
+        return f"{len(self._index)}-{self._digest:016x}"
 
     def lookup(self, path: str) -> IndexEntry | None:
         """The index entry of a readable track (size, mtime, etag, on-disk path)."""
@@ -474,6 +495,15 @@ class Catalog:
 
         return lambda update: self._reactor.callFromThread(deliver, update)
 
+    def _update_digest(self, path: str, old: IndexEntry | None, new: IndexEntry | None) -> None:
+        """Keep :attr:`generation`'s digest in step with one change of the index."""
+        if self._digest is None:
+            return
+        if old is not None:
+            self._digest ^= _entry_digest(path, old)
+        if new is not None:
+            self._digest ^= _entry_digest(path, new)
+
     def _apply(self, changes: Sequence[IndexChange]) -> None:
         """Update the index and announce the changes (reactor thread)."""
         events: list[CatalogEvent] = []
@@ -487,12 +517,14 @@ class Catalog:
                 if change.reconcile and old == change.entry:
                     continue
                 self._index[change.path] = change.entry
+                self._update_digest(change.path, old, change.entry)
                 if change.record is not None:
                     self._records.put((change.path, change.entry.etag), change.record)
                 kind: EventKind = "added" if old is None else "changed"
                 events.append(CatalogEvent(kind, change.path, change.record))
             elif old is not None:
                 del self._index[change.path]
+                self._update_digest(change.path, old, None)
                 events.append(CatalogEvent("removed", change.path, None))
         for event in events:
             for subscriber in list(self._subscribers):
@@ -500,6 +532,12 @@ class Catalog:
                     subscriber(event)
                 except Exception:
                     log.failure("catalog subscriber raised on {kind}", kind=event.kind)
+
+
+def _entry_digest(path: str, entry: IndexEntry) -> int:
+    """64 bits of BLAKE2b over one track path and its file's entity-tag."""
+    data = f"{path}\0{entry.etag}".encode("utf-8", errors="surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 def _failed(error: Exception) -> Deferred[Any]:

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from twisted.logger import Logger
 
+from streamsrv.audio import spectrogram as spectrogram_mod
 from streamsrv.audio import spectrum as spectrum_mod
 from streamsrv.audio import waveform as waveform_mod
 from streamsrv.audio.artwork import find_artwork
@@ -93,6 +94,9 @@ class SpectrumOptions:
     :ivar spectrogram: Include the spectrogram in JSON.
     :ivar height: PNG height.
     :ivar width: PNG width (``None``: one column per frame).
+    :ivar frames: The JSON spectrogram's most columns (time).
+    :ivar bins: Its rows (log frequency).
+    :ivar axes: Draw time and frequency axes around the PNG.
     """
 
     format: str
@@ -102,6 +106,9 @@ class SpectrumOptions:
     spectrogram: bool
     height: int
     width: int | None
+    frames: int = spectrogram_mod.DEFAULT_FRAMES
+    bins: int = spectrogram_mod.DEFAULT_BINS
+    axes: bool = False
 
 
 def _etag(key: str) -> str:
@@ -137,6 +144,15 @@ class MediaLibrary:
     def is_audio(self) -> Callable[[str], bool] | None:
         """The catalog's ``is_audio`` (``None`` without a catalog: every audio file by extension)."""
         return self._catalog.is_audio if self._catalog is not None else None
+
+    def catalog_generation(self) -> str:
+        """The catalog's :attr:`~streamsrv.audio.catalog.Catalog.generation` (the listing's validator).
+
+        :raise ApiError: ``NOT_CONFIGURED`` when there is no catalog.
+        """
+        self.require_catalog()
+        generation: str = self._catalog.generation
+        return generation
 
     def require_catalog(self) -> None:
         """:raise ApiError: ``NOT_CONFIGURED`` when there is no catalog."""
@@ -265,7 +281,7 @@ class MediaLibrary:
         shape = {
             "fft": params.fft_size, "hop": params.hop, "window": params.window, "frames": params.max_frames,
             "start": start, "end": end, "format": fmt, "spectrogram": spectrogram, "w": width, "h": height,
-            "v": ARTIFACT_VERSION,
+            "grid": [options.frames, options.bins], "axes": options.axes, "layout": 2, "v": ARTIFACT_VERSION,
         }  # fmt: skip
         key = artifact_key(identity, "spectrum", shape)
         etag = _etag(key)
@@ -275,13 +291,13 @@ class MediaLibrary:
             body = await self._cache.read_bytes(cached)
         elif fmt == "png":
             body = await self._run(
-                spectrum_mod.generate_png, str(path), params, width=width, height=height,
-                start_s=start, end_s=end, key=f"spectrum:{key}",
+                spectrogram_mod.generate_png, str(path), params, width=width, height=height,
+                axes=options.axes, start_s=start, end_s=end, key=f"spectrum:{key}",
             )  # fmt: skip
         else:
             document = await self._run(
-                spectrum_mod.generate_json, str(path), params, include_spectrogram=spectrogram,
-                start_s=start, end_s=end, key=f"spectrum:{key}",
+                spectrogram_mod.generate_json, str(path), params, include_spectrogram=spectrogram,
+                frames=options.frames, bins=options.bins, start_s=start, end_s=end, key=f"spectrum:{key}",
             )  # fmt: skip
             body = json.dumps(document, separators=(",", ":")).encode("utf-8")
         if cached is None:

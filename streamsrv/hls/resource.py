@@ -33,6 +33,7 @@ file-system path in a response.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -67,6 +68,7 @@ from streamsrv.hls.segments import (
     encode_segment,
     probe_track,
 )
+from streamsrv.middleware.compression import accepts_gzip, gzip_etag, identity_if_none_match
 from streamsrv.middleware.guard import Admission, Guard
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
@@ -281,6 +283,9 @@ class HlsResource(AsyncLeaf):
         target = found
         if target.variant is not None and target.variant.lossless:
             self._guard.require(request, admission, "stream:hq")
+        if target.variant is not None:
+            kbps = target.variant.bitrate_kbps
+            request.delivered_as = (target.variant.codec, kbps * 1000 if kbps is not None else None)
         track_name, path, info = self._resolve(request, target.track_raw)
         identity = FileIdentity.of(track_name, info)
         track = await self._track(identity, path)
@@ -359,9 +364,12 @@ class HlsResource(AsyncLeaf):
         return self._playlist(request, "media", playlists.media_playlist(track, target.variant, uri))
 
     def _playlist(self, request: Any, kind: str, text: str) -> bytes:
-        """A playlist response; gzip-encoded when the client accepts it (Apple's authoring spec 10.1)."""
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", PLAYLIST_TYPE)
+        """A playlist response; gzip-encoded when the client accepts it (Apple's authoring spec 10.1).
+
+        Its ETag is made from the text (children's credentials included,
+        whose expiry is rounded, so it holds for a while); the gzip form has
+        its own (``-gzip``), and ``If-None-Match`` with either answers 304.
+        """
         request.setHeader(b"cache-control", PLAYLIST_CACHE_CONTROL)
         vary = request.responseHeaders.getRawHeaders(b"vary", [])  # CORS may have set Origin
         request.responseHeaders.setRawHeaders(b"vary", [b", ".join([*vary, b"Accept-Encoding"])])
@@ -369,7 +377,24 @@ class HlsResource(AsyncLeaf):
         if self._metrics is not None:
             self._metrics.requests.labels(kind).inc()
         body = text.encode("utf-8")
-        if _accepts_gzip(request.getHeader(b"accept-encoding")):
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        compress = accepts_gzip(request.getHeader(b"accept-encoding"))
+        request.setHeader(b"etag", gzip_etag(etag.encode("ascii")) if compress else etag.encode("ascii"))
+        outcome = evaluate_preconditions(
+            request.method.decode("ascii"),
+            etag,
+            0,
+            if_match=None,
+            if_none_match=identity_if_none_match(_header(request, b"if-none-match")),
+            if_modified_since=None,
+            if_unmodified_since=None,
+        )
+        if outcome is Outcome.NOT_MODIFIED:
+            request.setResponseCode(304)
+            return b""
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", PLAYLIST_TYPE)
+        if compress:
             request.setHeader(b"content-encoding", b"gzip")
             body = gzip.compress(body, mtime=0)
         return body
@@ -547,16 +572,6 @@ def _size(body: IO[bytes]) -> int:
     if isinstance(body, io.BytesIO):
         return len(body.getbuffer())
     return os.fstat(body.fileno()).st_size
-
-
-def _accepts_gzip(header: bytes | None) -> bool:
-    """Whether ``Accept-Encoding`` allows gzip (a ``q=0`` refuses it)."""
-    for item in (header or b"").lower().split(b","):
-        name, _, params = item.strip().partition(b";")
-        if name.strip() in (b"gzip", b"*"):
-            q = params.strip()
-            return not q.startswith(b"q=") or q[2:].strip(b" 0.") != b""
-    return False
 
 
 def _header(request: Any, name: bytes) -> str | None:

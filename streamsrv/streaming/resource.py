@@ -267,6 +267,7 @@ class StreamResource(AsyncLeaf):
             return self._transcode(request, admission)
         self._refuse_if_draining(request)
         track, path, fmt = self._resolve(request)
+        request.delivered_as = (fmt.codec, None)  # an original: bitrate estimated from size, duration
         durations = self._durations
         if durations is not None and not durations.known(track):
             return self._serve_once_known(durations, request, track, path, fmt)
@@ -330,6 +331,8 @@ class StreamResource(AsyncLeaf):
             self._guard.require(request, admission, "stream:hq")
         track, path, _fmt = self._resolve(request)
         rendition = await self._with_replaygain(request, track, rendition)
+        kbps = rendition.bitrate_kbps
+        request.delivered_as = (rendition.format, kbps * 1000 if kbps is not None else None)
         info = regular_file_stat(path)
         on_delivered = self._on_delivered
 

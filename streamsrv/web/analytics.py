@@ -33,6 +33,7 @@ from streamsrv.analytics.queries import (
 from streamsrv.auth.principal import Principal
 from streamsrv.errors import ApiError
 from streamsrv.media.paths import PathRefused, decode_request_path, normalise_relative_path
+from streamsrv.middleware.audit import security_event
 from streamsrv.web.query import one_value
 
 __all__ = ["AnalyticsRoutes", "parse_query_params"]
@@ -113,7 +114,8 @@ class AnalyticsRoutes:
         """One track's listening, bucketed by ``granularity``."""
         try:
             path = "/".join(normalise_relative_path(decode_request_path(raw_path)))
-        except PathRefused:
+        except PathRefused as e:
+            security_event(request, "path_refused", reason=e.reason)
             raise ApiError("NOT_FOUND") from None
         return await self._analytics.track(principal, path, self._params(request))
 

@@ -18,20 +18,23 @@ from typing import TYPE_CHECKING, Any
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from streamsrv import __version__
+from streamsrv.audio.library import Representation
 from streamsrv.auth.jwt import bearer_token
 from streamsrv.auth.principal import AuthError
 from streamsrv.errors import ApiError
 from streamsrv.health.checks import FAILING, HealthChecks
 from streamsrv.health.metrics import Metrics
+from streamsrv.middleware.audit import security_event
 from streamsrv.web.alerts import AlertRoutes
 from streamsrv.web.analytics import AnalyticsRoutes
 from streamsrv.web.errors import render_error
-from streamsrv.web.media import MediaRoutes
+from streamsrv.web.media import JSON_TYPE, MediaRoutes, body_etag, json_bytes, validated
 from streamsrv.web.notifications import NotificationRoutes
 from streamsrv.web.openapi import openapi_document
+from streamsrv.web.routing import configure_router, error_for_http_exception, hostile_reason
 
 if TYPE_CHECKING:
     from streamsrv.alerts.factory import Alerts
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
     from streamsrv.auth.refresh import TokenService
     from streamsrv.middleware.guard import Guard
     from streamsrv.notifications.service import NotificationService
+
+#: ``/`` and ``/openapi.json`` change only with the server's version: reused briefly, then revalidated.
+OPENAPI_CACHE_CONTROL = b"max-age=300"
 
 #: The request being handled, for callbacks (security events) that are not handed it.
 current_request: ContextVar[Any] = ContextVar("current_request", default=None)
@@ -79,6 +85,9 @@ class ApiApp:
     """
 
     app = Klein()
+    # Paths are matched as they come: no redirect to a merged-slash twin, and
+    # `tail` hands a track route the whole rest (see streamsrv.web.routing).
+    configure_router(app.url_map)
 
     def __init__(
         self,
@@ -127,6 +136,9 @@ class ApiApp:
 
     @app.handle_errors(NotFound)
     def _not_found(self, request: Any, failure: Failure) -> bytes:
+        reason = hostile_reason(request.path)
+        if reason is not None:
+            security_event(request, "path_refused", reason=reason)
         return render_error(request, ApiError("NOT_FOUND"))
 
     @app.handle_errors(MethodNotAllowed)
@@ -134,14 +146,18 @@ class ApiApp:
         allowed = ", ".join(sorted(failure.value.valid_methods or ()))
         return render_error(request, ApiError("METHOD_NOT_ALLOWED", headers={"Allow": allowed}))
 
+    @app.handle_errors(HTTPException)
+    def _router_error(self, request: Any, failure: Failure) -> bytes:
+        return render_error(request, error_for_http_exception(failure.value))
+
     @app.route("/", methods=["GET", "HEAD"])
     async def index(self, request: Any) -> bytes:
         """What this server is, and where its API document lives."""
         request.route = "api"
-        return json_body(
-            request,
-            {"name": "streamsrv", "version": __version__, "openapi": "/openapi.json", "health": "/health"},
+        body = json_bytes(
+            {"name": "streamsrv", "version": __version__, "openapi": "/openapi.json", "health": "/health"}
         )
+        return validated(request, Representation(body, JSON_TYPE, body_etag(body)), OPENAPI_CACHE_CONTROL)
 
     @app.route("/health", methods=["GET", "HEAD"], strict_slashes=False)
     async def health(self, request: Any) -> bytes:
@@ -206,7 +222,8 @@ class ApiApp:
     async def openapi(self, request: Any) -> bytes:
         """The OpenAPI 3.1 document of this server."""
         request.route = "openapi"
-        return json_body(request, openapi_document())
+        body = json_bytes(openapi_document())
+        return validated(request, Representation(body, JSON_TYPE, body_etag(body)), OPENAPI_CACHE_CONTROL)
 
     async def _admit_admin(self, request: Any) -> None:
         """Let in an admin's access token (``*``); anything else is 401, or 403 for a valid non-admin."""
@@ -280,7 +297,7 @@ class ApiApp:
         analytics, principal = await self._analytics_request(request)
         return json_body(request, await analytics.top_tracks(request, principal))
 
-    @app.route("/api/v1/analytics/tracks/<path:_track>", methods=["GET", "HEAD"])
+    @app.route("/api/v1/analytics/tracks/<tail:_track>", methods=["GET", "HEAD"])
     async def analytics_track(self, request: Any, _track: str) -> bytes:
         """One track's listening as a series (``granularity``)."""
         analytics, principal = await self._analytics_request(request)
@@ -320,30 +337,27 @@ class ApiApp:
     async def tracks(self, request: Any) -> bytes:
         """The catalog: ``q`` (title, artist, album), ``artist``, ``album``, ``limit``, ``cursor``."""
         media = await self._catalog_request(request)
-        request.setHeader(b"cache-control", b"private, no-cache")
-        return json_body(request, await media.tracks(request))
+        return await media.tracks_answer(request)
 
-    @app.route("/api/v1/tracks/<path:_track>", methods=["GET", "HEAD"])
+    @app.route("/api/v1/tracks/<tail:_track>", methods=["GET", "HEAD"])
     async def track(self, request: Any, _track: str) -> bytes:
         """One track's metadata."""
         media = await self._catalog_request(request)
-        raw = request.path[len(b"/api/v1/tracks/") :]
-        request.setHeader(b"cache-control", b"private, no-cache")
-        return json_body(request, await media.track(request, raw))
+        return await media.track_answer(request, request.path[len(b"/api/v1/tracks/") :])
 
-    @app.route("/api/v1/waveform/<path:_track>", methods=["GET", "HEAD"])
+    @app.route("/api/v1/waveform/<tail:_track>", methods=["GET", "HEAD"])
     async def waveform(self, request: Any, _track: str) -> bytes:
         """Peaks in the audiowaveform formats (always 200, never 206)."""
         media, raw = await self._media_request(request, "waveform")
         return media.represent(request, await media.waveform(request, raw))
 
-    @app.route("/api/v1/spectrum/<path:_track>", methods=["GET", "HEAD"])
+    @app.route("/api/v1/spectrum/<tail:_track>", methods=["GET", "HEAD"])
     async def spectrum(self, request: Any, _track: str) -> bytes:
         """Average spectrum, band energies, centroid, roll-off; spectrogram as JSON or PNG."""
         media, raw = await self._media_request(request, "spectrum")
         return media.represent(request, await media.spectrum(request, raw))
 
-    @app.route("/api/v1/artwork/<path:_track>", methods=["GET", "HEAD"])
+    @app.route("/api/v1/artwork/<tail:_track>", methods=["GET", "HEAD"])
     async def artwork(self, request: Any, _track: str) -> bytes:
         """The cover: embedded in the file, or ``cover.*``/``folder.*`` beside it."""
         media, raw = await self._media_request(request, "artwork")

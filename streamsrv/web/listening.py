@@ -18,6 +18,12 @@ def _user(request: Any) -> str:
     return getattr(request, "user", None) or "anonymous"
 
 
+def _delivered_as(request: Any) -> tuple[str | None, int | None]:
+    """``(format, bitrate bits/s)`` the resource said it sent (``delivered_as``), else unknown."""
+    value = getattr(request, "delivered_as", None)
+    return value if value is not None else (None, None)
+
+
 class StreamListening:
     """``StreamResource``'s ``on_delivered``: each body sent, range by range."""
 
@@ -34,6 +40,7 @@ class StreamListening:
         duration: float | None,
     ) -> None:
         agent = request.getHeader(b"user-agent")
+        fmt, bitrate = _delivered_as(request)
         record_delivery(
             self._sessions,
             _user(request),
@@ -44,6 +51,8 @@ class StreamListening:
             duration_s=duration,
             ip=getattr(request, "client_ip", None),
             user_agent=agent.decode("latin-1") if agent else None,
+            format=fmt,
+            bitrate=bitrate,
         )
 
 
@@ -54,4 +63,6 @@ class HlsListening:
         self._sessions = sessions
 
     def __call__(self, request: Any, track: str, n: int, sent: int) -> None:
-        record_segment(self._sessions, _user(request), track, n, sent, getattr(request, "client_ip", None))
+        fmt, bitrate = _delivered_as(request)
+        ip = getattr(request, "client_ip", None)
+        record_segment(self._sessions, _user(request), track, n, sent, ip, format=fmt, bitrate=bitrate)

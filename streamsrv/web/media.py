@@ -14,6 +14,8 @@ anything about audio.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -22,23 +24,30 @@ from typing import Any, Final
 
 from twisted.internet.interfaces import IReactorTime
 
+from streamsrv.audio import spectrogram as spectrogram_mod
 from streamsrv.audio import spectrum as spectrum_mod
 from streamsrv.audio import waveform as waveform_mod
 from streamsrv.audio.library import MediaLibrary, Representation, SpectrumOptions, WaveformOptions
 from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
+from streamsrv.middleware.compression import identity_if_none_match
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.tracks import resolve_media
 from streamsrv.web.query import one_value
 
-__all__ = ["MEDIA_MAX_AGE_S", "MediaRoutes", "waveform_options"]
+__all__ = ["MEDIA_MAX_AGE_S", "MediaRoutes", "body_etag", "validated", "waveform_options"]
 
 #: Largest ``limit`` of a track listing.
 MAX_PAGE: Final = 200
 
 #: Longest ``q``, ``artist``, ``album`` or ``cursor`` accepted.
 MAX_QUERY_CHARS: Final = 512
+
+#: Layout version of the track listing's JSON; bump when it changes, to change its ETags.
+LISTING_VERSION: Final = 1
+
+JSON_TYPE: Final = "application/json; charset=utf-8"
 
 #: How long clients may reuse artwork, waveforms and spectra before revalidating.
 MEDIA_MAX_AGE_S: Final = 3600
@@ -104,6 +113,31 @@ def waveform_options(args: Args) -> WaveformOptions:
     except ValueError as e:
         raise ApiError("BAD_REQUEST", str(e)) from None
     return WaveformOptions(spp, pps, bits, split, start, end, fmt)
+
+
+def _boolean(args: Args, name: str) -> bool:
+    text = _one(args, name)
+    if text is None or text in ("0", "false"):
+        return False
+    if text in ("1", "true"):
+        return True
+    raise ApiError("BAD_REQUEST", f"{name} must be true or false.")
+
+
+def spectrogram_query(args: Args) -> tuple[int, int, bool]:
+    """``frames``, ``bins`` (the JSON spectrogram's grid) and ``axes`` (the PNG's), checked.
+
+    :raise ApiError: ``BAD_REQUEST`` naming the parameter that is not a
+        whole number, is out of its range, or (``frames`` x ``bins``) too big.
+    """
+    frames = _int(args, "frames", spectrogram_mod.DEFAULT_FRAMES)
+    bins = _int(args, "bins", spectrogram_mod.DEFAULT_BINS)
+    assert frames is not None and bins is not None
+    try:
+        spectrogram_mod.check_grid(frames, bins)
+    except ValueError as e:
+        raise ApiError("BAD_REQUEST", str(e)) from None
+    return frames, bins, _boolean(args, "axes")
 
 
 def _text_header(request: Any, name: bytes) -> str | None:
@@ -181,11 +215,12 @@ class MediaRoutes:
         end = _seconds(args, "end")
         if end is not None and end <= start:
             raise ApiError("BAD_REQUEST", "end must be after start.")
-        track, path, info = self.resolve(request, raw_path)
-        spectrogram = _choice(args, "spectrogram", ("0", "1")) == "1"
+        spectrogram = _choice(args, "spectrogram", ("1", "0")) == "1"
         height = _int(args, "height", 256) or 0
         width = _int(args, "width", None)
-        options = SpectrumOptions(fmt, params, start, end, spectrogram, height, width)
+        frames, bins, axes = spectrogram_query(args)
+        track, path, info = self.resolve(request, raw_path)
+        options = SpectrumOptions(fmt, params, start, end, spectrogram, height, width, frames, bins, axes)
         return await self._library.spectrum(track, path, info, options)
 
     async def artwork(self, request: Any, raw_path: bytes) -> Representation:
@@ -195,23 +230,82 @@ class MediaRoutes:
 
     def represent(self, request: Any, rep: Representation) -> bytes:
         """Send *rep* with its validator, private caching (clamped for signed URLs) and 304 on a match."""
-        request.setHeader(b"etag", rep.etag.encode("ascii"))
         max_age = MEDIA_MAX_AGE_S
         if getattr(request, "signed_expires", None) is not None:
             max_age = min(max_age, max_age_for(request.signed_expires, self._clock.seconds()))
-        request.setHeader(b"cache-control", b"private, max-age=%d" % max_age)
         mark_media(request)
-        outcome = evaluate_preconditions(
-            request.method.decode("ascii"),
-            rep.etag,
-            0,
-            if_match=None,
-            if_none_match=_text_header(request, b"if-none-match"),
-            if_modified_since=None,
-            if_unmodified_since=None,
-        )
-        if outcome is Outcome.NOT_MODIFIED:
-            request.setResponseCode(304)
-            return b""
-        request.setHeader(b"content-type", rep.content_type.encode("ascii"))
-        return rep.body
+        return validated(request, rep, b"private, max-age=%d" % max_age)
+
+    async def tracks_answer(self, request: Any) -> bytes:
+        """``GET /api/v1/tracks`` with a validator: the catalog's generation and the query.
+
+        A client whose ``If-None-Match`` holds it gets 304 before the
+        catalog is searched at all.
+        """
+        self._library.require_catalog()
+        etag = listing_etag(self._library.catalog_generation(), request.uri.partition(b"?")[2])
+        if not_modified(request, etag):
+            return answer_304(request, etag, b"private, no-cache", JSON_TYPE)
+        document = await self.tracks(request)
+        return validated(request, Representation(json_bytes(document), JSON_TYPE, etag), b"private, no-cache")
+
+    async def track_answer(self, request: Any, raw_path: bytes) -> bytes:
+        """``GET /api/v1/tracks/{path}`` with a validator made from the metadata itself."""
+        body = json_bytes(await self.track(request, raw_path))
+        rep = Representation(body, JSON_TYPE, body_etag(body))
+        return validated(request, rep, b"private, no-cache")
+
+
+def json_bytes(document: object) -> bytes:
+    """*document* as the API's compact UTF-8 JSON."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def body_etag(body: bytes) -> str:
+    """A strong entity-tag made from the bytes of a body."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def listing_etag(generation: str, query: bytes) -> str:
+    """The entity-tag of a track listing: the catalog's generation, the query and the layout version."""
+    digest = hashlib.sha256(b"%d\0%s\0%s" % (LISTING_VERSION, generation.encode("ascii"), query))
+    return '"' + digest.hexdigest()[:32] + '"'
+
+
+def not_modified(request: Any, etag: str) -> bool:
+    """Whether *request*'s ``If-None-Match`` holds *etag* (either representation's form of it)."""
+    header = identity_if_none_match(_text_header(request, b"if-none-match"))
+    outcome = evaluate_preconditions(
+        request.method.decode("ascii"),
+        etag,
+        0,
+        if_match=None,
+        if_none_match=header,
+        if_modified_since=None,
+        if_unmodified_since=None,
+    )
+    return outcome is Outcome.NOT_MODIFIED
+
+
+def answer_304(request: Any, etag: str, cache_control: bytes, content_type: str) -> bytes:
+    """A 304 with the validator and caching of the representation of *content_type*."""
+    request.setHeader(b"etag", etag.encode("ascii"))
+    request.setHeader(b"cache-control", cache_control)
+    # No Content-Type on a 304: compression reads what the body would have been here.
+    request.variant_type = content_type.encode("ascii")
+    request.setResponseCode(304)
+    return b""
+
+
+def validated(request: Any, rep: Representation, cache_control: bytes) -> bytes:
+    """Send *rep* with its ETag and *cache_control*; 304 when ``If-None-Match`` holds the ETag.
+
+    The ETag set is the identity one: compression gives the gzip
+    representation its own (see :mod:`streamsrv.middleware.compression`).
+    """
+    if not_modified(request, rep.etag):
+        return answer_304(request, rep.etag, cache_control, rep.content_type)
+    request.setHeader(b"etag", rep.etag.encode("ascii"))
+    request.setHeader(b"cache-control", cache_control)
+    request.setHeader(b"content-type", rep.content_type.encode("ascii"))
+    return rep.body

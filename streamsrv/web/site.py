@@ -106,10 +106,15 @@ class StreamsrvRequest(server.Request):
     route: str = "other"
     #: ``expires`` of the signed URL that admitted this request, if any.
     signed_expires: int | None = None
+    #: ``(format, bitrate bits/s)`` of the audio a /stream or /hls answer sends (``stream.started``).
+    delivered_as: tuple[str, int | None] | None = None
     user: str | None = None
     #: How the caller authenticated: ``jwt``, ``signed_url`` or ``anonymous``.
     auth_via: str | None = None
     error_code: str | None = None
+    #: The Content-Type the answer's representation has, for a 304 that does
+    #: not send one (compression decides ``Vary`` and the ETag's form by it).
+    variant_type: bytes | None = None
     #: Body bytes a sender wrote directly to the socket (sendfile), which
     #: Twisted's ``sentLength`` does not see.
     direct_bytes: int = 0

@@ -7,8 +7,10 @@ Every message, both ways, is one JSON object in one text frame::
     {"type": "...", "id": "...", "ts": "2026-01-01T12:00:00.000Z", "data": {...}}
 
 ``id`` and ``ts`` are optional from the client.  A server frame that answers
-a client message carries that message's ``id`` (if it had one); other server
-frames carry an id of the server's.
+a client message carries that message's ``id``; a message without one (or
+with one that is not a string of at most 128 characters) is given one server
+id, and every answer to it carries that same id.  Other server frames carry
+an id of the server's.
 
 Client -> server:
 
@@ -241,6 +243,10 @@ class EventSocketProtocol(WebSocketServerProtocol):
             return
         raw_id = message.get("id")
         msg_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= MAX_ID_LENGTH else None
+        if msg_id is None:
+            # One server id for every answer to this message (an error and the
+            # subscribed after it, say), so a client can tell they belong together.
+            msg_id = self.next_id()
         data = message.get("data", {})
         if data is None:
             data = {}

@@ -40,28 +40,41 @@ import (
 
 var b64 = base64.RawURLEncoding
 
+// NewFamily returns a fresh refresh-token family id (the fam claim): one per
+// login session, set on the session's first access token and on its first
+// refresh token, so that when streamsrv sees a spent refresh token presented
+// again it revokes the family's access tokens too, the one minted here included.
+func NewFamily() (string, error) {
+	fam := make([]byte, 16)
+	if _, err := rand.Read(fam); err != nil {
+		return "", err
+	}
+	return b64.EncodeToString(fam), nil
+}
+
 // MintAccessToken returns an HS256 access token streamsrv accepts: sub, roles,
-// typ, iat, exp and a random jti. Add iss/aud when streamsrv is configured with
-// STREAMSRV_JWT_ISSUER/STREAMSRV_JWT_AUDIENCE.
-func MintAccessToken(secret []byte, sub string, roles []string, ttl time.Duration, now time.Time) (string, error) {
-	return mintToken(secret, sub, map[string]any{"roles": roles}, "access", ttl, now)
+// typ, iat, exp, a random jti and the session's fam. Add iss/aud when streamsrv
+// is configured with STREAMSRV_JWT_ISSUER/STREAMSRV_JWT_AUDIENCE.
+func MintAccessToken(secret []byte, sub string, roles []string, fam string, ttl time.Duration, now time.Time) (string, error) {
+	return mintToken(secret, sub, map[string]any{"roles": roles}, "access", fam, ttl, now)
 }
 
 // MintServiceToken returns a short-lived access token for the backend itself:
-// no role, only the permissions it needs (e.g. "notifications:send").
+// no role, only the permissions it needs (e.g. "notifications:send"), no fam.
 func MintServiceToken(secret []byte, sub string, permissions []string, ttl time.Duration, now time.Time) (string, error) {
-	return mintToken(secret, sub, map[string]any{"roles": []string{}, "permissions": permissions}, "access", ttl, now)
+	return mintToken(secret, sub, map[string]any{"roles": []string{}, "permissions": permissions}, "access", "", ttl, now)
 }
 
 // MintRefreshToken returns the first refresh token of a session (typ
-// "refresh", no fam: streamsrv starts a family for it). The frontend trades it
-// at POST /api/v1/auth/refresh for fresh access tokens; each trade rotates it,
-// and presenting a spent one again revokes the whole family.
-func MintRefreshToken(secret []byte, sub string, roles []string, ttl time.Duration, now time.Time) (string, error) {
-	return mintToken(secret, sub, map[string]any{"roles": roles}, "refresh", ttl, now)
+// "refresh", with the session's fam). The frontend trades it at
+// POST /api/v1/auth/refresh for fresh access tokens; each trade rotates it
+// (streamsrv keeps the fam), and presenting a spent one again revokes the whole
+// family: every refresh and access token carrying that fam.
+func MintRefreshToken(secret []byte, sub string, roles []string, fam string, ttl time.Duration, now time.Time) (string, error) {
+	return mintToken(secret, sub, map[string]any{"roles": roles}, "refresh", fam, ttl, now)
 }
 
-func mintToken(secret []byte, sub string, grants map[string]any, typ string, ttl time.Duration, now time.Time) (string, error) {
+func mintToken(secret []byte, sub string, grants map[string]any, typ string, fam string, ttl time.Duration, now time.Time) (string, error) {
 	header, _ := json.Marshal(map[string]string{"alg": "HS256", "typ": "JWT"})
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
@@ -73,6 +86,9 @@ func mintToken(secret []byte, sub string, grants map[string]any, typ string, ttl
 		"iat": now.Unix(),
 		"exp": now.Add(ttl).Unix(),
 		"jti": b64.EncodeToString(jti),
+	}
+	if fam != "" {
+		body["fam"] = fam
 	}
 	for name, value := range grants {
 		body[name] = value
@@ -250,11 +266,15 @@ type playback struct {
 }
 
 func describe(secret []byte, kid string, key []byte, base, sub string, roles []string, track string, now time.Time) (playback, error) {
-	token, err := MintAccessToken(secret, sub, roles, 15*time.Minute, now)
+	fam, err := NewFamily()
 	if err != nil {
 		return playback{}, err
 	}
-	refresh, err := MintRefreshToken(secret, sub, roles, 30*24*time.Hour, now)
+	token, err := MintAccessToken(secret, sub, roles, fam, 15*time.Minute, now)
+	if err != nil {
+		return playback{}, err
+	}
+	refresh, err := MintRefreshToken(secret, sub, roles, fam, 30*24*time.Hour, now)
 	if err != nil {
 		return playback{}, err
 	}
