@@ -205,7 +205,13 @@ async def outage_run(
                 peak = analytics
         await forwarder.start()
         restored_at = time.monotonic()
-        await asyncio.sleep(5)
+        recovered = None
+        while recovered is None and time.monotonic() - restored_at < 60:
+            checks = (await loop.run_in_executor(None, get_json, daemon, "/health/detailed"))["checks"]
+            if checks["analytics"]["status"] == "ok" and checks["analytics"]["buffer_size"] < 100:
+                recovered = time.monotonic() - restored_at
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(max(0.0, 5 - (time.monotonic() - restored_at)))
         driver.stop()
         await asyncio.wait_for(running, 60)
         drained = None
@@ -219,7 +225,13 @@ async def outage_run(
         dropped = metric(body.decode(), "streamsrv_analytics_events_dropped_total")
         daemon.process.send_signal(signal.SIGTERM)
         await loop.run_in_executor(None, daemon.wait, 30)
-        return {"sent": driver.sent, "peak": peak, "drained_after_s": drained, "dropped": dropped}
+        return {
+            "sent": driver.sent,
+            "peak": peak,
+            "backlog_written_after_s": recovered,
+            "all_written_after_restore_s": drained,
+            "dropped": dropped,
+        }
     finally:
         daemon.stop()
 
