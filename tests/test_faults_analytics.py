@@ -151,4 +151,3 @@ class PostgresOutageTests(unittest.TestCase):
         self.proxy.restore()
         await until(lambda: store.counters().events_written == 1, "the retry")
         self.assertEqual(await count(store, "events"), 1)
-
