@@ -14,7 +14,9 @@ few hundred milliseconds; ``bench/analytics_outage.py`` runs the 30 s one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -151,3 +153,99 @@ class PostgresOutageTests(unittest.TestCase):
         self.proxy.restore()
         await until(lambda: store.counters().events_written == 1, "the retry")
         self.assertEqual(await count(store, "events"), 1)
+
+
+class NotificationOutageTests(unittest.TestCase):
+    """``POST /api/v1/notifications`` while the outbox's PostgreSQL is unreachable."""
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from streamsrv.notifications.caps import Caps
+        from streamsrv.notifications.outbox import Outbox
+        from streamsrv.notifications.outboxdb import PostgresOutboxDatabase
+        from streamsrv.notifications.service import NotificationService
+        from streamsrv.web.notifications import NotificationRoutes
+        from tests.sitehelpers import build_site, jwt_guard, stub_for
+        from tests.test_notify_outbox import postgres_schema_dsn
+        from tests.test_notify_service import NOW, TEMPLATES
+
+        dsn = postgres_schema_dsn(self)
+        parts = urlsplit(dsn)
+        self.proxy = FaultProxy(reactor, parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+        database = PostgresOutboxDatabase(through(dsn, self.proxy.port))
+        self.addCleanup(database.close)
+        self.outbox = Outbox(database, reactor, reactor.getThreadPool())
+        self.now = NOW
+        clock = Clock()
+        clock.advance(NOW)
+        issuer, guard = jwt_guard("a-notifications-test-secret-long-enough-0123456789", clock)
+        self.token = issuer.issue(sub="backend", roles=[], permissions=["notifications:send"], ttl_s=600)
+        self.built = build_site(Path(self.mktemp()), clock=clock, guard=guard)
+        service = NotificationService(
+            self.outbox, TEMPLATES, frozenset({"websocket"}), Caps(4, 12), 100, clock
+        )
+        self.built.api._notifications = NotificationRoutes(service)
+        self.stub = stub_for(self.built)
+
+    async def post(self, body: dict[str, Any]) -> tuple[int, Any, Any]:
+        """Status, decoded JSON and headers of one POST."""
+        from tests.test_analytics_api import settle
+
+        d = self.stub.post(
+            "http://streamsrv.test/api/v1/notifications",
+            headers={"Authorization": [f"Bearer {self.token}"]},
+            data=json.dumps(body).encode(),
+        )
+        response = await settle(self.stub, d)
+        return response.code, json.loads(await settle(self.stub, response.content())), response.headers
+
+    async def test_unavailable_then_queued(self) -> None:
+        """During the outage a send is 503 UNAVAILABLE with Retry-After (nothing claimed as
+        queued); after it, the same send is 202 and durable."""
+        from tests.test_notify_service import DATA
+
+        await self.outbox.start(self.now)
+        body = {"template": "new-release", "user_ids": ["u1"], "data": DATA, "idempotency_key": "k-1"}
+        await self.proxy.cut()
+        code, answer, headers = await self.post(body)
+        self.assertEqual((code, answer["error"]["code"]), (503, "UNAVAILABLE"), answer)
+        self.assertTrue(headers.getRawHeaders(b"retry-after"))
+        self.proxy.restore()
+        code, answer, _ = await self.post(body)
+        self.assertEqual(code, 202, answer)
+        record = await self.outbox.get(answer["id"])
+        self.assertIsNotNone(record)
+
+    async def test_sender_waits_then_sends(self) -> None:
+        """The sender's rounds during the outage claim nothing and raise nothing (one warning);
+        a notification queued before it is delivered once the database is back."""
+        from twisted.logger import globalLogPublisher
+
+        from streamsrv.notifications.caps import Caps
+        from streamsrv.notifications.sender import NotificationSender
+        from tests.test_notify_service import DATA, TEMPLATES
+
+        await self.outbox.start(self.now)
+        code, answer, _ = await self.post({"template": "new-release", "user_ids": ["u1"], "data": DATA})
+        self.assertEqual(code, 202, answer)
+        published: list[Any] = []
+        sender = NotificationSender(
+            self.outbox, TEMPLATES, {}, lambda channel, event: published.append(channel), reactor,
+            default_caps=Caps(4, 12), worker_id="faults",
+        )  # fmt: skip
+        warnings: list[Any] = []
+        observer = warnings.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        await self.proxy.cut()
+        for _ in range(3):
+            self.assertEqual(await sender.send_due(), 0)
+        self.assertEqual(published, [])
+        unavailable = [e for e in warnings if "outbox is unavailable" in e.get("log_format", "")]
+        self.assertEqual(len(unavailable), 1)
+        self.proxy.restore()
+        self.assertEqual(await sender.send_due(), 1)
+        self.assertEqual(published, ["user:u1"])
