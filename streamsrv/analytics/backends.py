@@ -27,6 +27,7 @@ __all__ = ["ANALYTICS_DB_FILE", "PostgresAnalyticsStore", "SqliteAnalyticsStore"
 #: The SQLite file in ``STREAMSRV_DATA_DIR`` used when no DSN is configured.
 ANALYTICS_DB_FILE: Final = "analytics.sqlite3"
 
+
 class SqliteAnalyticsStore(AnalyticsStore):
     """
     Analytics in a SQLite file (WAL), written by one database thread.
