@@ -228,7 +228,7 @@ def _daemon(services: RootService, settings: Settings, reactor: Any, worker: Wor
         settings.data_dir / "cache", settings.cache_max_bytes, threads=threads_for(reactor)
     )
     catalog = make_catalog(settings, root, reactor, services, redis, health.checks, metrics, artifacts)
-    guard = make_guard(settings, reactor, auth, limiter)
+    guard = make_guard(settings, reactor, auth, limiter, health.checks)
     checks = health.checks
     parts = HttpParts(
         settings, reactor, root, metrics, auth, guard, tracker, checks, pool, artifacts, catalog

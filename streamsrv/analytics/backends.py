@@ -18,6 +18,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 
 from streamsrv.analytics.store import AnalyticsStore
+from streamsrv.db.pgpool import postgres_pool
 from streamsrv.db.schema import POSTGRES, SQLITE
 from streamsrv.db.sqlitepool import sqlite_pool
 
@@ -25,9 +26,6 @@ __all__ = ["ANALYTICS_DB_FILE", "PostgresAnalyticsStore", "SqliteAnalyticsStore"
 
 #: The SQLite file in ``STREAMSRV_DATA_DIR`` used when no DSN is configured.
 ANALYTICS_DB_FILE: Final = "analytics.sqlite3"
-
-#: How long connecting to PostgreSQL may take.
-POSTGRES_CONNECT_TIMEOUT_S: Final = 5
 
 
 class SqliteAnalyticsStore(AnalyticsStore):
@@ -59,7 +57,8 @@ class PostgresAnalyticsStore(AnalyticsStore):
     """
     Analytics in PostgreSQL through psycopg2, shared by every process and host.
 
-    A broken connection is replaced on the next attempt (``cp_reconnect``).
+    A broken connection is replaced on the next attempt, quietly (the store
+    logs the outage once); see :mod:`streamsrv.db.pgpool`.
     """
 
     def __init__(self, dsn: str, clock: IReactorTime, *, reactor: Any, **options: Any) -> None:
@@ -74,17 +73,7 @@ class PostgresAnalyticsStore(AnalyticsStore):
         self._reactor = reactor
 
     def _open_pool(self) -> adbapi.ConnectionPool:
-        return adbapi.ConnectionPool(
-            "psycopg2",
-            self._dsn,
-            connect_timeout=POSTGRES_CONNECT_TIMEOUT_S,
-            application_name="streamsrv-analytics",
-            cp_min=1,
-            cp_max=2,
-            cp_reconnect=True,
-            cp_noisy=False,
-            cp_reactor=self._reactor,
-        )
+        return postgres_pool(self._dsn, self._reactor, application_name="streamsrv-analytics")
 
 
 def make_analytics_store(

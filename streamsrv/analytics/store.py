@@ -227,6 +227,8 @@ class StoreCounters:
     :ivar flush_failures: Flushes (or migrations) that failed.
     :ivar events_dropped: Events dropped: the buffer overflowed while the
         database failed, or they arrived after the store closed.
+    :ivar sessions_dropped: Session states dropped because more than
+        *max_buffered* distinct sessions waited (the oldest go first).
     :ivar buffer_size: Events and session records waiting to be written.
     """
 
@@ -235,6 +237,7 @@ class StoreCounters:
     flush_failures: int
     events_dropped: int
     buffer_size: int
+    sessions_dropped: int = 0
 
 
 _UPSERT_SESSION_HEAD: Final = f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)})"
@@ -346,6 +349,7 @@ class AnalyticsStore(Service):
         self._sessions_written = 0
         self._flush_failures = 0
         self._events_dropped = 0
+        self._sessions_dropped = 0
         self._migrations = load_migrations(MIGRATIONS_DIR)
         self._flusher = PeriodicService(
             flush_interval_s, self._tick, clock=clock, now=False, what="analytics: the flush loop"
@@ -437,6 +441,7 @@ class AnalyticsStore(Service):
         self._sessions[session.id] = session
         if len(self._sessions) > self._max:
             del self._sessions[next(iter(self._sessions))]
+            self._sessions_dropped += 1
         self._maybe_flush_early()
 
     def record_event(self, event: AnalyticsEvent) -> None:
@@ -511,6 +516,7 @@ class AnalyticsStore(Service):
         self._sessions.update(newer)
         while len(self._sessions) > self._max:
             del self._sessions[next(iter(self._sessions))]
+            self._sessions_dropped += 1
 
     def _write(self, txn: Any, events: list[tuple[Any, ...]], sessions: list[tuple[Any, ...]]) -> None:
         """In the database thread: one transaction with every session and event."""
@@ -562,6 +568,7 @@ class AnalyticsStore(Service):
             flush_failures=self._flush_failures,
             events_dropped=self._events_dropped,
             buffer_size=len(self._events) + len(self._sessions),
+            sessions_dropped=self._sessions_dropped,
         )
 
     def check(self) -> CheckResult:
@@ -569,7 +576,10 @@ class AnalyticsStore(Service):
         detail: dict[str, object] = {
             "dialect": self.dialect,
             "buffer_size": counters.buffer_size,
+            "buffer_limit": self._max,
             "flush_failures": counters.flush_failures,
+            "events_dropped": counters.events_dropped,
+            "sessions_dropped": counters.sessions_dropped,
         }
         if not self._migrated:
             return CheckResult(FAILING, {**detail, "state": "not ready"})

@@ -371,7 +371,7 @@ class _Pipeline:
             if seek_s > 0.0:
                 try:
                     container.seek(origin + math.floor(seek_s / time_base), stream=stream)
-                except av.error.FFmpegError:
+                except (av.error.FFmpegError, OverflowError):  # OverflowError: past int64 (start=1e300)
                     raise _SeekMissed() from None
             frames = _frames(container, stream)
             first = next(frames, None)

@@ -349,8 +349,14 @@ class ArtifactCache:
                 os.fsync(output.fileno())
                 output.close()
         except BaseException:
-            output.close()
-            temp.unlink(missing_ok=True)
+            try:
+                # Closing flushes what is buffered, which fails again on a full disk (ENOSPC):
+                # the temp file must go whatever close says.
+                output.close()
+            except OSError:
+                pass
+            finally:
+                temp.unlink(missing_ok=True)
             raise
         self._commit(temp, relative, synced=True)
 

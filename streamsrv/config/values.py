@@ -262,7 +262,7 @@ def _endpoint_problems(description: str) -> list[str]:
         port = keywords.get("port", positional[0] if positional else None)
         if port is None or port == "":
             return [f"{shown}: no port"]
-        if not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             return [f"{shown}: port must be a number from 0 to 65535, got {echo(port)}"]
         if kind == "ssl" and not (keywords.get("privateKey") or keywords.get("certKey")):
             return [f"{shown}: ssl needs privateKey= (and certKey= unless the key file holds both)"]
@@ -273,7 +273,7 @@ def _endpoint_problems(description: str) -> list[str]:
         index = keywords.get("index")
         if keywords.get("domain") not in ("INET", "INET6", "UNIX"):
             return [f"{shown}: systemd needs domain=INET, INET6 or UNIX"]
-        if index is None or not index.isdigit():
+        if index is None or not (index.isascii() and index.isdigit()):
             return [f"{shown}: systemd needs index=N (a whole number)"]
     return []
 

@@ -19,8 +19,9 @@ from twisted.application.service import IServiceCollection, Service
 from streamsrv.auth.factory import AuthParts
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.config import Settings
+from streamsrv.health.checks import DEGRADED, OK, CheckResult, HealthChecks
 from streamsrv.middleware.guard import Guard
-from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, RedisRateLimiter
+from streamsrv.middleware.ratelimit import STATE_REDIS, MemoryRateLimiter, Policies, RedisRateLimiter
 
 
 class CloseOnStop(Service):
@@ -49,8 +50,16 @@ def make_limiter(reactor: Any, parent: IServiceCollection, *, redis: Any, metric
     return limiter
 
 
-def make_guard(settings: Settings, reactor: Any, auth: AuthParts, limiter: Any) -> Guard:
-    """The guard of every route: credentials, signed URLs, revocations, rate limits, anonymity."""
+def make_guard(
+    settings: Settings, reactor: Any, auth: AuthParts, limiter: Any, checks: HealthChecks | None = None
+) -> Guard:
+    """The guard of every route: credentials, signed URLs, revocations, rate limits, anonymity.
+
+    :param checks: where a Redis limiter's ``ratelimit`` check goes (degraded
+        while it answers from local buckets because Redis is away).
+    """
+    if checks is not None and isinstance(limiter, RedisRateLimiter):
+        checks.register("ratelimit", lambda: ratelimit_check(limiter))
     return Guard(
         verifier=auth.verifier,
         url_keys=auth.url_keys,
@@ -61,3 +70,9 @@ def make_guard(settings: Settings, reactor: Any, auth: AuthParts, limiter: Any) 
         anonymous=anonymous_principal(auth.roles) if settings.allow_anonymous else None,
         clock=reactor,
     )
+
+
+def ratelimit_check(limiter: RedisRateLimiter) -> CheckResult:
+    """``ok`` while buckets are in Redis; ``degraded`` while Redis is away and they are per process."""
+    state = limiter.state
+    return CheckResult(OK if state == STATE_REDIS else DEGRADED, {"backend": state})

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from streamsrv.db.pgpool import POSTGRES_KEEPALIVES
 from streamsrv.db.schema import POSTGRES, SQLITE, History, apply_migrations, load_migrations
 from streamsrv.notifications.records import (
     DEFERRED,
@@ -48,9 +49,16 @@ __all__ = [
     "MIGRATIONS_DIR",
     "OUTBOX_DB_FILE",
     "OutboxDatabase",
+    "OutboxUnavailable",
     "PostgresOutboxDatabase",
     "SqliteOutboxDatabase",
 ]
+
+
+class OutboxUnavailable(Exception):
+    """The database could not be reached or written (a PostgreSQL outage, SQLite locked or
+    out of disk): the transaction changed nothing and may be retried later."""
+
 
 #: The SQLite file in ``STREAMSRV_DATA_DIR`` when no DSN is configured.
 OUTBOX_DB_FILE: Final = "notifications.sqlite3"
@@ -200,8 +208,24 @@ class OutboxDatabase:
 
     # -- connections and transactions -------------------------------------------------
 
+    def _unavailable(self, error: Exception) -> bool:
+        """Whether *error* means the database is away (retry later), not a bug."""
+        return False
+
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Any]:
+        """One transaction; a database that is away raises :class:`OutboxUnavailable`."""
+        try:
+            with self._connection_transaction(write) as cursor:
+                yield cursor
+        except Exception as e:
+            if self._unavailable(e):
+                first = (str(e).strip().splitlines() or [""])[0]
+                raise OutboxUnavailable(f"{type(e).__name__}: {first}") from e
+            raise
+
+    @contextmanager
+    def _connection_transaction(self, write: bool) -> Iterator[Any]:
         with self._pool_lock:
             if self._closed:
                 raise RuntimeError("the notification outbox is closed")
@@ -549,6 +573,12 @@ class SqliteOutboxDatabase(OutboxDatabase):
     def _begin(self, cursor: Any, write: bool) -> None:
         cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    def _unavailable(self, error: Exception) -> bool:
+        text = str(error).lower()
+        return isinstance(error, sqlite3.OperationalError) and any(
+            word in text for word in ("locked", "disk", "unable to open", "readonly")
+        )
+
     def _claim_ids(
         self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float
     ) -> list[str]:
@@ -573,9 +603,18 @@ class PostgresOutboxDatabase(OutboxDatabase):
     def _connect(self) -> Any:
         import psycopg2
 
+        keepalives = {} if "keepalives" in self._dsn else POSTGRES_KEEPALIVES
         return psycopg2.connect(
-            self._dsn, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S, application_name="streamsrv-notifications"
+            self._dsn,
+            connect_timeout=POSTGRES_CONNECT_TIMEOUT_S,
+            application_name="streamsrv-notifications",
+            **keepalives,
         )
+
+    def _unavailable(self, error: Exception) -> bool:
+        import psycopg2
+
+        return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")

@@ -39,6 +39,7 @@ from streamsrv.notifications.channels.base import (
     SmsMessage,
 )
 from streamsrv.notifications.outbox import IOutbox
+from streamsrv.notifications.outboxdb import OutboxUnavailable
 from streamsrv.notifications.preferences import Preferences, default_preferences, parse_preferences
 from streamsrv.notifications.quiet import quiet_until
 from streamsrv.notifications.records import DEFAULT_MAX_ATTEMPTS, Claimed, next_attempt
@@ -123,6 +124,7 @@ class NotificationSender(PeriodicService):
         self._on_outcome = on_outcome
         self._on_sent = on_sent
         self._held: set[str] = set()
+        self._outbox_down = False
 
     def stopService(self) -> Deferred[None]:
         """Stop claiming; once the round in progress ends, hand back the leases still held."""
@@ -137,7 +139,18 @@ class NotificationSender(PeriodicService):
     async def send_due(self) -> int:
         """One round: claim a batch and handle every delivery of it; returns how many."""
         now = self.clock.seconds()
-        claimed = await self.outbox.claim(self.worker_id, now, self._batch, self._lease_s)
+        try:
+            claimed = await self.outbox.claim(self.worker_id, now, self._batch, self._lease_s)
+        except OutboxUnavailable as e:
+            # Once per outage, not a traceback a second: deliveries wait in the outbox.
+            if not self._outbox_down:
+                self._outbox_down = True
+                log.warn("notifications: the outbox is unavailable ({error}); sending waits", error=str(e),
+                         event_kind="degraded")  # fmt: skip
+            return 0
+        if self._outbox_down:
+            self._outbox_down = False
+            log.info("notifications: the outbox is available again")
         self._held.update(c.delivery.id for c in claimed)
         # One user's deliveries on one channel go one after the other, so each cap decision
         # sees the sends before it; different users and channels go at once.

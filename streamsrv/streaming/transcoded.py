@@ -25,6 +25,7 @@ only writes the body it describes, never more than
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -55,6 +56,7 @@ from streamsrv.transcode import (
     SourceInfo,
     encode_chunk,
     encode_full,
+    encode_full_bytes,
     layout_for,
     probe_source,
 )
@@ -68,6 +70,10 @@ SOURCE_CACHE_SIZE: Final = 4096
 
 #: The 503 message when the worker pool is too busy for a transcode.
 BUSY_TRANSCODING: Final = "The server is busy transcoding; try again shortly."
+
+#: The largest whole rendition answered from memory when the cache cannot hold
+#: it (its disk full or failing); a bigger one answers 503 until space returns.
+UNCACHED_MAX_BYTES: Final = 128 * 1024 * 1024
 
 #: Chunks encoded ahead of the one being written, per listener.
 PREFETCH_CHUNKS: Final = 1
@@ -116,7 +122,7 @@ class TranscodeService:
         self._metrics = metrics
         self._clock = clock
         self._sources: OrderedDict[str, SourceInfo] = OrderedDict()
-        self._whole_waiters: dict[str, list[Deferred[Path]]] = {}
+        self._whole_waiters: dict[str, list[Deferred[Path | bytes]]] = {}
         self._stats = _TranscodeMetrics(metrics.registry)
 
     async def _job(self, fn: Any, *args: Any, key: str) -> Any:
@@ -139,28 +145,37 @@ class TranscodeService:
             self._sources.popitem(last=False)
         return info
 
-    async def _whole(self, path: Path, rendition: Rendition, key: str) -> Path:
+    async def _whole(self, path: Path, rendition: Rendition, key: str, source: SourceInfo) -> Path | bytes:
         """The cached file of a whole rendition (ADTS AAC, FLAC), encoded once however many ask.
 
         The first caller starts the encode into a temp file and commits it;
         everyone asking meanwhile waits for that same commit (the pool's own
         coalescing shares the job, not the temp file it writes).  A listener
-        who leaves does not stop it: the result is cached for the next.
+        who leaves does not stop it: the result is cached for the next.  If
+        the cache cannot take it (its disk full), the rendition is encoded
+        again into memory and those bytes are the answer (see :meth:`_uncached`).
         """
         cached = self._cache.get(key, "transcode", rendition.suffix)
         if cached is not None:
             return cached
-        waiter: Deferred[Path] = Deferred()
+        waiter: Deferred[Path | bytes] = Deferred()
         waiters = self._whole_waiters.get(key)
         if waiters is not None:
             waiters.append(waiter)
             return await waiter
         self._whole_waiters[key] = [waiter]
 
-        async def encode() -> Path:
-            temp = self._cache.temp_path("transcode")
-            await self._job(encode_full, str(path), rendition, str(temp), key=f"full:{key}")
-            return await self._cache.commit(key, "transcode", temp, rendition.suffix)
+        async def encode() -> Path | bytes:
+            temp: Path | None = None
+            try:
+                temp = self._cache.temp_path("transcode")
+                await self._job(encode_full, str(path), rendition, str(temp), key=f"full:{key}")
+                committed: Path = await self._cache.commit(key, "transcode", temp, rendition.suffix)
+                return committed
+            except OSError as e:
+                if temp is not None:
+                    await self._cache.threads.defer(_remove, temp)
+                return await self._uncached(path, rendition, key, source, e)
 
         def fire(result: Any) -> None:
             for each in self._whole_waiters.pop(key, []):
@@ -171,6 +186,30 @@ class TranscodeService:
 
         ensureDeferred(encode()).addBoth(fire)
         return await waiter
+
+    async def _uncached(
+        self, path: Path, rendition: Rendition, key: str, source: SourceInfo, error: OSError
+    ) -> bytes:
+        """The rendition encoded into memory, when the cache could not store it (*error*).
+
+        :raise ApiError: ``UNAVAILABLE`` (503, ``Retry-After``) when it may be
+            larger than :data:`UNCACHED_MAX_BYTES`.
+        """
+        if _size_bound(rendition, source) > UNCACHED_MAX_BYTES:
+            log.warn(
+                "transcode: the rendition could not be cached ({error}) and is too large to answer "
+                "from memory",
+                error=error.strerror or type(error).__name__,
+                event_kind="degraded",
+            )
+            raise ApiError("UNAVAILABLE", BUSY_TRANSCODING, {"Retry-After": "60"})
+        log.warn(
+            "transcode: the rendition could not be cached ({error}); answering it uncached",
+            error=error.strerror or type(error).__name__,
+            event_kind="degraded",
+        )
+        data: bytes = await self._job(encode_full_bytes, str(path), rendition, key=f"memory:{key}")
+        return data
 
     async def answer(
         self,
@@ -244,10 +283,12 @@ class TranscodeService:
             producer.start()
             return server.NOT_DONE_YET
 
-        cached = await self._whole(path, resolved, key)
-        fileobj: IO[bytes] = open(cached, "rb", buffering=0)
+        cached = await self._whole(path, resolved, key, source)
+        fileobj: IO[bytes] = (
+            open(cached, "rb", buffering=0) if isinstance(cached, Path) else io.BytesIO(cached)
+        )
         try:
-            size = os.fstat(fileobj.fileno()).st_size
+            size = len(cached) if isinstance(cached, bytes) else os.fstat(fileobj.fileno()).st_size
             segments, trailer, length = framing(size, etag, last_modified, resolved.content_type)
         except BaseException:
             fileobj.close()
@@ -309,6 +350,20 @@ class TranscodeService:
             return data
 
         return ensureDeferred(encode())
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _size_bound(rendition: Rendition, source: SourceInfo) -> float:
+    """An upper bound of a whole rendition's size, bytes: PCM for lossless, the bitrate otherwise."""
+    seconds = source.frames / (source.sample_rate or 1)
+    rate = rendition.sample_rate or source.sample_rate
+    channels = rendition.channels or source.channels
+    if rendition.bitrate_kbps:
+        return seconds * rendition.bitrate_kbps * 1000 / 8 * 1.25 + 65536
+    return seconds * rate * channels * 3 + 65536  # up to 24-bit samples, uncompressed
 
 
 class _TranscodeMetrics:

@@ -17,6 +17,7 @@ exact sizes of the layout is an :class:`EncodeError`, never served.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from collections.abc import Iterator
@@ -251,6 +252,20 @@ def encode_full(
     return size
 
 
+def encode_full_bytes(source_path: str, rendition: Rendition, *, source: SourceInfo | None = None) -> bytes:
+    """The same bytes as :func:`encode_full`, in memory: for when the cache's disk is full.
+
+    :param source: the source's :func:`probe_source` (probed here when ``None``).
+    """
+    if source is None:
+        source = probe_source(source_path)
+    if rendition.progressive:
+        return b"".join(iter_chunks(source_path, layout_for(rendition, source.frames, source.sample_rate)))
+    out = io.BytesIO()
+    _encode_file(source_path, rendition.resolved(source.sample_rate), source, out)
+    return out.getvalue()
+
+
 # -- internals ---------------------------------------------------------------
 
 
@@ -342,11 +357,13 @@ def _encode_packets(rendition: Rendition, samples: Samples) -> list[bytes]:
     return packets
 
 
-def _encode_file(source_path: str, rendition: Rendition, source: SourceInfo, out: Path) -> None:
-    """Encode the whole of a (resolved) AAC or FLAC rendition with FFmpeg's muxer."""
+def _encode_file(source_path: str, rendition: Rendition, source: SourceInfo, out: Path | io.BytesIO) -> None:
+    """Encode the whole of a (resolved) AAC or FLAC rendition with FFmpeg's muxer, to a file or memory."""
     assert rendition.sample_rate is not None and rendition.channels is not None
     origin_s = start_frame(rendition, source.sample_rate) / source.sample_rate
-    with av.open(str(out), "w", format=_MUXERS[rendition.format]) as container:
+    with av.open(
+        str(out) if isinstance(out, Path) else out, "w", format=_MUXERS[rendition.format]
+    ) as container:
         stream: Any = container.add_stream(_CODECS[rendition.format], rate=rendition.sample_rate)
         context = stream.codec_context
         context.layout = "mono" if rendition.channels == 1 else "stereo"

@@ -63,7 +63,7 @@ def _int(args: Args, name: str, default: int | None) -> int | None:
     text = _one(args, name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:  # "²".isdigit() too
         raise ApiError("BAD_REQUEST", f"{name} must be a whole number.")
     return int(text)
 

@@ -12,16 +12,40 @@ notification or a preferences document itself, and never keeps state.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import unquote
 
+from twisted.logger import Logger
+
 from streamsrv.errors import ApiError
+from streamsrv.notifications.outboxdb import OutboxUnavailable
 
 if TYPE_CHECKING:
     from streamsrv.auth.principal import Principal
     from streamsrv.notifications.service import NotificationService
 
 __all__ = ["NotificationRoutes"]
+
+log = Logger()
+
+_T = TypeVar("_T")
+
+#: ``Retry-After`` of a 503 while the outbox's database is away, seconds.
+OUTBOX_RETRY_AFTER_S: Final = 5
+
+
+async def _available(work: Awaitable[_T]) -> _T:
+    """*work*'s result; ``503 UNAVAILABLE`` (nothing was changed) while the outbox's database is away."""
+    try:
+        return await work
+    except OutboxUnavailable as e:
+        log.warn("notifications: the outbox is unavailable ({error})", error=str(e), event_kind="degraded")
+        raise ApiError(
+            "UNAVAILABLE",
+            "Notifications cannot be stored right now; nothing was queued. Try again shortly.",
+            {"Retry-After": str(OUTBOX_RETRY_AFTER_S)},
+        ) from None
 
 
 def _segment(raw: bytes, what: str) -> str:
@@ -47,12 +71,12 @@ class NotificationRoutes:
 
     async def send(self, body: bytes, now: float) -> dict[str, Any]:
         """``POST /api/v1/notifications``: queued durably, ``{"id", "deliveries"}``."""
-        record = await self._service.send(self._service.parse_body(body), now)
+        record = await _available(self._service.send(self._service.parse_body(body), now))
         return record.to_json()
 
     async def get(self, raw_id: bytes) -> dict[str, Any]:
         """``GET /api/v1/notifications/{id}``."""
-        return await self._service.get(_segment(raw_id, "notification id"))
+        return await _available(self._service.get(_segment(raw_id, "notification id")))
 
     def _user(self, principal: Principal, raw_sub: bytes) -> str:
         sub = _segment(raw_sub, "user id")
@@ -62,10 +86,10 @@ class NotificationRoutes:
 
     async def preferences(self, principal: Principal, raw_sub: bytes) -> dict[str, Any]:
         """``GET /api/v1/users/{id}/notification-preferences`` (self or admin)."""
-        return await self._service.preferences(self._user(principal, raw_sub))
+        return await _available(self._service.preferences(self._user(principal, raw_sub)))
 
     async def put_preferences(
         self, principal: Principal, raw_sub: bytes, body: bytes, now: float
     ) -> dict[str, Any]:
         """``PUT /api/v1/users/{id}/notification-preferences`` (self or admin)."""
-        return await self._service.put_preferences(self._user(principal, raw_sub), body, now)
+        return await _available(self._service.put_preferences(self._user(principal, raw_sub), body, now))
