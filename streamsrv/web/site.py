@@ -354,8 +354,10 @@ class StreamsrvChannel(http.HTTPChannel):
 
 
 def _channel_protocol(factory: Any) -> Any:
-    """The site's protocol factory: Twisted's wrapper around our channel."""
-    return http._GenericHTTPChannelProtocol(StreamsrvChannel())
+    """The site's protocol factory: Twisted's wrapper around our channel (llhttp's when installed)."""
+    from streamsrv.web.fastchannel import channel_class  # it builds on StreamsrvChannel
+
+    return http._GenericHTTPChannelProtocol(channel_class()())
 
 
 def finish_response(request: Any, body: bytes) -> None:
