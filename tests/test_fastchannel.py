@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
-from twisted.web import http
 from twisted.web.resource import Resource
 
 from streamsrv.web import fastchannel
@@ -181,7 +180,7 @@ class ChannelEquivalenceTests(unittest.TestCase):
     def exchange(self, channel: type[StreamsrvChannel], chunks: list[bytes]) -> tuple[bytes, bool]:
         """Feed *chunks* through *channel*; every byte answered and whether the connection was closed."""
         site = self.built.site
-        site.protocol = lambda: http._GenericHTTPChannelProtocol(channel())  # type: ignore[method-assign,assignment]
+        site.channel = channel
         try:
             transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
             proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
@@ -202,7 +201,7 @@ class ChannelEquivalenceTests(unittest.TestCase):
             proto.connectionLost(Exception("test over"))
             return out, closed
         finally:
-            del site.protocol
+            site.channel = LlhttpChannel
 
     def assert_same(self, name: str, chunks: list[bytes]) -> None:
         plain = self.exchange(StreamsrvChannel, chunks)

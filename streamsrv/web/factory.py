@@ -35,6 +35,7 @@ from streamsrv.streaming.durations import TrackDurations
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.web.api import ApiApp, current_request
+from streamsrv.web.fastchannel import channel_class
 from streamsrv.web.listening import HlsListening, StreamListening
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
@@ -188,7 +189,7 @@ def make_site(
     settings: Settings, api: ApiApp, children: Mapping[bytes, IResource], *, metrics: Metrics, clock: Any
 ) -> StreamsrvSite:
     """The site: the API at the root, *children* (``stream``, ``hls``, ``ws``) beside it."""
-    return StreamsrvSite(
+    site = StreamsrvSite(
         RootResource(api.app.resource(), dict(children)),
         metrics=metrics,
         clock=clock,
@@ -197,6 +198,8 @@ def make_site(
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxies,
     )
+    site.channel = channel_class()
+    return site
 
 
 def add_listeners(

@@ -354,10 +354,8 @@ class StreamsrvChannel(http.HTTPChannel):
 
 
 def _channel_protocol(factory: Any) -> Any:
-    """The site's protocol factory: Twisted's wrapper around our channel (llhttp's when installed)."""
-    from streamsrv.web.fastchannel import channel_class  # it builds on StreamsrvChannel
-
-    return http._GenericHTTPChannelProtocol(channel_class()())
+    """The site's protocol factory: Twisted's wrapper around the site's :attr:`~StreamsrvSite.channel`."""
+    return http._GenericHTTPChannelProtocol(factory.channel())
 
 
 def finish_response(request: Any, body: bytes) -> None:
@@ -395,6 +393,8 @@ class StreamsrvSite(server.Site):
     requestFactory = StreamsrvRequest
     displayTracebacks = False
     protocol = _channel_protocol
+    #: The HTTP channel each connection gets (``web.factory.make_site`` picks llhttp's when installed).
+    channel: type[StreamsrvChannel] = StreamsrvChannel
 
     def __init__(
         self,
