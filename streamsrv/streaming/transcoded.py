@@ -29,7 +29,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
 
+from streamsrv import transcode
 from streamsrv.audio.jobs import JOB_FAILURES, job_error
 from streamsrv.audio.workers import WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
@@ -49,15 +50,10 @@ from streamsrv.streaming.conditional import Outcome, http_date
 from streamsrv.streaming.producers import CHUNK_SIZE, FileBodyProducer, PushProducer, Segment
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.tracks import request_preconditions
-from streamsrv.transcode import (
-    Layout,
-    Rendition,
-    SourceInfo,
-    encode_chunk,
-    encode_full,
-    layout_for,
-    probe_source,
-)
+from streamsrv.transcode import Layout, Rendition, layout_for
+
+if TYPE_CHECKING:
+    from streamsrv.transcode import SourceInfo
 
 __all__ = ["BodyEnded", "ChunkProducer", "Framing", "TranscodeService"]
 
@@ -133,7 +129,7 @@ class TranscodeService:
         if known is not None:
             self._sources.move_to_end(name)
             return known
-        info: SourceInfo = await self._job(probe_source, str(path), key=f"probe:{name}")
+        info: SourceInfo = await self._job(transcode.probe_source, str(path), key=f"probe:{name}")
         self._sources[name] = info
         if len(self._sources) > SOURCE_CACHE_SIZE:
             self._sources.popitem(last=False)
@@ -159,7 +155,7 @@ class TranscodeService:
 
         async def encode() -> Path:
             temp = self._cache.temp_path("transcode")
-            await self._job(encode_full, str(path), rendition, str(temp), key=f"full:{key}")
+            await self._job(transcode.encode_full, str(path), rendition, str(temp), key=f"full:{key}")
             return await self._cache.commit(key, "transcode", temp, rendition.suffix)
 
         def fire(result: Any) -> None:
@@ -296,7 +292,7 @@ class TranscodeService:
                 except OSError:
                     log.warn("transcode: a cached chunk could not be read; encoding it again")
             began = self._clock.seconds()
-            data = await self._job(encode_chunk, str(path), layout, index, key=f"chunk:{chunk_key}")
+            data = await self._job(transcode.encode_chunk, str(path), layout, index, key=f"chunk:{chunk_key}")
             self._stats.chunks.labels("encoded").inc()
             seconds = self._clock.seconds() - began
             if seconds > 0:

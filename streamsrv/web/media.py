@@ -14,16 +14,15 @@ anything about audio.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet.interfaces import IReactorTime
 
-from streamsrv.audio import spectrum as spectrum_mod
-from streamsrv.audio import waveform as waveform_mod
 from streamsrv.audio.library import MediaLibrary, Representation, SpectrumOptions, WaveformOptions
 from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
@@ -31,6 +30,20 @@ from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.tracks import resolve_media
 from streamsrv.web.query import one_value
+
+if TYPE_CHECKING:
+    pass
+
+
+def _waveform() -> Any:
+    """:mod:`streamsrv.audio.waveform`, imported on first use (it brings numpy and PyAV)."""
+    return importlib.import_module("streamsrv.audio.waveform")
+
+
+def _spectrum() -> Any:
+    """:mod:`streamsrv.audio.spectrum`, imported on first use (it brings numpy and PyAV)."""
+    return importlib.import_module("streamsrv.audio.spectrum")
+
 
 __all__ = ["MEDIA_MAX_AGE_S", "MediaRoutes", "waveform_options"]
 
@@ -98,9 +111,9 @@ def waveform_options(args: Args) -> WaveformOptions:
     fmt = _choice(args, "format", ("json", "dat", "wavesurfer"))
     try:
         if spp is not None:
-            waveform_mod._check_samples_per_pixel(spp)
+            _waveform()._check_samples_per_pixel(spp)
         if pps is not None:
-            waveform_mod._check_pixels_per_second(pps)
+            _waveform()._check_pixels_per_second(pps)
     except ValueError as e:
         raise ApiError("BAD_REQUEST", str(e)) from None
     return WaveformOptions(spp, pps, bits, split, start, end, fmt)
@@ -169,7 +182,7 @@ class MediaRoutes:
         args = request.args
         fmt = _choice(args, "format", ("json", "png"))
         try:
-            params = spectrum_mod.SpectrumParams(
+            params = _spectrum().SpectrumParams(
                 fft_size=_int(args, "fft_size", 4096) or 0,
                 hop=_int(args, "hop", 1024) or 0,
                 window=_choice(args, "window", ("hann", "hamming", "blackman")),
