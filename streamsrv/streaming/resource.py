@@ -430,21 +430,21 @@ class StreamResource(AsyncLeaf):
         try:
             specs = parse_range_header(header)
         except ValueError:
-            self._metrics.range_requests.labels("ignored").inc()
+            self._metrics.count(self._metrics.range_requests, "ignored")
             return None
         if not if_range_allows_partial(_header(request, b"if-range"), etag, last_modified):
-            self._metrics.range_requests.labels("if_range_mismatch").inc()
+            self._metrics.count(self._metrics.range_requests, "if_range_mismatch")
             return None
         try:
             ranges = resolve_ranges(specs, size, self._max_ranges)
         except RangeNotSatisfiable:
-            self._metrics.range_requests.labels("unsatisfiable").inc()
+            self._metrics.count(self._metrics.range_requests, "unsatisfiable")
             error = ApiError("RANGE_NOT_SATISFIABLE")
             raise _Unsatisfiable(error, size) from None
         if ranges is None:
-            self._metrics.range_requests.labels("ignored").inc()
+            self._metrics.count(self._metrics.range_requests, "ignored")
             return None
-        self._metrics.range_requests.labels("single" if len(ranges) == 1 else "multi").inc()
+        self._metrics.count(self._metrics.range_requests, "single" if len(ranges) == 1 else "multi")
         return ranges
 
     def _framing(
@@ -514,7 +514,7 @@ class StreamResource(AsyncLeaf):
                 throughput.record(request.client_ip, sender.bytes_written, now - began, now)
             tracker.remove(sender)
             label = "sendfile" if isinstance(sender, SendfileSender) else "producer"
-            metrics.stream_bytes.labels(label).inc(sender.bytes_written)
+            metrics.count(metrics.stream_bytes, label, amount=sender.bytes_written)
             if not completed:
                 metrics.aborted.inc()
             file_access(
