@@ -13,15 +13,16 @@ their sum, and whether PyAV or numpy are loaded in each (``/proc/PID/maps``).
 
 ``--tracks N`` adds a library of N tiny files (``library/Artist NNNN/NNNNNN.mp3``, the
 first 4 KiB of a corpus track each) to the small corpus: the catalog scans all N at start-up
-(waited for: ``/api/v1/tracks?limit=1`` reports the total), so its RSS minus that of an
-empty library is what N tracks cost.  Variants are started one after another, in
-rotating order when ``--rounds`` > 1.  Everything stays in a temp dir, removed at the end.
+(waited for: ``/stream`` serves the last one), so its RSS minus that of an empty library
+is what N tracks cost.  ``--restart`` stops the daemon once the scan is done and measures
+a second start on the same data (a catalog loaded, not scanned for the first time).
+Variants are started one after another, in rotating order when ``--rounds`` > 1.
+Everything stays in a temp dir, removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -64,22 +65,24 @@ def _rss_kib(pid: int) -> int:
 
 
 def _wait_catalog(port: int, tracks: int, timeout: float) -> float:
-    """Seconds until the catalog lists *tracks* tracks."""
+    """Seconds until ``/stream`` serves the last tiny track (the catalog scanned the library)."""
     started = time.monotonic()
-    url = f"http://127.0.0.1:{port}/api/v1/tracks?limit=1"
+    n = tracks - 1
+    url = f"http://127.0.0.1:{port}/stream/library/Artist%20{n // 100:04d}/{n:06d}.mp3"
     while time.monotonic() - started < timeout:
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                total = json.loads(response.read()).get("total")
-            if total is not None and total >= tracks:
-                return time.monotonic() - started
-        except (OSError, ValueError):
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except OSError:
             pass
         time.sleep(1.0)
-    raise SystemExit(f"the catalog did not reach {tracks} tracks in {timeout:.0f} s")
+    raise SystemExit(f"the catalog did not list {tracks} tracks in {timeout:.0f} s")
 
 
-def measure(name: str, repo: Path, tmp: Path, workers: int, tracks: int, settle: float) -> int:
+def measure(
+    name: str, repo: Path, tmp: Path, workers: int, tracks: int, settle: float, restart: bool = False
+) -> int:
     vtmp = Path(tempfile.mkdtemp(prefix=f"{name}-w{workers}-", dir=tmp))
     corpus = make_corpus(vtmp / "media", tracks=2, track_min=1 * MIB, track_max=2 * MIB, long_count=0)
     if tracks:
@@ -90,8 +93,15 @@ def measure(name: str, repo: Path, tmp: Path, workers: int, tracks: int, settle:
     env = {"STREAMSRV_WORKERS": str(workers)}
     server = servers.streamsrv(vtmp, repo, corpus, servers.free_port(), env)
     server.start([], corpus, 600)
+    if restart:
+        # Measure a daemon that starts on a catalog it already has (the usual case), not the
+        # one whose first scan just filled it.
+        if tracks:
+            _wait_catalog(server.port, tracks, 1800)
+        server.stop()
+        server.start([], corpus, 600)
     try:
-        scan_s = _wait_catalog(server.port, tracks + len(corpus.tracks), 1800) if tracks else 0.0
+        scan_s = _wait_catalog(server.port, tracks, 1800) if tracks else 0.0
         time.sleep(settle)
         pids = procstats.process_tree(server.pid)
         rows = [(pid, _rss_kib(pid), _loaded(pid)) for pid in pids]
@@ -118,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracks", type=int, default=0, help="serve a synthetic library of this many tracks")
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--restart", action="store_true", help="measure a second start on the same data")
     args = parser.parse_args(argv)
     variants = [v.partition("=")[::2] for v in (args.variant or [f"streamsrv={REPO}"])]
     with tempfile.TemporaryDirectory(prefix="rss-") as tmp_name:
@@ -125,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
             k = round_no % len(variants)
             for name, repo in variants[k:] + variants[:k]:
                 for workers in (int(w) for w in args.workers.split(",")):
-                    measure(name, Path(repo).resolve(), Path(tmp_name), workers, args.tracks, args.settle)
+                    measure(
+                        name, Path(repo).resolve(), Path(tmp_name), workers, args.tracks, args.settle,
+                        args.restart,
+                    )  # fmt: skip
 
 
 if __name__ == "__main__":
