@@ -114,6 +114,8 @@ setup(
         "psycopg2-binary>=2.9",
         # Notification templates (streamsrv.notifications.templates): its sandboxed environment.
         "jinja2>=3.1",
+        # Request heads parsed by llhttp (streamsrv.web.fastchannel), as uvicorn does; optional at run time.
+        "httptools>=0.6",
     ],
     extras_require={
         "test": TEST_REQUIRES,

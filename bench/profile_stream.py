@@ -435,13 +435,19 @@ def _wrk(args: argparse.Namespace) -> None:
             f"\nmedians over {args.rounds} interleaved rounds, {args.mode} of {args.span} B, c={args.c}, "
             f"{args.d:g} s each, {profile}:"
         )
-        base_rate = statistics.median(r for r, _ in results[started[0][0]])
+        first = started[0][0]
+        base_rate = statistics.median(r for r, _ in results[first])
         for name, _ in started:
             rate = statistics.median(r for r, _ in results[name])
             cpu_us = statistics.median(c for _, c in results[name])
+            # Each round's ratio is taken within seconds: the figure to trust on a noisy machine.
+            pairs = list(zip(results[name], results[first], strict=True))
+            per_round = statistics.median(r / b for (r, _), (b, _) in pairs)
+            cpu_ratio = statistics.median(c / b for (_, c), (_, b) in pairs)
             print(
                 f"  {name:<12} {rate:8,.0f} req/s  {cpu_us:6.0f} us CPU/req   "
-                f"{name}/{started[0][0]} = {rate / base_rate:.2f}x"
+                f"{name}/{first} = {rate / base_rate:.2f}x (median of per-round ratios {per_round:.2f}x,"
+                f" CPU/req {cpu_ratio:.2f}x)"
             )
 
 

@@ -296,8 +296,14 @@ def streamsrv(
 
 
 def static_file(tmp: Path, corpus: Corpus, port: int, access_log: bool) -> Server:
-    """``twistd web --path`` (twisted.web.static.File) with a CLF log to a file or /dev/null."""
-    target = tmp / "static-access.log" if access_log else Path(os.devnull)
+    """``twistd web --path`` (twisted.web.static.File) with its CLF log to a file in *tmp*.
+
+    Never ``--logfile /dev/null``: twistd's access log is a rotating
+    ``LogFile``, which after 1 MB renames its path and creates a new file
+    there, so it would move the machine's ``/dev/null`` away and leave a
+    regular file in its place.
+    """
+    target = tmp / "static-access.log"
     argv = [
         *twistd_command(),
         "--nodaemon",
@@ -313,7 +319,7 @@ def static_file(tmp: Path, corpus: Corpus, port: int, access_log: bool) -> Serve
     described = (
         f"CLF access log, one line per request, to {target.name}"
         if access_log
-        else "CLF lines formatted and written to /dev/null (twistd web cannot turn them off)"
+        else "CLF lines formatted and written to a scratch file (twistd web cannot turn them off)"
     )
     return Server(
         name="static.File",

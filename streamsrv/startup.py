@@ -32,7 +32,6 @@ from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.config.values import endpoint_arguments
-from streamsrv.demo import ensure_demo_library
 from streamsrv.logs import make_log_observer
 from streamsrv.notifications.options import notify_options, notify_problems
 from streamsrv.notifications.templatecheck import templates_problems
@@ -187,6 +186,8 @@ def media_root(settings: Settings, announce: bool = True) -> Path:
     """
     if settings.media_dir is not None:
         return settings.media_dir
+    from streamsrv.demo import ensure_demo_library  # PyAV and numpy: only when there is a demo to make
+
     demo = settings.data_dir / "demo"
     tracks = ensure_demo_library(demo)
     if not announce:

@@ -196,6 +196,37 @@ class AnalyticsStoreContractMixin(_MixinBase):
             [(int(r[0]), float(r[1]), int(r[2]), float(r[3])) for r in rows], [(30, 7.5, 1, NOW + 60)]
         )
 
+    async def test_session_built_at_flush(self) -> None:
+        """``record_session_later``: the record is built when flushed, from the state of then; a
+        builder that fails is logged and its session left out, the others written."""
+        store = self.stores.open(self.clock)
+        state = {"bytes_sent": 10}
+        built: list[int] = []
+
+        def build() -> SessionRecord:
+            built.append(state["bytes_sent"])
+            return session(bytes_sent=state["bytes_sent"])
+
+        def broken() -> SessionRecord:
+            raise ValueError("no record")
+
+        for sent in (10, 20, 30):
+            state["bytes_sent"] = sent
+            store.record_session_later("s-1", build)
+        store.record_session_later("s-2", broken)
+        self.assertEqual((built, store.counters().buffer_size), ([], 2))
+        await store.flush()
+        self.assertEqual(built, [30])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        rows = await store.query("SELECT id, bytes_sent FROM sessions")
+        self.assertEqual([(r[0], int(r[1])) for r in rows], [("s-1", 30)])
+        # An eager record of the same session replaces the later one (a closed session's last word).
+        store.record_session_later("s-1", build)
+        store.record_session(session(bytes_sent=99, ended_at=NOW + 5))
+        await store.flush()
+        rows = await store.query("SELECT bytes_sent FROM sessions WHERE id = ?", ("s-1",))
+        self.assertEqual([int(r[0]) for r in rows], [99])
+
     async def test_round_trip_fields(self) -> None:
         """Every field of an event and a session is stored as given."""
         store = self.stores.open(self.clock)

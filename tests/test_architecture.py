@@ -13,6 +13,8 @@ These tests read the files; they import nothing of streamsrv.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,6 +230,26 @@ class SizeTests(unittest.TestCase):
             and node.end_lineno - node.lineno + 1 > MAX_TAP_FUNCTION_LINES
         }
         self.assertEqual(long, {})
+
+
+class LightProcessTests(unittest.TestCase):
+    """The HTTP process does not carry the decoders: PyAV and numpy load in the workers, on first use."""
+
+    def test_tap_imports_no_av_or_numpy(self) -> None:
+        code = (
+            "import sys, streamsrv.tap, streamsrv.web.factory, streamsrv.hls.resource; "
+            "import streamsrv.streaming.transcoded; "
+            "print(sorted(m for m in ('av', 'numpy', 'lameenc') if m in sys.modules))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=PACKAGE.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        self.assertEqual((out.returncode, out.stdout.strip()), (0, "[]"), out.stderr[-2000:])
 
 
 class CheckerTests(unittest.TestCase):

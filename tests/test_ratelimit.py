@@ -27,6 +27,7 @@ from streamsrv.middleware.ratelimit import (
     MemoryRateLimiter,
     Policies,
     Policy,
+    decide,
     describe_policy,
     ip_bucket_key,
     keys_for,
@@ -557,3 +558,29 @@ class RefusalMessageTests(unittest.TestCase):
             "Too many requests: the per-IP stream limit (60/min) is used up; retry in 1 s.",
         )
         self.assertEqual(refusal_message(Decision(False, 1, 0, 1, 1)), "Too many requests; slow down.")
+
+
+_POLICIES = st.sampled_from(
+    [Policy("a", 300, 60.0), Policy("b", 600, 60.0), Policy("c", 5, 1.0), Policy("d", 300, 30.0)]
+)
+
+
+class DecideTwoBucketsTests(unittest.TestCase):
+    """``decide``'s two-bucket shortcut picks the bucket the general rule picks."""
+
+    @given(
+        first=_POLICIES,
+        second=_POLICIES,
+        a=st.floats(min_value=0, max_value=600, allow_nan=False),
+        b=st.floats(min_value=0, max_value=600, allow_nan=False),
+        whole=st.booleans(),
+    )
+    def test_same_as_general(self, first: Policy, second: Policy, a: float, b: float, whole: bool) -> None:
+        a, b = min(a, first.count), min(b, second.count)
+        if whole:
+            a, b = float(int(a)), float(int(b))
+        pair = [(first, a), (second, b)]
+        # A third bucket that never has the least room sends the same pair down the general path.
+        roomy = Policy("z", 10_000_000, 1.0)
+        general = decide([*pair, (roomy, 10_000_000.0)], True)
+        self.assertEqual(decide(pair, True), general)

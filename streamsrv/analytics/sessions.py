@@ -21,6 +21,7 @@ clock (events are stamped with the server's).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 import uuid
@@ -380,6 +381,10 @@ class SessionTracker(PeriodicService):
             what="analytics: the session sweep",
         )  # fmt: skip
         self._store = store
+        #: The store's ``record_session_later``, when it has one: records built at flush time.
+        self._record_later: Callable[[str, Callable[[], SessionRecord]], None] | None = getattr(
+            store, "record_session_later", None
+        )
         self._clock = clock
         self._idle_s = idle_timeout_s
         self._segment_s = segment_s
@@ -628,7 +633,11 @@ class SessionTracker(PeriodicService):
         key = (session.user_sub, session.path)
         self._open.pop(key, None)
         self._open[key] = session  # most recently active last
-        self._store.record_session(session.record(self._segment_s))
+        later = self._record_later
+        if later is not None:
+            later(session.id, functools.partial(session.record, self._segment_s))
+        else:
+            self._store.record_session(session.record(self._segment_s))
 
     def _close(self, session: _Session) -> None:
         key = (session.user_sub, session.path)

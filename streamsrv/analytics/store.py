@@ -27,7 +27,7 @@ import functools
 import ipaddress
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, Final
@@ -61,6 +61,30 @@ __all__ = [
 ]
 
 log = Logger()
+
+
+class _LaterRecord:
+    """A session's record, built when written (:meth:`AnalyticsStore.record_session_later`)."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[], SessionRecord]) -> None:
+        self.build = build
+
+    def row(self) -> tuple[Any, ...]:
+        return self.build().row()
+
+
+def _session_rows(sessions: dict[str, SessionRecord | _LaterRecord]) -> list[tuple[Any, ...]]:
+    """The rows of *sessions*; one whose record cannot be built is logged and left out."""
+    rows = []
+    for session in sessions.values():
+        try:
+            rows.append(session.row())
+        except Exception:
+            log.failure("analytics: a session record could not be built; it is not written")
+    return rows
+
 
 #: Seconds between two flushes of the buffer: at most this much is lost on ``kill -9``.
 #: Where the analytics store's versioned migrations live.
@@ -337,7 +361,7 @@ class AnalyticsStore(Service):
         self._threshold = flush_threshold
         self._max = max_buffered
         self._events: deque[AnalyticsEvent] = deque()
-        self._sessions: dict[str, SessionRecord] = {}
+        self._sessions: dict[str, SessionRecord | _LaterRecord] = {}
         self._lock = DeferredLock()
         self._pool: adbapi.ConnectionPool | None = None
         self._migrated = False
@@ -444,6 +468,23 @@ class AnalyticsStore(Service):
             self._sessions_dropped += 1
         self._maybe_flush_early()
 
+    def record_session_later(self, session_id: str, build: Callable[[], SessionRecord]) -> None:
+        """:meth:`record_session` for a record that *build* makes when it is written (at the next flush).
+
+        For a tracker that changes a session on every request: the record is
+        built once per flush, from the session as it then is, not once per
+        change.  A *build* that raises is logged and its session left out of
+        that flush (as :meth:`record_session` would never have been called).
+        """
+        if self._closed:
+            return
+        sessions = self._sessions
+        sessions.pop(session_id, None)
+        sessions[session_id] = _LaterRecord(build)
+        if len(sessions) > self._max:
+            del sessions[next(iter(sessions))]
+        self._maybe_flush_early()
+
     def record_event(self, event: AnalyticsEvent) -> None:
         if self._closed:
             self._events_dropped += 1
@@ -478,9 +519,7 @@ class AnalyticsStore(Service):
         self._sessions = {}
         try:
             await self._ensure_migrated()
-            await self._db().runInteraction(
-                self._write, [e.row() for e in events], [s.row() for s in sessions.values()]
-            )
+            await self._db().runInteraction(self._write, [e.row() for e in events], _session_rows(sessions))
         except Exception:
             self._requeue(events, sessions)
             self._flush_failures += 1
@@ -502,7 +541,9 @@ class AnalyticsStore(Service):
         self._sessions_written += len(sessions)
         return len(events) + len(sessions)
 
-    def _requeue(self, events: list[AnalyticsEvent], sessions: dict[str, SessionRecord]) -> None:
+    def _requeue(
+        self, events: list[AnalyticsEvent], sessions: dict[str, SessionRecord | _LaterRecord]
+    ) -> None:
         """Put a failed batch back in front of what arrived meanwhile, within the bounds."""
         merged = deque(events)
         merged.extend(self._events)

@@ -33,6 +33,8 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
+from streamsrv.audio.decode_errors import DecodeError
+
 #: Planar float samples, ``(channels, frames)``.
 Samples = npt.NDArray[np.float32]
 
@@ -88,24 +90,6 @@ _INT_SCALE: Final[dict[np.dtype[Any], float]] = {
     np.dtype(np.int32): 2147483648.0,
     np.dtype(np.int64): 9223372036854775808.0,
 }
-
-
-class DecodeError(Exception):
-    """A file could not be decoded.
-
-    :param reason: what went wrong, in words safe to show a client
-        (:data:`UNSUPPORTED_FORMAT`, :data:`NO_AUDIO_STREAM`,
-        :data:`CORRUPT_FILE`, :data:`EMPTY_FILE`, :data:`UNREADABLE_FILE`);
-        ``str()`` of the error is the reason alone.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type[DecodeError], tuple[str]]:
-        """Pickle as the reason only, so the error crosses process boundaries."""
-        return (type(self), (self.reason,))
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from streamsrv.audio.decode import DecodeError
+from streamsrv.audio.decode_errors import DecodeError
 from streamsrv.audio.workers import PoolFull, WorkerCrashed
 from streamsrv.errors import ApiError
 

@@ -21,23 +21,42 @@ coalesces by artifact key).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from twisted.logger import Logger
 
-from streamsrv.audio import spectrogram as spectrogram_mod
-from streamsrv.audio import spectrum as spectrum_mod
-from streamsrv.audio import waveform as waveform_mod
+from streamsrv.audio import spectrogram_grid
 from streamsrv.audio.artwork import find_artwork
 from streamsrv.audio.jobs import JOB_FAILURES, job_error
 from streamsrv.audio.workers import WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
 from streamsrv.errors import ApiError
+
+if TYPE_CHECKING:
+    from streamsrv.audio import spectrum as spectrum_mod
+    from streamsrv.audio import waveform as waveform_mod
+
+
+def _waveform() -> Any:
+    """:mod:`streamsrv.audio.waveform`, imported on first use (it brings numpy and PyAV)."""
+    return importlib.import_module("streamsrv.audio.waveform")
+
+
+def _spectrogram() -> Any:
+    """:mod:`streamsrv.audio.spectrogram`, imported on first use (it brings numpy and PyAV)."""
+    return importlib.import_module("streamsrv.audio.spectrogram")
+
+
+def _spectrum() -> Any:
+    """:mod:`streamsrv.audio.spectrum`, imported on first use (it brings numpy and PyAV)."""
+    return importlib.import_module("streamsrv.audio.spectrum")
+
 
 __all__ = ["MediaLibrary", "Representation", "SpectrumOptions", "WaveformOptions"]
 
@@ -106,8 +125,8 @@ class SpectrumOptions:
     spectrogram: bool
     height: int
     width: int | None
-    frames: int = spectrogram_mod.DEFAULT_FRAMES
-    bins: int = spectrogram_mod.DEFAULT_BINS
+    frames: int = spectrogram_grid.DEFAULT_FRAMES
+    bins: int = spectrogram_grid.DEFAULT_BINS
     axes: bool = False
 
 
@@ -218,7 +237,7 @@ class MediaLibrary:
             wf = await self._base_waveform(identity, path, split)
             target = spp or BASE_SAMPLES_PER_PIXEL
             if target != wf.samples_per_pixel:
-                wf = waveform_mod.rescale(wf, target)
+                wf = _waveform().rescale(wf, target)
         else:
             job: dict[str, int | float | bool | None] = {
                 "samples_per_pixel": spp,
@@ -233,14 +252,14 @@ class MediaLibrary:
             key = artifact_key(identity, "waveform", {**job, "v": ARTIFACT_VERSION})
             wf = await self._cached_waveform(key, path, job)
         if bits == 8:
-            wf = waveform_mod.convert_bits(wf, 8)
+            wf = _waveform().convert_bits(wf, 8)
         if fmt == "dat":
-            return Representation(waveform_mod.to_dat(wf), "application/octet-stream", etag)
+            return Representation(_waveform().to_dat(wf), "application/octet-stream", etag)
         if fmt == "wavesurfer":
             duration = self._duration(track, wf)
-            body = json.dumps(waveform_mod.to_wavesurfer(wf, duration), separators=(",", ":")).encode()
+            body = json.dumps(_waveform().to_wavesurfer(wf, duration), separators=(",", ":")).encode()
             return Representation(body, JSON_TYPE, etag)
-        return Representation(waveform_mod.to_json_bytes(wf), JSON_TYPE, etag)
+        return Representation(_waveform().to_json_bytes(wf), JSON_TYPE, etag)
 
     def _duration(self, track: str, wf: waveform_mod.Waveform) -> float:
         record = self._catalog.lookup(track) if self._catalog is not None else None
@@ -257,14 +276,14 @@ class MediaLibrary:
         if cached is not None:
             try:
                 data = await self._cache.read_bytes(cached)
-                return waveform_mod.from_dat(data)
+                return _waveform().from_dat(data)
             except (OSError, ValueError):
                 log.warn("media: a cached waveform could not be read; computing it again")
         wf: waveform_mod.Waveform = await self._run(
-            waveform_mod.generate, str(path), key=f"waveform:{key}", **job
+            _waveform().generate, str(path), key=f"waveform:{key}", **job
         )
         try:
-            await self._cache.store_bytes(key, "waveform", waveform_mod.to_dat(wf), ".dat")
+            await self._cache.store_bytes(key, "waveform", _waveform().to_dat(wf), ".dat")
         except OSError as e:
             log.warn("media: the waveform could not be cached ({error})", error=e.strerror)
         return wf
@@ -291,12 +310,12 @@ class MediaLibrary:
             body = await self._cache.read_bytes(cached)
         elif fmt == "png":
             body = await self._run(
-                spectrogram_mod.generate_png, str(path), params, width=width, height=height,
+                _spectrogram().generate_png, str(path), params, width=width, height=height,
                 axes=options.axes, start_s=start, end_s=end, key=f"spectrum:{key}",
             )  # fmt: skip
         else:
             document = await self._run(
-                spectrogram_mod.generate_json, str(path), params, include_spectrogram=spectrogram,
+                _spectrogram().generate_json, str(path), params, include_spectrogram=spectrogram,
                 frames=options.frames, bins=options.bins, start_s=start, end_s=end, key=f"spectrum:{key}",
             )  # fmt: skip
             body = json.dumps(document, separators=(",", ":")).encode("utf-8")

@@ -33,6 +33,14 @@ import numpy.typing as npt
 
 from streamsrv.audio import spectrum as spectrum_mod
 from streamsrv.audio.png import encode_rgb
+from streamsrv.audio.spectrogram_grid import (
+    DEFAULT_BINS,
+    DEFAULT_FRAMES,
+    MAX_BINS,
+    MAX_CELLS,
+    MAX_FRAMES,
+    check_grid,
+)
 from streamsrv.audio.spectrum import FLOOR_DB, PNG_LOW_HZ, Spectrum, SpectrumParams
 
 __all__ = [
@@ -50,14 +58,6 @@ __all__ = [
     "render_png",
     "sample_grid",
 ]
-
-#: Columns (time) and rows (frequency) of the JSON spectrogram by default: ~40 KB of JSON.
-DEFAULT_FRAMES: Final = 200
-DEFAULT_BINS: Final = 64
-#: Bounds of ``frames`` and ``bins``, and of their product (~1.5 MB of JSON at most).
-MAX_FRAMES: Final = 2000
-MAX_BINS: Final = 1024
-MAX_CELLS: Final = 2**18
 
 #: Margins that :func:`draw_axes` adds: left for frequency labels, below for time labels.
 AXIS_LEFT_PX: Final = 40
@@ -92,19 +92,6 @@ _GLYPHS: Final = {
     ":": ("000", "010", "000", "010", "000"),
     ".": ("000", "000", "000", "000", "010"),
 }
-
-
-def check_grid(frames: int, bins: int) -> None:
-    """Refuse a grid size out of bounds.
-
-    :raises ValueError: naming ``frames`` or ``bins`` (or both, for their product).
-    """
-    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES:
-        raise ValueError(f"frames must be within 1..{MAX_FRAMES}")
-    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
-        raise ValueError(f"bins must be within 1..{MAX_BINS}")
-    if frames * bins > MAX_CELLS:
-        raise ValueError(f"frames x bins must be at most {MAX_CELLS}")
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,36 @@ class _Histogram(_RememberedLabels, Histogram):
 ROUTES = frozenset({"stream", "hls", "health", "metrics", "api", "openapi", "ws", "other"})
 
 
+class _PendingCounts:
+    """Counter increments of the request path, summed in plain numbers until collected.
+
+    ``add`` is a dict update: no lock, no prometheus child call per request.
+    Registered as the registry's first collector, so every scrape (and
+    :meth:`Metrics.render`) adds what is pending to the children before any
+    family is read; it yields no metrics itself.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+
+    def add(self, family: Any, values: tuple[str, ...], amount: float = 1.0) -> None:
+        counts = self.counts
+        key = (family, values)
+        counts[key] = counts.get(key, 0.0) + amount
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, {}
+        for (family, values), amount in counts.items():
+            family.labels(*values).inc(amount)
+
+    def collect(self) -> list[Any]:
+        self.flush()
+        return []
+
+    def describe(self) -> list[Any]:
+        return []
+
+
 class Metrics:
     """The metric families of one process, registered in their own registry."""
 
@@ -101,6 +131,9 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         r = self.registry
+        #: Counts of the request path (:meth:`count`), added to their families at each scrape.
+        self.pending = _PendingCounts()
+        r.register(self.pending)
         if process:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
@@ -179,25 +212,31 @@ class Metrics:
         if children is None:
             children = self._bind_request(route, method, status)
         requests, duration, sent_bytes = children
-        requests.inc()
+        add = self.pending.add
+        add(self.requests, requests)
         duration.observe(duration_s)
         if sent:
-            sent_bytes.inc(sent)
+            add(self.response_bytes, sent_bytes, sent)
 
     def _bind_request(self, route: str, method: str, status: int) -> tuple[Any, Any, Any]:
         """The children :meth:`observe_request` updates for these labels, bound once."""
         label = route if route in ROUTES else "other"
         children = (
-            self.requests.labels(label, method if method in _METHODS else "OTHER", str(status)),
+            (label, method if method in _METHODS else "OTHER", str(status)),
             self.request_duration.labels(label),
-            self.response_bytes.labels(label),
+            (label,),
         )
         if len(self._request_children) < LABEL_CACHE_SIZE:
             self._request_children[(route, method, status)] = children
         return children
 
+    def count(self, family: Any, *values: str, amount: float = 1.0) -> None:
+        """``family.labels(*values).inc(amount)``, added at the next scrape (see :class:`_PendingCounts`)."""
+        self.pending.add(family, values, amount)
+
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
+        self.pending.flush()
         return generate_latest(self.registry)
 
 

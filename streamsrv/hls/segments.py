@@ -59,16 +59,16 @@ import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import av
-import numpy as np
-import numpy.typing as npt
-
-from streamsrv.audio.decode import ALLOWED_DEMUXERS, Samples, decode, probe_stream
-from streamsrv.transcode import aac, fmp4
-from streamsrv.transcode.encode import probe_source
+from streamsrv.transcode import fmp4
 from streamsrv.transcode.layout import aac_budget
+
+if TYPE_CHECKING:
+    from streamsrv.audio.decode import Samples
+
+# PyAV, numpy and the decoders are imported by the jobs that use them, in the
+# worker processes: the HTTP process that serves playlists never loads them.
 
 __all__ = [
     "AAC_LADDER",
@@ -272,6 +272,9 @@ def probe_track(source_path: str) -> Track:
 
     :raises streamsrv.audio.decode.DecodeError: when the file is not audio.
     """
+    from streamsrv.audio.decode import probe_stream
+    from streamsrv.transcode.encode import probe_source
+
     source = probe_source(source_path)
     info = probe_stream(Path(source_path))
     rate = aac_rate(source.sample_rate)
@@ -294,16 +297,18 @@ LOSSLESS_CODECS: Final = frozenset({"flac", "alac", "wavpack", "tta", "ape"})
 
 def _source_bits(source_path: str) -> int:
     """The lossless rung's depth from the decoder's sample format: 16, 24 (``s32``), or 32 (float: none)."""
-    with av.open(os.path.abspath(source_path), "r", container_options=_PROBE_OPTIONS) as container:
+    import av
+
+    from streamsrv.audio.decode import ALLOWED_DEMUXERS
+
+    # As streamsrv.audio.decode: local files and audio demuxers only.
+    options = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "file"}
+    with av.open(os.path.abspath(source_path), "r", container_options=options) as container:
         context = container.streams.audio[0].codec_context
         name = context.format.name if context.format else ""
     if name.startswith(("s16", "u8")):
         return 16
     return 24 if name.startswith("s32") else 32
-
-
-#: As :mod:`streamsrv.audio.decode`: local files and audio demuxers only.
-_PROBE_OPTIONS: Final = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "file"}
 
 
 # -- the jobs ----------------------------------------------------------------------------------
@@ -360,6 +365,8 @@ def _check_lossless(track: Track) -> None:
 def _aac_encoder(track: Track, variant: Variant) -> Any:
     """A fresh, opened AAC-LC encoder for *variant*."""
     assert variant.bitrate_kbps is not None
+    import av
+
     context: Any = av.CodecContext.create("aac", "w")
     context.sample_rate = track.sample_rate
     context.layout = "stereo"
@@ -381,6 +388,8 @@ def _aac_samples(
     fresh encoder fed from source frame ``s0`` makes packet ``j`` = continuous
     packet ``s0 + j``.
     """
+    from streamsrv.transcode import aac
+
     frames_total = -(-track.samples // AAC_FRAME)  # K: source frames, the last padded
     per = track.segment_frames
     first = n * per
@@ -405,6 +414,10 @@ def _aac_samples(
 
 def _window(source_path: str, track: Track, start: int, end: int, rate: int, channels: int) -> Samples:
     """Samples ``[start, end)`` at *rate*, exactly ``end - start`` of them, silence past the track's end."""
+    import numpy as np
+
+    from streamsrv.audio.decode import decode
+
     out = np.zeros((channels, end - start), dtype=np.float32)
     total = track.samples if rate == track.sample_rate and channels == 2 else track.source_samples
     high = min(end, total)
@@ -426,6 +439,8 @@ def _window(source_path: str, track: Track, start: int, end: int, rate: int, cha
 
 
 def _flac_encoder(track: Track) -> Any:
+    import av
+
     context: Any = av.CodecContext.create("flac", "w")
     context.sample_rate = track.source_rate
     context.layout = "mono" if track.source_channels == 1 else "stereo"
@@ -438,13 +453,16 @@ def _flac_encoder(track: Track) -> Any:
 
 def _flac_samples(source_path: str, track: Track, n: int) -> tuple[int, list[int], list[bytes]]:
     """Segment *n*'s FLAC frames, renumbered: ``(tfdt, durations, payloads)``."""
+    import av
+    import numpy as np
+
     start, end = track.segment_span(LOSSLESS, n)
     channels = track.source_channels
     samples = _window(source_path, track, start, end, track.source_rate, channels)
     context = _flac_encoder(track)
     block = track.flac_block()
     if track.bits == 16:
-        ints: npt.NDArray[Any] = np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
+        ints: Any = np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
     else:
         scaled = np.clip(np.round(samples.astype(np.float64) * 8388608.0), -8388608, 8388607)
         ints = (scaled.astype(np.int64) * 256).astype(np.int32)

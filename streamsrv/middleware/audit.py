@@ -52,7 +52,7 @@ def file_access(request: Any, *, track: str, outcome: str, sent: int, range_head
     """
     metrics = getattr(getattr(request, "site", None), "metrics", None)
     if metrics is not None:
-        metrics.file_access.labels(outcome).inc()
+        metrics.count(metrics.file_access, outcome)
     if not will_observe(access_log, LogLevel.info):
         # The level drops it: skip building the event.
         return

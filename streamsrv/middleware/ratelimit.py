@@ -184,6 +184,18 @@ def decide(buckets: Sequence[tuple[Policy, float]], allowed: bool) -> Decision:
         # The usual anonymous case: no choice to make.
         policy, tokens = buckets[0]
         retry_after = 0 if allowed else max(1, _ceil(_seconds_to_token(policy, tokens)))
+    elif allowed and len(buckets) == 2:
+        # The usual signed-in case, as the branch below decides it, without its key tuples.
+        (first, first_tokens), (second, second_tokens) = buckets
+        whole_first, whole_second = math.floor(first_tokens + EPSILON), math.floor(second_tokens + EPSILON)
+        if whole_first < whole_second or (
+            whole_first == whole_second
+            and _seconds_to_full(first, first_tokens) >= _seconds_to_full(second, second_tokens)
+        ):
+            policy, tokens = first, first_tokens
+        else:
+            policy, tokens = second, second_tokens
+        retry_after = 0
     elif allowed:
         # Least room: fewest whole tokens left; of equals, the slowest to refill.
         policy, tokens = min(

@@ -24,7 +24,7 @@ import os
 import stat
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple, cast
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IReactorTime
@@ -368,12 +368,15 @@ class StreamResource(AsyncLeaf):
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             raise ApiError("NOT_FOUND") from None
-        fileobj = os.fdopen(fd, "rb", buffering=0)
-        info = os.fstat(fd)
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise ApiError("NOT_FOUND") from None
         if not stat.S_ISREG(info.st_mode):
-            fileobj.close()
+            os.close(fd)
             raise ApiError("NOT_FOUND")
-        return fileobj, info
+        return cast(IO[bytes], _OpenFile(fd)), info
 
     def _serve(self, request: Any, track: str, path: Path, fmt: AudioFormat) -> bytes | int:
         fileobj, info = self._open(path)
@@ -430,21 +433,21 @@ class StreamResource(AsyncLeaf):
         try:
             specs = parse_range_header(header)
         except ValueError:
-            self._metrics.range_requests.labels("ignored").inc()
+            self._metrics.count(self._metrics.range_requests, "ignored")
             return None
         if not if_range_allows_partial(_header(request, b"if-range"), etag, last_modified):
-            self._metrics.range_requests.labels("if_range_mismatch").inc()
+            self._metrics.count(self._metrics.range_requests, "if_range_mismatch")
             return None
         try:
             ranges = resolve_ranges(specs, size, self._max_ranges)
         except RangeNotSatisfiable:
-            self._metrics.range_requests.labels("unsatisfiable").inc()
+            self._metrics.count(self._metrics.range_requests, "unsatisfiable")
             error = ApiError("RANGE_NOT_SATISFIABLE")
             raise _Unsatisfiable(error, size) from None
         if ranges is None:
-            self._metrics.range_requests.labels("ignored").inc()
+            self._metrics.count(self._metrics.range_requests, "ignored")
             return None
-        self._metrics.range_requests.labels("single" if len(ranges) == 1 else "multi").inc()
+        self._metrics.count(self._metrics.range_requests, "single" if len(ranges) == 1 else "multi")
         return ranges
 
     def _framing(
@@ -514,7 +517,7 @@ class StreamResource(AsyncLeaf):
                 throughput.record(request.client_ip, sender.bytes_written, now - began, now)
             tracker.remove(sender)
             label = "sendfile" if isinstance(sender, SendfileSender) else "producer"
-            metrics.stream_bytes.labels(label).inc(sender.bytes_written)
+            metrics.count(metrics.stream_bytes, label, amount=sender.bytes_written)
             if not completed:
                 metrics.aborted.inc()
             file_access(
@@ -543,6 +546,46 @@ class StreamResource(AsyncLeaf):
         tracker.add(sender)
         sender.start()
         return server.NOT_DONE_YET
+
+
+class _OpenFile:
+    """An open track as the senders use it (``fileno``, ``seek``, ``read``, ``close``), over a raw descriptor.
+
+    ``os.fdopen`` would ``fstat`` the descriptor again (``FileIO`` does) when
+    :meth:`StreamResource._open` has just done so.  Closed at most once;
+    a lost one is closed when collected, as a file object would be.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed file")
+        return self._fd
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self.fileno(), offset, whence)
+
+    def read(self, n: int = -1) -> bytes:
+        fd = self.fileno()
+        if n < 0:
+            n = max(0, os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR))
+        return os.read(fd, n)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class _FileHeaders(NamedTuple):

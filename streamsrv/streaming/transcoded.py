@@ -30,7 +30,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
 
+from streamsrv import transcode
 from streamsrv.audio.jobs import JOB_FAILURES, job_error
 from streamsrv.audio.workers import WorkerCrashed, WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache, FileIdentity, artifact_key
@@ -50,16 +51,10 @@ from streamsrv.streaming.conditional import Outcome, http_date
 from streamsrv.streaming.producers import CHUNK_SIZE, FileBodyProducer, PushProducer, Segment
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.streaming.tracks import request_preconditions
-from streamsrv.transcode import (
-    Layout,
-    Rendition,
-    SourceInfo,
-    encode_chunk,
-    encode_full,
-    encode_full_bytes,
-    layout_for,
-    probe_source,
-)
+from streamsrv.transcode import Layout, Rendition, layout_for
+
+if TYPE_CHECKING:
+    from streamsrv.transcode import SourceInfo
 
 __all__ = ["BodyEnded", "ChunkProducer", "Framing", "TranscodeService"]
 
@@ -139,7 +134,7 @@ class TranscodeService:
         if known is not None:
             self._sources.move_to_end(name)
             return known
-        info: SourceInfo = await self._job(probe_source, str(path), key=f"probe:{name}")
+        info: SourceInfo = await self._job(transcode.probe_source, str(path), key=f"probe:{name}")
         self._sources[name] = info
         if len(self._sources) > SOURCE_CACHE_SIZE:
             self._sources.popitem(last=False)
@@ -169,7 +164,7 @@ class TranscodeService:
             temp: Path | None = None
             try:
                 temp = self._cache.temp_path("transcode")
-                await self._job(encode_full, str(path), rendition, str(temp), key=f"full:{key}")
+                await self._job(transcode.encode_full, str(path), rendition, str(temp), key=f"full:{key}")
                 committed: Path = await self._cache.commit(key, "transcode", temp, rendition.suffix)
                 return committed
             except OSError as e:
@@ -208,7 +203,7 @@ class TranscodeService:
             error=error.strerror or type(error).__name__,
             event_kind="degraded",
         )
-        data: bytes = await self._job(encode_full_bytes, str(path), rendition, key=f"memory:{key}")
+        data: bytes = await self._job(transcode.encode_full_bytes, str(path), rendition, key=f"memory:{key}")
         return data
 
     async def answer(
@@ -337,7 +332,7 @@ class TranscodeService:
                 except OSError:
                     log.warn("transcode: a cached chunk could not be read; encoding it again")
             began = self._clock.seconds()
-            data = await self._job(encode_chunk, str(path), layout, index, key=f"chunk:{chunk_key}")
+            data = await self._job(transcode.encode_chunk, str(path), layout, index, key=f"chunk:{chunk_key}")
             self._stats.chunks.labels("encoded").inc()
             seconds = self._clock.seconds() - began
             if seconds > 0:

@@ -27,10 +27,11 @@ import ctypes
 import functools
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["PYAV_BACKEND", "QUALITY", "LameError", "available", "backend", "encode_frames", "split_frames"]
 
@@ -163,6 +164,8 @@ def encode_frames(samples: npt.NDArray[np.float32], kbps: int, rate: int, *, del
     if channels not in (1, 2) or kbps not in _BITRATE_INDEX or rate not in _RATE_INDEX:
         raise ValueError("not an MPEG-1 Layer III rendition")
     lib = binding.lib
+    import numpy as np
+
     planes = [np.ascontiguousarray(samples[channel], dtype=np.float32) for channel in range(channels)]
     room = (5 * count + 3) // 4 + _ENCODE_SLACK
     buffer = ctypes.create_string_buffer(room + _FLUSH_BYTES)

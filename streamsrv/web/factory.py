@@ -35,6 +35,7 @@ from streamsrv.streaming.durations import TrackDurations
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.web.api import ApiApp, current_request
+from streamsrv.web.fastchannel import channel_class
 from streamsrv.web.listening import HlsListening, StreamListening
 from streamsrv.web.player.resource import BrowserHome, make_player
 from streamsrv.web.root import RootResource
@@ -196,7 +197,7 @@ def make_site(
     leaves, home = dict(children), None
     if settings.demo_ui:
         leaves[b"demo"], home = make_player(), BrowserHome()
-    return StreamsrvSite(
+    site = StreamsrvSite(
         RootResource(api.app.resource(), leaves, home),
         metrics=metrics,
         clock=clock,
@@ -205,6 +206,8 @@ def make_site(
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxies,
     )
+    site.channel = channel_class()
+    return site
 
 
 def add_listeners(

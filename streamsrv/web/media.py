@@ -15,6 +15,7 @@ anything about audio.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -24,9 +25,7 @@ from typing import Any, Final
 
 from twisted.internet.interfaces import IReactorTime
 
-from streamsrv.audio import spectrogram as spectrogram_mod
-from streamsrv.audio import spectrum as spectrum_mod
-from streamsrv.audio import waveform as waveform_mod
+from streamsrv.audio import spectrogram_grid
 from streamsrv.audio.library import MediaLibrary, Representation, SpectrumOptions, WaveformOptions
 from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
@@ -35,6 +34,17 @@ from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.tracks import resolve_media
 from streamsrv.web.query import one_value
+
+
+def _waveform() -> Any:
+    """:mod:`streamsrv.audio.waveform`, imported on first use (it brings numpy and PyAV)."""
+    return importlib.import_module("streamsrv.audio.waveform")
+
+
+def _spectrum() -> Any:
+    """:mod:`streamsrv.audio.spectrum`, imported on first use (it brings numpy and PyAV)."""
+    return importlib.import_module("streamsrv.audio.spectrum")
+
 
 __all__ = ["MEDIA_MAX_AGE_S", "MediaRoutes", "body_etag", "validated", "waveform_options"]
 
@@ -107,9 +117,9 @@ def waveform_options(args: Args) -> WaveformOptions:
     fmt = _choice(args, "format", ("json", "dat", "wavesurfer"))
     try:
         if spp is not None:
-            waveform_mod._check_samples_per_pixel(spp)
+            _waveform()._check_samples_per_pixel(spp)
         if pps is not None:
-            waveform_mod._check_pixels_per_second(pps)
+            _waveform()._check_pixels_per_second(pps)
     except ValueError as e:
         raise ApiError("BAD_REQUEST", str(e)) from None
     return WaveformOptions(spp, pps, bits, split, start, end, fmt)
@@ -130,11 +140,11 @@ def spectrogram_query(args: Args) -> tuple[int, int, bool]:
     :raise ApiError: ``BAD_REQUEST`` naming the parameter that is not a
         whole number, is out of its range, or (``frames`` x ``bins``) too big.
     """
-    frames = _int(args, "frames", spectrogram_mod.DEFAULT_FRAMES)
-    bins = _int(args, "bins", spectrogram_mod.DEFAULT_BINS)
+    frames = _int(args, "frames", spectrogram_grid.DEFAULT_FRAMES)
+    bins = _int(args, "bins", spectrogram_grid.DEFAULT_BINS)
     assert frames is not None and bins is not None
     try:
-        spectrogram_mod.check_grid(frames, bins)
+        spectrogram_grid.check_grid(frames, bins)
     except ValueError as e:
         raise ApiError("BAD_REQUEST", str(e)) from None
     return frames, bins, _boolean(args, "axes")
@@ -203,7 +213,7 @@ class MediaRoutes:
         args = request.args
         fmt = _choice(args, "format", ("json", "png"))
         try:
-            params = spectrum_mod.SpectrumParams(
+            params = _spectrum().SpectrumParams(
                 fft_size=_int(args, "fft_size", 4096) or 0,
                 hop=_int(args, "hop", 1024) or 0,
                 window=_choice(args, "window", ("hann", "hamming", "blackman")),

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 from twisted.web.http import datetimeToString
+from twisted.web.http_headers import _nameEncoder
 from twisted.web.resource import IResource
 
 from streamsrv.errors import DEFAULT_MESSAGES, ApiError
@@ -95,6 +96,18 @@ def choose_request_id(offered: bytes | None) -> str:
     return _random_ids.next()
 
 
+#: Header names (``bytes``) as code spells them -> as ``Headers`` stores them.  Filled by
+#: :meth:`StreamsrvRequest.setHeader` with names the code sets (never a client's), and bounded.
+_CANONICAL: dict[Any, bytes] = {
+    name: _nameEncoder.encode(name)
+    for name in (
+        b"range", b"if-range", b"if-match", b"if-none-match", b"if-modified-since",
+        b"if-unmodified-since", b"user-agent", b"x-request-id", b"x-forwarded-for",
+        b"x-forwarded-proto", b"authorization", b"origin", b"save-data", b"downlink", b"ect",
+    )
+}  # fmt: skip
+_CANONICAL_MAX: Final = 512
+
 #: Every status's reason phrase (IANA's registry, as Python knows it).
 REASON_PHRASES: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
@@ -130,6 +143,32 @@ class StreamsrvRequest(server.Request):
     #: Set from the channel at the start of :meth:`process`, before anything
     #: that reads it (routes, :meth:`_ended_cb`) can run.
     site: StreamsrvSite
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        """Twisted's ``setHeader``, storing a plain ``bytes`` value under a name seen before directly.
+
+        Same result as ``responseHeaders.setRawHeaders(name, [value])``: the
+        name canonicalised (:data:`_CANONICAL` remembers Twisted's spelling of
+        each name the code uses) and a value with CR or LF left to Twisted,
+        which replaces them.
+        """
+        canonical = _CANONICAL.get(name)
+        if canonical is not None and type(value) is bytes and b"\r" not in value and b"\n" not in value:
+            self.responseHeaders._rawHeaders[canonical] = [value]
+            return
+        super().setHeader(name, value)
+        if canonical is None and type(name) is bytes and len(_CANONICAL) < _CANONICAL_MAX:
+            _CANONICAL[name] = _nameEncoder.encode(name)
+
+    def getHeader(self, key: Any) -> Any:
+        """Twisted's ``getHeader`` (the last value of a request header, or ``None``), looked up directly."""
+        canonical = _CANONICAL.get(key)
+        if canonical is None:
+            if type(key) is bytes and len(_CANONICAL) < _CANONICAL_MAX:
+                _CANONICAL[key] = _nameEncoder.encode(key)
+            return super().getHeader(key)
+        values = self.requestHeaders._rawHeaders.get(canonical)
+        return values[-1] if values else None
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         """Set the status, with its reason phrase even where Twisted has none (429, 426, 431...)."""
@@ -359,8 +398,8 @@ class StreamsrvChannel(http.HTTPChannel):
 
 
 def _channel_protocol(factory: Any) -> Any:
-    """The site's protocol factory: Twisted's wrapper around our channel."""
-    return http._GenericHTTPChannelProtocol(StreamsrvChannel())
+    """The site's protocol factory: Twisted's wrapper around the site's :attr:`~StreamsrvSite.channel`."""
+    return http._GenericHTTPChannelProtocol(factory.channel())
 
 
 def finish_response(request: Any, body: bytes) -> None:
@@ -398,6 +437,8 @@ class StreamsrvSite(server.Site):
     requestFactory = StreamsrvRequest
     displayTracebacks = False
     protocol = _channel_protocol
+    #: The HTTP channel each connection gets (``web.factory.make_site`` picks llhttp's when installed).
+    channel: type[StreamsrvChannel] = StreamsrvChannel
 
     def __init__(
         self,
