@@ -227,6 +227,15 @@ class AnalyticsStoreContractMixin(_MixinBase):
         rows = await store.query("SELECT bytes_sent FROM sessions WHERE id = ?", ("s-1",))
         self.assertEqual([int(r[0]) for r in rows], [99])
 
+    def test_later_sessions_beyond_the_bound_are_counted(self) -> None:
+        """``record_session_later`` past *max_buffered* drops the oldest session and counts it."""
+        store = self.stores.open(self.clock, flush_threshold=2, max_buffered=2)
+        store._failing = True  # no early flush: the buffer only grows
+        for n in range(5):
+            store.record_session_later(f"s-{n}", lambda: session())
+        counters = store.counters()
+        self.assertEqual((counters.buffer_size, counters.sessions_dropped), (2, 3))
+
     async def test_round_trip_fields(self) -> None:
         """Every field of an event and a session is stored as given."""
         store = self.stores.open(self.clock)

@@ -127,7 +127,11 @@ class PostgresOutageTests(unittest.TestCase):
         for n in range(60):
             store.record_session(session(f"s-{n}"))
         failures = store.counters().flush_failures
-        await until(lambda: store.counters().flush_failures > failures, "a flush to fail")
+        # Read between two attempts: a flush in flight holds the batch it is writing.
+        await until(
+            lambda: store.counters().flush_failures > failures and store.counters().buffer_size == 100,
+            "a flush to fail and the backlog to be back",
+        )
         detail = store.check().detail
         self.assertEqual(
             (detail["buffer_size"], detail["events_dropped"], detail["sessions_dropped"]), (100, 30, 10)

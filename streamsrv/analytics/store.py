@@ -483,6 +483,7 @@ class AnalyticsStore(Service):
         sessions[session_id] = _LaterRecord(build)
         if len(sessions) > self._max:
             del sessions[next(iter(sessions))]
+            self._sessions_dropped += 1
         self._maybe_flush_early()
 
     def record_event(self, event: AnalyticsEvent) -> None:
