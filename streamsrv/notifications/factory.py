@@ -46,7 +46,9 @@ def make_channels(options: NotifyOptions, reactor: Any) -> dict[str, IChannel]:
     if options.smtp is not None and options.smtp_from is not None:
         from streamsrv.notifications.channels.email import EmailChannel
 
-        channels["email"] = EmailChannel(reactor, options.smtp, options.smtp_from)
+        channels["email"] = EmailChannel(
+            reactor, options.smtp, options.smtp_from, pool_size=options.smtp_pool_size
+        )
     if options.sms is not None or options.vapid is not None:
         from streamsrv.notifications.channels.http import HttpSender
 
@@ -147,11 +149,22 @@ def add_notifications(
         reactor,
         default_caps=options.default_caps,
         max_attempts=options.max_attempts,
+        batch=options.batch,
+        lease_s=options.lease_s,
+        retry_base_s=options.retry_base_s,
+        # Two per SMTP session: each has its next message ready when a transaction ends.
+        concurrency=2 * options.smtp_pool_size,
         on_outcome=None if counter is None else lambda c, o: counter.labels(c, o).inc(),
     )
     configured = frozenset({"websocket", *channels})
     service = NotificationService(
-        outbox, templates, configured, options.default_caps, options.max_recipients, reactor
+        outbox,
+        templates,
+        configured,
+        options.default_caps,
+        options.max_recipients,
+        reactor,
+        on_queued=sender.wake,
     )
     NotificationsLifecycle(outbox, sender, channels, reactor).setServiceParent(parent)
     return service

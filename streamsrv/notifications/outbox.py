@@ -31,7 +31,7 @@ from streamsrv.notifications.outboxdb import (
     PostgresOutboxDatabase,
     SqliteOutboxDatabase,
 )
-from streamsrv.notifications.records import Claimed, NewDelivery, Notification, NotificationRecord
+from streamsrv.notifications.records import Claimed, Finish, NewDelivery, Notification, NotificationRecord
 
 __all__ = ["IOutbox", "Outbox", "make_outbox", "make_outbox_database"]
 
@@ -77,8 +77,17 @@ class IOutbox(Interface):
     def get(notification_id: str) -> Deferred[NotificationRecord | None]:  # noqa: N805
         """A notification and the state of each of its deliveries."""
 
-    def claim(worker_id: str, now: float, limit: int, lease_s: float) -> Deferred[list[Claimed]]:  # noqa: N805
-        """Lease up to *limit* due deliveries to *worker_id* for *lease_s* seconds."""
+    def claim(
+        worker_id: str,  # noqa: N805 - zope interface
+        now: float,
+        limit: int,
+        lease_s: float,
+        channels: Sequence[str] | None = None,
+    ) -> Deferred[list[Claimed]]:
+        """Lease up to *limit* due deliveries (on *channels* if given) to *worker_id* for *lease_s* s."""
+
+    def finish_many(worker_id: str, finishes: Sequence[Finish]) -> Deferred[list[bool]]:  # noqa: N805
+        """Record several outcomes in one transaction; for each, whether the lease was still held."""
 
     def mark_sent(delivery_id: str, worker_id: str, now: float) -> Deferred[bool]:  # noqa: N805
         """The delivery was sent."""
@@ -103,6 +112,15 @@ class IOutbox(Interface):
 
     def recent_sends(user_id: str, channel: str, since: float) -> Deferred[list[float]]:  # noqa: N805
         """Send times to *user_id* on *channel* after *since* (for frequency caps)."""
+
+    def recent_sends_many(
+        user_ids: Sequence[str],  # noqa: N805 - zope interface
+        since: float,
+    ) -> Deferred[dict[tuple[str, str], list[float]]]:
+        """:meth:`recent_sends` of many users, by ``(user_id, channel)`` (absent: none)."""
+
+    def get_preferences_many(user_ids: Sequence[str]) -> Deferred[dict[str, dict[str, Any]]]:  # noqa: N805
+        """The stored documents of those of *user_ids* who set one, by user."""
 
     def pending_counts() -> Deferred[dict[str, int]]:
         """``{"queued": n, "deferred": m}``: the queue depth."""
@@ -170,8 +188,13 @@ class Outbox:
     def get(self, notification_id: str) -> Deferred[NotificationRecord | None]:
         return self._run(self.database.get, notification_id)
 
-    def claim(self, worker_id: str, now: float, limit: int, lease_s: float) -> Deferred[list[Claimed]]:
-        return self._run(self.database.claim, worker_id, now, limit, lease_s)
+    def claim(
+        self, worker_id: str, now: float, limit: int, lease_s: float, channels: Sequence[str] | None = None
+    ) -> Deferred[list[Claimed]]:
+        return self._run(self.database.claim, worker_id, now, limit, lease_s, channels)
+
+    def finish_many(self, worker_id: str, finishes: Sequence[Finish]) -> Deferred[list[bool]]:
+        return self._run(self.database.finish_many, worker_id, list(finishes))
 
     def mark_sent(self, delivery_id: str, worker_id: str, now: float) -> Deferred[bool]:
         return self._run(self.database.mark_sent, delivery_id, worker_id, now)
@@ -194,6 +217,14 @@ class Outbox:
 
     def recent_sends(self, user_id: str, channel: str, since: float) -> Deferred[list[float]]:
         return self._run(self.database.recent_sends, user_id, channel, since)
+
+    def recent_sends_many(
+        self, user_ids: Sequence[str], since: float
+    ) -> Deferred[dict[tuple[str, str], list[float]]]:
+        return self._run(self.database.recent_sends_many, list(user_ids), since)
+
+    def get_preferences_many(self, user_ids: Sequence[str]) -> Deferred[dict[str, dict[str, Any]]]:
+        return self._run(self.database.get_preferences_many, list(user_ids))
 
     def pending_counts(self) -> Deferred[dict[str, int]]:
         return self._run(self.database.pending_counts)

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFERRED",
     "FAILED",
+    "FINISHES",
     "IDEMPOTENCY_WINDOW_S",
     "PENDING_STATES",
     "PRIORITIES",
@@ -30,6 +31,7 @@ __all__ = [
     "SUPPRESSION_REASONS",
     "Claimed",
     "Delivery",
+    "Finish",
     "NewDelivery",
     "Notification",
     "NotificationRecord",
@@ -65,6 +67,9 @@ RETRY_CAP_S: Final = 3600.0
 
 #: The longest ``last_error`` kept, in characters.
 MAX_ERROR_CHARS: Final = 500
+
+#: What a worker may report of a delivery it holds (:class:`Finish`).
+FINISHES: Final = ("sent", "retry", "failed", "deferred", "suppressed")
 
 
 def next_attempt(
@@ -208,3 +213,31 @@ class Claimed:
     delivery: Delivery
     notification: Notification
     lease_until: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    """
+    What became of one claimed delivery, reported with others in one transaction.
+
+    :ivar delivery_id: The delivery.
+    :ivar outcome: One of :data:`FINISHES`: ``sent``; ``retry`` (queued again for *when*,
+        keeping *error*); ``failed`` (for good, with *error*); ``deferred`` until *when*
+        (quiet hours, the claim's attempt given back); ``suppressed`` for *reason*.
+    :ivar at: Unix seconds of the outcome.
+    """
+
+    delivery_id: str
+    outcome: str
+    at: float
+    error: str | None = None
+    when: float | None = None
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in FINISHES:
+            raise ValueError(f"outcome must be one of {FINISHES}")
+        if self.outcome in ("retry", "deferred") and self.when is None:
+            raise ValueError(f"a {self.outcome} needs its time")
+        if self.outcome == "suppressed" and self.reason not in SUPPRESSION_REASONS:
+            raise ValueError(f"reason must be one of {SUPPRESSION_REASONS}")
