@@ -16,7 +16,8 @@ stop the thread pool it was given.
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -133,7 +134,8 @@ class IOutbox(Interface):
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits: milliseconds since 1970, then 80 random bits (ids made later sort later)."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
 @implementer(IOutbox)
@@ -179,7 +181,12 @@ class Outbox:
         now: float,
     ) -> Deferred[NotificationRecord]:
         notification = Notification(self._new_id(), template, data, priority, idempotency_key, now)
-        ids = [self._new_id() for _ in deliveries]
+        if self._new_id is _new_id:
+            # The notification's id and the position: unique, and in order, so 10,000 rows
+            # go to the end of the primary key's B-tree instead of 10,000 random places.
+            ids = [f"{notification.id}{n:06x}" for n in range(len(deliveries))]
+        else:
+            ids = [self._new_id() for _ in deliveries]
         return self._run(self.database.enqueue, notification, list(deliveries), ids, now)
 
     def find_by_idempotency_key(self, key: str, now: float) -> Deferred[NotificationRecord | None]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +44,7 @@ from streamsrv.notifications.records import (
     NewDelivery,
     Notification,
     NotificationRecord,
+    unchecked,
 )
 
 __all__ = [
@@ -246,7 +247,7 @@ class OutboxDatabase:
         """*text*, written with ``?`` placeholders, in this driver's paramstyle."""
         return text
 
-    def _insert_deliveries(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_deliveries(self, cursor: Any, rows: Iterable[tuple[Any, ...]]) -> None:
         """Insert delivery rows (SQLite: one prepared statement run for each row, no round trips)."""
         cursor.executemany(_INSERT_DELIVERIES + _DELIVERY_VALUES, rows)
 
@@ -364,7 +365,7 @@ class OutboxDatabase:
                     self._sql(_INSERT_KEY),
                     (key, notification.id, now),
                 )
-            rows = [
+            rows = (
                 (
                     i,
                     notification.id,
@@ -378,12 +379,13 @@ class OutboxDatabase:
                     now,
                 )
                 for position, (i, d) in enumerate(zip(delivery_ids, deliveries, strict=True))
-            ]
+            )
             self._insert_deliveries(cursor, rows)
         # What was written, answered without reading 10,000 rows back.
         stored = tuple(
-            Delivery(i, notification.id, d.user_id, d.channel, d.state, d.reason, d.not_before or now,
-                     0, None, now, now, None)
+            unchecked(Delivery, id=i, notification_id=notification.id, user_id=d.user_id, channel=d.channel,
+                      state=d.state, reason=d.reason, not_before=d.not_before or now, attempts=0,
+                      last_error=None, created_at=now, updated_at=now, sent_at=None)
             for i, d in zip(delivery_ids, deliveries, strict=True)
         )  # fmt: skip
         return NotificationRecord(notification, stored)
@@ -640,6 +642,7 @@ class SqliteOutboxDatabase(OutboxDatabase):
         )
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA cache_size = -32768")  # 32 MiB: a 10,000-user send stays in memory
         connection.execute("PRAGMA foreign_keys = ON")
         return connection
 
@@ -677,7 +680,7 @@ class PostgresOutboxDatabase(OutboxDatabase):
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")
 
-    def _insert_deliveries(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_deliveries(self, cursor: Any, rows: Iterable[tuple[Any, ...]]) -> None:
         """Many rows per statement: ``executemany`` would make one round trip for each."""
         from psycopg2.extras import execute_values
 

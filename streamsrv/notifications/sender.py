@@ -32,7 +32,7 @@ import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -241,22 +241,26 @@ class NotificationSender(PeriodicService):
         """Deliveries were just queued: drain the lanes now rather than at the next interval."""
         if not self.running or self._stopping:
             return
-        for lane in self._lanes:
-            self._drain(lane).addErrback(self._drain_failed)
+        Deferred.fromCoroutine(self.send_due()).addErrback(self._drain_failed)
 
     def _drain_failed(self, failure: Failure) -> None:
         log.failure("sending notifications failed; the next round retries", failure)
 
     async def send_due(self) -> int:
-        """Drain every lane (rounds until less than a batch was due); how many deliveries were handled."""
-        drains = [self._drain(lane) for lane in self._lanes]
-        results = await DeferredList(drains, consumeErrors=True)
+        """
+        Drain every lane (rounds until less than a batch was due); how many deliveries were handled.
+
+        The websocket lane first: its frames wait on no server, and on one CPU the email
+        lane would otherwise slow them down (a send to 10,000 users: seconds instead of one).
+        """
+        websocket, *others = self._lanes
+        results = await DeferredList([self._drain(websocket)], consumeErrors=True)
+        results += await DeferredList([self._drain(lane) for lane in others], consumeErrors=True)
         total = 0
         for ok, result in results:
             if not ok:
-                assert isinstance(result, Failure)
-                result.raiseException()
-            total += int(result)
+                cast(Failure, result).raiseException()
+            total += cast(int, result)
         return total
 
     def _drain(self, lane: _Lane) -> Deferred[int]:

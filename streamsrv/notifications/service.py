@@ -25,7 +25,14 @@ from streamsrv.errors import ApiError
 from streamsrv.notifications.caps import Caps
 from streamsrv.notifications.outbox import IOutbox
 from streamsrv.notifications.preferences import Preferences, default_preferences, parse_preferences
-from streamsrv.notifications.records import CHANNELS, PRIORITIES, SUPPRESSED, NewDelivery, NotificationRecord
+from streamsrv.notifications.records import (
+    CHANNELS,
+    PRIORITIES,
+    SUPPRESSED,
+    NewDelivery,
+    NotificationRecord,
+    queued_deliveries,
+)
 from streamsrv.notifications.templates import TemplateSet
 
 __all__ = ["NotificationService", "SendRequest", "parse_send_request"]
@@ -171,7 +178,7 @@ class NotificationService:
 
     async def _deliveries(self, asked: SendRequest) -> list[NewDelivery]:
         if asked.channels is not None:
-            return [NewDelivery(user, channel) for user in asked.user_ids for channel in asked.channels]
+            return queued_deliveries(asked.user_ids, asked.channels)
         out = []
         preferences = await self.preferences_of(asked.user_ids)
         for user in asked.user_ids:
