@@ -30,11 +30,12 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, DeferredList, DeferredLock, DeferredSemaphore, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -307,8 +308,13 @@ class NotificationSender(PeriodicService):
             groups: dict[tuple[str, str], list[Claimed]] = {}
             for c in claimed:
                 groups.setdefault((c.delivery.user_id, c.delivery.channel), []).append(c)
-            limit = DeferredSemaphore(lane.concurrency) if lane.concurrency else None
-            turns = [Deferred.fromCoroutine(self._handle_in_turn(g, data, limit)) for g in groups.values()]
+            # A few workers take the groups in turn (not one coroutine per group behind a
+            # semaphore: a run of deliveries decided at once, opted-out users or a stop, would
+            # resume each waiter inside the last one's release, deep enough to hit Python's
+            # recursion limit and leave a round waiting for ever).
+            queue = deque(groups.values())
+            workers = lane.concurrency or 1
+            turns = [Deferred.fromCoroutine(self._work_through(queue, data)) for _ in range(workers)]
             await DeferredList(turns, consumeErrors=True)
         finally:
             await self._end_round(ids)
@@ -324,20 +330,20 @@ class NotificationSender(PeriodicService):
                 self._held.difference_update(unused)
                 await self.outbox.release(self.worker_id, unused)
 
-    async def _handle_in_turn(
-        self, group: list[Claimed], data: _Round, limit: DeferredSemaphore | None
-    ) -> None:
+    async def _work_through(self, queue: deque[list[Claimed]], data: _Round) -> None:
+        """Handle groups from *queue* until it is empty (one worker of a lane's round)."""
+        while queue and not self._stopping:
+            group = queue.popleft()
+            try:
+                await self._handle_in_turn(group, data)
+            except Exception:
+                log.failure("handling deliveries failed unexpectedly")
+
+    async def _handle_in_turn(self, group: list[Claimed], data: _Round) -> None:
         for claimed in group:
             if self._stopping or self.clock.seconds() > claimed.lease_until - self._lease_s / 2:
                 return  # released at the round's end: sent by the next round (or worker)
-            if limit is None:
-                await self._handle(claimed, data)
-                continue
-            await limit.acquire()
-            try:
-                await self._handle(claimed, data)
-            finally:
-                limit.release()
+            await self._handle(claimed, data)
 
     async def _handle(self, claimed: Claimed, data: _Round) -> None:
         delivery = claimed.delivery
