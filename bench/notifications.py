@@ -68,6 +68,8 @@ REPORTED = (
     "ws_p50_from_202_ms",
     "ws_p99_from_202_ms",
     "duplicates",
+    "sqlite_floor_ms",
+    "post_202_vs_floor",
 )
 
 
@@ -389,7 +391,59 @@ def streamsrv_round(tmp: Path, args: argparse.Namespace, outage_s: float = 0.0) 
         sink.stop()
 
 
-# -- the baseline: smtplib ---------------------------------------------------------------------
+# -- the baselines: the bare SQLite commit, smtplib ----------------------------------------------
+
+
+def sqlite_floor_ms(tmp: Path, users: int) -> float:
+    """
+    The durability floor of the 202: the same 2 x *users* delivery rows inserted and committed
+    with plain ``sqlite3`` (WAL, ``synchronous = FULL``) into the outbox's own schema.
+    """
+    sys.path.insert(0, str(REPO))
+    from streamsrv.notifications.outboxdb import SqliteOutboxDatabase
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "floor.sqlite3"
+    database = SqliteOutboxDatabase(path)
+    database.migrate(time.time())
+    database.close()
+    now = time.time()
+    nid = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+    rows = [
+        (
+            f"{nid}{n:06x}",
+            nid,
+            n,
+            user_id(n // 2),
+            ("websocket", "email")[n % 2],
+            "queued",
+            None,
+            now,
+            now,
+            now,
+        )
+        for n in range(2 * users)
+    ]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    started = time.perf_counter()
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(
+        "INSERT INTO notifications (id, template, data, priority, idempotency_key, created_at) "
+        "VALUES (?, 'new-release', '{}', 'normal', NULL, ?)",
+        (nid, now),
+    )
+    db.executemany(
+        "INSERT INTO notification_deliveries (id, notification_id, position, user_id, channel, state, "
+        "reason, not_before, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.execute("COMMIT")
+    elapsed = (time.perf_counter() - started) * 1000
+    db.close()
+    return elapsed
 
 
 def sample_message() -> bytes:
@@ -477,6 +531,8 @@ def main() -> int:
             base = smtplib_round(top / f"r{n}-smtplib", args)
             mine = streamsrv_round(top / f"r{n}-streamsrv", args)
             mine["ratio_vs_smtplib"] = mine.get("emails_per_s", float("nan")) / base["emails_per_s"]
+            mine["sqlite_floor_ms"] = sqlite_floor_ms(top / f"r{n}-floor", args.users)
+            mine["post_202_vs_floor"] = mine["post_202_ms"] / mine["sqlite_floor_ms"]
             results["smtplib"].append(base)
             results["streamsrv"].append(mine)
             print(f"round {n + 1}: smtplib {json.dumps(base)}", flush=True)
