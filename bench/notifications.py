@@ -68,6 +68,9 @@ REPORTED = (
     "ws_p50_from_202_ms",
     "ws_p99_from_202_ms",
     "duplicates",
+    "post_cpu_ms",
+    "send_cpu_s",
+    "emails_per_cpu_s",
     "sqlite_floor_ms",
     "post_202_vs_floor",
 )
@@ -302,6 +305,12 @@ async def _ws_client(port: int, sub: str, ready: asyncio.Event, arrived: dict[st
                 return
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process *pid* has used: what it got, whatever the machine's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _post(daemon: Daemon, users: int) -> tuple[float, float, int]:
     body = json.dumps(
         {
@@ -329,7 +338,9 @@ async def _drive(daemon: Daemon, sink: Sink, args: argparse.Namespace, outage_s:
     loop = asyncio.get_running_loop()
     if outage_s:
         sink.stop()
+    cpu_before = cpu_s(daemon.process.pid)
     started, accepted, status = await loop.run_in_executor(None, _post, daemon, args.users)
+    cpu_accepted = cpu_s(daemon.process.pid)
     if status != 202:
         raise RuntimeError(f"POST answered {status}")
     back = None
@@ -342,6 +353,7 @@ async def _drive(daemon: Daemon, sink: Sink, args: argparse.Namespace, outage_s:
         if len(sink.arrivals()) >= args.users and len(arrived) == len(subs):
             break
         await asyncio.sleep(0.2)
+    cpu_done = cpu_s(daemon.process.pid)
     await asyncio.sleep(1.0)  # anything sent twice would arrive now
     for client in clients:
         client.cancel()
@@ -356,6 +368,12 @@ async def _drive(daemon: Daemon, sink: Sink, args: argparse.Namespace, outage_s:
         "duplicates": len(ids) - len(set(ids)),
         "ws_frames": len(ws),
         "ws_sockets": len(subs),
+        # CPU the daemon got: the 202's cost, and sending (10,000 emails + 10,000 frames).
+        "post_cpu_ms": (cpu_accepted - cpu_before) * 1000,
+        "send_cpu_s": cpu_done - cpu_accepted,
+        "emails_per_cpu_s": args.users / (cpu_done - cpu_accepted)
+        if cpu_done > cpu_accepted
+        else float("nan"),
     }
     if times:
         span = times[-1] - times[0]
