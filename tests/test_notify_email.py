@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import shutil
 import socket
+from email import policy
 from email.message import EmailMessage as MimeMessage
+from email.parser import BytesParser
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -129,8 +131,6 @@ class BuildEmailTests(unittest.SynchronousTestCase):
             now=1_700_000_000,
         )
         self.assertTrue(data.isascii())
-        from email import policy
-        from email.parser import BytesParser
 
         parsed = BytesParser(policy=policy.default).parsebytes(data)
         assert isinstance(parsed, MimeMessage)
@@ -167,11 +167,31 @@ class BuildEmailTests(unittest.SynchronousTestCase):
                 "bad_header",
             ),
             (EmailMessage("a@example.org", "s\nBcc: x@example.org", "t"), "bad_header"),
+            (EmailMessage("pépé@example.org", "s", "t"), "bad_address"),  # no SMTPUTF8
         ]
         for message, reason in cases:
             with self.assertRaises(PermanentError) as caught:
                 build_email(message, SENDER, now=0)
             self.assertEqual(caught.exception.reason, reason)
+
+    def test_message_id_from_ref(self) -> None:
+        """
+        A ref makes the Message-ID ``<ref@sender domain>`` on every build (receivers dedupe
+        a retried delivery by it); without one, or with one unfit for it, it is random; the
+        shared part of one rendered message is the same for every recipient.
+        """
+        message = EmailMessage("a@example.org", "Hi", "t", "<p>h</p>", ref="0123abcd000001")
+        first_id, first = build_email(message, SENDER, now=0)
+        second_id, _ = build_email(message, SENDER, now=60)
+        self.assertEqual((first_id, second_id), ("<0123abcd000001@example.com>",) * 2)
+        parsed = BytesParser(policy=policy.default).parsebytes(first)
+        self.assertEqual((parsed["Message-ID"], parsed["To"]), (first_id, "a@example.org"))
+        self.assertEqual(len(parsed.get_all("Message-ID")), 1)
+        other_id, other = build_email(
+            EmailMessage("b@example.org", "Hi", "t", "<p>h</p>", ref="x y"), SENDER, now=0
+        )
+        self.assertNotEqual(other_id, "<x y@example.com>")
+        self.assertEqual(first.split(b"From:", 1)[1], other.split(b"From:", 1)[1])
 
     def test_wire_format_stuffs_dots_and_uses_crlf(self) -> None:
         """
@@ -276,6 +296,24 @@ class StartTlsTests(_ServerTestsMixin, unittest.TestCase):
             )
             self.assertEqual(html.get_content_type(), "text/html")
             self.assertIn(f"<b>{i}</b> — écoutez", html.get_content())
+
+    async def test_burst_uses_the_pool(self) -> None:
+        """
+        Thirty messages queued at once go out over more than one session, never more than
+        ``pool_size``, all authenticated; each arrives once.
+        """
+        channel = self.channel(pool_size=3)
+        sends = [channel.send(EmailMessage(f"u{i}@example.org", "s", "t", ref=f"m{i}")) for i in range(30)]
+        for d in sends:
+            await d
+        received = self.server.received()
+        self.assertEqual(
+            sorted(r.rcpt_tos[0] for r in received), sorted(f"u{i}@example.org" for i in range(30))
+        )
+        self.assertEqual(len({str(r.message["Message-ID"]) for r in received}), 30)
+        self.assertTrue(all(r.tls and r.auth_user == USER for r in received))
+        self.assertIn(channel.sessions_opened, (2, 3))
+        self.assertEqual(len({r.connection for r in received}), channel.sessions_opened)
 
     async def test_refused_recipient_is_permanent_and_the_session_goes_on(self) -> None:
         """

@@ -65,6 +65,33 @@ class NotifyOptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(options.templates_dir, default_templates_dir())
         self.assertEqual(options.configured_channels, frozenset({"websocket"}))
 
+    def test_sending_knobs(self) -> None:
+        """Batch, lease, back-off and SMTP pool: defaults, values, and each bad value named."""
+        options = notify_options(_load({}))
+        self.assertEqual(
+            (options.batch, options.lease_s, options.retry_base_s, options.smtp_pool_size),
+            (200, 180.0, 30.0, 4),
+        )
+        options = notify_options(
+            _load({"STREAMSRV_NOTIFY_BATCH": "50", "STREAMSRV_NOTIFY_LEASE_S": "4.5",
+                   "STREAMSRV_NOTIFY_RETRY_BASE_S": "0.5", "STREAMSRV_SMTP_POOL_SIZE": "8"})
+        )  # fmt: skip
+        self.assertEqual(
+            (options.batch, options.lease_s, options.retry_base_s, options.smtp_pool_size), (50, 4.5, 0.5, 8)
+        )
+        problems = _problems(
+            {"STREAMSRV_NOTIFY_BATCH": "10001", "STREAMSRV_NOTIFY_LEASE_S": "0",
+             "STREAMSRV_NOTIFY_RETRY_BASE_S": "-1", "STREAMSRV_SMTP_POOL_SIZE": "65"}
+        )  # fmt: skip
+        self.assertEqual(
+            sorted(p.split(":")[0] for p in problems),
+            ["STREAMSRV_NOTIFY_BATCH", "STREAMSRV_NOTIFY_LEASE_S", "STREAMSRV_NOTIFY_RETRY_BASE_S",
+             "STREAMSRV_SMTP_POOL_SIZE"],
+        )  # fmt: skip
+        self.assertEqual(
+            _problems({"STREAMSRV_SMTP_POOL_SIZE": "0"})[0].split(":")[0], "STREAMSRV_SMTP_POOL_SIZE"
+        )
+
     def test_every_channel(self) -> None:
         """With every variable set, the four channels are configured and the values parsed."""
         options = notify_options(_load({**self.full(), "STREAMSRV_NOTIFY_DEFAULT_CAPS": "2/5"}))

@@ -307,6 +307,69 @@ class OutboxBehaviour(_MixinBase):
         self.assertEqual(self.successResultOf(self.outbox.recent_sends("u", "email", NOW)), [NOW + 1])
         self.assertEqual(self.successResultOf(self.outbox.recent_sends("u", "push", 0)), [])
 
+    def test_claim_by_channel(self) -> None:
+        """A claim limited to channels leaves the others due for another lane."""
+        self.enqueue(NewDelivery("u", "email"), NewDelivery("u", "websocket"), NewDelivery("v", "sms"))
+        websocket = self.successResultOf(self.outbox.claim("w", NOW, 10, 60, ["websocket"]))
+        self.assertEqual([c.delivery.channel for c in websocket], ["websocket"])
+        others = self.successResultOf(self.outbox.claim("w", NOW, 10, 60, ["email", "sms", "push"]))
+        self.assertEqual([c.delivery.channel for c in others], ["email", "sms"])
+        self.failureResultOf(self.outbox.claim("w", NOW, 10, 60, ["fax"]), ValueError)
+
+    def test_finish_many(self) -> None:
+        """finish_many records several outcomes at once; one whose lease was lost is refused."""
+        from streamsrv.notifications.records import Finish
+
+        record = self.enqueue(*(NewDelivery(f"u{n}", "email") for n in range(5)))
+        ids = [d.id for d in record.deliveries]
+        self.successResultOf(self.outbox.claim("w1", NOW, 4, 60))
+        finishes = [
+            Finish(ids[0], "sent", NOW + 1),
+            Finish(ids[1], "retry", NOW + 1, error="451 busy", when=NOW + 30),
+            Finish(ids[2], "failed", NOW + 1, error="550 no"),
+            Finish(ids[3], "suppressed", NOW + 1, reason="frequency_cap"),
+            Finish(ids[4], "sent", NOW + 1),  # never claimed by w1
+        ]
+        self.assertEqual(
+            self.successResultOf(self.outbox.finish_many("w1", finishes)), [True, True, True, True, False]
+        )
+        got = self.successResultOf(self.outbox.get(record.notification.id)).deliveries
+        self.assertEqual(
+            [(d.state, d.last_error, d.sent_at) for d in got],
+            [(SENT, None, NOW + 1), (QUEUED, "451 busy", None), (FAILED, "550 no", None),
+             (SUPPRESSED, None, None), (QUEUED, None, None)],
+        )  # fmt: skip
+        self.assertEqual(got[1].not_before, NOW + 30)
+        self.assertEqual(self.successResultOf(self.outbox.finish_many("w1", [])), [])
+        self.assertRaises(ValueError, Finish, ids[0], "retry", NOW)
+
+    def test_many_users_at_once(self) -> None:
+        """Preferences and recent sends of more users than one IN list holds, in one call each."""
+        users = [f"u{n}" for n in range(1203)]
+        for user in users[::100]:
+            self.successResultOf(self.outbox.put_preferences(user, {"locale": user}, NOW))
+        found = self.successResultOf(self.outbox.get_preferences_many([*users, users[0]]))
+        self.assertEqual(found, {user: {"locale": user} for user in users[::100]})
+        self.assertEqual(self.successResultOf(self.outbox.get_preferences_many([])), {})
+        record = self.enqueue(NewDelivery(users[1200], "email"), NewDelivery(users[1200], "sms"))
+        claimed = self.successResultOf(self.outbox.claim("w", NOW, 10, 60))
+        for offset, c in enumerate(claimed):
+            self.successResultOf(self.outbox.mark_sent(c.delivery.id, "w", NOW + offset))
+        self.assertEqual(len(record.deliveries), 2)
+        sends = self.successResultOf(self.outbox.recent_sends_many(users, NOW - 60))
+        self.assertEqual(sends, {(users[1200], "email"): [NOW], (users[1200], "sms"): [NOW + 1]})
+
+    def test_ids_follow_creation(self) -> None:
+        """A notification's delivery ids extend its id in order (appended to the primary key,
+        not scattered over it); ids start with the time, so later notifications sort later."""
+        first = self.enqueue(*(NewDelivery(f"u{n}", "email") for n in range(20)))
+        second = self.enqueue(NewDelivery("u", "email"), now=NOW + 1)
+        ids = [d.id for d in first.deliveries]
+        self.assertEqual(ids, sorted(ids))
+        self.assertTrue(all(i.startswith(first.notification.id) for i in ids))
+        self.assertEqual(len({*ids, second.deliveries[0].id}), 21)
+        self.assertLessEqual(first.notification.id[:12], second.notification.id[:12])
+
     def test_pending_counts(self) -> None:
         """pending_counts gives the queue depth per pending state."""
         self.enqueue(

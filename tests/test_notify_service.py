@@ -397,3 +397,82 @@ class SenderTests(_Base):
         states = sorted(self.states(r)[0]["state"] for r in (first, second))
         self.assertEqual(states, ["sent", "suppressed"])
         self.assertEqual(len(email.sent), 1)
+
+
+class BatchedSenderTests(_Base):
+    """Rounds with many deliveries: workers, waking, stopping in the middle."""
+
+    def email_users(self, count: int) -> list[str]:
+        """*count* users with email on (and an address)."""
+        users = [f"u{n}" for n in range(count)]
+        for user in users:
+            self.put(user, {"channels": {"email": {"enabled": True, "address": f"{user}@example.com"}}})
+        return users
+
+    def send_to(self, users: list[str], channels: list[str]) -> Any:
+        """new-release to *users* on *channels*; the record."""
+        self.service.max_recipients = len(users)
+        body = {"template": "new-release", "user_ids": users, "data": DATA, "channels": channels}
+        return self.successResultOf(
+            Deferred.fromCoroutine(self.service.send(parse_send_request(body, len(users)), NOW))
+        )
+
+    def test_many_decided_at_once_do_not_nest(self) -> None:
+        """A round where one send is slow and hundreds finish at once (here: a fake channel
+        answering at once) handles them all: no waiter resumes inside another's release."""
+        users = self.email_users(600)
+        sender = NotificationSender(
+            self.outbox, TEMPLATES, self.channels, lambda c, e: None, self.clock,
+            default_caps=Caps(4, 12), worker_id="w1", batch=600, concurrency=8,
+        )  # fmt: skip
+        email = self.channels["email"]
+        slow: list[Deferred[SendResult]] = [Deferred() for _ in range(8)]  # one per worker
+        replies = iter(slow)
+        email.send = lambda message: (
+            email.sent.append(message),
+            next(replies, None) or succeed(SendResult("email", "m", 250)),
+        )[1]  # type: ignore[method-assign]
+        record = self.send_to(users, ["email"])
+        round_ = Deferred.fromCoroutine(sender.send_due())
+        for d in slow:
+            d.callback(SendResult("email", "m0", 250))
+        self.assertEqual(self.successResultOf(round_), 600)
+        self.assertEqual({d["state"] for d in self.states(record)}, {"sent"})
+        self.assertEqual(len(email.sent), 600)
+
+    def test_email_carries_the_delivery_id(self) -> None:
+        """The email's ref is its delivery id (a Message-ID stable across attempts)."""
+        self.email_users(1)
+        record = self.send_to(["u0"], ["email"])
+        self.run_sender()
+        self.assertEqual(self.channels["email"].sent[0].ref, record.deliveries[0].id)
+
+    def test_wake_sends_without_waiting_for_the_interval(self) -> None:
+        """A started sender woken by the service sends a new notification at once."""
+        self.sender.startService()
+        self.addCleanup(self.sender.stopService)
+        self.service.on_queued = self.sender.wake
+        record = self.send()
+        self.assertEqual(self.states(record)[0]["state"], "sent")
+
+    def test_stop_mid_round(self) -> None:
+        """Stopping while a send is in flight: it finishes and is recorded; what was not
+        started is handed back (queued, its attempt returned) for the next worker."""
+        users = self.email_users(3)
+        sender = NotificationSender(
+            self.outbox, TEMPLATES, self.channels, lambda c, e: None, self.clock,
+            default_caps=Caps(4, 12), worker_id="w1", concurrency=1,
+        )  # fmt: skip
+        email = self.channels["email"]
+        pending: list[Deferred[SendResult]] = []
+        email.send = lambda message: (pending.append(Deferred()), pending[-1])[1]  # type: ignore[method-assign]
+        record = self.send_to(users, ["email"])
+        sender.startService()
+        self.assertEqual(len(pending), 1)
+        stopped = sender.stopService()
+        self.assertNoResult(stopped)
+        pending[0].callback(SendResult("email", "m", 250))
+        self.successResultOf(stopped)
+        got = self.successResultOf(self.outbox.get(record.notification.id)).deliveries
+        self.assertEqual([(d.state, d.attempts) for d in got], [("sent", 1), ("queued", 0), ("queued", 0)])
+        self.assertEqual(len(pending), 1)

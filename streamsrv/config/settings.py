@@ -87,6 +87,10 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "STREAMSRV_NOTIFY_MAX_ATTEMPTS",
     "STREAMSRV_NOTIFY_DEFAULT_CAPS",
     "STREAMSRV_NOTIFY_RETENTION_DAYS",
+    "STREAMSRV_NOTIFY_BATCH",
+    "STREAMSRV_NOTIFY_LEASE_S",
+    "STREAMSRV_NOTIFY_RETRY_BASE_S",
+    "STREAMSRV_SMTP_POOL_SIZE",
     "STREAMSRV_SMTP_URL",
     "STREAMSRV_SMTP_FROM",
     "STREAMSRV_SMS_URL",
@@ -219,6 +223,10 @@ class Settings:
     notify_max_attempts: int
     notify_default_caps: str
     notify_retention_days: float
+    notify_batch: int
+    notify_lease_s: float
+    notify_retry_base_s: float
+    smtp_pool_size: int
     smtp_url: str | None
     smtp_from: str | None
     sms_url: str | None

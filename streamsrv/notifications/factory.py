@@ -60,7 +60,9 @@ def make_channels(options: NotifyOptions, reactor: Any) -> dict[str, IChannel]:
     if options.smtp is not None and options.smtp_from is not None:
         from streamsrv.notifications.channels.email import EmailChannel
 
-        channels["email"] = EmailChannel(reactor, options.smtp, options.smtp_from)
+        channels["email"] = EmailChannel(
+            reactor, options.smtp, options.smtp_from, pool_size=options.smtp_pool_size
+        )
     if options.sms is not None or options.vapid is not None:
         from streamsrv.notifications.channels.http import HttpSender
 
@@ -167,12 +169,23 @@ def add_notifications(
         reactor,
         default_caps=options.default_caps,
         max_attempts=options.max_attempts,
+        batch=options.batch,
+        lease_s=options.lease_s,
+        retry_base_s=options.retry_base_s,
+        # Two per SMTP session: each has its next message ready when a transaction ends.
+        concurrency=2 * options.smtp_pool_size,
         on_outcome=None if instruments is None else instruments.outcome,
         on_sent=None if instruments is None else instruments.sent,
     )
     configured = frozenset({"websocket", *channels})
     service = NotificationService(
-        outbox, templates, configured, options.default_caps, options.max_recipients, reactor
+        outbox,
+        templates,
+        configured,
+        options.default_caps,
+        options.max_recipients,
+        reactor,
+        on_queued=sender.wake,
     )
     timers: list[PeriodicService] = [NotificationRetention(outbox, reactor, settings.notify_retention_days)]
     if instruments is not None:

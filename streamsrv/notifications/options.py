@@ -35,6 +35,11 @@ from streamsrv.notifications.templates import default_templates_dir
 
 __all__ = ["NotifyOptions", "notify_options", "notify_problems"]
 
+#: The largest ``STREAMSRV_NOTIFY_BATCH``: one claim's rows stay a bounded transaction.
+MAX_BATCH = 10000
+#: The largest ``STREAMSRV_SMTP_POOL_SIZE``: more sessions than this only load the server.
+MAX_SMTP_POOL_SIZE = 64
+
 _T = TypeVar("_T")
 
 
@@ -50,6 +55,10 @@ class NotifyOptions:
     max_recipients: int
     max_attempts: int
     default_caps: Caps
+    batch: int
+    lease_s: float
+    retry_base_s: float
+    smtp_pool_size: int
     smtp: SmtpSettings | None
     smtp_from: SmtpSender | None
     sms: SmsSettings | None
@@ -101,6 +110,12 @@ def _options(settings: Settings) -> tuple[NotifyOptions, list[str]]:
     key = parse("STREAMSRV_VAPID_PRIVATE_KEY", settings.vapid_private_key, parse_vapid_private_key)
     subject = parse("STREAMSRV_VAPID_SUBJECT", settings.vapid_subject, parse_vapid_subject)
     parse.pair("STREAMSRV_SMTP_URL", settings.smtp_url, "STREAMSRV_SMTP_FROM", settings.smtp_from)
+    if settings.notify_batch > MAX_BATCH:
+        parse.problems.append(f"STREAMSRV_NOTIFY_BATCH: at most {MAX_BATCH}, got {settings.notify_batch}")
+    if settings.smtp_pool_size > MAX_SMTP_POOL_SIZE:
+        parse.problems.append(
+            f"STREAMSRV_SMTP_POOL_SIZE: at most {MAX_SMTP_POOL_SIZE}, got {settings.smtp_pool_size}"
+        )
     parse.pair(
         "STREAMSRV_VAPID_PRIVATE_KEY",
         settings.vapid_private_key,
@@ -112,6 +127,10 @@ def _options(settings: Settings) -> tuple[NotifyOptions, list[str]]:
         max_recipients=settings.notify_max_recipients,
         max_attempts=settings.notify_max_attempts,
         default_caps=caps if caps is not None else DEFAULT_CAPS,
+        batch=settings.notify_batch,
+        lease_s=settings.notify_lease_s,
+        retry_base_s=settings.notify_retry_base_s,
+        smtp_pool_size=settings.smtp_pool_size,
         smtp=smtp,
         smtp_from=sender,
         sms=sms,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +28,7 @@ from typing import Any, Final
 from streamsrv.db.pgpool import POSTGRES_KEEPALIVES
 from streamsrv.db.schema import POSTGRES, SQLITE, History, apply_migrations, load_migrations
 from streamsrv.notifications.records import (
+    CHANNELS,
     DEFERRED,
     FAILED,
     IDEMPOTENCY_WINDOW_S,
@@ -40,9 +41,11 @@ from streamsrv.notifications.records import (
     SUPPRESSION_REASONS,
     Claimed,
     Delivery,
+    Finish,
     NewDelivery,
     Notification,
     NotificationRecord,
+    unchecked,
 )
 
 __all__ = [
@@ -68,6 +71,9 @@ MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 
 #: How long SQLite waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT_S: Final = 10.0
+
+#: The most values one SQLite ``IN (...)`` list carries (well under its variable limit).
+IN_CHUNK: Final = 500
 
 #: How long connecting to PostgreSQL may take.
 POSTGRES_CONNECT_TIMEOUT_S: Final = 5
@@ -101,10 +107,11 @@ _INSERT_KEY: Final = (
     "INSERT INTO notification_idempotency_keys (idempotency_key, notification_id, created_at) "
     "VALUES (?, ?, ?)"
 )
-_INSERT_DELIVERY: Final = (
+_INSERT_DELIVERIES: Final = (
     "INSERT INTO notification_deliveries (id, notification_id, position, user_id, channel, state, reason, "
-    "not_before, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "not_before, created_at, updated_at) VALUES "
 )
+_DELIVERY_VALUES: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_NOTIFICATION: Final = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?"  # noqa: S608
 _SELECT_DELIVERIES: Final = (
     f"SELECT {_DELIVERY_COLUMNS} FROM notification_deliveries "  # noqa: S608 - fixed names
@@ -115,7 +122,7 @@ _SELECT_CLAIMED: Final = (
     + ", ".join(f"d.{c.strip()}" for c in _DELIVERY_COLUMNS.split(","))
     + ", "
     + ", ".join(f"n.{c.strip()}" for c in _NOTIFICATION_COLUMNS.split(","))
-    + " FROM notification_deliveries d JOIN notifications n ON n.id = d.notification_id "
+    + ", d.position FROM notification_deliveries d JOIN notifications n ON n.id = d.notification_id "
     "WHERE d.id IN ({marks}) ORDER BY d.not_before, d.position"
 )
 _RELEASE: Final = (
@@ -130,15 +137,57 @@ _UPSERT_PREFERENCES: Final = (
     "ON CONFLICT (user_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at"
 )
 _SQLITE_DUE_IDS: Final = (
-    f"SELECT id FROM notification_deliveries WHERE {_DUE} "  # noqa: S608 - fixed names
+    f"SELECT id FROM notification_deliveries WHERE {_DUE}{{lane}} "  # noqa: S608 - fixed names
     "ORDER BY not_before, position LIMIT ?"
 )
 _LEASE: Final = "lease_owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?"
 _SQLITE_LEASE: Final = f"UPDATE notification_deliveries SET {_LEASE} WHERE id IN ({{marks}})"  # noqa: S608
 _POSTGRES_CLAIM: Final = (
     f"UPDATE notification_deliveries SET {_LEASE} WHERE id IN (SELECT id FROM notification_deliveries "  # noqa: S608
-    f"WHERE {_DUE} ORDER BY not_before, position LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id"
+    f"WHERE {_DUE}{{lane}} ORDER BY not_before, position LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id"
 )
+_SELECT_PREFERENCES: Final = (
+    "SELECT user_id, document FROM notification_preferences WHERE user_id IN ({marks})"
+)
+_SELECT_SENDS: Final = (
+    "SELECT user_id, channel, sent_at FROM notification_deliveries "
+    "WHERE user_id IN ({marks}) AND sent_at > ? ORDER BY sent_at"
+)
+
+#: How each reported outcome changes a held delivery: assignments, and the Finish's values for them.
+_FINISH_SQL: Final = {
+    "sent": "state = 'sent', sent_at = ?, updated_at = ?, last_error = NULL",
+    "retry": "state = 'queued', last_error = ?, not_before = ?, updated_at = ?",
+    "failed": "state = 'failed', last_error = ?, updated_at = ?",
+    "deferred": "state = 'deferred', not_before = ?, updated_at = ?, attempts = attempts - 1",
+    "suppressed": "state = 'suppressed', reason = ?, updated_at = ?",
+}
+assert (SENT, QUEUED, FAILED, DEFERRED, SUPPRESSED) == ("sent", "queued", "failed", "deferred", "suppressed")
+
+
+def _finish_values(finish: Finish) -> tuple[Any, ...]:
+    error = None if finish.error is None else finish.error[:MAX_ERROR_CHARS]
+    return {
+        "sent": (finish.at, finish.at),
+        "retry": (error, finish.when, finish.at),
+        "failed": (error, finish.at),
+        "deferred": (finish.when, finish.at),
+        "suppressed": (finish.reason, finish.at),
+    }[finish.outcome]
+
+
+def _lane(channels: Sequence[str] | None) -> str:
+    """The claim's extra condition for *channels* (fixed names only: each is checked)."""
+    if channels is None:
+        return ""
+    if not channels or any(c not in CHANNELS for c in channels):
+        raise ValueError(f"channels must be some of {CHANNELS}")
+    return " AND channel IN (" + ", ".join(f"'{c}'" for c in channels) + ")"
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start : start + IN_CHUNK]
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
@@ -198,13 +247,17 @@ class OutboxDatabase:
         """Start a transaction (SQLite: explicitly, a write one taking the lock now)."""
 
     def _claim_ids(
-        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float
+        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float, lane: str
     ) -> list[str]:
         raise NotImplementedError
 
     def _sql(self, text: str) -> str:
         """*text*, written with ``?`` placeholders, in this driver's paramstyle."""
         return text
+
+    def _insert_deliveries(self, cursor: Any, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert delivery rows (SQLite: one prepared statement run for each row, no round trips)."""
+        cursor.executemany(_INSERT_DELIVERIES + _DELIVERY_VALUES, rows)
 
     # -- connections and transactions -------------------------------------------------
 
@@ -349,7 +402,7 @@ class OutboxDatabase:
                     self._sql(_INSERT_KEY),
                     (key, notification.id, now),
                 )
-            rows = [
+            rows = (
                 (
                     i,
                     notification.id,
@@ -363,14 +416,16 @@ class OutboxDatabase:
                     now,
                 )
                 for position, (i, d) in enumerate(zip(delivery_ids, deliveries, strict=True))
-            ]
-            cursor.executemany(
-                self._sql(_INSERT_DELIVERY),
-                rows,
             )
-            found = self._read(cursor, notification.id)
-            assert found is not None
-            return found
+            self._insert_deliveries(cursor, rows)
+        # What was written, answered without reading 10,000 rows back.
+        stored = tuple(
+            unchecked(Delivery, id=i, notification_id=notification.id, user_id=d.user_id, channel=d.channel,
+                      state=d.state, reason=d.reason, not_before=d.not_before or now, attempts=0,
+                      last_error=None, created_at=now, updated_at=now, sent_at=None)
+            for i, d in zip(delivery_ids, deliveries, strict=True)
+        )  # fmt: skip
+        return NotificationRecord(notification, stored)
 
     def _earlier_for_key(self, cursor: Any, key: str, notification_id: str, now: float) -> str | None:
         """The notification an unexpired *key* answers, else ``None`` (an expired row is dropped)."""
@@ -420,28 +475,35 @@ class OutboxDatabase:
 
     # -- claiming and finishing deliveries ---------------------------------------------------
 
-    def claim(self, worker_id: str, now: float, limit: int, lease_s: float) -> list[Claimed]:
+    def claim(
+        self, worker_id: str, now: float, limit: int, lease_s: float, channels: Sequence[str] | None = None
+    ) -> list[Claimed]:
         """
         Lease up to *limit* due deliveries (pending, ``not_before <= now``, no
-        live lease) to *worker_id* until ``now + lease_s``, counting an attempt each.
+        live lease; on one of *channels* if given) to *worker_id* until
+        ``now + lease_s``, counting an attempt each.
 
         No other worker sees them until the lease runs out.  Oldest due first.
         """
         if limit < 1 or lease_s <= 0:
             raise ValueError("limit must be >= 1 and lease_s > 0")
+        lane = _lane(channels)
         self._ensure_migrated()
         lease_until = now + lease_s
         with self._transaction(write=True) as cursor:
-            ids = self._claim_ids(cursor, worker_id, now, limit, lease_until)
+            ids = self._claim_ids(cursor, worker_id, now, limit, lease_until, lane)
             if not ids:
                 return []
             marks = ", ".join("?" * len(ids))
             cursor.execute(self._sql(_SELECT_CLAIMED.format(marks=marks)), ids)
             width = len(_DELIVERY_COLUMNS.split(","))
-            return [
-                Claimed(_delivery(row[:width]), _notification(row[width:]), lease_until)
-                for row in cursor.fetchall()
-            ]
+            rows = cursor.fetchall()
+        # Due first, then each notification's order; ties (one position of two notifications
+        # made at once) in the order the claim chose them: on SQLite, the oldest row first.
+        rank = {delivery_id: n for n, delivery_id in enumerate(ids)}
+        rows.sort(key=lambda r: (float(r[6]), float(r[-2]), int(r[-1]), rank[r[0]]))
+        claimed = [Claimed(_delivery(row[:width]), _notification(row[width:-1]), lease_until) for row in rows]
+        return claimed
 
     def _finish(self, delivery_id: str, worker_id: str, assignments: str, values: Sequence[Any]) -> bool:
         self._ensure_migrated()
@@ -506,7 +568,44 @@ class OutboxDatabase:
             cursor.execute(self._sql(_RELEASE.format(marks=marks)), (worker_id, *delivery_ids))
             return max(0, int(cursor.rowcount))
 
+    def finish_many(self, worker_id: str, finishes: Sequence[Finish]) -> list[bool]:
+        """
+        Record the outcomes of several deliveries *worker_id* holds, in one transaction.
+
+        :return: For each, whether it was recorded (``False``: the lease was lost, nothing changed).
+        """
+        if not finishes:
+            return []
+        self._ensure_migrated()
+        done = []
+        with self._transaction(write=True) as cursor:
+            for finish in finishes:
+                assignments = _FINISH_SQL[finish.outcome]
+                statement = f"UPDATE notification_deliveries SET {assignments}, {_UNLEASE} WHERE {_HELD}"  # noqa: S608
+                cursor.execute(self._sql(statement), (*_finish_values(finish), finish.delivery_id, worker_id))
+                done.append(cursor.rowcount == 1)
+        return done
+
     # -- what the sender and the metrics read ---------------------------------------------
+
+    def recent_sends_many(self, user_ids: Sequence[str], since: float) -> dict[tuple[str, str], list[float]]:
+        """:meth:`recent_sends` of many users at once, by ``(user_id, channel)``; absent: none."""
+        found: dict[tuple[str, str], list[float]] = {}
+        if not user_ids:
+            return found
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            for chunk in self._in_lists(user_ids):
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(self._sql(_SELECT_SENDS.format(marks=marks)), (*chunk, since))
+                for user_id, channel, sent_at in cursor.fetchall():
+                    found.setdefault((str(user_id), str(channel)), []).append(float(sent_at))
+        for times in found.values():
+            times.sort()
+        return found
+
+    def _in_lists(self, values: Sequence[str]) -> Iterator[Sequence[str]]:
+        return _chunks(list(dict.fromkeys(values)))
 
     def recent_sends(self, user_id: str, channel: str, since: float) -> list[float]:
         """When deliveries to *user_id* on *channel* were sent after *since*, ascending (for caps)."""
@@ -542,6 +641,19 @@ class OutboxDatabase:
             row = cursor.fetchone()
             return None if row is None else dict(json.loads(row[0]))
 
+    def get_preferences_many(self, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored documents of those of *user_ids* who set one, in a few queries."""
+        found: dict[str, dict[str, Any]] = {}
+        if not user_ids:
+            return found
+        self._ensure_migrated()
+        with self._transaction(write=False) as cursor:
+            for chunk in self._in_lists(user_ids):
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(self._sql(_SELECT_PREFERENCES.format(marks=marks)), tuple(chunk))
+                found.update((str(user), dict(json.loads(document))) for user, document in cursor.fetchall())
+        return found
+
     def put_preferences(self, user_id: str, document: dict[str, Any], now: float) -> None:
         """Replace the preferences document of *user_id* (already validated)."""
         self._ensure_migrated()
@@ -567,6 +679,7 @@ class SqliteOutboxDatabase(OutboxDatabase):
         )
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA cache_size = -32768")  # 32 MiB: a 10,000-user send stays in memory
         connection.execute("PRAGMA foreign_keys = ON")
         return connection
 
@@ -580,9 +693,9 @@ class SqliteOutboxDatabase(OutboxDatabase):
         )
 
     def _claim_ids(
-        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float
+        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float, lane: str
     ) -> list[str]:
-        cursor.execute(_SQLITE_DUE_IDS, (now, now, limit))
+        cursor.execute(_SQLITE_DUE_IDS.format(lane=lane), (now, now, limit))
         ids = [str(row[0]) for row in cursor.fetchall()]
         if ids:
             marks = ", ".join("?" * len(ids))
@@ -619,8 +732,22 @@ class PostgresOutboxDatabase(OutboxDatabase):
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")
 
+    def _insert_deliveries(self, cursor: Any, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Many rows per statement: ``executemany`` would make one round trip for each."""
+        from psycopg2.extras import execute_values
+
+        execute_values(cursor, _INSERT_DELIVERIES + "%s", rows, page_size=1000)
+
+    def _in_lists(self, values: Sequence[str]) -> Iterator[Sequence[str]]:
+        # Bigger lists than SQLite's: PostgreSQL takes up to 65535 parameters.
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), 10 * IN_CHUNK):
+            yield unique[start : start + 10 * IN_CHUNK]
+
     def _claim_ids(
-        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float
+        self, cursor: Any, worker_id: str, now: float, limit: int, lease_until: float, lane: str
     ) -> list[str]:
-        cursor.execute(self._sql(_POSTGRES_CLAIM), (worker_id, lease_until, now, now, now, limit))
+        cursor.execute(
+            self._sql(_POSTGRES_CLAIM.format(lane=lane)), (worker_id, lease_until, now, now, now, limit)
+        )
         return [str(row[0]) for row in cursor.fetchall()]

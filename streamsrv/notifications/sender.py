@@ -1,17 +1,27 @@
 # -*- test-case-name: tests.test_notify_service -*-
-"""The sender: a timer service that claims due deliveries and sends each on its channel.
+"""The sender: a timer service that claims due deliveries in batches and sends them concurrently.
 
-Every interval, :class:`NotificationSender` leases a batch of due deliveries
-from the outbox and, for each, applies the user's preferences at send time —
-opted out or no address: ``suppressed``; quiet hours (email, SMS, push, not
-urgent): ``deferred`` to the window's end; over a frequency cap (not urgent):
-``suppressed`` — then renders the template in the user's locale and sends:
-websocket as a ``notification`` event on the hub's ``user:{sub}`` channel
-(through an injected ``publish``), the others through an
-:class:`~.channels.base.IChannel`.  A retryable error is retried at
-:func:`~.records.next_attempt` (or the server's ``Retry-After``) until
-``max_attempts``; a permanent one fails at once; a gone push subscription is
-removed from the preferences.  Leases not used are released on stop.  This
+:class:`NotificationSender` works in two lanes so that slow servers never hold
+back WebSocket frames: the websocket lane (publishing on the hub is cheap:
+big batches) and the external lane (email, SMS, push: batches handled up to
+``concurrency`` at a time, which keeps every pooled SMTP session busy).  Each
+lane claims a batch (leases), reads the batch's preferences and recent sends in
+a few queries, and for each delivery applies the user's preferences at send
+time — opted out or no address: ``suppressed``; quiet hours (email, SMS, push,
+not urgent): ``deferred`` to the window's end; over a frequency cap (not
+urgent): ``suppressed`` — then renders the template (once per notification,
+channel and locale) and sends: websocket as a ``notification`` event on the
+hub's ``user:{sub}`` channel (through an injected ``publish``), the others
+through an :class:`~.channels.base.IChannel`.  Outcomes are written in batches
+(:meth:`~.outbox.IOutbox.finish_many`).  A lane that claimed a full batch goes
+on at once; :meth:`NotificationSender.wake` starts the lanes when a send was
+just queued.  A retryable error is retried at :func:`~.records.next_attempt`
+(or the server's ``Retry-After``) until ``max_attempts``; a permanent one fails
+at once; a gone push subscription is removed from the preferences.  A delivery
+is only started in the first half of its lease, and leases not used are
+released (end of a round, stop), so no other worker can take a delivery while
+this one may still send it.  On stop nothing new is started, what is in flight
+finishes and its outcome is written before the leases are handed back.  This
 module must never use the global reactor, block, or take a ``request``.
 """
 
@@ -20,12 +30,15 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from streamsrv.errors import ApiError
 from streamsrv.notifications.caps import Caps, check_caps
@@ -42,7 +55,14 @@ from streamsrv.notifications.outbox import IOutbox
 from streamsrv.notifications.outboxdb import OutboxUnavailable
 from streamsrv.notifications.preferences import Preferences, default_preferences, parse_preferences
 from streamsrv.notifications.quiet import quiet_until
-from streamsrv.notifications.records import DEFAULT_MAX_ATTEMPTS, Claimed, next_attempt
+from streamsrv.notifications.records import (
+    DEFAULT_MAX_ATTEMPTS,
+    RETRY_BASE_S,
+    Claimed,
+    Finish,
+    Notification,
+    next_attempt,
+)
 from streamsrv.notifications.templates import Rendered, TemplateSet
 from streamsrv.service import PeriodicService
 
@@ -53,8 +73,17 @@ log = Logger()
 #: Seconds a claimed delivery stays ours: well above the longest send (SMTP: 120 s with its queue).
 LEASE_S = 180.0
 
-#: Deliveries claimed per round.
+#: External deliveries (email, SMS, push) claimed per round (``STREAMSRV_NOTIFY_BATCH``).
 BATCH = 200
+
+#: Websocket deliveries claimed per round: publishing waits on nothing.
+WEBSOCKET_BATCH = 1000
+
+#: External deliveries in flight at once (the factory uses twice the SMTP pool size).
+CONCURRENCY = 8
+
+#: Outcomes written in one transaction at most while a round goes on.
+FLUSH_EVERY = 100
 
 DAY_S = 86400.0
 
@@ -71,6 +100,55 @@ class _Outcome(Exception):
         self.not_before = not_before
 
 
+@dataclass(eq=False)
+class _Lane:
+    """Some channels, claimed and sent together; one drain at a time."""
+
+    channels: tuple[str, ...]
+    batch: int
+    concurrency: int | None
+    busy: bool = False
+    again: bool = False
+
+
+@dataclass(eq=False)
+class _Round:
+    """What one round read at once: documents, recent sends; and what it rendered."""
+
+    documents: dict[str, dict[str, Any]]
+    sends: dict[tuple[str, str], list[float]]
+    default_caps: Caps
+    preferences: dict[str, Preferences] = field(default_factory=dict)
+    rendered: dict[tuple[str, str, str | None], Rendered | ApiError] = field(default_factory=dict)
+
+    def preferences_of(self, user_id: str) -> Preferences:
+        found = self.preferences.get(user_id)
+        if found is None:
+            document = self.documents.get(user_id)
+            if document is None:
+                found = default_preferences(self.default_caps)
+            else:
+                found = parse_preferences(document, self.default_caps)
+            self.preferences[user_id] = found
+        return found
+
+    def render(
+        self, templates: TemplateSet, notification: Notification, channel: str, locale: str | None
+    ) -> Rendered:
+        """The same for every user of a notification with one locale: rendered once."""
+        key = (notification.id, channel, locale)
+        found = self.rendered.get(key)
+        if found is None:
+            try:
+                found = templates.render(notification.template, channel, locale, notification.data)
+            except ApiError as e:
+                found = e
+            self.rendered[key] = found
+        if isinstance(found, ApiError):
+            raise found
+        return found
+
+
 class NotificationSender(PeriodicService):
     """
     Sends the outbox's due deliveries.
@@ -84,6 +162,10 @@ class NotificationSender(PeriodicService):
     :param max_attempts: ``STREAMSRV_NOTIFY_MAX_ATTEMPTS``.
     :param worker_id: Names this process's leases (default: a random id).
     :param rng: The retry jitter.
+    :param batch: External deliveries claimed per round (``STREAMSRV_NOTIFY_BATCH``).
+    :param lease_s: How long a claim holds (``STREAMSRV_NOTIFY_LEASE_S``).
+    :param concurrency: External deliveries in flight at once.
+    :param retry_base_s: The back-off's first bound (``STREAMSRV_NOTIFY_RETRY_BASE_S``).
     :param on_outcome: ``on_outcome(channel, outcome)`` for metrics (``sent``,
         ``retry``, ``failed``, ``deferred``, a suppression reason).
     :param on_sent: ``on_sent(channel, seconds)`` for each delivery sent: the
@@ -105,6 +187,9 @@ class NotificationSender(PeriodicService):
         rng: random.Random | None = None,
         batch: int = BATCH,
         lease_s: float = LEASE_S,
+        concurrency: int = CONCURRENCY,
+        retry_base_s: float = RETRY_BASE_S,
+        websocket_batch: int = WEBSOCKET_BATCH,
         on_outcome: Callable[[str, str], None] | None = None,
         on_sent: Callable[[str, float], None] | None = None,
     ) -> None:
@@ -119,28 +204,102 @@ class NotificationSender(PeriodicService):
         self.max_attempts = max_attempts
         self.worker_id = worker_id or f"sender-{uuid.uuid4().hex}"
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not a secret
-        self._batch = batch
         self._lease_s = lease_s
+        self._retry_base_s = retry_base_s
         self._on_outcome = on_outcome
         self._on_sent = on_sent
-        self._held: set[str] = set()
         self._outbox_down = False
+        self._lanes = (
+            _Lane(("websocket",), websocket_batch, None),
+            _Lane(("email", "sms", "push"), batch, concurrency),
+        )
+        self._held: set[str] = set()
+        self._pending: list[Finish] = []
+        self._flush_lock = DeferredLock()
+        self._drains: set[Deferred[int]] = set()
+        self._stopping = False
+
+    def startService(self) -> None:
+        """Start the timer (a first round now)."""
+        self._stopping = False
+        super().startService()
 
     def stopService(self) -> Deferred[None]:
-        """Stop claiming; once the round in progress ends, hand back the leases still held."""
+        """
+        Stop claiming and starting sends; once those in flight end, write their outcomes and
+        hand back the leases still held.
+        """
+        self._stopping = True
         stopped = super().stopService()
+        return Deferred.fromCoroutine(self._stopped(stopped))
 
-        def release(_: object) -> Deferred[Any] | None:
+    async def _stopped(self, stopped: Deferred[None]) -> None:
+        await stopped
+        while self._drains:
+            await DeferredList(list(self._drains), consumeErrors=True)
+        try:
+            await self._flush()
+        finally:
             held, self._held = sorted(self._held), set()
-            return self.outbox.release(self.worker_id, held) if held else None
+            if held:
+                await self.outbox.release(self.worker_id, held)
 
-        return stopped.addCallback(release).addCallback(lambda _: None)
+    def wake(self) -> None:
+        """Deliveries were just queued: drain the lanes now rather than at the next interval."""
+        if not self.running or self._stopping:
+            return
+        Deferred.fromCoroutine(self.send_due()).addErrback(self._drain_failed)
+
+    def _drain_failed(self, failure: Failure) -> None:
+        log.failure("sending notifications failed; the next round retries", failure)
 
     async def send_due(self) -> int:
-        """One round: claim a batch and handle every delivery of it; returns how many."""
+        """
+        Drain every lane (rounds until less than a batch was due); how many deliveries were handled.
+
+        The websocket lane first: its frames wait on no server, and on one CPU the email
+        lane would otherwise slow them down (a send to 10,000 users: seconds instead of one).
+        """
+        websocket, *others = self._lanes
+        results = await DeferredList([self._drain(websocket)], consumeErrors=True)
+        results += await DeferredList([self._drain(lane) for lane in others], consumeErrors=True)
+        total = 0
+        for ok, result in results:
+            if not ok:
+                cast(Failure, result).raiseException()
+            total += cast(int, result)
+        return total
+
+    def _drain(self, lane: _Lane) -> Deferred[int]:
+        if lane.busy:  # a drain runs: it goes round once more
+            lane.again = True
+            return succeed(0)
+        lane.busy = True
+        drain = Deferred.fromCoroutine(self._drain_lane(lane))
+        self._drains.add(drain)
+
+        def done(result: Any) -> Any:
+            lane.busy = False
+            self._drains.discard(drain)
+            return result
+
+        return drain.addBoth(done)
+
+    async def _drain_lane(self, lane: _Lane) -> int:
+        total = 0
+        while not self._stopping:
+            lane.again = False
+            handled = await self._round(lane)
+            total += handled
+            if handled < lane.batch and not lane.again:
+                break
+        return total
+
+    async def _round(self, lane: _Lane) -> int:
+        """Claim a batch of *lane* and handle every delivery of it; returns how many."""
         now = self.clock.seconds()
         try:
-            claimed = await self.outbox.claim(self.worker_id, now, self._batch, self._lease_s)
+            claimed = await self.outbox.claim(self.worker_id, now, lane.batch, self._lease_s, lane.channels)
         except OutboxUnavailable as e:
             # Once per outage, not a traceback a second: deliveries wait in the outbox.
             if not self._outbox_down:
@@ -151,65 +310,103 @@ class NotificationSender(PeriodicService):
         if self._outbox_down:
             self._outbox_down = False
             log.info("notifications: the outbox is available again")
-        self._held.update(c.delivery.id for c in claimed)
-        # One user's deliveries on one channel go one after the other, so each cap decision
-        # sees the sends before it; different users and channels go at once.
-        groups: dict[tuple[str, str], list[Claimed]] = {}
-        for c in claimed:
-            groups.setdefault((c.delivery.user_id, c.delivery.channel), []).append(c)
-        rounds = [Deferred.fromCoroutine(self._handle_in_turn(group)) for group in groups.values()]
-        await DeferredList(rounds, consumeErrors=True)
+        if not claimed:
+            return 0
+        ids = [c.delivery.id for c in claimed]
+        self._held.update(ids)
+        try:
+            users = list(dict.fromkeys(c.delivery.user_id for c in claimed))
+            capped = [c.delivery.user_id for c in claimed if c.notification.priority != "urgent"]
+            documents = await self.outbox.get_preferences_many(users)
+            sends = await self.outbox.recent_sends_many(capped, now - DAY_S) if capped else {}
+            data = _Round(documents, sends, self._default_caps)
+            # One user's deliveries on one channel go one after the other, so each cap decision
+            # sees the sends before it; different users and channels go at once.
+            groups: dict[tuple[str, str], list[Claimed]] = {}
+            for c in claimed:
+                groups.setdefault((c.delivery.user_id, c.delivery.channel), []).append(c)
+            # A few workers take the groups in turn (not one coroutine per group behind a
+            # semaphore: a run of deliveries decided at once, opted-out users or a stop, would
+            # resume each waiter inside the last one's release, deep enough to hit Python's
+            # recursion limit and leave a round waiting for ever).
+            queue = deque(groups.values())
+            workers = lane.concurrency or 1
+            turns = [Deferred.fromCoroutine(self._work_through(queue, data)) for _ in range(workers)]
+            await DeferredList(turns, consumeErrors=True)
+        finally:
+            await self._end_round(ids)
         return len(claimed)
 
-    async def _handle_in_turn(self, group: list[Claimed]) -> None:
-        for claimed in group:
-            await self._handle(claimed)
+    async def _end_round(self, ids: list[str]) -> None:
+        """Write the outcomes, then give back what was not started (stopping, or a lease half gone)."""
+        try:
+            await self._flush()
+        finally:
+            unused = [i for i in ids if i in self._held]
+            if unused:
+                self._held.difference_update(unused)
+                await self.outbox.release(self.worker_id, unused)
 
-    async def _handle(self, claimed: Claimed) -> None:
+    async def _work_through(self, queue: deque[list[Claimed]], data: _Round) -> None:
+        """Handle groups from *queue* until it is empty (one worker of a lane's round)."""
+        while queue and not self._stopping:
+            group = queue.popleft()
+            try:
+                await self._handle_in_turn(group, data)
+            except Exception:
+                log.failure("handling deliveries failed unexpectedly")
+
+    async def _handle_in_turn(self, group: list[Claimed], data: _Round) -> None:
+        for claimed in group:
+            if self._stopping or self.clock.seconds() > claimed.lease_until - self._lease_s / 2:
+                return  # released at the round's end: sent by the next round (or worker)
+            await self._handle(claimed, data)
+
+    async def _handle(self, claimed: Claimed, data: _Round) -> None:
         delivery = claimed.delivery
         try:
-            await self._deliver(claimed)
+            await self._deliver(claimed, data)
         except Exception:
             log.failure("sending delivery {id} failed unexpectedly", id=delivery.id)
-            await self._retry(claimed, "internal error", None)
-        finally:
-            self._held.discard(delivery.id)
+            self._retry(claimed, "internal error", None)
 
-    async def _deliver(self, claimed: Claimed) -> None:
+    async def _deliver(self, claimed: Claimed, data: _Round) -> None:
         delivery, notification = claimed.delivery, claimed.notification
-        worker, now = self.worker_id, self.clock.seconds()
-        preferences = await self._preferences(delivery.user_id)
+        now = self.clock.seconds()
+        preferences = data.preferences_of(delivery.user_id)
         try:
-            await self._admit(claimed, preferences, now)
-            rendered = self.templates.render(
-                notification.template, delivery.channel, preferences.locale, notification.data
-            )
+            self._admit(claimed, preferences, now, data.sends)
+            rendered = data.render(self.templates, notification, delivery.channel, preferences.locale)
             await self._send(claimed, preferences, rendered)
         except _Outcome as o:
             if o.not_before is not None:
-                await self.outbox.mark_deferred(delivery.id, worker, now, o.not_before)
-                self._count(delivery.channel, "deferred")
+                self._record(claimed, Finish(delivery.id, "deferred", now, when=o.not_before), "deferred")
             else:
                 assert o.reason is not None
-                await self.outbox.mark_suppressed(delivery.id, worker, now, o.reason)
-                self._count(delivery.channel, o.reason)
+                self._record(claimed, Finish(delivery.id, "suppressed", now, reason=o.reason), o.reason)
             return
         except ApiError as e:  # the template no longer renders (changed since the send)
-            await self._fail(claimed, f"template: {e.message}")
+            self._fail(claimed, f"template: {e.message}")
             return
         except RetryableError as e:
-            await self._retry(claimed, str(e), e.retry_after_s)
+            self._retry(claimed, str(e), e.retry_after_s)
             return
         except ChannelError as e:
-            await self._fail(claimed, str(e))
+            self._fail(claimed, str(e))
             return
         sent_at = self.clock.seconds()
-        held = await self.outbox.mark_sent(delivery.id, worker, sent_at)
-        self._count(delivery.channel, "sent")
-        if held and self._on_sent is not None:
+        data.sends.setdefault((delivery.user_id, delivery.channel), []).append(sent_at)
+        self._record(claimed, Finish(delivery.id, "sent", sent_at), "sent")
+        if self._on_sent is not None:
             self._on_sent(delivery.channel, max(0.0, sent_at - notification.created_at))
 
-    async def _admit(self, claimed: Claimed, preferences: Preferences, now: float) -> None:
+    def _admit(
+        self,
+        claimed: Claimed,
+        preferences: Preferences,
+        now: float,
+        sends: Mapping[tuple[str, str], Sequence[float]],
+    ) -> None:
         """Raise an :class:`_Outcome` unless the delivery is to be sent now."""
         delivery, urgent = claimed.delivery, claimed.notification.priority == "urgent"
         channel = preferences.channel(delivery.channel)
@@ -225,7 +422,7 @@ class NotificationSender(PeriodicService):
             until = quiet_until(preferences.quiet_hours, now)
             if until is not None:
                 raise _Outcome(not_before=until)
-        sent = await self.outbox.recent_sends(delivery.user_id, delivery.channel, now - DAY_S)
+        sent = [t for t in sends.get((delivery.user_id, delivery.channel), ()) if t > now - DAY_S]
         if not check_caps(preferences.caps, sent, now).allowed:
             raise _Outcome("frequency_cap")
 
@@ -237,9 +434,10 @@ class NotificationSender(PeriodicService):
         elif channel == "email":
             address = preferences.email.address
             assert address is not None
-            await self.channels[channel].send(
-                EmailMessage(address, rendered.subject or "", rendered.text, rendered.html)
+            message = EmailMessage(
+                address, rendered.subject or "", rendered.text, rendered.html, ref=delivery.id
             )
+            await self.channels[channel].send(message)
         elif channel == "sms":
             assert preferences.sms.number is not None
             await self.channels[channel].send(SmsMessage(preferences.sms.number, rendered.text))
@@ -292,27 +490,41 @@ class NotificationSender(PeriodicService):
         await self.outbox.put_preferences(user_id, document, self.clock.seconds())
         log.info("removed {n} gone push subscription(s) of a user", n=len(endpoints))
 
-    async def _preferences(self, user_id: str) -> Preferences:
-        document = await self.outbox.get_preferences(user_id)
-        if document is None:
-            return default_preferences(self._default_caps)
-        return parse_preferences(document, self._default_caps)
-
-    async def _retry(self, claimed: Claimed, error: str, retry_after_s: float | None) -> None:
+    def _retry(self, claimed: Claimed, error: str, retry_after_s: float | None) -> None:
         delivery, now = claimed.delivery, self.clock.seconds()
         if delivery.attempts >= self.max_attempts:
-            await self._fail(claimed, error)
+            self._fail(claimed, error)
             return
-        retry_at = next_attempt(max(delivery.attempts, 1), now, self._rng)
+        retry_at = next_attempt(max(delivery.attempts, 1), now, self._rng, base_s=self._retry_base_s)
         if retry_after_s is not None:
             retry_at = max(retry_at, now + retry_after_s)
-        await self.outbox.mark_failed(delivery.id, self.worker_id, now, error, retry_at)
-        self._count(delivery.channel, "retry")
+        self._record(claimed, Finish(delivery.id, "retry", now, error=error, when=retry_at), "retry")
 
-    async def _fail(self, claimed: Claimed, error: str) -> None:
-        delivery = claimed.delivery
-        await self.outbox.mark_failed(delivery.id, self.worker_id, self.clock.seconds(), error, None)
-        self._count(delivery.channel, "failed")
+    def _fail(self, claimed: Claimed, error: str) -> None:
+        finish = Finish(claimed.delivery.id, "failed", self.clock.seconds(), error=error)
+        self._record(claimed, finish, "failed")
+
+    def _record(self, claimed: Claimed, finish: Finish, outcome: str) -> None:
+        """Keep *finish* to be written with others; write a full batch now."""
+        self._held.discard(finish.delivery_id)
+        self._pending.append(finish)
+        self._count(claimed.delivery.channel, outcome)
+        if len(self._pending) >= FLUSH_EVERY and not self._flush_lock.locked:
+            Deferred.fromCoroutine(self._flush()).addErrback(self._drain_failed)
+
+    async def _flush(self) -> None:
+        """Write every kept outcome (one transaction per batch, one writer at a time)."""
+        await self._flush_lock.acquire()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.outbox.finish_many(self.worker_id, batch)
+                except BaseException:
+                    self._pending[:0] = batch  # kept for the next flush
+                    raise
+        finally:
+            self._flush_lock.release()
 
     def _count(self, channel: str, outcome: str) -> None:
         if self._on_outcome is not None:

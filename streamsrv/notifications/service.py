@@ -14,7 +14,7 @@ thread pool).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +25,14 @@ from streamsrv.errors import ApiError
 from streamsrv.notifications.caps import Caps
 from streamsrv.notifications.outbox import IOutbox
 from streamsrv.notifications.preferences import Preferences, default_preferences, parse_preferences
-from streamsrv.notifications.records import CHANNELS, PRIORITIES, SUPPRESSED, NewDelivery, NotificationRecord
+from streamsrv.notifications.records import (
+    CHANNELS,
+    PRIORITIES,
+    SUPPRESSED,
+    NewDelivery,
+    NotificationRecord,
+    queued_deliveries,
+)
 from streamsrv.notifications.templates import TemplateSet
 
 __all__ = ["NotificationService", "SendRequest", "parse_send_request"]
@@ -118,6 +125,8 @@ class NotificationService:
     :param default_caps: ``STREAMSRV_NOTIFY_DEFAULT_CAPS``.
     :param max_recipients: ``STREAMSRV_NOTIFY_MAX_RECIPIENTS``.
     :param clock: Gives now for :meth:`notify` (the reactor; tests a ``task.Clock``).
+    :param on_queued: Called once a send is durable (the sender's ``wake``: the
+        deliveries go out now, not at the sender's next interval).
     """
 
     def __init__(
@@ -128,8 +137,10 @@ class NotificationService:
         default_caps: Caps,
         max_recipients: int,
         clock: IReactorTime,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.outbox = outbox
+        self.on_queued = on_queued
         self.templates = templates
         self.configured = configured
         self.default_caps = default_caps
@@ -158,16 +169,20 @@ class NotificationService:
         deliveries = await self._deliveries(asked)
         queued = tuple(sorted({d.channel for d in deliveries if d.state != SUPPRESSED}))
         self.templates.validate(asked.template, queued, asked.data)
-        return await self.outbox.enqueue(
+        record = await self.outbox.enqueue(
             asked.template, asked.data, asked.priority, deliveries, asked.idempotency_key, now
         )
+        if record.created and self.on_queued is not None:
+            self.on_queued()
+        return record
 
     async def _deliveries(self, asked: SendRequest) -> list[NewDelivery]:
         if asked.channels is not None:
-            return [NewDelivery(user, channel) for user in asked.user_ids for channel in asked.channels]
+            return queued_deliveries(asked.user_ids, asked.channels)
         out = []
+        preferences = await self.preferences_of(asked.user_ids)
         for user in asked.user_ids:
-            for channel in (await self.user_preferences(user)).enabled_channels():
+            for channel in preferences[user].enabled_channels():
                 if channel in self.configured:
                     out.append(NewDelivery(user, channel))
                 else:
@@ -203,6 +218,15 @@ class NotificationService:
         if document is None:
             return default_preferences(self.default_caps)
         return parse_preferences(document, self.default_caps)
+
+    async def preferences_of(self, user_ids: Sequence[str]) -> dict[str, Preferences]:
+        """Every user's preferences (the defaults for those who never set any), read at once."""
+        documents = await self.outbox.get_preferences_many(user_ids)
+        default = default_preferences(self.default_caps)
+        return {
+            user: default if user not in documents else parse_preferences(documents[user], self.default_caps)
+            for user in user_ids
+        }
 
     async def preferences(self, user_id: str) -> dict[str, Any]:
         """``GET …/notification-preferences``: every field present."""

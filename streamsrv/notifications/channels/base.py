@@ -69,6 +69,9 @@ class EmailMessage:
 
     *headers* are extra header fields (``List-Unsubscribe``, ``X-Entity-Ref-ID``…); they may
     not replace the ones the channel writes (From, To, Subject, Date, Message-ID, MIME ones).
+    *ref* (letters, digits, ``.``, ``_``, ``-``; the outbox passes the delivery id) makes the
+    Message-ID ``<ref@sender-domain>``, the same on every attempt, so a receiver can drop a
+    copy sent twice; without it the Message-ID is random.
     """
 
     to: str
@@ -76,6 +79,7 @@ class EmailMessage:
     text: str
     html: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    ref: str | None = None
 
 
 @dataclass(frozen=True)

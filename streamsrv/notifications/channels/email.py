@@ -1,19 +1,21 @@
 # -*- test-case-name: tests.test_notify_email -*-
-"""The email channel: multipart text + HTML messages over one pooled SMTP session per process.
+"""The email channel: multipart text + HTML messages over a small pool of SMTP sessions per process.
 
 :func:`build_email` turns an :class:`~.base.EmailMessage` into RFC 5322 bytes with the standard
 ``email`` package (UTF-8 subjects and bodies, Date, Message-ID).  :class:`EmailChannel` submits
 them with Twisted's own ESMTP client (:class:`twisted.mail.smtp.ESMTPClient`: STARTTLS or
-implicit TLS, AUTH LOGIN/PLAIN/CRAM-MD5), keeping one authenticated session open and sending
-``MAIL``/``RCPT``/``DATA``/``RSET`` per message; the session is closed after an idle while and
-opened again on demand.  Every wait has a timeout (connect, each reply, the whole send).  This
-module must never log or put into an error the password, the AUTH exchange or a message body,
-and never use the global reactor.
+implicit TLS, AUTH LOGIN/PLAIN/CRAM-MD5), keeping up to ``pool_size`` authenticated sessions
+open and sending ``MAIL``/``RCPT``/``DATA`` per message on each (``RSET`` only after a refused
+transaction: a completed one leaves the session ready for the next ``MAIL``, RFC 5321 section
+4.1.4); a session is closed after an idle while and opened again on demand.  Every wait has a
+timeout (connect, each reply, the whole send).  This module must never log or put into an error
+the password, the AUTH exchange or a message body, and never use the global reactor.
 """
 
 from __future__ import annotations
 
 import email.policy
+import functools
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -59,6 +61,8 @@ REPLY_TIMEOUT_S = 30.0
 SEND_TIMEOUT_S = 120.0
 #: Seconds an idle pooled session stays open before the channel says QUIT.
 IDLE_CLOSE_S = 30.0
+#: SMTP sessions one channel keeps at most (``STREAMSRV_SMTP_POOL_SIZE``).
+DEFAULT_POOL_SIZE = 4
 
 #: Headers the channel writes itself; a message's extra headers may not set them.
 RESERVED_HEADERS = frozenset(
@@ -79,6 +83,8 @@ RESERVED_HEADERS = frozenset(
     }
 )
 _HEADER_NAME = re.compile(r"[!-9;-~]+", re.ASCII)
+#: A message reference usable as a Message-ID's left part (RFC 5322 dot-atom-text, kept simple).
+_ID_LEFT = re.compile(r"[A-Za-z0-9._-]{1,128}", re.ASCII)
 
 #: UTF-8 bodies as quoted-printable or base64, so no 8BITMIME is needed from the server.
 _POLICY = email.policy.default.clone(cte_type="7bit")
@@ -91,33 +97,47 @@ def build_email(message: EmailMessage, sender: SmtpSender, *, now: float) -> tup
     The RFC 5322 message for *message* from *sender*, and its Message-ID.
 
     Plain text alone, or ``multipart/alternative`` (text first, then HTML) when *html* is
-    given; non-ASCII text is encoded (RFC 2047 headers, quoted-printable bodies).
+    given; non-ASCII text is encoded (RFC 2047 headers, quoted-printable bodies).  Everything
+    but ``To``, ``Date`` and ``Message-ID`` is the same for every recipient of one
+    notification, so it is built once (:func:`_common_part`) and only those three lines are
+    written per message.
 
     :param now: POSIX time for the ``Date`` header.
     :return: ``(message_id, bytes)`` with ``\\n`` line ends (the SMTP client converts).
     :raise PermanentError: ``bad_address`` or ``bad_header`` for a message no server could take.
     """
-    if not is_email_address(message.to):
+    if not is_email_address(message.to) or not message.to.isascii():
+        # No SMTPUTF8: a non-ASCII mailbox could not be put in RCPT TO.
         raise PermanentError(CHANNEL, "bad_address", "the recipient is not a plain local@domain address")
-    mime = MimeMessage(policy=_POLICY)
-    message_id = make_msgid(domain=sender.domain)
+    if message.ref is not None and _ID_LEFT.fullmatch(message.ref):
+        message_id = f"<{message.ref}@{sender.domain}>"  # the same for every attempt: receivers dedupe
+    else:
+        message_id = make_msgid(domain=sender.domain)
     try:
-        mime["From"] = sender.header
-        mime["To"] = message.to
-        mime["Subject"] = message.subject
-        mime["Date"] = formatdate(now, usegmt=True)
-        mime["Message-ID"] = message_id
-        for name, value in message.headers:
-            if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
-                raise PermanentError(CHANNEL, "bad_header", f"the header name {name[:40]!r} may not be set")
-            mime[name] = value
+        common = _common_part(sender.header, message.subject, message.text, message.html, message.headers)
     except ValueError:
         # The email package refuses CR/LF in a header value (header injection).
-        raise PermanentError(CHANNEL, "bad_header", "a header value holds a line break")
-    mime.set_content(message.text)
-    if message.html is not None:
-        mime.add_alternative(message.html, subtype="html")
-    return message_id, mime.as_bytes()
+        raise PermanentError(CHANNEL, "bad_header", "a header value holds a line break") from None
+    own = f"To: {message.to}\nDate: {formatdate(now, usegmt=True)}\nMessage-ID: {message_id}\n"
+    return message_id, own.encode("ascii") + common
+
+
+@functools.lru_cache(maxsize=64)
+def _common_part(
+    from_header: str, subject: str, text: str, html: str | None, headers: tuple[tuple[str, str], ...]
+) -> bytes:
+    """The headers and body every recipient of one rendered message shares."""
+    mime = MimeMessage(policy=_POLICY)
+    mime["From"] = from_header
+    mime["Subject"] = subject
+    for name, value in headers:
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
+            raise PermanentError(CHANNEL, "bad_header", f"the header name {name[:40]!r} may not be set")
+        mime[name] = value
+    mime.set_content(text)
+    if html is not None:
+        mime.add_alternative(html, subtype="html")
+    return mime.as_bytes()
 
 
 def _wire_format(data: bytes) -> bytes:
@@ -224,8 +244,20 @@ class _PooledSMTPClient(smtp.ESMTPClient):
         self.idle = False
         #: Whether a failure of this session was already reported to the channel.
         self.failed = False
+        #: Whether the session is reporting a message it just sent (it takes the next one after).
+        self.finishing = False
         self._job: _Job | None = None
         self._idle_call: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        """
+        Turn Nagle's algorithm off: a command line or the end of DATA left waiting for the
+        server's delayed ACK costs up to 40 ms per message on Linux.
+        """
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+        super().connectionMade()
 
     def callLater(self, period: float, func: Any) -> IDelayedCall:
         """
@@ -298,6 +330,27 @@ class _PooledSMTPClient(smtp.ESMTPClient):
             self._idle_call.cancel()
         self._idle_call = None
 
+    def smtpState_msgSent(self, code: int, resp: bytes) -> None:
+        """
+        The end of a transaction: after an accepted message go straight to the next ``MAIL``.
+
+        Twisted's client always sends ``RSET`` here; a completed transaction already cleared
+        the server's state (RFC 5321 section 4.1.4), so that round trip is only kept after a
+        refusal (a transaction left half-open).
+        """
+        if code not in smtp.SUCCESS:
+            super().smtpState_msgSent(code, resp)
+            return
+        if self._from is not None:
+            self.finishing = True  # what the message's callbacks queue, this session takes next
+            try:
+                self.sentMail(code, resp, len(self.successAddresses), self.toAddressesResult, self.log)
+            finally:
+                self.finishing = False
+        self.toAddressesResult = []
+        self._from = None
+        self.smtpState_from(code, resp)
+
     # What Twisted's client asks of a subclass.
 
     def getMailFrom(self) -> bytes | None:
@@ -368,13 +421,15 @@ class _ClientFactory(protocol.Factory):
 @implementer(IChannel)
 class EmailChannel:
     """
-    Sends :class:`~.base.EmailMessage` values through one pooled SMTP session.
+    Sends :class:`~.base.EmailMessage` values through a small pool of SMTP sessions.
 
-    Messages queue in order; one session (opened on demand, kept while there is work and
-    :data:`IDLE_CLOSE_S` after) sends them one transaction at a time.  A session that fails
-    before it is ready (refused connection, TLS, AUTH) fails every queued message with the
-    same retryable error; one that drops mid-way fails the message in flight and a new session
-    takes the rest.  Delivery is at-least-once: a connection lost after the final ``.`` but
+    Messages queue in order; up to *pool_size* sessions (opened on demand, kept while there is
+    work and :data:`IDLE_CLOSE_S` after) each take the next message when their last transaction
+    ends.  A new session is opened only while more messages wait than there are sessions, so
+    a trickle of mail keeps using one connection.  A session that fails before it is ready
+    (refused connection, TLS, AUTH) fails every queued message with the same retryable error;
+    one that drops mid-way fails the message in flight and the other sessions (or a new one)
+    take the rest.  Delivery is at-least-once: a connection lost after the final ``.`` but
     before the server's reply reports a retryable error for a message the server may have kept.
 
     :ivar sessions_opened: How many SMTP connections this channel opened (for metrics).
@@ -394,13 +449,18 @@ class EmailChannel:
         reply_timeout_s: float = REPLY_TIMEOUT_S,
         send_timeout_s: float = SEND_TIMEOUT_S,
         idle_close_s: float = IDLE_CLOSE_S,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         """
         :param reactor: Provides ``IReactorTCP`` and ``IReactorTime`` (and name resolution).
         :param trust_root: Whom to trust for the server's certificate; the system's roots
             if ``None`` (tests pass their own CA with ``ssl.Certificate.loadPEM``).
         :param helo_name: The EHLO name; this host's FQDN if ``None``.
+        :param pool_size: The most sessions open at once (>= 1).
         """
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.pool_size = pool_size
         self.reactor = reactor
         self.settings = settings
         self.sender = sender
@@ -418,8 +478,9 @@ class EmailChannel:
         self._endpoint = endpoint
         self._factory = _ClientFactory(self, context, identity)
         self._queue: deque[_Job] = deque()
-        self._client: _PooledSMTPClient | None = None
-        self._connecting: Deferred[Any] | None = None
+        #: Sessions that may take a message (connected, not failed nor closing).
+        self._usable: set[_PooledSMTPClient] = set()
+        self._connecting: set[Deferred[Any]] = set()
         self._closing: list[Deferred[None]] = []
         self._clients: set[_PooledSMTPClient] = set()
         self._closed = False
@@ -456,8 +517,8 @@ class EmailChannel:
         """
         self._closed = True
         self._fail_queue(RetryableError(CHANNEL, "channel_closed", "the email channel was closed"))
-        if self._connecting is not None:
-            self._connecting.cancel()
+        for connecting in list(self._connecting):
+            connecting.cancel()
         for client in list(self._clients):
             if client.idle:
                 client.quit()
@@ -472,26 +533,33 @@ class EmailChannel:
     # The pool.
 
     def _pump(self) -> None:
-        if not self._queue:
-            return
-        if self._client is not None:
-            self._client.wake()
-            return
-        if self._connecting is not None:
-            return
+        for client in list(self._usable):
+            if not self._queue:
+                return
+            client.wake()
+        # A session ending a transaction takes the next message at once: it is not waiting.
+        free = sum(1 for c in self._usable if c.finishing)
+        sessions = len(self._usable) + len(self._connecting)
+        waiting = len(self._queue) - free
+        if waiting > 0 and (sessions == 0 or (waiting > sessions and sessions < self.pool_size)):
+            self._open()
+
+    def _open(self) -> None:
         self._closed = False
         self.sessions_opened += 1
         connecting = self._endpoint.connect(self._factory)
-        self._connecting = connecting
-        connecting.addCallbacks(self._connected, self._connect_failed)
+        self._connecting.add(connecting)
+        connecting.addCallbacks(self._connected, self._connect_failed, errbackArgs=(connecting,))
+        connecting.addCallback(lambda _: self._connecting.discard(connecting))
 
     def _connected(self, client: _PooledSMTPClient) -> None:
-        self._connecting = None
-        self._client = client
+        self._usable.add(client)
         self._clients.add(client)
 
-    def _connect_failed(self, failure: Failure) -> None:
-        self._connecting = None
+    def _connect_failed(self, failure: Failure, connecting: Deferred[Any]) -> None:
+        self._connecting.discard(connecting)
+        if self._usable or self._connecting:
+            return  # the other sessions take the queue (a failing server fails them too)
         if self._closed or failure.check(CancelledError):
             self._fail_queue(RetryableError(CHANNEL, "channel_closed", "the email channel was closed"))
             return
@@ -507,8 +575,7 @@ class EmailChannel:
         return None
 
     def _forget(self, client: _PooledSMTPClient) -> None:
-        if self._client is client:
-            self._client = None
+        self._usable.discard(client)
 
     def _session_failed(
         self, client: _PooledSMTPClient, error: ChannelError, job: _Job | None, lost: bool = False
