@@ -16,6 +16,8 @@ from treq.testing import StubTreq
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 
+from streamsrv.audio.catalog import Catalog
+from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.principal import anonymous_principal
 from streamsrv.auth.roles import DEFAULT_ROLES
@@ -190,3 +192,19 @@ def jwt_guard(secret: str, clock: Any) -> tuple[TokenIssuer, Guard]:
         policies=DEFAULT_POLICIES, anonymous=None, clock=clock,
     )  # fmt: skip
     return issuer, guard
+
+
+def scanned_catalog(testcase: Any, root: Path) -> Catalog:
+    """A catalog of *root* scanned in the calling thread (no reactor, no pool), closed at cleanup."""
+    from tests.test_catalog import result
+
+    catalog = Catalog(
+        Path(testcase.mktemp() + ".sqlite3"),
+        root,
+        reactor=ImmediateReactor(),
+        threadpool=SynchronousThreadPool(),
+    )
+    result(catalog.open())
+    testcase.addCleanup(lambda: result(catalog.close()))
+    result(catalog.scan())
+    return catalog

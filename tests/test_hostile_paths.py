@@ -22,14 +22,11 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from streamsrv.analytics.api import AnalyticsApi
-from streamsrv.audio.catalog import Catalog
 from streamsrv.audio.library import MediaLibrary
-from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.web.analytics import AnalyticsRoutes
 from streamsrv.web.factory import make_hls
 from tests.audiogen import write_tone
-from tests.sitehelpers import build_site, jwt_guard, parse_head, raw_exchange, site_settings
-from tests.test_catalog import result
+from tests.sitehelpers import build_site, jwt_guard, parse_head, raw_exchange, scanned_catalog, site_settings
 from tests.test_paths import REFUSED
 
 SECRET = "a-hostile-paths-test-secret-long-enough-0123456789"
@@ -73,15 +70,7 @@ class HostilePathTests(unittest.TestCase):
         self.root = Path(self.mktemp()).resolve()
         (self.root / "Artist").mkdir(parents=True)
         write_tone(self.root / "Artist" / "tone.flac", "flac", seconds=0.5)
-        catalog = Catalog(
-            Path(self.mktemp() + ".sqlite3"),
-            self.root,
-            reactor=ImmediateReactor(),
-            threadpool=SynchronousThreadPool(),
-        )
-        result(catalog.open())
-        self.addCleanup(lambda: result(catalog.close()))
-        result(catalog.scan())
+        catalog = scanned_catalog(self, self.root)
         # Nothing below the path checks runs for these requests: no pool, no cache, no store.
         library = MediaLibrary(self.root, catalog=catalog, pool=None, cache=None)  # type: ignore[arg-type]
         clock = Clock()

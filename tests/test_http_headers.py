@@ -27,9 +27,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from streamsrv.audio.catalog import Catalog
 from streamsrv.audio.library import MediaLibrary
-from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.audio.workers import WorkerPool
 from streamsrv.cache.artifacts import ArtifactCache
 from streamsrv.middleware.compression import (
@@ -41,7 +39,7 @@ from streamsrv.middleware.compression import (
 from streamsrv.threads import InlineThreads
 from streamsrv.web.factory import make_hls
 from tests.audiogen import write_tone
-from tests.sitehelpers import build_site, parse_head, site_settings, stub_for
+from tests.sitehelpers import build_site, parse_head, scanned_catalog, site_settings, stub_for
 from tests.test_catalog import result
 from tests.test_media_api import settle
 
@@ -130,15 +128,7 @@ class RouteHeaderTests(unittest.TestCase):
         (self.root / "Artist" / "Album").mkdir(parents=True)
         write_tone(self.root / TRACK, "flac", seconds=2.0, freq=1000.0)
         (self.root / "Artist" / "Album" / "cover.jpg").write_bytes(JPEG)
-        catalog = Catalog(
-            Path(self.mktemp() + ".sqlite3"),
-            self.root,
-            reactor=ImmediateReactor(),
-            threadpool=SynchronousThreadPool(),
-        )
-        result(catalog.open())
-        self.addCleanup(lambda: result(catalog.close()))
-        result(catalog.scan())
+        catalog = scanned_catalog(self, self.root)
         self.pool = WorkerPool(reactor, size=1, max_queue=8)
         self.pool.startService()
         self.addCleanup(self.pool.stopService)
@@ -218,11 +208,7 @@ class ListingValidatorTests(unittest.TestCase):
         root = Path(self.mktemp()).resolve()
         root.mkdir()
         write_tone(root / "a.wav", "wav", seconds=0.2)
-        catalog = Catalog(Path(self.mktemp() + ".sqlite3"), root, reactor=ImmediateReactor(),
-                          threadpool=SynchronousThreadPool())  # fmt: skip
-        result(catalog.open())
-        self.addCleanup(lambda: result(catalog.close()))
-        result(catalog.scan())
+        catalog = scanned_catalog(self, root)
         library = MediaLibrary(root, catalog=catalog, pool=None, cache=None)  # type: ignore[arg-type]
         built = build_site(root, media=library, is_audio=catalog.is_audio)
         status, head, _ = exchange(built, "GET", "/api/v1/tracks")
