@@ -180,8 +180,20 @@ class Daemon:
             return True
 
 
+#: The environment that runs a daemon as a supervisor and two worker processes.
+TWO_WORKERS = {"STREAMSRV_WORKERS": "2"}
+
+
 class DaemonTestCase(unittest.SynchronousTestCase):
-    """Start daemons in a temporary data dir; always kill them afterwards."""
+    """Start daemons in a temporary data dir; always kill them afterwards.
+
+    A subclass setting :attr:`extra_env` (e.g. :data:`TWO_WORKERS`) runs every
+    daemon of its tests with it: the same end-to-end tests, once more with
+    several worker processes.
+    """
+
+    #: Added to every daemon's environment (the test's own *env* wins).
+    extra_env: dict[str, str] = {}
 
     def setUp(self) -> None:
         # Absolute: the daemon runs in the checkout, not in trial's directory.
@@ -193,7 +205,7 @@ class DaemonTestCase(unittest.SynchronousTestCase):
         port = port if port is not None else free_port()
         workdir = Path(self.mktemp())
         workdir.mkdir()
-        full_env = {"STREAMSRV_DATA_DIR": str(self.data), **(env or {})}
+        full_env = {"STREAMSRV_DATA_DIR": str(self.data), **self.extra_env, **(env or {})}
         daemon = Daemon(workdir, [*args, "--listen", f"tcp:{port}:interface=127.0.0.1"], full_env, port)
         self.addCleanup(daemon.stop)
         return daemon
@@ -339,6 +351,12 @@ class DaemonTests(DaemonTestCase):
         code = daemon.wait(EXIT_TIMEOUT_S)
         self.assertLess(time.monotonic() - started, 10.0)
         self.assert_clean_exit(daemon, code)
+
+
+class TwoWorkerDaemonTests(DaemonTests):
+    """The same, with STREAMSRV_WORKERS=2: a supervisor and two workers serve, drain and stop."""
+
+    extra_env = TWO_WORKERS
 
 
 class DaemonConfigTests(DaemonTestCase):
