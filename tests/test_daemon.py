@@ -380,6 +380,34 @@ class DaemonConfigTests(DaemonTestCase):
         self.assertNotIn("Couldn't listen", output)
         self.assertNotIn("starting on", output)
 
+    def hold_port(self) -> int:
+        """A port on 127.0.0.1 that another socket listens on for the rest of the test."""
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        return int(holder.getsockname()[1])
+
+    def test_port_in_use(self) -> None:
+        """A port another process listens on: one line naming the address and "already in use",
+        status 1, before the demo library is generated or any URL printed; also as a supervisor."""
+        port = self.hold_port()
+        for env in ({}, TWO_WORKERS):
+            daemon = self.start([], env, port=port)
+            code = daemon.wait(READY_TIMEOUT_S)
+            self.assertEqual(code, 1, daemon.output())
+            self.assertEqual(
+                daemon.stderr().strip().splitlines(),
+                [
+                    f"streamsrv: cannot listen on 127.0.0.1:{port}: address already in use "
+                    "(another process listens there; choose another --listen port)"
+                ],
+            )
+            self.assertNotIn("Traceback", daemon.output())
+            self.assertNotIn("curl", daemon.output())
+            self.assertFalse((self.data / "demo").exists())
+
     def test_demo_library(self) -> None:
         """With no --media-dir a demo library is generated in the data dir and served."""
         daemon = self.start([])
