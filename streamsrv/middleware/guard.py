@@ -72,6 +72,11 @@ class RevocationChecker(Protocol):
     def is_revoked(self, principal: Principal) -> bool:
         """Whether *principal*'s token has been revoked."""
 
+
+class CurrentRevocations(RevocationChecker, Protocol):
+    """A revocation checker that also knows when another process of the host stored one
+    (:class:`~streamsrv.auth.revocation.RevocationCache` with its doorbell)."""
+
     def current(self) -> bool:
         """Whether the snapshot is as new as the host's last stored revocation (no I/O)."""
 
@@ -118,6 +123,9 @@ class Guard:
         self._url_keys = tuple(url_keys)
         self._url_max_ttl_s = url_max_ttl_s
         self._revocations = revocations
+        #: The checker's doorbell, when it has one (the revocation cache does).
+        self._current: Callable[[], bool] | None = getattr(revocations, "current", None)
+        self._catch_up: Callable[[], Deferred[None]] | None = getattr(revocations, "catch_up", None)
         self._limiter = limiter
         #: The limiter's synchronous check (the in-memory one has it; Redis does not).
         self._check_now: Callable[[list[tuple[Policy, str]]], Decision] | None = (
@@ -229,12 +237,12 @@ class Guard:
         principal = self._recalled(token)
         if principal is None:
             principal = await self._verified(token)
-        if self._revocations is not None and not self._revocations.current():
-            await self._revocations.catch_up()
+        if self._catch_up is not None and not self._revocations_current():
+            await self._catch_up()
         return self._unless_revoked(principal)
 
     def _revocations_current(self) -> bool:
-        return self._revocations is None or self._revocations.current()
+        return self._current is None or self._current()
 
     def _unless_revoked(self, principal: Principal) -> Admission:
         if self._revocations is not None and self._revocations.is_revoked(principal):
