@@ -83,6 +83,7 @@ def build_site(
     replaygain_of: Any = None,
     durations: Any = None,
     data_dir: Path | None = None,
+    index_missing: Any = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default).
 
@@ -121,6 +122,7 @@ def build_site(
         durations=durations,
         transcodes=transcodes(tracker, metrics) if transcodes is not None else None,
         is_audio=is_audio,
+        index_missing=index_missing,
         replaygain_of=replaygain_of,
     )
     site = make_site(settings, api, {b"stream": stream}, metrics=metrics, clock=clock)
