@@ -1126,9 +1126,19 @@ def _tool(name: str, *, required_in_ci: bool = True) -> str:
     return found
 
 
-def _run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run a checker, capturing its text output."""
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)
+def _run(
+    argv: list[str], *, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a checker, capturing its text output.
+
+    Without this interpreter's ``PYTHONPATH``/``PYTHONHOME`` (``trial -j`` sets
+    ``PYTHONPATH`` to its own ``sys.path``): docker-compose is a Python program
+    of the system's own Python, which must not load another's stdlib modules.
+    """
+    clean = {
+        k: v for k, v in (os.environ if env is None else env).items() if k not in ("PYTHONPATH", "PYTHONHOME")
+    }
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=clean, **kwargs)
 
 
 class CheckerMissingTests(unittest.SynchronousTestCase):

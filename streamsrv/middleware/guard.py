@@ -73,17 +73,6 @@ class RevocationChecker(Protocol):
         """Whether *principal*'s token has been revoked."""
 
 
-class CurrentRevocations(RevocationChecker, Protocol):
-    """A revocation checker that also knows when another process of the host stored one
-    (:class:`~streamsrv.auth.revocation.RevocationCache` with its doorbell)."""
-
-    def current(self) -> bool:
-        """Whether the snapshot is as new as the host's last stored revocation (no I/O)."""
-
-    def catch_up(self) -> Deferred[None]:
-        """Reload the snapshot (after :meth:`current` said no); never fails."""
-
-
 @dataclass(frozen=True)
 class Admission:
     """A request let in: who, and (for signed URLs) until when and what was bound."""
@@ -99,7 +88,10 @@ class Guard:
     :param verifier: JWT verification, or ``None`` when no JWT is configured.
     :param url_keys: signed-URL keys, current first (empty: signed URLs refused).
     :param url_max_ttl_s: furthest ``expires`` accepted.
-    :param revocations: the revocation snapshot, or ``None``.
+    :param revocations: the revocation snapshot, or ``None``.  When it also
+        has ``current() -> bool`` and ``catch_up() -> Deferred`` (the
+        :class:`~streamsrv.auth.revocation.RevocationCache` does: the host's
+        doorbell), a bearer token is checked only once the snapshot is current.
     :param limiter: the rate limiter, or ``None`` for no limits.
     :param policies: the four rate-limit policies.
     :param anonymous: the principal for credential-less requests, or ``None``
