@@ -353,6 +353,30 @@ class DaemonTests(DaemonTestCase):
         self.assert_clean_exit(daemon, code)
 
 
+class ColdStartTests(DaemonTestCase):
+    """A restart never answers 404 for a track that exists."""
+
+    def test_track_added_while_stopped_served_right_after_ready(self) -> None:
+        """A file added while the daemon was down is served by the first request after
+        /health/ready, whether the start's scan has reached it yet or it is read on demand;
+        an unreadable one added alike is 404."""
+        media = self.media_dir()
+        write_wav(media / "first.wav", 20_000)
+        daemon = self.start(["--media-dir", str(media)])
+        daemon.wait_ready()
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assert_clean_exit(daemon, daemon.wait(EXIT_TIMEOUT_S))
+        data = write_wav(media / "zz later.wav", 30_000)
+        (media / "zz broken.wav").write_bytes(b"RIFF" + b"\0" * 200)
+        daemon = self.start(["--media-dir", str(media)])
+        daemon.wait_ready()
+        response, body = daemon.request("GET", "/stream/zz%20later.wav", {"Range": "bytes=0-99"})
+        self.assertEqual((response.status, body), (206, data[:100]), daemon.output())
+        response, body = daemon.request("GET", "/stream/zz%20broken.wav")
+        self.assertEqual((response.status, json.loads(body)["error"]["code"]), (404, "NOT_FOUND"))
+        self.assertNotIn("Traceback", daemon.output())
+
+
 class TwoWorkerDaemonTests(DaemonTests):
     """The same, with STREAMSRV_WORKERS=2: a supervisor and two workers serve, drain and stop."""
 
