@@ -9,7 +9,9 @@ fills it.  :class:`PeriodicService` is the one way a part does something
 every N seconds: Twisted's :class:`~twisted.application.internet.TimerService`
 on an injected clock (tests pass :class:`~twisted.internet.task.Clock`), with
 the first call now or after one interval, and a body whose errors are logged
-so one failure never stops the loop.
+so one failure never stops the loop.  A listening port that cannot be bound
+when the root starts ends the process with one line (:func:`cannot_listen`)
+and status 1, not a traceback.
 
 This module must never use the global reactor (every timer runs on the clock
 it is given) and never let an exception of periodic work escape its timer.
@@ -17,20 +19,23 @@ it is given) and never let an exception of periodic work escape its timer.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
-__all__ = ["PeriodicService", "PeriodicWork", "RootService"]
+__all__ = ["PeriodicService", "PeriodicWork", "RootService", "cannot_listen"]
 
 log = Logger()
 
@@ -53,6 +58,36 @@ class RootService(MultiService):
         if self.log_observer is not None and set_component is not None:
             set_component(ILogObserver, self.log_observer)
         super().setServiceParent(parent)
+
+    def privilegedStartService(self) -> None:
+        """Start the children; a port that cannot be bound exits 1 with one line on stderr."""
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            error = e.socketError if isinstance(e.socketError, OSError) else None
+            print(cannot_listen(e.interface, e.port, error), file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def cannot_listen(interface: str, port: int | str, error: OSError | None) -> str:
+    """The one line that says a port cannot be bound: which address and port, and why.
+
+    :param interface: the address bound (``""``: every IPv4 address).
+    :param error: what ``bind()`` raised, if known.
+    """
+    host = interface or "0.0.0.0"  # noqa: S104 (naming what Twisted binds by default)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if error is None:
+        reason = "it cannot be bound"
+    elif error.errno == errno.EADDRINUSE:
+        reason = "address already in use (another process listens there; choose another --listen port)"
+    elif error.errno == errno.EACCES:
+        reason = "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+    elif error.errno == errno.EADDRNOTAVAIL:
+        reason = "no such local address on this host"
+    else:
+        reason = (error.strerror or str(error)).lower()
+    return f"streamsrv: cannot listen on {address}: {reason}"
 
 
 class PeriodicService(TimerService):

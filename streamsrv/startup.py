@@ -7,7 +7,8 @@ directory is created (or start-up ends with status 1, naming
 generated and a few commands to try it are logged; a development server
 prints a ready-to-use token and signed URL.  :func:`or_exit` turns a
 configuration value that only proves invalid when used (a roles file, a DSN)
-into the same one-line refusal; :func:`log_observer` chooses who logs.
+into the same one-line refusal; :func:`listen_or_exit` refuses a port that is
+already taken before anything else happens; :func:`log_observer` chooses who logs.
 This module must never log a credential (they go to stderr, for a person)
 and never start a service.
 """
@@ -15,12 +16,14 @@ and never start a service.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from twisted.internet.endpoints import _parse  # the endpoint-string grammar serverFromString uses
 from twisted.logger import ILogObserver, Logger
 
 from streamsrv.alerts.factory import alert_rules_problems, rules_of
@@ -36,6 +39,7 @@ from streamsrv.logs import make_log_observer
 from streamsrv.notifications.options import notify_options, notify_problems
 from streamsrv.notifications.templatecheck import templates_problems
 from streamsrv.notifications.templates import TemplateSet
+from streamsrv.service import cannot_listen
 
 log = Logger(namespace="streamsrv.tap")
 
@@ -140,6 +144,50 @@ def make_data_dir(settings: Settings) -> None:
     except OSError as e:
         print(f"streamsrv: STREAMSRV_DATA_DIR: cannot create it ({e.strerror})", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def prepare_host_or_exit(settings: Settings) -> None:
+    """The first steps of the process that binds the ports: the data dir, then the ports' check."""
+    make_data_dir(settings)
+    listen_or_exit(settings.listen)
+
+
+def _tcp_target(description: str) -> tuple[socket.AddressFamily, str, int] | None:
+    """``(family, interface, port)`` a ``tcp:``/``tcp6:``/``ssl:`` endpoint binds; ``None`` for others."""
+    try:
+        args, kwargs = _parse(description)
+        kind = str(args[0]).lower()
+        port = int(kwargs.get("port", args[1] if len(args) > 1 else 0))
+    except (ValueError, IndexError, TypeError):
+        return None  # the endpoint itself will say what is wrong with it
+    if kind not in ("tcp", "tcp6", "ssl") or port <= 0:
+        return None
+    interface = str(kwargs.get("interface", "::" if kind == "tcp6" else ""))
+    family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
+    return family, interface, port
+
+
+def listen_or_exit(listen: Sequence[str]) -> None:
+    """Bind each TCP endpoint once and let it go: one taken or forbidden ends start-up at once.
+
+    Run before anything slow or talkative (the demo library, the printed
+    URLs), so that a port already in use is one line and status 1.  The
+    bind is Twisted's (``SO_REUSEADDR``, the same interface); the real one
+    follows when the service starts, and a port taken in between is reported
+    the same way (:class:`~streamsrv.service.RootService`).
+    """
+    for description in listen:
+        target = _tcp_target(description)
+        if target is None:
+            continue
+        family, interface, port = target
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((interface, port))
+            except OSError as e:
+                print(cannot_listen(interface, port, e), file=sys.stderr)
+                raise SystemExit(1) from None
 
 
 #: The URL :func:`base_url` falls back on when no listener has a TCP port (unix:, systemd:).

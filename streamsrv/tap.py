@@ -62,6 +62,7 @@ from streamsrv.startup import (
     make_data_dir,
     media_root,
     or_exit,
+    prepare_host_or_exit,
     roles_or_exit,
 )
 from streamsrv.streaming.tracker import StreamTracker
@@ -131,7 +132,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
 
         reactor = global_reactor
     settings = load_or_exit(config.cli_values(), config["env-file"])
-    make_data_dir(settings)
+    prepare_host_or_exit(settings)
     if settings.workers > 1:
         return _supervisor(config, settings, reactor)
     services = RootService(log_observer(getattr(config, "parent", None), settings))

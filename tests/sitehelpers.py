@@ -89,6 +89,7 @@ def build_site(
     durations: Any = None,
     data_dir: Path | None = None,
     demo_ui: bool | None = None,
+    index_missing: Any = None,
 ) -> BuiltSite:
     """Assemble a site serving *media_root* on *clock* (a MemoryReactorClock by default).
 
@@ -131,6 +132,7 @@ def build_site(
         durations=durations,
         transcodes=transcodes(tracker, metrics) if transcodes is not None else None,
         is_audio=is_audio,
+        index_missing=index_missing,
         replaygain_of=replaygain_of,
     )
     site = make_site(settings, api, {b"stream": stream}, metrics=metrics, clock=clock)

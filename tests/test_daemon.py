@@ -180,8 +180,20 @@ class Daemon:
             return True
 
 
+#: The environment that runs a daemon as a supervisor and two worker processes.
+TWO_WORKERS = {"STREAMSRV_WORKERS": "2"}
+
+
 class DaemonTestCase(unittest.SynchronousTestCase):
-    """Start daemons in a temporary data dir; always kill them afterwards."""
+    """Start daemons in a temporary data dir; always kill them afterwards.
+
+    A subclass setting :attr:`extra_env` (e.g. :data:`TWO_WORKERS`) runs every
+    daemon of its tests with it: the same end-to-end tests, once more with
+    several worker processes.
+    """
+
+    #: Added to every daemon's environment (the test's own *env* wins).
+    extra_env: dict[str, str] = {}
 
     def setUp(self) -> None:
         # Absolute: the daemon runs in the checkout, not in trial's directory.
@@ -193,7 +205,7 @@ class DaemonTestCase(unittest.SynchronousTestCase):
         port = port if port is not None else free_port()
         workdir = Path(self.mktemp())
         workdir.mkdir()
-        full_env = {"STREAMSRV_DATA_DIR": str(self.data), **(env or {})}
+        full_env = {"STREAMSRV_DATA_DIR": str(self.data), **self.extra_env, **(env or {})}
         daemon = Daemon(workdir, [*args, "--listen", f"tcp:{port}:interface=127.0.0.1"], full_env, port)
         self.addCleanup(daemon.stop)
         return daemon
@@ -340,6 +352,36 @@ class DaemonTests(DaemonTestCase):
         self.assert_clean_exit(daemon, code)
 
 
+class ColdStartTests(DaemonTestCase):
+    """A restart never answers 404 for a track that exists."""
+
+    def test_track_added_while_stopped_served_right_after_ready(self) -> None:
+        """A file added while the daemon was down is served by the first request after
+        /health/ready, whether the start's scan has reached it yet or it is read on demand;
+        an unreadable one added alike is 404."""
+        media = self.media_dir()
+        write_wav(media / "first.wav", 20_000)
+        daemon = self.start(["--media-dir", str(media)])
+        daemon.wait_ready()
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assert_clean_exit(daemon, daemon.wait(EXIT_TIMEOUT_S))
+        data = write_wav(media / "zz later.wav", 30_000)
+        (media / "zz broken.wav").write_bytes(b"RIFF" + b"\0" * 200)
+        daemon = self.start(["--media-dir", str(media)])
+        daemon.wait_ready()
+        response, body = daemon.request("GET", "/stream/zz%20later.wav", {"Range": "bytes=0-99"})
+        self.assertEqual((response.status, body), (206, data[:100]), daemon.output())
+        response, body = daemon.request("GET", "/stream/zz%20broken.wav")
+        self.assertEqual((response.status, json.loads(body)["error"]["code"]), (404, "NOT_FOUND"))
+        self.assertNotIn("Traceback", daemon.output())
+
+
+class TwoWorkerDaemonTests(DaemonTests):
+    """The same, with STREAMSRV_WORKERS=2: a supervisor and two workers serve, drain and stop."""
+
+    extra_env = TWO_WORKERS
+
+
 class DaemonConfigTests(DaemonTestCase):
     """Start-up refuses bad configuration, and needs none at all in development."""
 
@@ -360,6 +402,34 @@ class DaemonConfigTests(DaemonTestCase):
         self.assertNotIn("Traceback", output)
         self.assertNotIn("Couldn't listen", output)
         self.assertNotIn("starting on", output)
+
+    def hold_port(self) -> int:
+        """A port on 127.0.0.1 that another socket listens on for the rest of the test."""
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        return int(holder.getsockname()[1])
+
+    def test_port_in_use(self) -> None:
+        """A port another process listens on: one line naming the address and "already in use",
+        status 1, before the demo library is generated or any URL printed; also as a supervisor."""
+        port = self.hold_port()
+        for env in ({}, TWO_WORKERS):
+            daemon = self.start([], env, port=port)
+            code = daemon.wait(READY_TIMEOUT_S)
+            self.assertEqual(code, 1, daemon.output())
+            self.assertEqual(
+                daemon.stderr().strip().splitlines(),
+                [
+                    f"streamsrv: cannot listen on 127.0.0.1:{port}: address already in use "
+                    "(another process listens there; choose another --listen port)"
+                ],
+            )
+            self.assertNotIn("Traceback", daemon.output())
+            self.assertNotIn("curl", daemon.output())
+            self.assertFalse((self.data / "demo").exists())
 
     def test_demo_library(self) -> None:
         """With no --media-dir a demo library is generated in the data dir and served."""

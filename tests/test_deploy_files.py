@@ -21,7 +21,9 @@ Where PyYAML is installed, its reading of each file must be the same.
 
 Where the real tools are installed (promtool, docker-compose, kubectl,
 the kubernetes-validate package), the files also go through their checks;
-those tests skip otherwise.
+those tests skip otherwise, except under ``STREAMSRV_TEST_REQUIRE_SERVICES=1``
+(CI: ``.ci/run`` installs promtool, docker-compose, kubernetes-validate and
+PyYAML), where a missing one of those four fails.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import sys
 import time
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial import unittest
@@ -48,6 +50,7 @@ from twisted.trial import unittest
 from streamsrv.config import KNOWN_VARIABLES, ConfigError, Settings, load_settings
 from streamsrv.processes.supervisor import STOP_MARGIN_S
 from streamsrv.tap import Options
+from tests.services import REQUIRE_ENV, services_required
 from tests.test_daemon import (
     CLEAN_EXITS,
     EXIT_TIMEOUT_S,
@@ -668,7 +671,7 @@ class YamlSubsetTests(unittest.SynchronousTestCase):
         try:
             import yaml
         except ImportError:
-            raise unittest.SkipTest("PyYAML is not installed (not a dependency)") from None
+            _checker_missing("PyYAML is not installed (not a dependency)")
         for path in YAML_FILES:
             text = path.read_text(encoding="utf-8")
             self.assertEqual(load_yaml(text), list(yaml.safe_load_all(text)), path.name)
@@ -1106,17 +1109,50 @@ class PrometheusConfigTests(unittest.SynchronousTestCase):
         self.assertEqual(matched, {"a_bucket": {"route"}})
 
 
-def _tool(name: str) -> str:
-    """The path of an external checker, or skip the test."""
+def _checker_missing(reason: str) -> NoReturn:
+    """Skip for a checker that is not installed; fail instead where CI says it must be."""
+    if services_required():
+        raise AssertionError(f"{reason} (and {REQUIRE_ENV} is set: .ci/run installs it)")
+    raise unittest.SkipTest(reason)
+
+
+def _tool(name: str, *, required_in_ci: bool = True) -> str:
+    """The path of an external checker, or skip the test (fail in CI when *required_in_ci*)."""
     found = shutil.which(name)
     if found is None:
+        if required_in_ci:
+            _checker_missing(f"{name} is not installed")
         raise unittest.SkipTest(f"{name} is not installed")
     return found
 
 
-def _run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run a checker, capturing its text output."""
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)
+def _run(
+    argv: list[str], *, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a checker, capturing its text output.
+
+    Without this interpreter's ``PYTHONPATH``/``PYTHONHOME`` (``trial -j`` sets
+    ``PYTHONPATH`` to its own ``sys.path``): docker-compose is a Python program
+    of the system's own Python, which must not load another's stdlib modules.
+    """
+    clean = {
+        k: v for k, v in (os.environ if env is None else env).items() if k not in ("PYTHONPATH", "PYTHONHOME")
+    }
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=clean, **kwargs)
+
+
+class CheckerMissingTests(unittest.SynchronousTestCase):
+    """A missing checker skips on a workstation and fails in CI."""
+
+    def test_skip_or_fail(self) -> None:
+        """Without STREAMSRV_TEST_REQUIRE_SERVICES a missing checker skips; with it, it fails."""
+        self.patch(os, "environ", {**os.environ, REQUIRE_ENV: ""})
+        self.assertRaises(unittest.SkipTest, _tool, "no-such-checker-streamsrv")
+        self.patch(os, "environ", {**os.environ, REQUIRE_ENV: "1"})
+        with self.assertRaises(AssertionError) as raised:
+            _tool("no-such-checker-streamsrv")
+        self.assertIn("no-such-checker-streamsrv is not installed", str(raised.exception))
+        self.assertRaises(unittest.SkipTest, _tool, "no-such-checker-streamsrv", required_in_ci=False)
 
 
 class ExternalCheckerTests(unittest.SynchronousTestCase):
@@ -1183,7 +1219,7 @@ class ExternalCheckerTests(unittest.SynchronousTestCase):
 
     def test_kustomize_build(self) -> None:
         """kubectl builds the kustomization offline."""
-        kubectl = _tool("kubectl")
+        kubectl = _tool("kubectl", required_in_ci=False)  # not packaged by Debian
         result = _run([kubectl, "kustomize", str(KUBERNETES)])
         self.assertEqual(result.returncode, 0, result.stderr)
         for kind in ("ConfigMap", "Deployment", "Service", "PersistentVolumeClaim"):
@@ -1196,7 +1232,7 @@ class ExternalCheckerTests(unittest.SynchronousTestCase):
         try:
             import kubernetes_validate
         except ImportError:
-            raise unittest.SkipTest("kubernetes-validate is not installed") from None
+            _checker_missing("kubernetes-validate is not installed")
         for name, document in kubernetes_documents().items():
             if name == "kustomization.yaml":
                 continue

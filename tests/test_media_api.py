@@ -250,8 +250,9 @@ class CatalogRoutesTests(unittest.TestCase):
         await self.catalog.open()
         self.addCleanup(self.catalog.close)
         await self.catalog.scan()
-        # Arrives after the scan: on disk, not (yet) in the catalog.
+        # Arrive after the scan: on disk, not (yet) in the catalog; one of them is no audio.
         write_tone(self.root / "Artist" / "Album" / "04 Late.flac", "flac", seconds=1.0)
+        (self.root / "Artist" / "Album" / "05 Broken.flac").write_bytes(b"not flac at all" * 10)
         pool = WorkerPool(reactor, size=1, max_queue=4, eager=False)
         pool.startService()
         self.addCleanup(pool.stopService)
@@ -266,7 +267,12 @@ class CatalogRoutesTests(unittest.TestCase):
             policies=DEFAULT_POLICIES, anonymous=anonymous_principal(DEFAULT_ROLES), clock=reactor,
         )  # fmt: skip
         self.built = build_site(
-            self.root, clock=reactor, guard=guard, media=library, is_audio=self.catalog.is_audio
+            self.root,
+            clock=reactor,
+            guard=guard,
+            media=library,
+            is_audio=self.catalog.is_audio,
+            index_missing=self.catalog.index_missing,
         )
         self.stub = stub_for(self.built)
 
@@ -299,20 +305,42 @@ class CatalogRoutesTests(unittest.TestCase):
             self.assertEqual((code, body["error"]["code"]), (400, "BAD_REQUEST"), query)
 
     async def test_track_metadata(self) -> None:
-        """One track's metadata; a file not (yet) in the catalog and a traversal are 404."""
+        """One track's metadata; a track on disk the catalog does not know yet is read on demand;
+        an unreadable one, a missing one, a traversal and a directory are 404."""
         await self.asyncSetUp()
         code, track = await self.get_json("/api/v1/tracks/" + quote("Artist/Album/02 Noon.flac"))
         self.assertEqual((code, track["title"], track["track_number"]), (200, "Noon", 2))
-        for path in ("Artist/Album/04%20Late.flac", "..%2f..%2fetc%2fpasswd", "Artist/Album"):
+        code, late = await self.get_json("/api/v1/tracks/" + quote("Artist/Album/04 Late.flac"))
+        self.assertEqual((code, late["path"], late["codec"]), (200, "Artist/Album/04 Late.flac", "flac"))
+        self.assertTrue(self.catalog.is_audio("Artist/Album/04 Late.flac"))
+        for path in (
+            "Artist/Album/05%20Broken.flac",
+            "Artist/Album/06%20Missing.flac",
+            "..%2f..%2fetc%2fpasswd",
+            "Artist/Album",
+        ):
             code, body = await self.get_json(f"/api/v1/tracks/{path}")
             self.assertEqual((code, body["error"]["code"]), (404, "NOT_FOUND"), path)
-        code, body = await self.get_json("/api/v1/waveform/" + quote("Artist/Album/04 Late.flac"))
+        self.assertIn("Artist/Album/05 Broken.flac", self.catalog.failures())
+        code, body = await self.get_json("/api/v1/waveform/" + quote("Artist/Album/05 Broken.flac"))
         self.assertEqual(code, 404)
 
-    async def test_stream_serves_only_catalog_tracks(self) -> None:
-        """/stream answers 404 for an audio file the catalog does not know yet."""
+    async def test_stream_serves_tracks_not_catalogued_yet(self) -> None:
+        """/stream reads an audio file the catalog does not know yet and serves it (the scan
+        then persists it and announces it once, as added); an unreadable one is 404."""
         await self.asyncSetUp()
+        events: list[Any] = []
+        self.catalog.subscribe(events.append)
         d = self.stub.get("http://streamsrv.test/stream/" + quote("Artist/Album/01 Morning.flac"))
         self.assertEqual((await settle(self.stub, d)).code, 200)
-        code, body = await self.get_json("/stream/" + quote("Artist/Album/04 Late.flac"))
+        late = self.root / "Artist" / "Album" / "04 Late.flac"
+        d = self.stub.get("http://streamsrv.test/stream/" + quote("Artist/Album/04 Late.flac"))
+        response = await settle(self.stub, d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(await settle(self.stub, response.content()), late.read_bytes())
+        self.assertEqual([(e.kind, e.path) for e in events], [("added", "Artist/Album/04 Late.flac")])
+        code, body = await self.get_json("/stream/" + quote("Artist/Album/05 Broken.flac"))
         self.assertEqual((code, body["error"]["code"]), (404, "NOT_FOUND"))
+        summary = await self.catalog.scan()
+        self.assertEqual((summary.added, summary.unchanged, summary.failed), (0, 4, 1))
+        self.assertEqual(len(events), 1)

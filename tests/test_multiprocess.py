@@ -11,6 +11,7 @@ Redis is never touched.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.trial import unittest
 
 from streamsrv.auth.jwt import TokenIssuer
 from tests.services import RedisServerProcess
-from tests.test_daemon import Daemon, DaemonTestCase, write_wav
+from tests.test_daemon import TWO_WORKERS, Daemon, DaemonTestCase, write_wav
 
 #: Stream starts allowed per address across the whole deployment, in these tests.
 LIMIT = 4
@@ -141,14 +143,19 @@ class SharedRevocationTests(DaemonTestCase):
 
     def eventually(
         self, daemon: Daemon, token: str, expected: tuple[int, str], timeout: float = 15.0
-    ) -> None:
-        """The other process applies a revocation at its next poll of the store (about a second)."""
-        deadline = time.monotonic() + timeout
+    ) -> float:
+        """The other process applies a revocation at its next poll of the store (about a
+        second: docs/modules/processes.md); how long that took, seconds (printed, not asserted)."""
+        started = time.monotonic()
+        deadline = started + timeout
         got = self.stream(daemon, token)
         while got != expected and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.02)
             got = self.stream(daemon, token)
         self.assertEqual(got, expected, daemon.output())
+        elapsed = time.monotonic() - started
+        Logger().info("revocation reached the other daemon after {elapsed:.3f}s", elapsed=elapsed)
+        return elapsed
 
     def test_revoke_subject_on_one_holds_on_both(self) -> None:
         """An admin revokes alice on A; B refuses alice's token too, and still serves bob."""
@@ -181,6 +188,115 @@ class SharedRevocationTests(DaemonTestCase):
             self.assertNotIn("Traceback", daemon.output())
             for part in (first.split(".")[2], access.split(".")[2]):
                 self.assertNotIn(part, daemon.output())
+
+
+class TwoWorkerSharedRevocationTests(SharedRevocationTests):
+    """The same across two daemons of two workers each."""
+
+    extra_env = TWO_WORKERS
+
+
+def worker_connections(testcase: DaemonTestCase, daemon: Daemon, workers: int) -> dict[int, Any]:
+    """One idle keep-alive connection accepted by each of *daemon*'s *workers* (closed in cleanup).
+
+    Connections are opened in batches so that the workers race to accept them;
+    each is asked ``/health`` once to learn which worker holds it.
+    """
+    found: dict[int, http.client.HTTPConnection] = {}
+    deadline = time.monotonic() + 30.0
+    while len(found) < workers and time.monotonic() < deadline:
+        batch = [http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10) for _ in range(8)]
+        for conn in batch:
+            conn.connect()
+        for conn in batch:
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            response.read()
+            worker = int(response.getheader("X-Streamsrv-Worker", "-1"))
+            if worker >= 0 and worker not in found:
+                found[worker] = conn
+                testcase.addCleanup(conn.close)
+            else:
+                conn.close()
+        time.sleep(0.05)
+    testcase.assertEqual(sorted(found), list(range(workers)), daemon.output())
+    return found
+
+
+class WorkerRevocationTests(DaemonTestCase):
+    """With STREAMSRV_WORKERS=2 and Redis, a revocation holds on every worker once its call returned.
+
+    Each worker first verifies and remembers alice's token; the revocation is
+    then made through one worker, and the very next request on each worker
+    is refused (no poll interval in between: the host's doorbell,
+    docs/modules/processes.md).
+    """
+
+    #: Whether the daemon shares its revocations through Redis (else SQLite in the data dir).
+    use_redis = True
+
+    def setUp(self) -> None:
+        super().setUp()
+        media = self.media_dir()
+        write_wav(media / "track.wav", 16 * 1024)
+        env = {"STREAMSRV_JWT_SECRET": SECRET, **TWO_WORKERS}
+        if self.use_redis:
+            env["STREAMSRV_REDIS_URL"] = RedisServerProcess.start_for(self).url
+        self.daemon = self.start(["--media-dir", str(media)], env)
+        self.daemon.wait_ready()
+        clock = Clock()
+        clock.advance(time.time())
+        self.issuer = TokenIssuer(
+            secret=SECRET, private_key_pem=None, issuer=None, audience=None, clock=clock
+        )
+
+    def exchange(
+        self, conn: http.client.HTTPConnection, method: str, path: str, token: str, body: bytes | None = None
+    ) -> tuple[int, str, Any]:
+        """One request on a kept connection: status, error code (or ""), and the worker that answered."""
+        headers = {"Authorization": f"Bearer {token}", "Range": "bytes=0-99"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        code = json.loads(data)["error"]["code"] if response.status >= 400 else ""
+        return int(response.status), code, response.getheader("X-Streamsrv-Worker")
+
+    def test_revoke_holds_on_every_worker_at_once(self) -> None:
+        """Revoking alice through worker 0 (then through 1 for a jti): each worker's very next
+        request with her remembered token is 401 TOKEN_REVOKED; bob still streams on both."""
+        conns = worker_connections(self, self.daemon, 2)
+        alice = self.issuer.issue(sub="alice", roles=["listener"], ttl_s=600)
+        bob = self.issuer.issue(sub="bob", roles=["listener"], ttl_s=600)
+        admin = self.issuer.issue(sub="ops", roles=["admin"], ttl_s=600)
+        for worker, conn in conns.items():
+            self.assertEqual(self.exchange(conn, "GET", "/stream/track.wav", alice), (206, "", str(worker)))
+            self.assertEqual(self.exchange(conn, "GET", "/stream/track.wav", bob)[:2], (206, ""))
+        time.sleep(1.1)  # "issued before now" has a resolution of one second (iat)
+        revoke = json.dumps({"sub": "alice"}).encode()
+        status, _, worker = self.exchange(conns[0], "POST", "/api/v1/auth/revoke", admin, revoke)
+        self.assertEqual((status, worker), (200, "0"))
+        for worker, conn in sorted(conns.items(), reverse=True):
+            got = self.exchange(conn, "GET", "/stream/track.wav", alice)
+            self.assertEqual(got, (401, "TOKEN_REVOKED", str(worker)), self.daemon.output())
+            self.assertEqual(self.exchange(conn, "GET", "/stream/track.wav", bob)[:2], (206, ""))
+
+        carol = self.issuer.issue(sub="carol", roles=["listener"], ttl_s=600, jti="carol-1")
+        for conn in conns.values():
+            self.assertEqual(self.exchange(conn, "GET", "/stream/track.wav", carol)[:2], (206, ""))
+        revoke = json.dumps({"jti": "carol-1"}).encode()
+        self.assertEqual(self.exchange(conns[1], "POST", "/api/v1/auth/revoke", admin, revoke)[0], 200)
+        for worker, conn in conns.items():
+            got = self.exchange(conn, "GET", "/stream/track.wav", carol)
+            self.assertEqual(got, (401, "TOKEN_REVOKED", str(worker)), self.daemon.output())
+        self.assertNotIn("Traceback", self.daemon.output())
+
+
+class WorkerRevocationSqliteTests(WorkerRevocationTests):
+    """The same without Redis: the workers share revocations in the data dir's SQLite file."""
+
+    use_redis = False
 
 
 def _ws_session(port: int, token: str, script: Any) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from streamsrv.audio.catalog import CATALOG_FILENAME
-from streamsrv.audio.scan_cli import scan_cli
+from streamsrv.audio.scan_cli import EXIT_SOME_FAILED, scan_cli
 from tests import audiogen
 
 
@@ -46,9 +46,9 @@ class ScanCliTests(unittest.SynchronousTestCase):
         return status, out.getvalue(), err.getvalue()
 
     def test_summary(self) -> None:
-        """A scan prints counts, files/s and the unreadable files with reasons; exit 0."""
+        """A scan prints counts, files/s and the unreadable files with reasons; exit 3 (some failed)."""
         status, out, err = self.run_scan()
-        self.assertEqual(status, 0)
+        self.assertEqual(status, EXIT_SOME_FAILED)
         self.assertIn("4 audio files", out)
         self.assertIn("files/s", out)
         lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  ")}
@@ -60,15 +60,35 @@ class ScanCliTests(unittest.SynchronousTestCase):
         self.assertIn("scan: 4/4 files (100%)", err)
         self.assertNotIn("\r", err)
         status, out, _ = self.run_scan()
-        self.assertEqual(status, 0)
+        self.assertEqual(status, EXIT_SOME_FAILED)
         lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  ")}
         self.assertEqual((lines["added"], lines["unchanged"], lines["failed"]), ("0", "3", "1"))
+
+    def test_all_readable_exits_0(self) -> None:
+        """Once the unreadable file is gone the same scan exits 0."""
+        (self.root / "album" / "empty.mp3").unlink()
+        status, out, _ = self.run_scan("--no-progress")
+        self.assertEqual(status, 0, out)
+        self.assertNotIn("unreadable files:", out)
+
+    def test_full_rescan_counts_unchanged(self) -> None:
+        """--full re-reads every file, but a file that did not change counts as unchanged, not
+        changed; a file that did change counts as changed."""
+        self.run_scan("--no-progress")
+        audiogen.write_tone(self.root / "album" / "b.wav", "wav", 0.3)
+        status, out, _ = self.run_scan("--json", "--full")
+        self.assertEqual(status, EXIT_SOME_FAILED)
+        document = json.loads(out)
+        self.assertEqual(
+            (document["added"], document["changed"], document["unchanged"], document["failed"]),
+            (0, 1, 2, 1),
+        )
 
     def test_progress_bar_on_tty(self) -> None:
         """On a terminal the progress is a bar redrawn in place, ended by a newline."""
         err = FakeTTY()
         status, _, _ = self.run_scan(err=err)
-        self.assertEqual(status, 0)
+        self.assertEqual(status, EXIT_SOME_FAILED)
         text = err.getvalue()
         self.assertIn("\r", text)
         self.assertIn("[" + "#" * 30 + "] 4/4 files", text)
@@ -77,7 +97,7 @@ class ScanCliTests(unittest.SynchronousTestCase):
     def test_json(self) -> None:
         """--json prints one JSON document with counts and failures."""
         status, out, err = self.run_scan("--json", "--full")
-        self.assertEqual(status, 0)
+        self.assertEqual(status, EXIT_SOME_FAILED)
         document = json.loads(out)
         self.assertEqual(document["added"], 3)
         self.assertEqual(document["failures"], [{"path": "album/empty.mp3", "reason": "empty file"}])

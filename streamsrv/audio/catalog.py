@@ -18,6 +18,14 @@ the reactor thread.  The reactor thread owns the in-memory index behind
 :meth:`Catalog.is_audio`, updated after each batch of writes is committed,
 and delivers :class:`CatalogEvent` s to subscribers at the same moment.
 
+Cold start: a route asking for a track the index does not know yet (the
+first scan of a large library has not reached it, or it appeared since the
+last scan) calls :meth:`Catalog.index_missing`, which reads that one file on
+a reader thread and puts it in the index at once (or records why it is
+unreadable, so it is refused as the scan would refuse it); a partial scan of
+it is queued to persist it.  So readiness need not wait for the first scan,
+and a track that exists is never answered 404 for being not yet catalogued.
+
 This module must never serve or log a path to a client (records carry
 relative paths only; errors carry fixed reasons), never delete rows because
 the media root or a directory could not be listed (an unmounted disk is not an
@@ -26,8 +34,11 @@ empty library), and never block the reactor thread.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import sqlite3
+import stat as stat_module
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -59,8 +70,8 @@ from streamsrv.audio.catalog_values import (
     nfc,
     under,
 )
-from streamsrv.audio.metadata import read_metadata
-from streamsrv.audio.scanner import Scanner
+from streamsrv.audio.metadata import MetadataError, read_metadata
+from streamsrv.audio.scanner import UNEXPECTED_READ_ERROR, Scanner
 from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.cache.lru import CacheStats, LruCache
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
@@ -101,6 +112,9 @@ BATCH_SIZE: Final[int] = 200
 
 #: Reader threads of a catalog that owns its pools.
 READER_THREADS: Final[int] = 2
+
+#: Files read on demand at once at most (:meth:`Catalog.index_missing`); more wait for the scan.
+MAX_ON_DEMAND_READS: Final[int] = 32
 
 #: Records kept in memory for :meth:`Catalog.get`, and their total size.
 RECORD_CACHE_ENTRIES: Final[int] = 4096
@@ -145,6 +159,7 @@ class Catalog:
             raise ValueError("batch_size must be at least 1")
         self._media_root = Path(media_root)
         self._reactor = reactor
+        self._reader = reader
         self._now = now
         self._owns_pools = threadpool is None
         self._writer_pool: Any = threadpool
@@ -181,6 +196,10 @@ class Catalog:
         self._last_error: str | None = None
         #: XOR of :func:`_entry_digest` over the index (``None``: not computed yet).
         self._digest: int | None = None
+        self._progress: ScanProgress | None = None
+        # Tracks being read on demand (their waiters), and those indexed so but not yet by a scan.
+        self._on_demand: dict[str, list[Deferred[bool]]] = {}
+        self._provisional: set[str] = set()
 
     # ------------------------------------------------------------------
     # Life cycle
@@ -353,12 +372,22 @@ class Catalog:
             detail["last_scan_at"] = round(stats.last_scan_at, 3)
         if stats.last_scan is not None:
             detail["last_scan_s"] = round(stats.last_scan.seconds, 3)
+        progress = self._progress
+        if stats.scanning and progress is not None:
+            detail["scan_progress"] = {
+                "files_total": progress.files_total,
+                "files_done": progress.files_done,
+                "reads": progress.reads,
+            }
+        if self._provisional:
+            detail["indexed_on_demand"] = len(self._provisional)
         if not stats.opened:
             return CheckResult(FAILING, {**detail, "reason": "catalog not open"})
         if stats.last_error is not None:
             return CheckResult(DEGRADED, {**detail, "reason": stats.last_error})
         if stats.last_scan_at is None:
-            return CheckResult(DEGRADED, {**detail, "reason": "first scan not finished"})
+            reason = "first scan not finished; tracks not reached yet are indexed on demand"
+            return CheckResult(DEGRADED, {**detail, "reason": reason})
         return CheckResult(OK, detail)
 
     def subscribe(self, callback: Callable[[CatalogEvent], object]) -> Callable[[], None]:
@@ -373,6 +402,99 @@ class Catalog:
                 self._subscribers.remove(callback)
 
         return unsubscribe
+
+    # ------------------------------------------------------------------
+    # On demand
+
+    def index_missing(self, track: str, path: Path) -> Deferred[bool] | None:
+        """Read a track the index does not know (yet), now, instead of at the scan's turn.
+
+        For a route that found *track* safe (:func:`~streamsrv.media.paths.safe_media_path`:
+        inside the root, no dot segments, an audio extension) but not in the
+        index.  The file is read on a reader thread with the scan's reader;
+        a readable one enters the index (and its record the record cache)
+        before the Deferred fires, an unreadable one is remembered with its
+        reason, exactly as a scan would, and a partial scan of it is queued to
+        persist it and announce it.
+
+        :param track: the NFC track path.
+        :param path: the file, resolved inside the media root.
+        :returns: a Deferred firing with :meth:`is_audio`'s new answer, or
+            ``None`` when there is nothing to wait for: known already, known
+            unreadable, the catalog not open, or too many reads in flight.
+        """
+        if not self.opened or track in self._index or track in self._failed:
+            return None
+        try:  # a name that is no file costs no thread hop (a stat, as the route's own)
+            if not stat_module.S_ISREG(os.stat(path).st_mode):
+                return None
+        except OSError:
+            return None
+        waiting = self._on_demand.get(track)
+        if waiting is None:
+            if len(self._on_demand) >= MAX_ON_DEMAND_READS:
+                log.warn(
+                    "catalog: too many tracks read on demand at once; {track} waits for the scan", track=track
+                )
+                return None
+            waiter: Deferred[bool] = Deferred()
+            self._on_demand[track] = [waiter]  # before the read: it may finish at once
+            d = self._read(self._read_one, track, path)
+            d.addCallbacks(self._indexed, self._not_indexed, callbackArgs=(track,), errbackArgs=(track,))
+            return waiter
+        waiter = Deferred()
+        waiting.append(waiter)
+        return waiter
+
+    def _read_one(self, track: str, path: Path) -> IndexChange | None:
+        """Read one file (a reader thread): its index change, or ``None`` if it is no regular file."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        if not stat_module.S_ISREG(info.st_mode):
+            return None
+        root = Path(os.path.realpath(self._media_root))
+        fs_path = Path(path).relative_to(root).as_posix()
+        try:
+            metadata = self._reader(root, fs_path, info)
+        except MetadataError as e:
+            return IndexChange(track, None, None, e.reason)
+        except Exception:
+            log.failure("reading metadata on demand failed unexpectedly")
+            return IndexChange(track, None, None, UNEXPECTED_READ_ERROR)
+        record = TrackRecord(dataclasses.replace(metadata, path=track), info.st_mtime_ns)
+        return IndexChange(
+            track, IndexEntry(info.st_size, info.st_mtime_ns, record.etag, fs_path), record, None
+        )
+
+    def _indexed(self, change: IndexChange | None, track: str) -> None:
+        if change is not None and track not in self._index and not self._closing:
+            if change.entry is not None:
+                self._index[track] = change.entry
+                self._update_digest(track, None, change.entry)
+                self._provisional.add(track)
+                if change.record is not None:
+                    self._records.put((track, change.entry.etag), change.record)
+                log.info("catalog: {track} indexed on demand", track=track)
+            elif change.error is not None:
+                self._failed[track] = change.error
+            self.rescan_paths([change.entry.fs_path if change.entry is not None else track]).addErrback(
+                lambda f: log.error(
+                    "catalog: persisting {track} failed: {reason}", track=track, reason=_error_reason(f)
+                )
+            )
+        self._release(track)
+
+    def _not_indexed(self, failure: Failure, track: str) -> None:
+        log.error(
+            "catalog: reading {track} on demand failed: {reason}", track=track, reason=_error_reason(failure)
+        )
+        self._release(track)
+
+    def _release(self, track: str) -> None:
+        for waiter in self._on_demand.pop(track, []):
+            waiter.callback(track in self._index)
 
     # ------------------------------------------------------------------
     # Scans
@@ -398,6 +520,7 @@ class Catalog:
             return _failed(CatalogError("catalog not open"))
         self._scan_waiters = []
         snapshot = dict(self._index)
+        self._progress = None
         report = self._progress_reporter(progress)
         d = self._write(self._scanner.sync, ("",), full, snapshot, report)
 
@@ -483,11 +606,14 @@ class Catalog:
 
     def _progress_reporter(
         self, progress: Callable[[ScanProgress], object] | None
-    ) -> Callable[[ScanProgress], None] | None:
-        if progress is None:
-            return None
+    ) -> Callable[[ScanProgress], None]:
+        """Called from the writer thread: keeps the latest progress (``/health/detailed``) and
+        passes it to *progress*, on the reactor thread."""
 
         def deliver(update: ScanProgress) -> None:
+            self._progress = update
+            if progress is None:
+                return
             try:
                 progress(update)
             except Exception:
@@ -520,12 +646,16 @@ class Catalog:
                 self._update_digest(change.path, old, change.entry)
                 if change.record is not None:
                     self._records.put((change.path, change.entry.etag), change.record)
-                kind: EventKind = "added" if old is None else "changed"
+                first = old is None or change.path in self._provisional
+                self._provisional.discard(change.path)
+                kind: EventKind = "added" if first else "changed"
                 events.append(CatalogEvent(kind, change.path, change.record))
             elif old is not None:
                 del self._index[change.path]
                 self._update_digest(change.path, old, None)
-                events.append(CatalogEvent("removed", change.path, None))
+                if change.path not in self._provisional:
+                    events.append(CatalogEvent("removed", change.path, None))
+                self._provisional.discard(change.path)
         for event in events:
             for subscriber in list(self._subscribers):
                 try:

@@ -173,6 +173,11 @@ class MediaLibrary:
         generation: str = self._catalog.generation
         return generation
 
+    @property
+    def index_missing(self) -> Any:
+        """The catalog's ``index_missing`` (reads a track it does not know yet), or ``None``."""
+        return getattr(self._catalog, "index_missing", None) if self._catalog is not None else None
+
     def require_catalog(self) -> None:
         """:raise ApiError: ``NOT_CONFIGURED`` when there is no catalog."""
         if self._catalog is None:

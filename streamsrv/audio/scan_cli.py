@@ -12,10 +12,12 @@ a plain line at every tenth of the way.  Then a summary on ``out``
 (added/changed/removed/unchanged/failed, files per second) and the files that
 could not be read, each with its reason; or one JSON document with ``--json``.
 
-Exit status: 0 when the scan ran, even if some files could not be read; 1
-when the media root or the database cannot be used; 2 for a bad command line
-(argparse's convention, as in :mod:`streamsrv.cli`); 130 when interrupted
-(what was scanned so far is kept).
+Exit status: 0 when the scan ran and every audio file could be read; 3
+(:data:`EXIT_SOME_FAILED`) when it ran but some files could not be read (they
+are listed; the rest is catalogued), so scripts notice; 1 when the media root
+or the database cannot be used; 2 for a bad command line (argparse's
+convention, as in :mod:`streamsrv.cli`); 130 when interrupted (what was
+scanned so far is kept).
 
 This command must never start the reactor, and never print a secret.
 """
@@ -43,10 +45,13 @@ from streamsrv.audio.catalog import (
 from streamsrv.audio.synchronous import ImmediateReactor, SynchronousThreadPool
 from streamsrv.cliargs import EXIT_INVALID, EXIT_OK, RaisingParser, parse_arguments
 
-__all__ = ["scan_cli", "scan_parser"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_SOME_FAILED", "scan_cli", "scan_parser"]
 
 #: Exit status when interrupted (the others are :mod:`streamsrv.cliargs`').
 EXIT_INTERRUPTED = 130
+
+#: Exit status of a scan that ran but could not read some files.
+EXIT_SOME_FAILED = 3
 
 #: Width of the progress bar, in characters.
 BAR_WIDTH = 30
@@ -158,7 +163,7 @@ def scan_cli(
         out.write("\n")
     else:
         _print_summary(summary, root, elapsed, out, all_failures=args.all_failures)
-    return EXIT_OK
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
 def _result(d: Deferred[Any]) -> Any:

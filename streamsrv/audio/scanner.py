@@ -241,7 +241,7 @@ class Scanner:
                 assert old is not None
                 self._check_unchanged(path, item, old, snapshot, tally, batch)
             else:
-                self._read_changed(real_root, path, item, old, now, tally, batch)
+                self._read_changed(real_root, path, item, old, now, tally, batch, same_file=same_file)
             if len(batch) >= self._batch_size:
                 batch.flush()
             if progress is not None and (done % step == 0 or done == total):
@@ -284,8 +284,14 @@ class Scanner:
         now: float,
         tally: _Tally,
         batch: _Batch,
+        *,
+        same_file: bool = False,
     ) -> None:
-        """Read a new or changed file and queue its row and change."""
+        """Read a new or changed file and queue its row and change.
+
+        :param same_file: the stored row is of this very file (a ``full``
+            scan re-reads it): counted ``unchanged``, not ``changed``.
+        """
         st = item.stat
         tally.reads += 1
         record, embedded, error = self._read_file(real_root, path, item)
@@ -306,6 +312,8 @@ class Scanner:
         batch.changes.append(IndexChange(path, entry, record, None))
         if old is None or old.error is not None:
             tally.added += 1
+        elif same_file:
+            tally.unchanged += 1
         else:
             tally.changed += 1
 

@@ -23,6 +23,7 @@ from streamsrv.auth.jwks import JwksCache
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.refresh import TokenService, make_revocation_store
 from streamsrv.auth.revocation import RevocationCache, RevocationStoreService
+from streamsrv.auth.revocationsignal import open_signal
 from streamsrv.auth.signing import SigningKey
 from streamsrv.config import Settings
 
@@ -103,7 +104,8 @@ def make_auth(
     verifier = make_verifier(settings, material, issuer, roles, reactor=reactor, metrics=metrics)
     store = make_revocation_store(settings, reactor, redis=redis)
     RevocationStoreService(store).setServiceParent(parent)
-    revocations = RevocationCache(store, reactor)
+    # The doorbell of the host's processes (workers, daemons sharing the data dir).
+    revocations = RevocationCache(store, reactor, signal=open_signal(settings.data_dir))
     revocations.setServiceParent(parent)
     tokens = TokenService(
         verifier=verifier,

@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from streamsrv.auth.principal import Principal
+from streamsrv.auth.revocationsignal import RevocationSignal
 from streamsrv.db.sqlitepool import sqlite_pool
 from streamsrv.health.checks import DEGRADED, OK, CheckResult
 from streamsrv.redisconn import RedisConnection
@@ -504,15 +505,28 @@ class RevocationCache(PeriodicService):
     force; the outage is logged once (``event_kind="degraded"``) and its end
     once.  Until the first load, nothing is revoked: await :meth:`update`
     before serving if that matters (``/health/ready``: :attr:`loaded`).
+
+    With a *signal* (the host's doorbell,
+    :mod:`~streamsrv.auth.revocationsignal`) a revocation stored here rings
+    it, and :meth:`current` tells a caller that another process of the host
+    has stored one since this cache last looked: :meth:`catch_up` then
+    reloads before the caller trusts :meth:`is_revoked`.
     """
 
     def __init__(
-        self, store: IRevocationStore, clock: IReactorTime, interval_s: float = POLL_INTERVAL_S
+        self,
+        store: IRevocationStore,
+        clock: IReactorTime,
+        interval_s: float = POLL_INTERVAL_S,
+        *,
+        signal: RevocationSignal | None = None,
     ) -> None:
         """
         :param store: Where revocations are kept.
         :param clock: Times the polls.
         :param interval_s: Seconds between polls.
+        :param signal: The doorbell shared with the host's other processes
+            (closed when this service stops), or ``None``.
         """
         super().__init__(
             interval_s, self.update, clock=clock, name="revocations", what="revocations: the poll"
@@ -521,6 +535,9 @@ class RevocationCache(PeriodicService):
         self._snapshot = RevocationSnapshot(UNLOADED)
         self._generation = 0  # bumped whenever the snapshot is replaced
         self._degraded = False
+        self._signal = signal
+        self._seen = signal.read() if signal is not None else b""
+        self._waiting: list[Deferred[None]] = []
 
     @property
     def snapshot(self) -> RevocationSnapshot:
@@ -536,6 +553,43 @@ class RevocationCache(PeriodicService):
     def degraded(self) -> bool:
         """Whether the last attempt to reach the store failed (the last snapshot is in force)."""
         return self._degraded
+
+    def current(self) -> bool:
+        """
+        Whether no process of the host has stored a revocation since this
+        cache last looked (always ``True`` without a doorbell); a memory read.
+        """
+        signal = self._signal
+        return signal is None or signal.read() == self._seen
+
+    def catch_up(self) -> Deferred[None]:
+        """
+        Reload from the store because the doorbell rang (one reload for
+        every caller waiting meanwhile).  Never fails: like :meth:`update`,
+        a failing store leaves the snapshot in force (and is not asked again
+        until the next ring or poll).
+        """
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        if len(self._waiting) == 1:
+            Deferred.fromCoroutine(self._reload())
+        return waiter
+
+    async def _reload(self) -> None:
+        seen = self._signal.read() if self._signal is not None else b""
+        try:
+            await self.update()
+        finally:
+            self._seen = seen
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def stopService(self) -> Deferred[None]:
+        signal, self._signal = self._signal, None
+        if signal is not None:
+            signal.close()
+        return super().stopService()
 
     def is_revoked(self, principal: Principal) -> bool:
         """Whether *principal*'s token is revoked, by the snapshot in force (no I/O)."""
@@ -596,6 +650,8 @@ class RevocationCache(PeriodicService):
         finally:
             # Applied even when the store failed, so this process enforces it meanwhile.
             self._replace(local())
+        if self._signal is not None:
+            self._signal.ring()  # the host's other processes reload before trusting their snapshot
 
     async def revoke_token(self, jti: str, expires_at: float) -> None:
         """Revoke one token in the store, then here.  :raise Exception: From the store."""

@@ -73,7 +73,7 @@ from streamsrv.middleware.guard import Admission, Guard
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 from streamsrv.streaming.producers import FileBodyProducer
-from streamsrv.streaming.tracks import resolve_media
+from streamsrv.streaming.tracks import resolve_media_indexed
 from streamsrv.web.asyncleaf import AsyncLeaf
 
 __all__ = ["PLAYLIST_TYPE", "SEGMENT_TYPE", "HlsResource", "HlsTarget", "parse_hls_path"]
@@ -286,7 +286,7 @@ class HlsResource(AsyncLeaf):
         if target.variant is not None:
             kbps = target.variant.bitrate_kbps
             request.delivered_as = (target.variant.codec, kbps * 1000 if kbps is not None else None)
-        track_name, path, info = self._resolve(request, target.track_raw)
+        track_name, path, info = await self._resolve(request, target.track_raw)
         identity = FileIdentity.of(track_name, info)
         track = await self._track(identity, path)
         if target.kind == "master":
@@ -300,10 +300,13 @@ class HlsResource(AsyncLeaf):
         raw = request.path[len(prefix) :] if request.path.startswith(prefix) else b""
         return parse_hls_path(raw, self._variants)
 
-    def _resolve(self, request: Any, raw: bytes) -> tuple[str, Path, os.stat_result]:
-        """The track named by the still-encoded path, exactly as ``/stream`` resolves it."""
-        is_audio = self._catalog.is_audio if self._catalog is not None else None
-        return resolve_media(self._root, request, raw, is_audio)
+    async def _resolve(self, request: Any, raw: bytes) -> tuple[str, Path, os.stat_result]:
+        """The track named by the still-encoded path, exactly as ``/stream`` resolves it
+        (one the catalog does not know yet is read on demand first)."""
+        catalog = self._catalog
+        is_audio = catalog.is_audio if catalog is not None else None
+        index_missing = getattr(catalog, "index_missing", None) if catalog is not None else None
+        return await resolve_media_indexed(self._root, request, raw, is_audio, index_missing)
 
     async def _track(self, identity: FileIdentity, path: Path) -> Track:
         name = artifact_key(identity, "hls-track", {"v": FORMAT_VERSION})

@@ -15,7 +15,10 @@ The guard is an HTTP adapter: it reads a request's query and headers, sets
    every parameter into it), so its principal may do anything *to that
    request*; it is never accepted on routes that do not take signed URLs.
 2. **Revocation** of JWTs (jti, family, subject), from the in-process
-   revocation snapshot: no I/O per request.
+   revocation snapshot: no I/O per request, unless another process of the
+   host has just stored a revocation (its doorbell rang): then the snapshot
+   is reloaded before a bearer token is trusted, so a revocation holds on
+   every worker once its call has returned.
 3. **Rate limits**: the client address's bucket always, the user's when the
    caller is known; stream starts and API calls draw from separate
    policies.  The route says whether a request starts a stream (the guard
@@ -35,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from streamsrv.auth.jwt import JwtVerifier, bearer_token
@@ -84,7 +88,10 @@ class Guard:
     :param verifier: JWT verification, or ``None`` when no JWT is configured.
     :param url_keys: signed-URL keys, current first (empty: signed URLs refused).
     :param url_max_ttl_s: furthest ``expires`` accepted.
-    :param revocations: the revocation snapshot, or ``None``.
+    :param revocations: the revocation snapshot, or ``None``.  When it also
+        has ``current() -> bool`` and ``catch_up() -> Deferred`` (the
+        :class:`~streamsrv.auth.revocation.RevocationCache` does: the host's
+        doorbell), a bearer token is checked only once the snapshot is current.
     :param limiter: the rate limiter, or ``None`` for no limits.
     :param policies: the four rate-limit policies.
     :param anonymous: the principal for credential-less requests, or ``None``
@@ -108,6 +115,9 @@ class Guard:
         self._url_keys = tuple(url_keys)
         self._url_max_ttl_s = url_max_ttl_s
         self._revocations = revocations
+        #: The checker's doorbell, when it has one (the revocation cache does).
+        self._current: Callable[[], bool] | None = getattr(revocations, "current", None)
+        self._catch_up: Callable[[], Deferred[None]] | None = getattr(revocations, "catch_up", None)
         self._limiter = limiter
         #: The limiter's synchronous check (the in-memory one has it; Redis does not).
         self._check_now: Callable[[list[tuple[Policy, str]]], Decision] | None = (
@@ -203,7 +213,9 @@ class Guard:
         token = bearer_token(request.getHeader(b"authorization"))
         if token is not None:
             principal = self._recalled(token)
-            return None if principal is None else self._unless_revoked(principal)
+            if principal is None or not self._revocations_current():
+                return None
+            return self._unless_revoked(principal)
         if self._anonymous is not None:
             return Admission(self._anonymous)
         raise AuthError("UNAUTHENTICATED", reason="no_credentials")
@@ -214,7 +226,15 @@ class Guard:
             return admission
         token = bearer_token(request.getHeader(b"authorization"))
         assert token is not None  # the only case _authenticate_now leaves open
-        return self._unless_revoked(await self._verified(token))
+        principal = self._recalled(token)
+        if principal is None:
+            principal = await self._verified(token)
+        if self._catch_up is not None and not self._revocations_current():
+            await self._catch_up()
+        return self._unless_revoked(principal)
+
+    def _revocations_current(self) -> bool:
+        return self._current is None or self._current()
 
     def _unless_revoked(self, principal: Principal) -> Admission:
         if self._revocations is not None and self._revocations.is_revoked(principal):

@@ -63,7 +63,13 @@ from streamsrv.streaming.ranges import (
 )
 from streamsrv.streaming.throughput import ThroughputTracker
 from streamsrv.streaming.tracker import StreamTracker
-from streamsrv.streaming.tracks import regular_file_stat, request_preconditions, resolve_track
+from streamsrv.streaming.tracks import (
+    IndexMissing,
+    TrackPending,
+    regular_file_stat,
+    request_preconditions,
+    resolve_track,
+)
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.transcode import Rendition
 from streamsrv.transcode.layout import MAX_GAIN_MDB
@@ -177,6 +183,8 @@ class StreamResource(AsyncLeaf):
     :param use_sendfile: allow zero-copy sends on plain TCP.
     :param is_audio: whether the catalog knows a track as audio (only those
         are served); ``None`` serves every file with an audio extension.
+    :param index_missing: the catalog's ``index_missing``: a track it does
+        not know yet is read on demand before it is answered (cold start).
     :param transcodes: serves ``format=``/``bitrate=``/``t=`` renditions
         (``None``: they answer ``UNSUPPORTED_MEDIA``).
     :param replaygain_of: a track's ReplayGain values (the catalog's), for
@@ -209,6 +217,7 @@ class StreamResource(AsyncLeaf):
         use_sendfile: bool = True,
         on_delivered: Delivered | None = None,
         is_audio: Callable[[str], bool] | None = None,
+        index_missing: IndexMissing | None = None,
         transcodes: TranscodeService | None = None,
         shaping: Mapping[str, Shaping] | None = None,
         replaygain_of: Callable[[str], Awaitable[Mapping[str, float] | None]] | None = None,
@@ -224,6 +233,7 @@ class StreamResource(AsyncLeaf):
         self._use_sendfile = use_sendfile
         self._on_delivered = on_delivered
         self._is_audio = is_audio
+        self._index_missing = index_missing
         self._transcodes = transcodes
         self._shaping = dict(shaping or {})
         self._throughput = ThroughputTracker()
@@ -266,12 +276,28 @@ class StreamResource(AsyncLeaf):
         if b"format" in request.args or b"bitrate" in request.args or b"t" in request.args:
             return self._transcode(request, admission)
         self._refuse_if_draining(request)
-        track, path, fmt = self._resolve(request)
+        try:
+            track, path, fmt = self._resolve(request)
+        except TrackPending as pending:
+            return self._once_indexed(pending, request)
+        return self._known(request, track, path, fmt)
+
+    def _known(
+        self, request: Any, track: str, path: Path, fmt: AudioFormat
+    ) -> bytes | int | Coroutine[Any, Any, bytes | int]:
+        """The original file's answer, once its duration is known (the first request waits once)."""
         request.delivered_as = (fmt.codec, None)  # an original: bitrate estimated from size, duration
         durations = self._durations
         if durations is not None and not durations.known(track):
             return self._serve_once_known(durations, request, track, path, fmt)
         return self._serve(request, track, path, fmt)
+
+    async def _once_indexed(self, pending: TrackPending, request: Any) -> bytes | int:
+        """Answer once the catalog has read a track it did not know (404 if it proved unreadable)."""
+        await pending.ready
+        track, path, fmt = self._resolve(request, index=False)
+        answer = self._known(request, track, path, fmt)
+        return answer if isinstance(answer, (bytes, int)) else await answer
 
     async def _serve_once_known(
         self, durations: TrackDurations, request: Any, track: str, path: Path, fmt: AudioFormat
@@ -290,11 +316,15 @@ class StreamResource(AsyncLeaf):
         prefix = b"/" + b"/".join(request.prepath) + b"/"
         return request.path[len(prefix) :] if request.path.startswith(prefix) else b""
 
-    def _resolve(self, request: Any) -> tuple[str, Path, AudioFormat]:
+    def _resolve(self, request: Any, *, index: bool = True) -> tuple[str, Path, AudioFormat]:
+        """The track; :raise TrackPending: when *index* and the catalog reads it on demand now."""
         cache = self._path_cache
         if cache is None:
             cache = self._path_cache = ResolvedPathCache(self._clock.seconds)
-        return resolve_track(self._root, request, self._raw_path(request), self._is_audio, cache)
+        index_missing = self._index_missing if index else None
+        return resolve_track(
+            self._root, request, self._raw_path(request), self._is_audio, cache, index_missing
+        )
 
     async def _with_replaygain(self, request: Any, track: str, rendition: Rendition) -> Rendition:
         """*rendition* with ``replaygain=track|album`` applied, limited so the peak does not clip."""
@@ -329,7 +359,11 @@ class StreamResource(AsyncLeaf):
             request.setHeader(b"accept-ch", b"Downlink, ECT, Save-Data")
         if rendition.needs_hq:
             self._guard.require(request, admission, "stream:hq")
-        track, path, _fmt = self._resolve(request)
+        try:
+            track, path, _fmt = self._resolve(request)
+        except TrackPending as pending:
+            await pending.ready
+            track, path, _fmt = self._resolve(request, index=False)
         rendition = await self._with_replaygain(request, track, rendition)
         kbps = rendition.bitrate_kbps
         request.delivered_as = (rendition.format, kbps * 1000 if kbps is not None else None)

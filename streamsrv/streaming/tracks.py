@@ -9,7 +9,11 @@ optional cache of recent resolutions ``/stream`` keeps), and
 file themselves need.  It never joins a request path to the file system
 other than through :func:`~streamsrv.media.paths.safe_media_path`.
 :func:`request_preconditions` evaluates a request's conditional headers
-against a representation's validators.
+against a representation's validators.  A track that passes every check but
+is not in the catalog's index yet (a cold start's first scan has not reached
+it) is read on demand when the route passes the catalog's ``index_missing``:
+:func:`resolve_track` then raises :class:`TrackPending`, and the route
+resolves again once it fired (:func:`resolve_media_indexed` does both).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+from twisted.internet.defer import Deferred
 
 from streamsrv.audio.formats import AudioFormat, audio_format_for
 from streamsrv.errors import ApiError
@@ -26,7 +32,27 @@ from streamsrv.media.paths import PathRefused, ResolvedPathCache, safe_media_pat
 from streamsrv.middleware.audit import security_event
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
 
-__all__ = ["regular_file_stat", "request_preconditions", "resolve_media", "resolve_track"]
+__all__ = [
+    "IndexMissing",
+    "TrackPending",
+    "regular_file_stat",
+    "request_preconditions",
+    "resolve_media",
+    "resolve_media_indexed",
+    "resolve_track",
+]
+
+#: The catalog's ``index_missing``: read a safe track the index does not know
+#: yet; a Deferred of whether it is audio, or ``None`` when there is nothing to wait for.
+IndexMissing: TypeAlias = Callable[[str, Path], "Deferred[bool] | None"]
+
+
+class TrackPending(Exception):
+    """The catalog is reading the track now: wait for :attr:`ready`, then resolve again (without indexing)."""
+
+    def __init__(self, ready: Deferred[bool]) -> None:
+        super().__init__("the track is being indexed")
+        self.ready = ready
 
 
 def resolve_track(
@@ -35,6 +61,7 @@ def resolve_track(
     raw: bytes,
     is_audio: Callable[[str], bool] | None,
     cache: ResolvedPathCache[AudioFormat] | None = None,
+    index_missing: IndexMissing | None = None,
 ) -> tuple[str, Path, AudioFormat]:
     """
     The track named by *raw* (the path after the route prefix, still encoded), not yet opened.
@@ -45,10 +72,13 @@ def resolve_track(
     :param cache: Recent resolutions (``/stream`` keeps one): a hit skips the
         path checks its entry already passed; a miss takes every check below
         and remembers only a success.
+    :param index_missing: The catalog's ``index_missing``, to read a track
+        that passed every other check but that the catalog does not know.
     :return: The track path (NFC, ``/``-separated), the file, its audio format.
     :raise ApiError: ``NOT_FOUND`` for an unsafe path (also a security
         event), a dotfile, a file without an audio extension, a track the
         catalog does not know as audio.  Nothing tells which.
+    :raise TrackPending: when *index_missing* is reading the track now.
     """
     if cache is not None:
         hit = cache.get(raw)
@@ -67,6 +97,9 @@ def resolve_track(
     if fmt is None:
         raise ApiError("NOT_FOUND")
     if is_audio is not None and not is_audio(track):
+        pending = index_missing(track, path) if index_missing is not None else None
+        if pending is not None:
+            raise TrackPending(pending)
         raise ApiError("NOT_FOUND")
     if cache is not None:
         cache.put(raw, track, path, fmt)
@@ -88,6 +121,26 @@ def resolve_media(
         directory or a missing file.  Nothing tells which.
     """
     track, path, _ = resolve_track(root, request, raw, is_audio, cache)
+    return track, path, regular_file_stat(path)
+
+
+async def resolve_media_indexed(
+    root: Path,
+    request: Any,
+    raw: bytes,
+    is_audio: Callable[[str], bool] | None,
+    index_missing: IndexMissing | None,
+) -> tuple[str, Path, os.stat_result]:
+    """:func:`resolve_media`, waiting for the catalog to read a track it does not know yet.
+
+    :raise ApiError: as :func:`resolve_media`, also once the track was read
+        and found unreadable.
+    """
+    try:
+        track, path, _ = resolve_track(root, request, raw, is_audio, None, index_missing)
+    except TrackPending as pending:
+        await pending.ready
+        track, path, _ = resolve_track(root, request, raw, is_audio)
     return track, path, regular_file_stat(path)
 
 

@@ -166,6 +166,7 @@ def make_children(parts: HttpParts, *, sessions: Any, ws: Any) -> dict[bytes, IR
         clock=p.clock,
         on_delivered=StreamListening(sessions),
         is_audio=p.catalog.is_audio,
+        index_missing=p.catalog.index_missing,
         durations=TrackDurations(p.catalog.get),
         transcodes=transcodes,
         shaping=load_shaping(p.settings.roles_file),

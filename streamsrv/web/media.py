@@ -32,7 +32,7 @@ from streamsrv.errors import ApiError
 from streamsrv.middleware.compression import identity_if_none_match
 from streamsrv.middleware.headers import mark_media
 from streamsrv.streaming.conditional import Outcome, evaluate_preconditions
-from streamsrv.streaming.tracks import resolve_media
+from streamsrv.streaming.tracks import resolve_media_indexed
 from streamsrv.web.query import one_value
 
 
@@ -167,15 +167,19 @@ class MediaRoutes:
         self._library = library
         self._clock = clock
 
-    def resolve(self, request: Any, raw_path: bytes) -> tuple[str, Path, os.stat_result]:
+    async def resolve(self, request: Any, raw_path: bytes) -> tuple[str, Path, os.stat_result]:
         """
-        The track named by the still-encoded URL path after the route prefix.
+        The track named by the still-encoded URL path after the route prefix
+        (one the catalog does not know yet is read on demand first).
 
         :raise ApiError: ``NOT_FOUND`` for anything that is not an audio file
             of the catalog inside the root; an unsafe path is also a security
             event.  Nothing tells why.
         """
-        return resolve_media(self._library.root, request, raw_path, self._library.is_audio)
+        library = self._library
+        return await resolve_media_indexed(
+            library.root, request, raw_path, library.is_audio, library.index_missing
+        )
 
     async def tracks(self, request: Any) -> dict[str, object]:
         """``GET /api/v1/tracks``: ``q``, ``artist``, ``album``, ``limit`` (1–200, default 50), ``cursor``."""
@@ -199,13 +203,13 @@ class MediaRoutes:
     async def track(self, request: Any, raw_path: bytes) -> dict[str, object]:
         """``GET /api/v1/tracks/{path}``: the metadata of DESIGN."""
         self._library.require_catalog()
-        track, _path, _info = self.resolve(request, raw_path)
+        track, _path, _info = await self.resolve(request, raw_path)
         return await self._library.track(track)
 
     async def waveform(self, request: Any, raw_path: bytes) -> Representation:
         """``GET /api/v1/waveform/{path}`` (see DESIGN for the parameters)."""
         options = waveform_options(request.args)
-        track, path, info = self.resolve(request, raw_path)
+        track, path, info = await self.resolve(request, raw_path)
         return await self._library.waveform(track, path, info, options)
 
     async def spectrum(self, request: Any, raw_path: bytes) -> Representation:
@@ -229,13 +233,13 @@ class MediaRoutes:
         height = _int(args, "height", 256) or 0
         width = _int(args, "width", None)
         frames, bins, axes = spectrogram_query(args)
-        track, path, info = self.resolve(request, raw_path)
+        track, path, info = await self.resolve(request, raw_path)
         options = SpectrumOptions(fmt, params, start, end, spectrogram, height, width, frames, bins, axes)
         return await self._library.spectrum(track, path, info, options)
 
     async def artwork(self, request: Any, raw_path: bytes) -> Representation:
         """``GET /api/v1/artwork/{path}``: the embedded picture, else ``cover.*``/``folder.*`` beside it."""
-        track, _path, info = self.resolve(request, raw_path)
+        track, _path, info = await self.resolve(request, raw_path)
         return await self._library.artwork(track, info)
 
     def represent(self, request: Any, rep: Representation) -> bytes:
