@@ -236,6 +236,22 @@ class FastPathFailureTests(_FastBase):
         self.assertEqual(self.other_round(), 1)
         self.assertEqual(len(self.published), 1)
 
+    def test_hand_over_failing_keeps_the_202(self) -> None:
+        """Handing over fails after the commit: the send still answers (it is durable), the
+        failure is logged, and the delivery is sent once its lease has run out."""
+
+        class Broken(_Died):
+            def send_claimed(self, claimed: Any, preferences: Any = None) -> None:
+                raise RuntimeError("boom")
+
+        self.service.fast_path = Broken(self.sender)
+        record = self.send()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.successResultOf(self.sender.stopService())
+        self.clock.advance(LEASE_S)
+        self.assertEqual(self.other_round(), 1)
+        self.assertEqual(self.delivery_states(record), [("websocket", "sent", None)])
+
     def test_crash_between_commit_and_send(self) -> None:
         """The process dies after the commit, before sending: the lease runs out and another
         worker's round sends the delivery, exactly once."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from streamsrv.errors import ApiError
 from streamsrv.notifications.caps import Caps
@@ -38,6 +39,8 @@ from streamsrv.notifications.records import (
 from streamsrv.notifications.templates import TemplateSet
 
 __all__ = ["NotificationService", "SendRequest", "parse_send_request"]
+
+log = Logger()
 
 #: The longest user id and idempotency key accepted.
 MAX_ID_CHARS = 1024
@@ -195,7 +198,10 @@ class NotificationService:
         )
         if record.created:
             if fast is not None and lease is not None:
-                fast.send_claimed(_leased(record, lease), preferences)
+                try:
+                    fast.send_claimed(_leased(record, lease), preferences)
+                except Exception:  # committed: the 202 stands; the leases run out, a round sends them
+                    log.failure("handing websocket deliveries to the sender failed")
             if self.on_queued is not None:
                 self.on_queued()
         return record
