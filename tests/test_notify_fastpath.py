@@ -236,6 +236,26 @@ class FastPathFailureTests(_FastBase):
         self.assertEqual(self.other_round(), 1)
         self.assertEqual(len(self.published), 1)
 
+    def test_stop_in_the_middle_of_a_big_send(self) -> None:
+        """Stopped between two turns of a big send: what was sent is recorded, the rest handed
+        back (attempt returned) and sent once by another worker; nobody gets two frames."""
+        users = [f"u{n}" for n in range(FAST_CHUNK + 200)]
+        self.service.max_recipients = len(users)
+        body = {"template": "new-release", "user_ids": users, "data": DATA, "channels": ["websocket"]}
+        record = self.successResultOf(
+            Deferred.fromCoroutine(self.service.send(parse_send_request(body, len(users)), NOW))
+        )
+        self.assertEqual(len(self.published), FAST_CHUNK)
+        stopped = self.sender.stopService()
+        self.clock.advance(0)
+        self.successResultOf(stopped)
+        got = self.successResultOf(self.outbox.get(record.notification.id)).deliveries
+        self.assertEqual(
+            [(d.state, d.attempts) for d in got], [("sent", 1)] * FAST_CHUNK + [("queued", 0)] * 200
+        )
+        self.assertEqual(self.other_round(), 200)
+        self.assertEqual(sorted(c for c, _ in self.published), sorted(f"user:{u}" for u in users))
+
     def test_hand_over_failing_keeps_the_202(self) -> None:
         """Handing over fails after the commit: the send still answers (it is durable), the
         failure is logged, and the delivery is sent once its lease has run out."""

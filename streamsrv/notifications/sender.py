@@ -263,6 +263,8 @@ class NotificationSender(PeriodicService):
         try:
             await self._flush()
         finally:
+            for lane in self._lanes:  # handed over but not started: released with the rest
+                lane.handed.clear()
             held, self._held = sorted(self._held), set()
             if held:
                 await self.outbox.release(self.worker_id, held)
@@ -335,11 +337,12 @@ class NotificationSender(PeriodicService):
         without waiting for a claim round: the same admission, rendering, publishing and
         batched outcomes as a claimed round (:meth:`_handle_round`), in the websocket lane,
         one batch after another (so each cap decision sees the sends before it), a reactor
-        turn every :data:`FAST_CHUNK` users.  Sending starts at the earliest once the reads it
-        needs (recent sends for the caps; *preferences*, unless the POST already read them)
-        have come back, and never before the next reactor turn, so the 202 never waits for
-        it.  Stopped or stopping, nothing is sent and the leases are handed back; should this
-        process die first, the leases run out and another worker sends them.
+        turn after every :data:`FAST_CHUNK` users or :data:`FAST_SLICE_S`.  Sending starts
+        at the earliest once the reads it needs (recent sends for the caps; *preferences*,
+        unless the POST already read them) have come back, and never before the next reactor
+        turn, so the 202 never waits for it.  Stopped or stopping, nothing is sent and the
+        leases are handed back; should this process die first, the leases run out and another
+        worker sends them.
 
         :param claimed: Deliveries leased to :attr:`worker_id` (websocket ones).
         :param preferences: Each user's preferences as the POST read them, or ``None`` (read here).
@@ -414,7 +417,8 @@ class NotificationSender(PeriodicService):
 
         Reads the preferences (unless given) and recent sends in a few queries, decides and
         sends each, writes the outcomes and hands back what was not started.  With *chunk*,
-        a reactor turn is let go after each *chunk* groups (and before the first).
+        a reactor turn is let go after each *chunk* groups or :data:`FAST_SLICE_S` (and before
+        the first when nothing had to be read).
         """
         now = self.clock.seconds()
         ids = [c.delivery.id for c in claimed]
