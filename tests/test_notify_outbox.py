@@ -41,6 +41,8 @@ from streamsrv.notifications.records import (
     SENT,
     SUPPRESSED,
     Delivery,
+    Finish,
+    Lease,
     NewDelivery,
     next_attempt,
 )
@@ -225,6 +227,52 @@ class OutboxBehaviour(_MixinBase):
         delivery = self.successResultOf(self.outbox.get(record.notification.id)).deliveries[0]
         self.assertEqual((delivery.state, delivery.sent_at), (SENT, NOW + 62))
         self.assertFalse(self.successResultOf(self.outbox.mark_failed(delivery_id, "w2", NOW, "late", None)))
+
+    def test_enqueue_leased(self) -> None:
+        """With a lease, the queued websocket deliveries are stored as a claim by its worker leaves
+        them (one attempt, held until the lease ends); the others are queued as usual."""
+        lease = Lease("w1", NOW, NOW + 60, frozenset({"websocket"}))
+        d = self.outbox.enqueue(
+            "new-release", {}, "normal",
+            [NewDelivery("u", "websocket"), NewDelivery("u", "email"),
+             NewDelivery("v", "websocket", SUPPRESSED, reason="opted_out")],
+            None, NOW, lease,
+        )  # fmt: skip
+        record = self.successResultOf(d)
+        ws, email, _ = record.deliveries
+        self.assertEqual([x.attempts for x in record.deliveries], [1, 0, 0])
+        self.assertEqual(
+            record.to_json(accepted=True)["deliveries"][0],
+            {"user_id": "u", "channel": "websocket", "state": QUEUED},
+        )
+        self.assertEqual(
+            self.successResultOf(self.outbox.get(record.notification.id)).deliveries, record.deliveries
+        )
+        # Nobody claims the leased one before the lease ends; its worker reports on it.
+        claimed = self.successResultOf(self.outbox.claim("w2", NOW + 59, 10, 60))
+        self.assertEqual([c.delivery.id for c in claimed], [email.id])
+        self.assertEqual(
+            self.successResultOf(self.outbox.finish_many("w2", [Finish(ws.id, "sent", NOW + 1)])), [False]
+        )
+        self.assertEqual(
+            self.successResultOf(self.outbox.finish_many("w1", [Finish(ws.id, "sent", NOW + 1)])), [True]
+        )
+        self.assertEqual(
+            self.successResultOf(self.outbox.get(record.notification.id)).deliveries[0].state, SENT
+        )
+
+    def test_leased_taken_over_after_the_lease(self) -> None:
+        """A leased delivery whose worker never reports is claimed by another once the lease ends."""
+        lease = Lease("w1", NOW, NOW + 60, frozenset({"websocket"}))
+        d = self.outbox.enqueue(
+            "new-release", {}, "normal", [NewDelivery("u", "websocket")], None, NOW, lease
+        )
+        record = self.successResultOf(d)
+        self.assertEqual(self.successResultOf(self.outbox.claim("w2", NOW + 59, 10, 60)), [])
+        taken = self.successResultOf(self.outbox.claim("w2", NOW + 60, 10, 60))
+        self.assertEqual(
+            [(c.delivery.id, c.delivery.attempts) for c in taken], [(record.deliveries[0].id, 2)]
+        )
 
     def test_retry_then_fail(self) -> None:
         """A failed attempt is queued for its retry time; a final failure keeps the last error."""

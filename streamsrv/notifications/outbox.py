@@ -33,7 +33,14 @@ from streamsrv.notifications.outboxdb import (
     PostgresOutboxDatabase,
     SqliteOutboxDatabase,
 )
-from streamsrv.notifications.records import Claimed, Finish, NewDelivery, Notification, NotificationRecord
+from streamsrv.notifications.records import (
+    Claimed,
+    Finish,
+    Lease,
+    NewDelivery,
+    Notification,
+    NotificationRecord,
+)
 
 __all__ = ["IOutbox", "Outbox", "make_outbox", "make_outbox_database"]
 
@@ -65,12 +72,15 @@ class IOutbox(Interface):
         deliveries: Sequence[NewDelivery],
         idempotency_key: str | None,
         now: float,
+        lease: Lease | None = None,
     ) -> Deferred[NotificationRecord]:
         """
         Store a notification with its deliveries atomically; fires once committed.
 
         With an *idempotency_key* given in the last 24 hours, stores nothing
-        and fires with the first notification (``created=False``).
+        and fires with the first notification (``created=False``).  With a
+        *lease*, the deliveries it covers are stored already claimed by its
+        worker (the websocket fast path: sent by that worker without a claim).
         """
 
     def find_by_idempotency_key(key: str, now: float) -> Deferred[NotificationRecord | None]:  # noqa: N805
@@ -186,6 +196,7 @@ class Outbox:
         deliveries: Sequence[NewDelivery],
         idempotency_key: str | None,
         now: float,
+        lease: Lease | None = None,
     ) -> Deferred[NotificationRecord]:
         notification = Notification(self._new_id(), template, data, priority, idempotency_key, now)
         if self._new_id is _new_id:
@@ -194,7 +205,7 @@ class Outbox:
             ids = [f"{notification.id}{n:06x}" for n in range(len(deliveries))]
         else:
             ids = [self._new_id() for _ in deliveries]
-        return self._run(self.database.enqueue, notification, list(deliveries), ids, now)
+        return self._run(self.database.enqueue, notification, list(deliveries), ids, now, lease)
 
     def find_by_idempotency_key(self, key: str, now: float) -> Deferred[NotificationRecord | None]:
         return self._run(self.database.find_by_idempotency_key, key, now)

@@ -42,6 +42,7 @@ from streamsrv.notifications.records import (
     Claimed,
     Delivery,
     Finish,
+    Lease,
     NewDelivery,
     Notification,
     NotificationRecord,
@@ -109,9 +110,9 @@ _INSERT_KEY: Final = (
 )
 _INSERT_DELIVERIES: Final = (
     "INSERT INTO notification_deliveries (id, notification_id, position, user_id, channel, state, reason, "
-    "not_before, created_at, updated_at) VALUES "
+    "not_before, created_at, updated_at, attempts, lease_owner, lease_until) VALUES "
 )
-_DELIVERY_VALUES: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_DELIVERY_VALUES: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_NOTIFICATION: Final = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?"  # noqa: S608
 _SELECT_DELIVERIES: Final = (
     f"SELECT {_DELIVERY_COLUMNS} FROM notification_deliveries "  # noqa: S608 - fixed names
@@ -366,12 +367,16 @@ class OutboxDatabase:
         deliveries: Sequence[NewDelivery],
         delivery_ids: Sequence[str],
         now: float,
+        lease: Lease | None = None,
     ) -> NotificationRecord:
         """
         Store *notification* and its *deliveries* in one transaction; returns once committed.
 
         With an idempotency key seen in the last 24 hours nothing is stored
-        and the earlier notification is answered (``created=False``).
+        and the earlier notification is answered (``created=False``).  With a
+        *lease*, the deliveries it covers are stored held by its worker until
+        ``lease.until`` with one attempt counted, exactly as a claim leaves them
+        (``GET`` shows that attempt); the others are stored as usual.
         """
         if notification.priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}")
@@ -402,6 +407,10 @@ class OutboxDatabase:
                     self._sql(_INSERT_KEY),
                     (key, notification.id, now),
                 )
+            leased = [
+                lease is not None and lease.covers(d.channel, d.state, d.not_before) for d in deliveries
+            ]
+            owner, until = (lease.worker_id, lease.until) if lease is not None else (None, None)
             rows = (
                 (
                     i,
@@ -414,16 +423,17 @@ class OutboxDatabase:
                     d.not_before or now,
                     now,
                     now,
+                    *((1, owner, until) if held else (0, None, None)),
                 )
-                for position, (i, d) in enumerate(zip(delivery_ids, deliveries, strict=True))
+                for position, (i, d, held) in enumerate(zip(delivery_ids, deliveries, leased, strict=True))
             )
             self._insert_deliveries(cursor, rows)
         # What was written, answered without reading 10,000 rows back.
         stored = tuple(
             unchecked(Delivery, id=i, notification_id=notification.id, user_id=d.user_id, channel=d.channel,
-                      state=d.state, reason=d.reason, not_before=d.not_before or now, attempts=0,
+                      state=d.state, reason=d.reason, not_before=d.not_before or now, attempts=int(held),
                       last_error=None, created_at=now, updated_at=now, sent_at=None)
-            for i, d in zip(delivery_ids, deliveries, strict=True)
+            for i, d, held in zip(delivery_ids, deliveries, leased, strict=True)
         )  # fmt: skip
         return NotificationRecord(notification, stored)
 

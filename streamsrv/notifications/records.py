@@ -32,6 +32,7 @@ __all__ = [
     "Claimed",
     "Delivery",
     "Finish",
+    "Lease",
     "NewDelivery",
     "Notification",
     "NotificationRecord",
@@ -174,8 +175,15 @@ class Delivery:
     updated_at: float
     sent_at: float | None
 
+    def accepted_json(self) -> dict[str, Any]:
+        """The delivery as the ``202`` of ``POST /api/v1/notifications`` that created it answers it."""
+        out: dict[str, Any] = {"user_id": self.user_id, "channel": self.channel, "state": self.state}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
     def to_json(self) -> dict[str, Any]:
-        """The delivery as ``POST`` and ``GET /api/v1/notifications…`` answer it."""
+        """The delivery as ``GET /api/v1/notifications…`` (and a replayed ``POST``) answer it."""
         out: dict[str, Any] = {"user_id": self.user_id, "channel": self.channel, "state": self.state}
         if self.reason is not None:
             out["reason"] = self.reason
@@ -203,9 +211,19 @@ class NotificationRecord:
     deliveries: tuple[Delivery, ...]
     created: bool = True
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"id", "deliveries": [...]}`` as the contract answers."""
-        return {"id": self.notification.id, "deliveries": [d.to_json() for d in self.deliveries]}
+    def to_json(self, accepted: bool = False) -> dict[str, Any]:
+        """
+        ``{"id", "deliveries": [...]}`` as the contract answers.
+
+        :param accepted: Each delivery as the ``202`` of its creation shows it: ``user_id``,
+            ``channel``, ``state`` and ``reason`` only (a websocket delivery stored already
+            leased to the accepting process counts an attempt, which ``GET`` shows).
+        """
+        if accepted:
+            deliveries = [d.accepted_json() for d in self.deliveries]
+        else:
+            deliveries = [d.to_json() for d in self.deliveries]
+        return {"id": self.notification.id, "deliveries": deliveries}
 
 
 @dataclass(frozen=True)
@@ -215,6 +233,30 @@ class Claimed:
     delivery: Delivery
     notification: Notification
     lease_until: float
+
+
+@dataclass(frozen=True)
+class Lease:
+    """
+    Deliveries to store already leased (the websocket fast path): what a claim would write.
+
+    A new delivery on one of *channels*, queued and due at *now*, is inserted held by
+    *worker_id* until *until*, its attempt counted, as if that worker had just claimed it.
+
+    :ivar worker_id: The sender that will send them (the accepting process's).
+    :ivar now: When the notification was accepted (Unix seconds).
+    :ivar until: When the lease runs out and any worker may take them.
+    :ivar channels: The channels leased (the others are queued as usual).
+    """
+
+    worker_id: str
+    now: float
+    until: float
+    channels: frozenset[str]
+
+    def covers(self, channel: str, state: str, not_before: float | None) -> bool:
+        """Whether a new delivery with these values is stored leased."""
+        return state == QUEUED and channel in self.channels and (not_before is None or not_before <= self.now)
 
 
 @dataclass(frozen=True)

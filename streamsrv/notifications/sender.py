@@ -31,12 +31,13 @@ import json
 import random
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -60,6 +61,7 @@ from streamsrv.notifications.records import (
     RETRY_BASE_S,
     Claimed,
     Finish,
+    Lease,
     Notification,
     next_attempt,
 )
@@ -81,6 +83,12 @@ WEBSOCKET_BATCH = 1000
 
 #: External deliveries in flight at once (the factory uses twice the SMTP pool size).
 CONCURRENCY = 8
+
+#: Websocket deliveries handed over by a POST handled per reactor turn (then others get a turn).
+FAST_CHUNK = 500
+
+#: At most this many seconds of those per reactor turn (the 202's bytes go out in between).
+FAST_SLICE_S = 0.004
 
 #: Outcomes written in one transaction at most while a round goes on.
 FLUSH_EVERY = 100
@@ -109,6 +117,16 @@ class _Lane:
     concurrency: int | None
     busy: bool = False
     again: bool = False
+    #: Batches handed over already leased (:meth:`NotificationSender.send_claimed`), first served.
+    handed: deque[_Handed] = field(default_factory=deque)
+
+
+@dataclass(eq=False)
+class _Handed:
+    """Deliveries stored already leased to this sender, with the preferences the POST read."""
+
+    claimed: Sequence[Claimed]
+    preferences: Mapping[str, Preferences] | None
 
 
 @dataclass(eq=False)
@@ -170,6 +188,9 @@ class NotificationSender(PeriodicService):
         ``retry``, ``failed``, ``deferred``, a suppression reason).
     :param on_sent: ``on_sent(channel, seconds)`` for each delivery sent: the
         seconds from the notification's acceptance to its send (the latency metric).
+    :param subscribed: The hub channels with a subscriber in this process now
+        (``hub.channels``): of the deliveries a POST hands over, those to users with a
+        socket here are sent first.
     """
 
     def __init__(
@@ -192,6 +213,7 @@ class NotificationSender(PeriodicService):
         websocket_batch: int = WEBSOCKET_BATCH,
         on_outcome: Callable[[str, str], None] | None = None,
         on_sent: Callable[[str, float], None] | None = None,
+        subscribed: Callable[[], Collection[str]] | None = None,
     ) -> None:
         super().__init__(
             interval_s, self.send_due, clock=clock, name="notifications", what="sending notifications"
@@ -208,6 +230,7 @@ class NotificationSender(PeriodicService):
         self._retry_base_s = retry_base_s
         self._on_outcome = on_outcome
         self._on_sent = on_sent
+        self._subscribed = subscribed
         self._outbox_down = False
         self._lanes = (
             _Lane(("websocket",), websocket_batch, None),
@@ -240,6 +263,8 @@ class NotificationSender(PeriodicService):
         try:
             await self._flush()
         finally:
+            for lane in self._lanes:  # handed over but not started: released with the rest
+                lane.handed.clear()
             held, self._held = sorted(self._held), set()
             if held:
                 await self.outbox.release(self.worker_id, held)
@@ -270,12 +295,12 @@ class NotificationSender(PeriodicService):
             total += cast(int, result)
         return total
 
-    def _drain(self, lane: _Lane) -> Deferred[int]:
-        if lane.busy:  # a drain runs: it goes round once more
-            lane.again = True
+    def _drain(self, lane: _Lane, claim: bool = True) -> Deferred[int]:
+        if lane.busy:  # a drain runs: it goes round once more (and takes what was handed over)
+            lane.again = lane.again or claim
             return succeed(0)
         lane.busy = True
-        drain = Deferred.fromCoroutine(self._drain_lane(lane))
+        drain = Deferred.fromCoroutine(self._drain_lane(lane, claim))
         self._drains.add(drain)
 
         def done(result: Any) -> Any:
@@ -285,15 +310,77 @@ class NotificationSender(PeriodicService):
 
         return drain.addBoth(done)
 
-    async def _drain_lane(self, lane: _Lane) -> int:
+    async def _drain_lane(self, lane: _Lane, claim: bool) -> int:
+        """Handle the batches handed over, then (if *claim*, or asked meanwhile) claim rounds."""
         total = 0
         while not self._stopping:
-            lane.again = False
+            if lane.handed:  # already leased to us by the POST: no claim
+                handed = lane.handed.popleft()
+                total += await self._handle_round(lane, handed.claimed, handed.preferences, FAST_CHUNK)
+                continue
+            if not (claim or lane.again):
+                break
+            claim, lane.again = True, False
             handled = await self._round(lane)
             total += handled
-            if handled < lane.batch and not lane.again:
+            if handled < lane.batch and not lane.again and not lane.handed:
                 break
         return total
+
+    def send_claimed(
+        self, claimed: Sequence[Claimed], preferences: Mapping[str, Preferences] | None = None
+    ) -> None:
+        """
+        Send deliveries stored already leased to this sender (the websocket fast path).
+
+        The POST that accepted them hands them over right after its commit, so they go out
+        without waiting for a claim round: the same admission, rendering, publishing and
+        batched outcomes as a claimed round (:meth:`_handle_round`), in the websocket lane,
+        one batch after another (so each cap decision sees the sends before it), a reactor
+        turn after every :data:`FAST_CHUNK` users or :data:`FAST_SLICE_S`.  Sending starts
+        at the earliest once the reads it needs (recent sends for the caps; *preferences*,
+        unless the POST already read them) have come back, and never before the next reactor
+        turn, so the 202 never waits for it.  Stopped or stopping, nothing is sent and the
+        leases are handed back; should this process die first, the leases run out and another
+        worker sends them.
+
+        :param claimed: Deliveries leased to :attr:`worker_id` (websocket ones).
+        :param preferences: Each user's preferences as the POST read them, or ``None`` (read here).
+        """
+        if not claimed:
+            return
+        ids = [c.delivery.id for c in claimed]
+        if not self.running or self._stopping:
+            self.outbox.release(self.worker_id, ids).addErrback(self._drain_failed)
+            return
+        self._held.update(ids)
+        lane = self._lanes[0]
+        for batch in self._connected_first(claimed):
+            lane.handed.append(_Handed(batch, preferences))
+        self._drain(lane, claim=False).addErrback(self._drain_failed)
+
+    def _connected_first(self, claimed: Sequence[Claimed]) -> list[Sequence[Claimed]]:
+        """
+        *claimed* in batches: the users with a socket in this process first (a few reads and
+        frames: they see theirs at once), then the others (through the hub to other nodes,
+        or to nobody).  One user's deliveries stay in one batch, so caps see them in turn.
+        """
+        local = set(self._subscribed()) if self._subscribed is not None else set()
+        if not local:
+            return [claimed]
+        first = [c for c in claimed if f"user:{c.delivery.user_id}" in local]
+        if not first or len(first) == len(claimed):
+            return [claimed]
+        return [first, [c for c in claimed if f"user:{c.delivery.user_id}" not in local]]
+
+    def lease(self, now: float) -> Lease | None:
+        """
+        The lease a POST gives its websocket deliveries so this sender sends them at once
+        (:meth:`send_claimed`); ``None`` when it is not running (they are queued as usual).
+        """
+        if not self.running or self._stopping:
+            return None
+        return Lease(self.worker_id, now, now + self._lease_s, frozenset(self._lanes[0].channels))
 
     async def _round(self, lane: _Lane) -> int:
         """Claim a batch of *lane* and handle every delivery of it; returns how many."""
@@ -301,25 +388,51 @@ class NotificationSender(PeriodicService):
         try:
             claimed = await self.outbox.claim(self.worker_id, now, lane.batch, self._lease_s, lane.channels)
         except OutboxUnavailable as e:
-            # Once per outage, not a traceback a second: deliveries wait in the outbox.
-            if not self._outbox_down:
-                self._outbox_down = True
-                log.warn("notifications: the outbox is unavailable ({error}); sending waits", error=str(e),
-                         event_kind="degraded")  # fmt: skip
+            self._outbox_unavailable(e)
             return 0
         if self._outbox_down:
             self._outbox_down = False
             log.info("notifications: the outbox is available again")
         if not claimed:
             return 0
+        self._held.update(c.delivery.id for c in claimed)
+        return await self._handle_round(lane, claimed, None, None)
+
+    def _outbox_unavailable(self, error: OutboxUnavailable) -> None:
+        # Once per outage, not a traceback a second: deliveries wait in the outbox.
+        if not self._outbox_down:
+            self._outbox_down = True
+            log.warn("notifications: the outbox is unavailable ({error}); sending waits", error=str(error),
+                     event_kind="degraded")  # fmt: skip
+
+    async def _handle_round(
+        self,
+        lane: _Lane,
+        claimed: Sequence[Claimed],
+        preferences: Mapping[str, Preferences] | None,
+        chunk: int | None,
+    ) -> int:
+        """
+        Handle every delivery of *claimed* (held by this sender); returns how many.
+
+        Reads the preferences (unless given) and recent sends in a few queries, decides and
+        sends each, writes the outcomes and hands back what was not started.  With *chunk*,
+        a reactor turn is let go after each *chunk* groups or :data:`FAST_SLICE_S` (and before
+        the first when nothing had to be read).
+        """
+        now = self.clock.seconds()
         ids = [c.delivery.id for c in claimed]
-        self._held.update(ids)
         try:
             users = list(dict.fromkeys(c.delivery.user_id for c in claimed))
             capped = [c.delivery.user_id for c in claimed if c.notification.priority != "urgent"]
-            documents = await self.outbox.get_preferences_many(users)
+            waited = False
+            if preferences is None:
+                documents = await self.outbox.get_preferences_many(users)
+                waited = True
+            else:
+                documents = {}
             sends = await self.outbox.recent_sends_many(capped, now - DAY_S) if capped else {}
-            data = _Round(documents, sends, self._default_caps)
+            data = _Round(documents, sends, self._default_caps, dict(preferences or {}))
             # One user's deliveries on one channel go one after the other, so each cap decision
             # sees the sends before it; different users and channels go at once.
             groups: dict[tuple[str, str], list[Claimed]] = {}
@@ -330,12 +443,28 @@ class NotificationSender(PeriodicService):
             # resume each waiter inside the last one's release, deep enough to hit Python's
             # recursion limit and leave a round waiting for ever).
             queue = deque(groups.values())
-            workers = lane.concurrency or 1
-            turns = [Deferred.fromCoroutine(self._work_through(queue, data)) for _ in range(workers)]
-            await DeferredList(turns, consumeErrors=True)
+            if chunk is None:
+                workers = lane.concurrency or 1
+                turns = [Deferred.fromCoroutine(self._work_through(queue, data)) for _ in range(workers)]
+                await DeferredList(turns, consumeErrors=True)
+            else:
+                await self._work_in_chunks(queue, data, chunk, waited or bool(capped))
         finally:
             await self._end_round(ids)
         return len(claimed)
+
+    async def _work_in_chunks(
+        self, queue: deque[list[Claimed]], data: _Round, chunk: int, waited: bool
+    ) -> None:
+        """
+        One worker through *queue*, at most *chunk* groups and :data:`FAST_SLICE_S` per reactor
+        turn: the reactor stays responsive (other requests, the 202's bytes, the other lane).
+        """
+        while queue and not self._stopping:
+            if not waited:  # never in the turn that handed them over (the 202's)
+                await deferLater(self.clock, 0, lambda: None)
+            waited = False
+            await self._work_through(queue, data, chunk, self.clock.seconds() + FAST_SLICE_S)
 
     async def _end_round(self, ids: list[str]) -> None:
         """Write the outcomes, then give back what was not started (stopping, or a lease half gone)."""
@@ -347,9 +476,20 @@ class NotificationSender(PeriodicService):
                 self._held.difference_update(unused)
                 await self.outbox.release(self.worker_id, unused)
 
-    async def _work_through(self, queue: deque[list[Claimed]], data: _Round) -> None:
-        """Handle groups from *queue* until it is empty (one worker of a lane's round)."""
+    async def _work_through(
+        self, queue: deque[list[Claimed]], data: _Round, limit: int | None = None, until: float | None = None
+    ) -> None:
+        """
+        Handle groups from *queue* until it is empty (one worker of a lane's round), or *limit*
+        groups are done, or (once one is) the clock has passed *until*.
+        """
+        done = 0
         while queue and not self._stopping:
+            if limit is not None and (
+                done >= limit or (done and until is not None and self.clock.seconds() > until)
+            ):
+                return
+            done += 1
             group = queue.popleft()
             try:
                 await self._handle_in_turn(group, data)

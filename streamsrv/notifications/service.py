@@ -14,12 +14,13 @@ thread pool).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from streamsrv.errors import ApiError
 from streamsrv.notifications.caps import Caps
@@ -29,6 +30,8 @@ from streamsrv.notifications.records import (
     CHANNELS,
     PRIORITIES,
     SUPPRESSED,
+    Claimed,
+    Lease,
     NewDelivery,
     NotificationRecord,
     queued_deliveries,
@@ -36,6 +39,8 @@ from streamsrv.notifications.records import (
 from streamsrv.notifications.templates import TemplateSet
 
 __all__ = ["NotificationService", "SendRequest", "parse_send_request"]
+
+log = Logger()
 
 #: The longest user id and idempotency key accepted.
 MAX_ID_CHARS = 1024
@@ -108,6 +113,18 @@ def parse_send_request(body: Any, max_recipients: int) -> SendRequest:
     return SendRequest(str(template), user_ids, dict(data), channels, str(priority), key)
 
 
+class FastPath(Protocol):
+    """What sends the websocket deliveries a POST stores already leased (the sender)."""
+
+    def lease(self, now: float) -> Lease | None:
+        """The lease to store them with, or ``None`` (then they are queued as usual)."""
+
+    def send_claimed(
+        self, claimed: Sequence[Claimed], preferences: Mapping[str, Preferences] | None = None
+    ) -> None:
+        """Send them now (after the commit), as a claimed round would."""
+
+
 def not_configured(channel: str) -> ApiError:
     """The contract's 400 ``NOT_CONFIGURED`` for a channel asked for that this server cannot send on."""
     # The client asked for it: a request problem, not the server's 501 (DESIGN.md).
@@ -127,6 +144,9 @@ class NotificationService:
     :param clock: Gives now for :meth:`notify` (the reactor; tests a ``task.Clock``).
     :param on_queued: Called once a send is durable (the sender's ``wake``: the
         deliveries go out now, not at the sender's next interval).
+    :param fast_path: The sender of this process: a send's websocket deliveries are stored
+        leased to it and handed to it right after the commit, so the frames go out without
+        waiting for a claim round (``None``: they are queued like the others).
     """
 
     def __init__(
@@ -138,9 +158,11 @@ class NotificationService:
         max_recipients: int,
         clock: IReactorTime,
         on_queued: Callable[[], None] | None = None,
+        fast_path: FastPath | None = None,
     ) -> None:
         self.outbox = outbox
         self.on_queued = on_queued
+        self.fast_path = fast_path
         self.templates = templates
         self.configured = configured
         self.default_caps = default_caps
@@ -166,19 +188,30 @@ class NotificationService:
                 raise not_configured(channel)
         if asked.template not in self.templates.names():
             raise ApiError("BAD_REQUEST", f"template: unknown template {asked.template[:64]!r}")
-        deliveries = await self._deliveries(asked)
+        deliveries, preferences = await self._deliveries(asked)
         queued = tuple(sorted({d.channel for d in deliveries if d.state != SUPPRESSED}))
         self.templates.validate(asked.template, queued, asked.data)
+        fast = self.fast_path
+        lease = fast.lease(now) if fast is not None and "websocket" in queued else None
         record = await self.outbox.enqueue(
-            asked.template, asked.data, asked.priority, deliveries, asked.idempotency_key, now
+            asked.template, asked.data, asked.priority, deliveries, asked.idempotency_key, now, lease
         )
-        if record.created and self.on_queued is not None:
-            self.on_queued()
+        if record.created:
+            if fast is not None and lease is not None:
+                try:
+                    fast.send_claimed(_leased(record, lease), preferences)
+                except Exception:  # committed: the 202 stands; the leases run out, a round sends them
+                    log.failure("handing websocket deliveries to the sender failed")
+            if self.on_queued is not None:
+                self.on_queued()
         return record
 
-    async def _deliveries(self, asked: SendRequest) -> list[NewDelivery]:
+    async def _deliveries(
+        self, asked: SendRequest
+    ) -> tuple[list[NewDelivery], dict[str, Preferences] | None]:
+        """The deliveries to store, and the users' preferences if they had to be read for them."""
         if asked.channels is not None:
-            return queued_deliveries(asked.user_ids, asked.channels)
+            return queued_deliveries(asked.user_ids, asked.channels), None
         out = []
         preferences = await self.preferences_of(asked.user_ids)
         for user in asked.user_ids:
@@ -187,7 +220,7 @@ class NotificationService:
                     out.append(NewDelivery(user, channel))
                 else:
                     out.append(NewDelivery(user, channel, SUPPRESSED, "not_configured"))
-        return out
+        return out, preferences
 
     def notify(
         self, template: str, user_ids: Sequence[str], channels: Sequence[str] | None, data: Any, priority: str
@@ -237,6 +270,16 @@ class NotificationService:
         document = parse_preferences(_decode(body), self.default_caps).to_json()
         await self.outbox.put_preferences(user_id, document, now)
         return document
+
+
+def _leased(record: NotificationRecord, lease: Lease) -> list[Claimed]:
+    """The deliveries of *record* stored under *lease*, as a claim would have answered them."""
+    notification, until = record.notification, lease.until
+    return [
+        Claimed(d, notification, until)
+        for d in record.deliveries
+        if d.attempts and lease.covers(d.channel, d.state, d.not_before)
+    ]
 
 
 def _decode(body: bytes) -> Any:

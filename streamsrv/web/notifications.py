@@ -72,7 +72,7 @@ class NotificationRoutes:
     async def send(self, body: bytes, now: float) -> dict[str, Any]:
         """``POST /api/v1/notifications``: queued durably, ``{"id", "deliveries"}``."""
         record = await _available(self._service.send(self._service.parse_body(body), now))
-        return record.to_json()
+        return record.to_json(accepted=record.created)
 
     async def get(self, raw_id: bytes) -> dict[str, Any]:
         """``GET /api/v1/notifications/{id}``."""
