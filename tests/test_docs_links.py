@@ -31,7 +31,9 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 def markdown_files() -> list[Path]:
     """README.md and every Markdown file under docs/, sorted."""
-    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    # Not what npm put beside an example (node_modules/: other projects' READMEs).
+    pages = (page for page in (REPO / "docs").rglob("*.md") if "node_modules" not in page.parts)
+    return [REPO / "README.md", *sorted(pages)]
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:
