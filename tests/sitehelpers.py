@@ -210,3 +210,30 @@ def scanned_catalog(testcase: Any, root: Path) -> Catalog:
     testcase.addCleanup(lambda: result(catalog.close()))
     result(catalog.scan())
     return catalog
+
+
+def serve_websocket(testcase: Any, factory: Any) -> str:
+    """Serve *factory* at ``/ws`` on a free loopback port until cleanup; its ``ws://`` URL.
+
+    Cleanup closes every socket, stops listening and waits until the
+    factory has let all its sockets go.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+    from twisted.web.resource import Resource
+
+    from streamsrv.ws.resource import EventSocketResource
+
+    root = Resource()
+    root.putChild(b"ws", EventSocketResource(factory))
+    site = StreamsrvSite(root, metrics=Metrics(process=False), clock=reactor)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+
+    async def stop() -> None:
+        factory.close_all()
+        await port.stopListening()
+        while factory.sockets:
+            await deferLater(reactor, 0.01, lambda: None)
+
+    testcase.addCleanup(stop)
+    return f"ws://127.0.0.1:{port.getHost().port}/ws"

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from twisted.trial import unittest
 
 from streamsrv.auth.signing import SigningKey, decode_signed_path, parse_query_pairs, verify
+from tests.sitehelpers import serve_websocket
 from tests.test_signing import BASE_URL, VECTORS, WEEK, secret_bytes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
@@ -325,16 +326,12 @@ class WebSocketClientExampleTests(unittest.TestCase):
 
     def setUp(self) -> None:
         from twisted.internet import reactor
-        from twisted.web.resource import Resource
 
         from streamsrv.auth.principal import AuthError, Principal
         from streamsrv.auth.roles import DEFAULT_ROLES
         from streamsrv.events.hub import InProcessHub
-        from streamsrv.health.metrics import Metrics
-        from streamsrv.web.site import StreamsrvSite
         from streamsrv.ws.limits import WsLimits
         from streamsrv.ws.protocol import EventSocketFactory
-        from streamsrv.ws.resource import EventSocketResource
 
         self.token = "ws-example-token-4e2a"
 
@@ -355,22 +352,7 @@ class WebSocketClientExampleTests(unittest.TestCase):
             clock=reactor,
             limits=WsLimits(auth_timeout_s=5, ping_interval_s=0),
         )
-        root = Resource()
-        root.putChild(b"ws", EventSocketResource(self.factory))
-        self.port = reactor.listenTCP(
-            0, StreamsrvSite(root, metrics=Metrics(process=False), clock=reactor), interface="127.0.0.1"
-        )
-        self.addCleanup(self._stop)
-        self.url = f"ws://127.0.0.1:{self.port.getHost().port}/ws"
-
-    async def _stop(self) -> None:
-        from twisted.internet import reactor
-        from twisted.internet.task import deferLater
-
-        self.factory.close_all()
-        await self.port.stopListening()
-        while self.factory.sockets:
-            await deferLater(reactor, 0.01, lambda: None)
+        self.url = serve_websocket(self, self.factory)
 
     async def test_reconnects_but_not_after_close(self) -> None:
         """

@@ -12,20 +12,16 @@ import json
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
-from twisted.web.resource import Resource
 
 from streamsrv.auth.principal import AuthError, Principal
 from streamsrv.auth.roles import DEFAULT_ROLES
 from streamsrv.events.hub import InProcessHub, user_channel
-from streamsrv.health.metrics import Metrics
-from streamsrv.web.site import StreamsrvSite
 from streamsrv.ws.limits import WsLimits
 from streamsrv.ws.protocol import EventSocketFactory
-from streamsrv.ws.resource import EventSocketResource
+from tests.sitehelpers import serve_websocket
 
 try:
     from websockets.exceptions import ConnectionClosed
@@ -70,18 +66,7 @@ class RealSocketTests(unittest.TestCase):
         self.factory = EventSocketFactory(
             hub=self.hub, authenticate=authenticate, clock=reactor, limits=limits, on_playback=on_playback
         )
-        root = Resource()
-        root.putChild(b"ws", EventSocketResource(self.factory))
-        site = StreamsrvSite(root, metrics=Metrics(process=False), clock=reactor)
-        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(self._stop)
-        self.url = f"ws://127.0.0.1:{self.port.getHost().port}/ws"
-
-    async def _stop(self) -> None:
-        self.factory.close_all()
-        await self.port.stopListening()
-        while self.factory.sockets:
-            await deferLater(reactor, 0.01, lambda: None)
+        self.url = serve_websocket(self, self.factory)
 
     async def test_conversation(self) -> None:
         """Auth by query, subscribe, a playback report, its event back, ping, then a 1009 close."""
