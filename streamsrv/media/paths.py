@@ -254,6 +254,20 @@ class ResolvedPathCache(Generic[_V]):
         del self._entries[raw]
         return None
 
+    def recall(self, raw: bytes) -> tuple[str, Path, _V, int, int] | None:
+        """
+        ``(track, path, value, device, inode)`` of *raw* within *ttl_s*, without looking at the file.
+
+        For a caller that opens the file at once and checks the device and
+        inode of what it opened (``fstat``) against these, as :meth:`get`'s
+        ``stat`` would have; on any difference it must go through :meth:`get`.
+        """
+        entry = self._entries.get(raw)
+        if entry is None or not self._clock() - entry[0] < self._ttl_s:
+            return None
+        _, track, path, device, inode, value = entry
+        return track, path, value, device, inode
+
     def put(self, raw: bytes, track: str, path: Path, value: _V) -> None:
         """
         Remember that *raw* resolved to *track* and *path* (if it exists).

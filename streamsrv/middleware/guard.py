@@ -189,6 +189,55 @@ class Guard:
         self._permit(request, admission.principal, permission)
         return admission
 
+    def recall_plain(self, authorization: bytes | None, permission: str) -> Principal | None:
+        """Who sends *authorization*, if :meth:`admit_now` would let them in at once with *permission*.
+
+        For the ``/stream`` fast lane (:mod:`streamsrv.web.streamlane`), which
+        must know before it takes a rate-limit token that nothing else could
+        refuse or delay the request: a bearer token in the verified-token
+        cache and fresh, revocations current and this one not revoked, or no
+        credentials and anonymous access on; and the permission held.
+        ``None`` for anything else (a signed URL is never asked here).  It
+        logs, counts and sets nothing, so the caller can always fall back to
+        the full path.
+        """
+        if self._limiter is not None and self._check_now is None:
+            return None
+        try:
+            token = bearer_token(authorization)
+            if token is None:
+                principal = self._anonymous if authorization is None else None
+            else:
+                principal = self._recalled(token)
+                if principal is not None and not self._revocations_current():
+                    return None
+        except AuthError:
+            return None
+        if principal is None or not principal.can(permission):
+            return None
+        if token is not None and self._revocations is not None and self._revocations.is_revoked(principal):
+            return None
+        return principal
+
+    @property
+    def limited(self) -> bool:
+        """Whether requests are rate limited (and so carry ``RateLimit-*`` headers)."""
+        return self._limiter is not None
+
+    def limit_plain(self, client_ip: str, principal: Principal, stream_start: bool) -> Decision | None:
+        """Take *principal*'s rate-limit tokens as :meth:`admit_now` would, if there (:attr:`limited`).
+
+        :return: the :class:`Decision`, whose ``RateLimit-*`` headers are the
+            caller's to send; or ``None`` when the request would be refused
+            or must wait for the limiter: then nothing was taken, and the full
+            path answers it (and refuses it the same way).
+        """
+        check_now = self._check_now
+        if check_now is None:
+            return None
+        decision = check_now(self._keys_of(client_ip, principal, stream_start))
+        return decision if decision.allowed else None
+
     def require(self, request: Any, admission: Admission, permission: str) -> None:
         """Check one more permission for an admitted request (e.g. ``stream:hq``)."""
         self._permit(request, admission.principal, permission)
@@ -340,10 +389,15 @@ class Guard:
     def _keys(
         self, request: Any, principal: Principal | None, stream_start: bool
     ) -> list[tuple[Policy, str]]:
+        return self._keys_of(request.client_ip, principal, stream_start)
+
+    def _keys_of(
+        self, client_ip: str, principal: Principal | None, stream_start: bool
+    ) -> list[tuple[Policy, str]]:
         sub = None
         if principal is not None and principal.via != "anonymous":
             sub = principal.sub if principal.via == "jwt" or principal.sub != "signed-url" else None
-        return keys_for(client_ip=request.client_ip, sub=sub, stream=stream_start, policies=self._policies)
+        return keys_for(client_ip=client_ip, sub=sub, stream=stream_start, policies=self._policies)
 
     @staticmethod
     def _enforce(request: Any, decision: Decision, stream_start: bool) -> None:

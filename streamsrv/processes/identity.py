@@ -73,17 +73,7 @@ def identify_worker(site: StreamsrvSite, index: int) -> None:
 
     Except the WebSocket handshake, which Autobahn writes itself.
     """
-    value = str(index).encode("ascii")
-    base = site.requestFactory
-
-    class WorkerRequest(base):  # type: ignore[valid-type, misc]
-        """A request that names the worker process answering it."""
-
-        def process(self) -> None:
-            self.setHeader(WORKER_HEADER, value)
-            super().process()
-
-    site.requestFactory = WorkerRequest
+    site.first_headers.append((WORKER_HEADER, str(index).encode("ascii")))
 
 
 class WorkerLabelledRegistry(CollectorRegistry):

@@ -425,7 +425,7 @@ class StreamResource(AsyncLeaf):
     ) -> bytes | int:
         size = info.st_size
         last_modified = int(info.st_mtime)
-        block = _file_headers(track, size, info.st_mtime_ns, info.st_ino, last_modified)
+        block = file_headers(track, size, info.st_mtime_ns, info.st_ino, last_modified)
         etag = block.etag
 
         request.setHeader(b"etag", block.etag_value)
@@ -537,35 +537,17 @@ class StreamResource(AsyncLeaf):
             return b""
         sender: FileBodyProducer | SendfileSender
         tracker = self._tracker
-        metrics = self._metrics
-        on_delivered = self._on_delivered
         spans = [(offset, count) for _, offset, count in segments]
         size, duration = source
 
         began = self._clock.seconds()
-        throughput, clock = self._throughput, self._clock
 
         def on_end(completed: bool) -> None:
-            if completed:
-                now = clock.seconds()
-                throughput.record(request.client_ip, sender.bytes_written, now - began, now)
             tracker.remove(sender)
-            label = "sendfile" if isinstance(sender, SendfileSender) else "producer"
-            metrics.count(metrics.stream_bytes, label, amount=sender.bytes_written)
-            if not completed:
-                metrics.aborted.inc()
-            file_access(
-                request,
-                track=track,
-                outcome="complete" if completed else "aborted",
-                sent=sender.bytes_written,
-                range_header=request.getHeader(b"range"),
+            kind = "sendfile" if isinstance(sender, SendfileSender) else "producer"
+            self.body_ended(
+                request, track, (spans, size, duration), began, kind, sender.bytes_written, completed
             )
-            if on_delivered is not None:
-                try:
-                    on_delivered(request, track, spans, sender.bytes_written, size, duration)
-                except Exception:
-                    log.failure("stream: the delivery observer failed")
 
         cap = getattr(request, "stream_shaping", None)
         if cap is not None:
@@ -580,6 +562,102 @@ class StreamResource(AsyncLeaf):
         tracker.add(sender)
         sender.start()
         return server.NOT_DONE_YET
+
+    def body_ended(
+        self,
+        request: Any,
+        track: str,
+        source: tuple[list[tuple[int, int]], int, float | None],
+        began: float,
+        kind: str,
+        sent: int,
+        completed: bool,
+    ) -> None:
+        """Account for one body of an original that ended: throughput, tracker, metrics, audit, sessions.
+
+        :param source: the ``(start, length)`` spans asked for, the file's size and duration.
+        :param kind: ``sendfile`` or ``producer``, how the bytes left.
+        :param sent: body bytes that left; *completed* whether all of them did.
+        """
+        spans, size, duration = source
+        if completed:
+            now = self._clock.seconds()
+            self._throughput.record(request.client_ip, sent, now - began, now)
+        metrics = self._metrics
+        metrics.count(metrics.stream_bytes, kind, amount=sent)
+        if not completed:
+            metrics.aborted.inc()
+        outcome = "complete" if completed else "aborted"
+        file_access(
+            request, track=track, outcome=outcome, sent=sent, range_header=request.getHeader(b"range")
+        )
+        on_delivered = self._on_delivered
+        if on_delivered is not None:
+            try:
+                on_delivered(request, track, spans, sent, size, duration)
+            except Exception:
+                log.failure("stream: the delivery observer failed")
+
+    def open_plain(self, raw: bytes, roles: frozenset[str]) -> PlainFile | None:
+        """The original named by *raw*, opened, if the fast lane may serve it as :meth:`answer_now` would.
+
+        That is: streams are admitted (no shutdown), *roles* have no rate cap,
+        *raw* resolved before (the path cache, whose entry is checked against
+        the opened file's device and inode instead of a ``stat``), the
+        catalog knows the track as audio and its duration was read, and the
+        file is a non-empty regular file.  Otherwise ``None``, with nothing
+        left open, logged or counted: the full path then answers.
+        """
+        cache = self._path_cache
+        if cache is None or not self._tracker.accepting:
+            return None
+        if self._shaping and shaping_for(roles, self._shaping) is not None:
+            return None
+        hit = cache.recall(raw)
+        if hit is None:
+            return None
+        track, path, fmt, device, inode = hit
+        durations = self._durations
+        if (self._is_audio is not None and not self._is_audio(track)) or (
+            durations is not None and not durations.known(track)
+        ):
+            return None
+        try:
+            fileobj, info = self._open(path)
+        except ApiError:
+            return None
+        if info.st_ino != inode or info.st_dev != device or info.st_size == 0:
+            fileobj.close()
+            return None
+        block = file_headers(track, info.st_size, info.st_mtime_ns, info.st_ino, int(info.st_mtime))
+        duration = durations.get(track, block.etag) if durations is not None else None
+        return PlainFile(track, fmt, fileobj, info, block, duration)
+
+    @property
+    def guard(self) -> Guard:
+        """The admission of ``/stream`` requests."""
+        return self._guard
+
+    @property
+    def use_sendfile(self) -> bool:
+        """Whether bodies may leave with ``sendfile`` (``STREAMSRV_SENDFILE``)."""
+        return self._use_sendfile
+
+    @property
+    def tracker(self) -> StreamTracker:
+        """The open-stream bookkeeping (senders are added and removed there)."""
+        return self._tracker
+
+
+class PlainFile(NamedTuple):
+    """An original opened for the fast lane (:meth:`StreamResource.open_plain`)."""
+
+    track: str
+    fmt: AudioFormat
+    file: IO[bytes]
+    info: os.stat_result
+    headers: FileHeaders
+    duration: float | None
 
 
 class _OpenFile:
@@ -622,8 +700,8 @@ class _OpenFile:
         self.close()
 
 
-class _FileHeaders(NamedTuple):
-    """The header values of one version of one file, computed once (see :func:`_file_headers`)."""
+class FileHeaders(NamedTuple):
+    """The header values of one version of one file, computed once (see :func:`file_headers`)."""
 
     etag: str
     etag_value: bytes
@@ -633,7 +711,7 @@ class _FileHeaders(NamedTuple):
 
 
 @functools.lru_cache(maxsize=4096)
-def _file_headers(track: str, size: int, mtime_ns: int, inode: int, last_modified: int) -> _FileHeaders:
+def file_headers(track: str, size: int, mtime_ns: int, inode: int, last_modified: int) -> FileHeaders:
     """``ETag``, ``Last-Modified`` and both ``Content-Disposition`` values of a file version.
 
     Keyed by everything they are made of, so a changed file (size, mtime or
@@ -641,7 +719,7 @@ def _file_headers(track: str, size: int, mtime_ns: int, inode: int, last_modifie
     """
     etag = make_etag(size, mtime_ns, inode)
     filename = quote(track.rsplit("/", 1)[-1]).encode("ascii")
-    return _FileHeaders(
+    return FileHeaders(
         etag=etag,
         etag_value=etag.encode("ascii"),
         last_modified_value=http_date(last_modified).encode("ascii"),

@@ -47,7 +47,7 @@ from typing import IO, Any, Final
 
 from twisted.internet import tcp
 
-__all__ = ["TransportHook", "qualifies"]
+__all__ = ["TransportHook", "holds_bytes", "qualifies"]
 
 
 #: "More is coming": the kernel holds a short send back for what follows (Linux; 0 elsewhere).
@@ -57,6 +57,11 @@ MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)
 def qualifies(transport: object) -> bool:
     """Whether *transport* is a plain TCP socket this platform can ``sendfile`` to."""
     return type(transport) is tcp.Server and hasattr(os, "sendfile")
+
+
+def holds_bytes(transport: Any) -> bool:
+    """Whether a transport for which :func:`qualifies` is true holds bytes not yet in its socket."""
+    return len(transport.dataBuffer) > transport.offset or bool(transport._tempDataLen)
 
 
 class TransportHook:
@@ -116,8 +121,7 @@ class TransportHook:
 
     def pending(self) -> bool:
         """Whether the transport still holds bytes of its own (the headers) in user space."""
-        transport = self._transport
-        return len(transport.dataBuffer) > transport.offset or bool(transport._tempDataLen)
+        return holds_bytes(self._transport)
 
     def flush(self) -> object:
         """Send what the transport holds its own way: ``None``, or the error that lost the connection."""

@@ -35,11 +35,12 @@ from streamsrv.streaming.durations import TrackDurations
 from streamsrv.streaming.resource import StreamResource
 from streamsrv.streaming.transcoded import TranscodeService
 from streamsrv.web.api import ApiApp, current_request
-from streamsrv.web.fastchannel import channel_class
+from streamsrv.web.fastchannel import LlhttpChannel, channel_class
 from streamsrv.web.listening import HlsListening, StreamListening
 from streamsrv.web.player.resource import BrowserHome, make_player
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
+from streamsrv.web.streamlane import StreamLane
 from streamsrv.ws.resource import EventSocketResource
 
 
@@ -208,6 +209,9 @@ def make_site(
         trusted_proxies=settings.trusted_proxies,
     )
     site.channel = channel_class()
+    stream: Any = children.get(b"stream")
+    if isinstance(stream, StreamResource) and site.channel is LlhttpChannel:
+        site.stream_lane = StreamLane(site, stream, stream.guard)
     return site
 
 

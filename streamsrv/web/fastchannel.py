@@ -78,26 +78,37 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 class _Head:
-    """What llhttp found in one request head: its headers, canonically named, and whether it ended."""
+    """What llhttp found in one request head: its headers as sent, and whether it ended."""
 
-    __slots__ = ("complete", "headers", "slow")
+    __slots__ = ("complete", "headers")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
-        self.slow = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        try:
-            canonical = _nameEncoder.encode(name)
-        except InvalidHeaderName:
-            raise _Refused from None
-        if canonical in _SLOW_HEADERS:
-            self.slow = True
-        self.headers.append((canonical, value))
+        self.headers.append((name, value))
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+def _canonical(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """*headers* with their names as twisted.web's ``Headers`` spells them.
+
+    :raise _Refused: for a name Twisted refuses, or one that takes the request
+        off the fast path (a body, ``Expect``, ``Upgrade``).
+    """
+    canonical = []
+    for name, value in headers:
+        try:
+            encoded = _nameEncoder.encode(name)
+        except InvalidHeaderName:
+            raise _Refused from None
+        if encoded in _SLOW_HEADERS:
+            raise _Refused
+        canonical.append((encoded, value))
+    return canonical
 
 
 class LlhttpChannel(StreamsrvChannel):
@@ -178,9 +189,16 @@ class LlhttpChannel(StreamsrvChannel):
             parser.feed_data(head)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None
-        if not parsed.complete or parsed.slow:
+        if not parsed.complete:
             return None
-        self._dispatch(method, target, version, parsed.headers)
+        lane = self.site.stream_lane
+        if lane is not None and lane.answer(self, method, target, version, parsed.headers):
+            return data[end + 4 :]
+        try:
+            headers = _canonical(parsed.headers)
+        except _Refused:
+            return None
+        self._dispatch(method, target, version, headers)
         return data[end + 4 :]
 
     def _dispatch(

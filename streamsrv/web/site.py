@@ -208,6 +208,8 @@ class StreamsrvRequest(server.Request):
         self.site = site
         self.started_at = site.clock.seconds()
         self.request_id = choose_request_id(self.getHeader(b"x-request-id"))
+        for name, value in site.first_headers:
+            self.setHeader(name, value)
         self.setHeader(b"server", SERVER_HEADER)
         self.setHeader(b"date", http_date_now())
         self.setHeader(b"x-request-id", self.request_id.encode("ascii"))
@@ -301,33 +303,40 @@ class StreamsrvRequest(server.Request):
         if self._ended:
             return
         self._ended = True
-        site: StreamsrvSite = self.site
-        aborted = isinstance(result, Failure)
-        duration = max(0.0, site.clock.seconds() - self.started_at)
-        sent = self.sentLength + self.direct_bytes
-        method = self.method.decode("latin-1")
-        status = self.code
-        site.metrics.observe_request(
-            route=self.route, method=method, status=status, duration_s=duration, sent=sent
+        record_request_end(self.site, self, aborted=isinstance(result, Failure))
+
+
+def record_request_end(site: StreamsrvSite, request: Any, *, aborted: bool) -> None:
+    """Count *request* in the metrics and write its access-log event (once, when it ended).
+
+    *request* is a :class:`StreamsrvRequest`, or the fast lane's stand-in
+    for one (:mod:`streamsrv.web.streamlane`): the same attributes are read.
+    """
+    duration = max(0.0, site.clock.seconds() - request.started_at)
+    sent = request.sentLength + request.direct_bytes
+    method = request.method.decode("latin-1")
+    status = request.code
+    site.metrics.observe_request(
+        route=request.route, method=method, status=status, duration_s=duration, sent=sent
+    )
+    if request.error_code is not None:
+        site.metrics.errors.labels(request.error_code).inc()
+    if site.access_log and access_log_observed():
+        range_header = request.getHeader(b"range")
+        user_agent = request.getHeader(b"user-agent")
+        log_access(
+            method=method,
+            uri=request.uri,
+            status=status,
+            sent=sent,
+            duration_s=duration,
+            client=request.client_ip,
+            request_id=request.request_id,
+            range_header=range_header.decode("latin-1")[:200] if range_header else None,
+            user=request.user,
+            aborted=aborted,
+            user_agent=user_agent.decode("latin-1")[:200] if user_agent else None,
         )
-        if self.error_code is not None:
-            site.metrics.errors.labels(self.error_code).inc()
-        if site.access_log and access_log_observed():
-            range_header = self.getHeader(b"range")
-            user_agent = self.getHeader(b"user-agent")
-            log_access(
-                method=method,
-                uri=self.uri,
-                status=status,
-                sent=sent,
-                duration_s=duration,
-                client=self.client_ip,
-                request_id=self.request_id,
-                range_header=range_header.decode("latin-1")[:200] if range_header else None,
-                user=self.user,
-                aborted=aborted,
-                user_agent=user_agent.decode("latin-1")[:200] if user_agent else None,
-            )
 
 
 class StreamsrvChannel(http.HTTPChannel):
@@ -462,6 +471,11 @@ class StreamsrvSite(server.Site):
         self.max_body_bytes = max_body_bytes
         self.trusted_proxies = parse_networks(trusted_proxies)
         self.options_star = _OptionsStar()
+        #: ``(name, value)`` headers every response carries before all others
+        #: (a worker process names itself here: ``processes.identity``).
+        self.first_headers: list[tuple[bytes, bytes]] = []
+        #: The ``/stream`` fast lane the llhttp channel tries first (``web.streamlane``), if any.
+        self.stream_lane: Any = None
 
     def log(self, request: http.Request) -> None:
         """Twisted's combined-log line is replaced by our structured event."""
