@@ -11,6 +11,9 @@ from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred
 from twisted.internet.task import Clock
@@ -29,7 +32,7 @@ from streamsrv.health.checks import (
     disk_space_check,
     media_root_check,
 )
-from streamsrv.health.metrics import Metrics
+from streamsrv.health.metrics import DURATION_BUCKETS, Metrics
 from tests.sitehelpers import build_site, stub_for
 
 TOKEN = "metrics-token-for-tests-0123456789abcdef"
@@ -416,6 +419,34 @@ class MetricsTests(unittest.SynchronousTestCase):
         self.assertIn(b'streamsrv_http_requests_total{method="GET",route="stream",status="206"} 3.0', text)
         self.assertIn(b'streamsrv_http_response_bytes_total{route="stream"} 30.0', text)
         self.assertIn(b'streamsrv_http_requests_total{method="OTHER",route="other",status="418"} 1.0', text)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(min_value=0.0, max_value=1000.0), max_size=40))
+    def test_durations_as_prometheus_observes_them(self, durations: list[float]) -> None:
+        """The request durations, summed until a scrape, land in the buckets ``Histogram.observe`` picks."""
+        m = Metrics(process=False)
+        reference = Histogram("d", "d", buckets=DURATION_BUCKETS, registry=None)
+        for duration in durations:
+            m.observe_request(route="stream", method="GET", status=206, duration_s=duration, sent=1)
+            reference.observe(duration)
+        mine = {
+            sample.labels.get("le"): sample.value
+            for family in text_string_to_metric_families(m.render().decode())
+            if family.name == "streamsrv_http_request_duration_seconds"
+            for sample in family.samples
+            if sample.name.endswith("_bucket")
+        }
+        theirs = {
+            sample.labels["le"]: sample.value
+            for sample in reference.collect()[0].samples
+            if sample.name.endswith("_bucket")
+        }
+        if durations:
+            self.assertEqual(mine, theirs)
+            total = m.registry.get_sample_value(
+                "streamsrv_http_request_duration_seconds_sum", {"route": "stream"}
+            )
+            self.assertAlmostEqual(total, sum(durations), places=6)
 
     def test_process_metrics(self) -> None:
         """By default the registry has process, platform and GC metrics."""

@@ -27,6 +27,7 @@ from streamsrv.middleware.ratelimit import (
     MemoryRateLimiter,
     Policies,
     Policy,
+    _allowed_of_two,
     decide,
     describe_policy,
     ip_bucket_key,
@@ -584,3 +585,33 @@ class DecideTwoBucketsTests(unittest.TestCase):
         roomy = Policy("z", 10_000_000, 1.0)
         general = decide([*pair, (roomy, 10_000_000.0)], True)
         self.assertEqual(decide(pair, True), general)
+
+    @given(
+        first=_POLICIES,
+        second=_POLICIES,
+        a=st.floats(min_value=0, max_value=600, allow_nan=False),
+        b=st.floats(min_value=0, max_value=600, allow_nan=False),
+    )
+    def test_cached_answer_same_as_decide(self, first: Policy, second: Policy, a: float, b: float) -> None:
+        """The memory limiter's two-bucket answer (reused when equal) is ``decide``'s, policy included."""
+        a, b = min(a, first.count), min(b, second.count)
+        for _ in range(2):  # the second time from the cache
+            mine = _allowed_of_two(first, a, second, b)
+            theirs = decide([(first, a), (second, b)], True)
+            self.assertEqual(mine, theirs)
+            self.assertIs(mine.policy, theirs.policy)
+
+    def test_two_bucket_take_same_as_general(self) -> None:
+        """Two distinct buckets take the same tokens and answer as the general loop does."""
+        clock = Clock()
+        fast, general = MemoryRateLimiter(clock), MemoryRateLimiter(clock)
+        ip, user = Policy("ip", 3, 10.0), Policy("user", 5, 60.0)
+        for step in range(8):
+            keys = [(ip, "1.2.3.4"), (user, "u:alice")]
+            mine = fast.check_now(keys)
+            # A duplicate pair sends the same check down the general loop.
+            theirs = general.check_now([*keys, (ip, "1.2.3.4")])
+            self.assertEqual((mine, mine.policy), (theirs, theirs.policy))
+            self.assertEqual(fast.peek(ip, "1.2.3.4"), general.peek(ip, "1.2.3.4"))
+            self.assertEqual(fast.peek(user, "u:alice"), general.peek(user, "u:alice"))
+            clock.advance(step * 0.7)

@@ -227,6 +227,8 @@ class _Session:
     _covered: int = field(default=0, repr=False)
     #: The address and User-Agent last seen, whose network and client info are set already.
     _seen: tuple[str | None, str | None] = field(default=(None, None), repr=False)
+    #: ``record`` bound to the tracker's segment length, made once (see ``SessionTracker._touch``).
+    _build: Any = field(default=None, repr=False, compare=False)
     segments: set[int] = field(default_factory=set)
     bytes_sent: int = 0
     client_info: str | None = None
@@ -635,7 +637,10 @@ class SessionTracker(PeriodicService):
         self._open[key] = session  # most recently active last
         later = self._record_later
         if later is not None:
-            later(session.id, functools.partial(session.record, self._segment_s))
+            build = session._build
+            if build is None:
+                build = session._build = functools.partial(session.record, self._segment_s)
+            later(session.id, build)
         else:
             self._store.record_session(session.record(self._segment_s))
 

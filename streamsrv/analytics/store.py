@@ -479,8 +479,10 @@ class AnalyticsStore(Service):
         if self._closed:
             return
         sessions = self._sessions
-        sessions.pop(session_id, None)
-        sessions[session_id] = _LaterRecord(build)
+        pending = sessions.pop(session_id, None)
+        if not (isinstance(pending, _LaterRecord) and pending.build is build):
+            pending = _LaterRecord(build)
+        sessions[session_id] = pending
         if len(sessions) > self._max:
             del sessions[next(iter(sessions))]
             self._sessions_dropped += 1

@@ -13,6 +13,7 @@ instead of prometheus-client's locked validation and conversion.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from prometheus_client import (
@@ -101,16 +102,33 @@ class _PendingCounts:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+        #: Histogram child -> [sum of the values, count per bucket...], as ``observe`` would add them.
+        self.observed: dict[Any, list[float]] = {}
 
     def add(self, family: Any, values: tuple[str, ...], amount: float = 1.0) -> None:
         counts = self.counts
         key = (family, values)
         counts[key] = counts.get(key, 0.0) + amount
 
+    def observe(self, child: Any, value: float) -> None:
+        """``child.observe(value)`` (a histogram's child), summed until the next flush."""
+        pending = self.observed.get(child)
+        if pending is None:
+            pending = self.observed[child] = [0.0] * (len(child._upper_bounds) + 1)
+        pending[0] += value
+        # The first bucket whose upper bound is >= value, as Histogram.observe picks it.
+        pending[bisect.bisect_left(child._upper_bounds, value) + 1] += 1
+
     def flush(self) -> None:
         counts, self.counts = self.counts, {}
         for (family, values), amount in counts.items():
             family.labels(*values).inc(amount)
+        observed, self.observed = self.observed, {}
+        for child, (total, *buckets) in observed.items():
+            child._sum.inc(total)
+            for bucket, count in zip(child._buckets, buckets, strict=False):
+                if count:
+                    bucket.inc(count)
 
     def collect(self) -> list[Any]:
         self.flush()
@@ -212,9 +230,10 @@ class Metrics:
         if children is None:
             children = self._bind_request(route, method, status)
         requests, duration, sent_bytes = children
-        add = self.pending.add
+        pending = self.pending
+        add = pending.add
         add(self.requests, requests)
-        duration.observe(duration_s)
+        pending.observe(duration, duration_s)
         if sent:
             add(self.response_bytes, sent_bytes, sent)
 

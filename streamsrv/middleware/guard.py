@@ -33,6 +33,7 @@ returns a credential.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ TOKEN_CACHE_TTL_S = 300.0
 
 #: Signed URLs remembered after verification (request target and client address).
 SIGNED_CACHE_SIZE = 10_000
+
+#: :func:`bearer_token` of recent ``Authorization`` values (a player sends the same one on every
+#: range): a pure function of its argument, and a malformed value raises every time (not cached).
+_bearer_of = functools.lru_cache(maxsize=1024)(bearer_token)
 
 #: Query parameters that mark a request as carrying a signed URL.
 _SIGNED_MARKERS = (b"sig=", b"expires=")
@@ -204,7 +209,7 @@ class Guard:
         if self._limiter is not None and self._check_now is None:
             return None
         try:
-            token = bearer_token(authorization)
+            token = _bearer_of(authorization)
             if token is None:
                 principal = self._anonymous if authorization is None else None
             else:

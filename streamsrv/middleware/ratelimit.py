@@ -218,6 +218,29 @@ def decide(buckets: Sequence[tuple[Policy, float]], allowed: bool) -> Decision:
     )
 
 
+#: Decisions of :func:`_allowed_of_two` by what they say: frozen, so shared (bounded, cleared when full).
+#: Keyed by the policy's ``id``: a cached decision holds its policy, so the id is not reused meanwhile.
+_ALLOWED: dict[tuple[int, int, int], Decision] = {}
+
+
+def _allowed_of_two(first: Policy, first_tokens: float, second: Policy, second_tokens: float) -> Decision:
+    """``decide(((first, first_tokens), (second, second_tokens)), True)``, a recent equal answer reused."""
+    whole_first, whole_second = math.floor(first_tokens + EPSILON), math.floor(second_tokens + EPSILON)
+    to_full_first = max(0.0, first.count - first_tokens) / first.rate
+    to_full_second = max(0.0, second.count - second_tokens) / second.rate
+    if whole_first < whole_second or (whole_first == whole_second and to_full_first >= to_full_second):
+        policy, whole, to_full = first, whole_first, to_full_first
+    else:
+        policy, whole, to_full = second, whole_second, to_full_second
+    key = (id(policy), max(0, whole), max(0, math.ceil(to_full - EPSILON)))
+    decision = _ALLOWED.get(key)
+    if decision is None:
+        if len(_ALLOWED) >= 4096:
+            _ALLOWED.clear()
+        decision = _ALLOWED[key] = Decision(True, policy.count, key[1], key[2], 0, policy)
+    return decision
+
+
 #: How a 429 names each of the four policies of :class:`Policies`.
 _POLICY_LABELS: Final = {
     "api_ip": "per-IP API limit",
@@ -320,6 +343,12 @@ class MemoryRateLimiter:
         """
         :meth:`check`, answered synchronously.
         """
+        if len(keys) == 2:
+            (first, first_key), (second, second_key) = keys
+            if first.name != second.name or first_key != second_key:
+                decision = self._take_two(first, first_key, second, second_key)
+                if decision is not None:
+                    return decision
         pairs = _unique(keys)
         now = self._clock.seconds()
         stored = self._buckets
@@ -348,6 +377,38 @@ class MemoryRateLimiter:
             buckets.append((policy, tokens))
         self._evict(now)
         return decide(buckets, allowed)
+
+    def _take_two(self, first: Policy, first_key: str, second: Policy, second_key: str) -> Decision | None:
+        """:meth:`check_now` of two distinct buckets (a signed-in request) when both have a token.
+
+        The same arithmetic, bucket order and eviction as the general loop,
+        without its lists; ``None`` (nothing changed) when either bucket is
+        empty: the general loop then refuses.
+        """
+        now = self._clock.seconds()
+        stored = self._buckets
+        first_id = (first.name, first_key)
+        second_id = (second.name, second_key)
+        count = float(first.count)
+        state = stored.get(first_id)
+        first_tokens = (
+            count if state is None else min(count, state[0] + max(0.0, now - state[1]) * first.rate)
+        )
+        count = float(second.count)
+        state = stored.get(second_id)
+        second_tokens = (
+            count if state is None else min(count, state[0] + max(0.0, now - state[1]) * second.rate)
+        )
+        if first_tokens < 1.0 - EPSILON or second_tokens < 1.0 - EPSILON:
+            return None
+        first_tokens = max(0.0, first_tokens - 1.0)
+        stored[first_id] = (first_tokens, now, first)
+        stored.move_to_end(first_id)
+        second_tokens = max(0.0, second_tokens - 1.0)
+        stored[second_id] = (second_tokens, now, second)
+        stored.move_to_end(second_id)
+        self._evict(now)
+        return _allowed_of_two(first, first_tokens, second, second_tokens)
 
     def _evict(self, now: float) -> None:
         for _ in range(self.SWEEP):

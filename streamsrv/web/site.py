@@ -350,6 +350,8 @@ class StreamsrvChannel(http.HTTPChannel):
     _refused = False
     #: The connection's local address, once asked (see :meth:`getHost`).
     _host: Any = None
+    #: The peer's address, once asked (see :meth:`peer_host`).
+    _peer_host: str | None = None
 
     #: Set by ``Site.buildProtocol`` (through ``_GenericHTTPChannelProtocol.site``)
     #: before any data arrives; only :class:`StreamsrvSite` builds this channel.
@@ -361,6 +363,13 @@ class StreamsrvChannel(http.HTTPChannel):
         if host is None:
             host = self._host = super().getHost()
         return host
+
+    def peer_host(self) -> str:
+        """The peer's address as :attr:`StreamsrvRequest.peer_ip` gives it, asked of the transport once."""
+        peer = self._peer_host
+        if peer is None:
+            peer = self._peer_host = getattr(self.getPeer(), "host", "-") or "-"
+        return peer
 
     def refuse(self, status: int, code: str) -> None:
         """Answer *code* as JSON, close, and ignore whatever else arrives."""

@@ -234,6 +234,8 @@ class StreamLane:
         self._resource = resource
         self._guard = guard
         self._security = {hsts: _security_block(hsts) for hsts in (False, True)}
+        self._sendfile = resource.use_sendfile
+        self._limited = guard.limited
         #: Requests answered here (the rest took the full path).
         self.answered = 0
 
@@ -252,7 +254,7 @@ class StreamLane:
         if (
             span is False
             or (connection is not None and connection.lower() != b"keep-alive")
-            or not self._resource.use_sendfile
+            or not self._sendfile
             or not qualifies(transport)
             or transport.disconnecting
             or holds_bytes(transport)
@@ -283,8 +285,7 @@ class StreamLane:
         size = plain.info.st_size
         if span is not None and span[0] >= size:
             return False  # 416: the full path's
-        peer = channel.getPeer()
-        peer_ip = getattr(peer, "host", "-") or "-"
+        peer_ip = channel.peer_host()
         site = self._site
         trusted = site.trusted_proxies
         forwarded = headers.get(b"x-forwarded-for") if trusted else None
@@ -294,10 +295,9 @@ class StreamLane:
         except UnicodeDecodeError:
             return False
         client_ip = client_address(peer_ip, relayed, trusted)
-        guard = self._guard
         decision = None
-        if guard.limited:
-            decision = guard.limit_plain(client_ip, principal, span is None or span[0] == 0)
+        if self._limited:
+            decision = self._guard.limit_plain(client_ip, principal, span is None or span[0] == 0)
             if decision is None:
                 return False
         request = _LaneRequest(site, target, headers, client_ip)
