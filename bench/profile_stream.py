@@ -400,6 +400,7 @@ def _wrk(args: argparse.Namespace) -> None:
                 server.start(pin_server, corpus, 60)
                 started.append((baseline, server))
             results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in started}
+            latencies: dict[str, list[float]] = {name: [] for name, _ in started}
             for round_no in range(args.rounds):
                 k = round_no % len(started)
                 for name, server in started[k:] + started[:k]:
@@ -422,9 +423,11 @@ def _wrk(args: argparse.Namespace) -> None:
                     cpu_us = 1e6 * cpu / max(1, result["requests"])
                     errors = {k: v for k, v in result.get("errors", {}).items() if v}
                     results[name].append((rate, cpu_us))
+                    p99 = result.get("latency_us", {}).get("p99", 0) / 1000
+                    latencies[name].append(p99)
                     print(
                         f"round {round_no + 1} {name:<12} {rate:8,.0f} req/s  {cpu_us:6.0f} us CPU/req"
-                        + (f"  errors {errors}" if errors else ""),
+                        f"  p99 {p99:7.1f} ms" + (f"  errors {errors}" if errors else ""),
                         flush=True,
                     )
         finally:
@@ -444,8 +447,9 @@ def _wrk(args: argparse.Namespace) -> None:
             pairs = list(zip(results[name], results[first], strict=True))
             per_round = statistics.median(r / b for (r, _), (b, _) in pairs)
             cpu_ratio = statistics.median(c / b for (_, c), (_, b) in pairs)
+            p99 = statistics.median(latencies[name])
             print(
-                f"  {name:<12} {rate:8,.0f} req/s  {cpu_us:6.0f} us CPU/req   "
+                f"  {name:<12} {rate:8,.0f} req/s  {cpu_us:6.0f} us CPU/req  p99 {p99:7.1f} ms   "
                 f"{name}/{first} = {rate / base_rate:.2f}x (median of per-round ratios {per_round:.2f}x,"
                 f" CPU/req {cpu_ratio:.2f}x)"
             )
@@ -475,7 +479,12 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("wrk")
     p.add_argument("--variant", action="append", help="NAME=CHECKOUT[,STREAMSRV_X=V...] (repeatable)")
     p.add_argument("--baselines", default="", help="comma-separated: static, nginx")
-    p.add_argument("--mode", choices=("range", "full"), default="range", help="256 KiB ranges or whole files")
+    p.add_argument(
+        "--mode",
+        choices=("range", "full", "mix"),
+        default="range",
+        help="ranges of --span, whole files, or a seek mix (70 %% 256 KiB, 20 %% 1 MiB, 10 %% whole)",
+    )
     p.add_argument("-c", type=int, default=16, help="connections")
     p.add_argument("-d", type=float, default=5, help="seconds per measurement")
     p.add_argument("--rounds", type=int, default=3)

@@ -6,7 +6,8 @@
 --   MANIFEST  file of "name size [query]" lines (names already URL-safe; the optional
 --             query, e.g. a signed URL's "expires=…&sig=…", is appended after "?")
 --   PREFIX    URL path prefix of the media root, e.g. /stream/ or /
---   MODE      "range" (Range: bytes=a-(a+SPAN-1)) or "full" (whole file, no Range)
+--   MODE      "range" (Range: bytes=a-(a+SPAN-1)), "full" (whole file, no Range) or "mix"
+--             (a seeking player: 70 % 256 KiB ranges, 20 % 1 MiB ranges, 10 % whole files)
 --   SEED      integer seed for math.randomseed
 --   SPAN      range length in bytes (262144 for 256 KiB)
 --
@@ -43,9 +44,24 @@ end
 
 function request()
    local f = files[math.random(#files)]
-   if mode == "range" then
-      local first = math.random(0, f.size - span)
-      local headers = { ["Range"] = "bytes=" .. first .. "-" .. (first + span - 1) }
+   local length = span
+   if mode == "mix" then
+      -- A player seeking: 70 % 256 KiB ranges, 20 % 1 MiB ranges, 10 % whole files.
+      local r = math.random()
+      if r < 0.7 then
+         length = 262144
+      elseif r < 0.9 then
+         length = 1048576
+      else
+         length = nil
+      end
+      if length ~= nil and length > f.size then
+         length = nil
+      end
+   end
+   if (mode == "range" or mode == "mix") and length ~= nil then
+      local first = math.random(0, f.size - length)
+      local headers = { ["Range"] = "bytes=" .. first .. "-" .. (first + length - 1) }
       for k, v in pairs(base_headers) do
          headers[k] = v
       end
