@@ -24,6 +24,7 @@ from twisted.trial import unittest
 
 from streamsrv.auth.jwt import JwtVerifier, TokenIssuer
 from streamsrv.auth.roles import DEFAULT_ROLES
+from streamsrv.auth.signing import SigningKey, sign_url
 from streamsrv.middleware.cors import CorsPolicy
 from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.ratelimit import MemoryRateLimiter, Policies, Policy
@@ -33,6 +34,7 @@ from streamsrv.web.streamlane import StreamLane
 from tests.sitehelpers import BuiltSite, build_site
 
 SECRET = "stream-lane-test-secret-0123456789abcdef"
+KEY = SigningKey("k1", b"stream-lane-url-key-0123456789abcdef")
 SIZE = 3 * 1024 * 1024 + 77
 SMALL = 40_192
 #: Roomy limits that refill slowly, so ``RateLimit-Remaining`` is the same on both sites.
@@ -146,7 +148,7 @@ class LaneEquivalenceTests(unittest.TestCase):
             leeway_s=30, clock=reactor, roles=DEFAULT_ROLES,
         )  # fmt: skip
         guard = Guard(
-            verifier=verifier, url_keys=(), url_max_ttl_s=60, revocations=None,
+            verifier=verifier, url_keys=(KEY,), url_max_ttl_s=7200, revocations=None,
             limiter=MemoryRateLimiter(reactor), policies=POLICIES, anonymous=None, clock=reactor,
         )  # fmt: skip
 
@@ -350,3 +352,39 @@ class LaneEquivalenceTests(unittest.TestCase):
         }
         self.assertEqual(outcomes["lane"], outcomes["full"])
         self.assertTrue(any(line.endswith(" 1.0") for line in outcomes["lane"]), outcomes)
+
+    def signed(self, path: str, ttl_s: int = 5000, **bound: str) -> str:
+        """The path and query of a URL signed for *path* (``max-age`` stays 3600 when *ttl_s* > 3600)."""
+        url = sign_url("http://h", path, keys=[KEY], expires=int(reactor.seconds()) + ttl_s, bound=bound)
+        return url[len("http://h") :]
+
+    async def test_signed_urls(self) -> None:
+        """A signed URL verified before takes the lane; one with other parameters, the full path."""
+        await self.warm()
+        url = self.signed("/stream/big.flac", uid="carol")
+        before = self.lane_count()
+        await self.both(self.get(url, "Range: bytes=0-99", auth=False))  # verified on the full path
+        self.assertEqual(self.lane_count(), before)
+        for spec in ("100-199", "0-", "5000-9000"):
+            [(head, _)] = await self.both(self.get(url, f"Range: bytes={spec}", auth=False))
+            self.assertIn(b"\r\nCache-Control: private, max-age=3600\r\n", head)
+        self.assertEqual(self.lane_count(), before + 3)
+        # A short-lived URL caps max-age at its expiry (the same on both sites, up to the second).
+        short = self.signed("/stream/big.flac", ttl_s=600)
+        await self.both(self.get(short, "Range: bytes=0-9", auth=False))
+        answers = [split_responses(await self.send(b, self.get(short, "Range: bytes=1-9", auth=False)))[0][0]
+                   for b in self.sites.values()]  # fmt: skip
+        ages = [int(re.search(rb"max-age=(\d+)", head)[1]) for head in answers]  # type: ignore[index]
+        self.assertTrue(all(590 <= age <= 600 for age in ages), ages)
+        self.assertEqual(self.lane_count(), before + 4)
+        # Other parameters, another client's address, a tampered signature: the full path.
+        after = self.lane_count()
+        for raw in (
+            self.get(self.signed("/stream/big.flac", download="1"), "Range: bytes=0-9", auth=False),
+            self.get(self.signed("/stream/big.flac", download="1"), "Range: bytes=0-9", auth=False),
+            self.get(url + ";format=mp3", "Range: bytes=0-9", auth=False),
+            self.get(url.replace("sig=", "sig=0"), "Range: bytes=0-9", auth=False),
+        ):
+            await self.both(raw)
+        self.assertEqual(self.lane_count(), after)
+        self.assert_same_books()

@@ -224,6 +224,24 @@ class Guard:
             return None
         return principal
 
+    def recall_signed(self, uri: bytes, client_ip: str, permission: str) -> Admission | None:
+        """The admission of a signed URL that :meth:`admit_now` would take from its cache, for the fast lane.
+
+        Only a URL verified before for this client address (the request
+        target exactly) and not expired yet, whose principal has
+        *permission*; else ``None``, having logged, counted and set nothing.
+        """
+        if self._limiter is not None and self._check_now is None:
+            return None
+        key = (uri, client_ip)
+        cached = self._signed_cache.get(key)
+        if cached is None or cached.signed_expires is None:
+            return None
+        if not self._clock.seconds() < cached.signed_expires or not cached.principal.can(permission):
+            return None
+        self._signed_cache.move_to_end(key)
+        return cached
+
     @property
     def limited(self) -> bool:
         """Whether requests are rate limited (and so carry ``RateLimit-*`` headers)."""

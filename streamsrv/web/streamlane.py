@@ -46,13 +46,20 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import _nameEncoder
 
 from streamsrv.auth.principal import Principal
+from streamsrv.auth.signing import max_age_for
 from streamsrv.middleware.clientaddr import client_address, forwarded_proto
 from streamsrv.middleware.guard import Guard
 from streamsrv.middleware.headers import apply_security_headers, mark_media
 from streamsrv.middleware.ratelimit import Decision
 from streamsrv.streaming.producers import SENDFILE_CHUNK, SendfileSender
 from streamsrv.streaming.ranges import MAX_HEADER_LENGTH
-from streamsrv.streaming.resource import CACHE_CONTROL, FileHeaders, PlainFile, StreamResource
+from streamsrv.streaming.resource import (
+    CACHE_CONTROL,
+    CACHE_MAX_AGE_S,
+    FileHeaders,
+    PlainFile,
+    StreamResource,
+)
 from streamsrv.streaming.sendfile import MSG_MORE, holds_bytes, qualifies
 from streamsrv.web.site import (
     SERVER_HEADER,
@@ -79,6 +86,10 @@ LANE_HEADERS: Final = frozenset(
         b"sec-ch-ua-mobile", b"sec-ch-ua-platform", b"sec-gpc",
     }
 )  # fmt: skip
+
+#: The parameters of a signed URL that leave the answer as it is (``uid``, ``ip``: bound, checked
+#: when it was verified); a query with any other takes the full path.
+_SIGNED_NAMES: Final = frozenset({b"expires", b"sig", b"kid", b"uid", b"ip"})
 
 #: The one ``Range`` form the lane takes: a single first-last or open range, no spaces.
 _RANGE: Final = re.compile(rb"bytes=([0-9]{1,18})-([0-9]{0,18})")
@@ -113,13 +124,13 @@ def _security_block(hsts: bool) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
-def _file_block(headers: FileHeaders, duration: float | None, mime: str) -> bytes:
+def _file_block(headers: FileHeaders, duration: float | None, mime: str, cache_control: bytes) -> bytes:
     """``ETag`` to ``Content-Type`` of one file version, in the order the full path sets them."""
     lines = [
         _line(b"etag", headers.etag_value),
         _line(b"last-modified", headers.last_modified_value),
         _line(b"accept-ranges", b"bytes"),
-        _line(b"cache-control", CACHE_CONTROL),
+        _line(b"cache-control", cache_control),
     ]
     if duration is not None:
         lines.append(_line(b"x-content-duration", b"%.3f" % duration))
@@ -156,7 +167,6 @@ class _LaneRequest:
     method = b"GET"
     sentLength = 0
     error_code = None
-    signed_expires = None
 
     def __init__(self, site: StreamsrvSite, uri: bytes, headers: dict[bytes, bytes], client_ip: str) -> None:
         self.site = site
@@ -170,6 +180,7 @@ class _LaneRequest:
         self.user: str | None = None
         self.auth_via: str | None = None
         self.delivered_as: tuple[str, int | None] | None = None
+        self.signed_expires: int | None = None
         self.channel: Any = None
         self.finished = False
         self._disconnected = False
@@ -243,10 +254,11 @@ class StreamLane:
         self, channel: Any, method: bytes, target: bytes, version: bytes, raw: list[tuple[bytes, bytes]]
     ) -> bool:
         """Answer the request if it is one for the lane; ``False`` (nothing done) if it is not."""
-        if method != b"GET" or version != b"HTTP/1.1" or not target.startswith(PREFIX) or b"?" in target:
+        path, _, query = target.partition(b"?")
+        if method != b"GET" or version != b"HTTP/1.1" or not path.startswith(PREFIX) or b"#" in target:
             return False
         headers = {name.lower(): value.strip(b" \t") for name, value in raw}
-        if len(headers) != len(raw) or not headers.keys() <= LANE_HEADERS or b"#" in target:
+        if len(headers) != len(raw) or not headers.keys() <= LANE_HEADERS:
             return False
         connection = headers.get(b"connection")
         transport = channel.transport
@@ -260,17 +272,43 @@ class StreamLane:
             or holds_bytes(transport)
         ):
             return False
-        principal = self._guard.recall_plain(headers.get(b"authorization"), "stream:read")
-        if principal is None:
+        client_ip = self._client_ip(channel, headers)
+        admitted = self._credentials(target, query, headers, client_ip) if client_ip is not None else None
+        if admitted is None:
             return False
-        plain = self._resource.open_plain(target[len(PREFIX) :], principal.roles)
+        plain = self._resource.open_plain(path[len(PREFIX) :], admitted[0].roles)
         if plain is None:
             return False
-        if not self._admit(channel, target, headers, span, principal, plain):  # type: ignore[arg-type]
+        if not self._admit(channel, target, headers, span, (client_ip, *admitted), plain):  # type: ignore[arg-type]
             plain.file.close()
             return False
         self.answered += 1
         return True
+
+    def _client_ip(self, channel: Any, headers: dict[bytes, bytes]) -> str | None:
+        """The client's address as the full path finds it (``None``: leave it to the full path)."""
+        trusted = self._site.trusted_proxies
+        forwarded = headers.get(b"x-forwarded-for") if trusted else None
+        try:
+            # Decoded as twisted.web's Headers.getRawHeaders decodes it for the full path.
+            relayed = [forwarded.decode("utf8")] if forwarded is not None else None
+        except UnicodeDecodeError:
+            return None
+        return client_address(channel.peer_host(), relayed, trusted)
+
+    def _credentials(
+        self, target: bytes, query: bytes, headers: dict[bytes, bytes], client_ip: str
+    ) -> tuple[Principal, int | None] | None:
+        """Who asks, and until when a signed URL lets them: a cached token, anonymous, or a verified URL."""
+        if not query:
+            principal = self._guard.recall_plain(headers.get(b"authorization"), "stream:read")
+            return (principal, None) if principal is not None else None
+        if b";" in query or any(pair.partition(b"=")[0] not in _SIGNED_NAMES for pair in query.split(b"&")):
+            return None  # other parameters (download, format...): the full path's
+        admission = self._guard.recall_signed(target, client_ip, "stream:read")
+        if admission is None:
+            return None
+        return admission.principal, admission.signed_expires
 
     def _admit(
         self,
@@ -278,32 +316,24 @@ class StreamLane:
         target: bytes,
         headers: dict[bytes, bytes],
         span: tuple[int, int | None] | None,
-        principal: Principal,
+        who: tuple[str, Principal, int | None],
         plain: PlainFile,
     ) -> bool:
         """Take the rate-limit tokens and answer; ``False`` (nothing taken) if the full path must."""
-        size = plain.info.st_size
-        if span is not None and span[0] >= size:
+        if span is not None and span[0] >= plain.info.st_size:
             return False  # 416: the full path's
-        peer_ip = channel.peer_host()
-        site = self._site
-        trusted = site.trusted_proxies
-        forwarded = headers.get(b"x-forwarded-for") if trusted else None
-        try:
-            # Decoded as twisted.web's Headers.getRawHeaders decodes it for the full path.
-            relayed = [forwarded.decode("utf8")] if forwarded is not None else None
-        except UnicodeDecodeError:
-            return False
-        client_ip = client_address(peer_ip, relayed, trusted)
+        client_ip, principal, expires = who
         decision = None
         if self._limited:
             decision = self._guard.limit_plain(client_ip, principal, span is None or span[0] == 0)
             if decision is None:
                 return False
+        site = self._site
         request = _LaneRequest(site, target, headers, client_ip)
         request.user = principal.sub
         request.auth_via = principal.via
-        hsts = site.hsts and self._https(peer_ip, headers)
+        request.signed_expires = expires
+        hsts = site.hsts and self._https(channel.peer_host(), headers)
         self._respond(channel, request, span, plain, decision, hsts)
         return True
 
@@ -333,7 +363,14 @@ class StreamLane:
                 b"Ratelimit-Limit: %d\r\nRatelimit-Remaining: %d\r\nRatelimit-Reset: %d\r\n"
                 % (decision.limit, decision.remaining, decision.reset_s)
             )
-        parts.append(_file_block(plain.headers, plain.duration, plain.fmt.mime_type))
+        expires = request.signed_expires
+        cache_control = CACHE_CONTROL
+        if expires is not None:
+            # As StreamResource._cache_control: never past the signed URL's expiry.
+            cache_control = b"private, max-age=%d" % min(
+                CACHE_MAX_AGE_S, max_age_for(expires, request.started_at)
+            )
+        parts.append(_file_block(plain.headers, plain.duration, plain.fmt.mime_type, cache_control))
         return parts
 
     def _respond(
