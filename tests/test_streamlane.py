@@ -109,8 +109,10 @@ def split_responses(data: bytes, bodiless: bool = False) -> list[tuple[bytes, by
 
 
 def normalised(head: bytes, keep_id: bool) -> bytes:
-    """*head* without what differs between two answers by design (``Date``, a generated id)."""
+    """*head* without what differs between two answers by design (``Date``, a generated id, timing)."""
     head = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", head)
+    # Seconds until the bucket is full again: it refills with the time between the two sites' requests.
+    head = re.sub(rb"\r\nRatelimit-Reset: [0-9]+", b"\r\nRatelimit-Reset: -", head)
     if not keep_id:
         head = re.sub(rb"\r\nX-Request-Id: [^\r]*", b"\r\nX-Request-Id: -", head)
     return re.sub(rb"boundary=[0-9a-f]{32}", b"boundary=-", head)
