@@ -181,7 +181,7 @@ class FileHeadersTests(unittest.SynchronousTestCase):
     def test_values(self) -> None:
         """ETag, Last-Modified and both dispositions are what the file's parts make."""
         from streamsrv.media.identity import make_etag
-        from streamsrv.streaming.resource import _file_headers
+        from streamsrv.streaming.resource import file_headers as _file_headers
 
         block = _file_headers("jazz/So What.mp3", 1000, 5_000_000_000, 42, 5)
         self.assertEqual(block.etag, make_etag(1000, 5_000_000_000, 42))
@@ -192,7 +192,7 @@ class FileHeadersTests(unittest.SynchronousTestCase):
 
     def test_changed_file_new_values(self) -> None:
         """Another size, mtime or inode of the same track is another ETag."""
-        from streamsrv.streaming.resource import _file_headers
+        from streamsrv.streaming.resource import file_headers as _file_headers
 
         etags = {
             _file_headers("a.mp3", *parts).etag
