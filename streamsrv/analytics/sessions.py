@@ -335,6 +335,18 @@ def _client_info(user_agent: str | None) -> str | None:
     return _CONTROL.sub("", user_agent)[:CLIENT_INFO_MAX] or None
 
 
+def _rendition_fields(
+    rendition: tuple[str | None, int | None, int | None, float | None] | None,
+) -> dict[str, Any]:
+    """``format`` and ``bitrate`` for ``stream.started`` (estimated from size and duration when not given)."""
+    if rendition is None:
+        return {}
+    format, bitrate, size, duration_s = rendition
+    if bitrate is None and size and duration_s and duration_s > 0:
+        bitrate = round(size * 8 / duration_s)
+    return {"format": format, "bitrate": bitrate}
+
+
 class SessionTracker(PeriodicService):
     """
     Listening sessions of this process, derived and merged, recorded in a store.
@@ -452,11 +464,13 @@ class SessionTracker(PeriodicService):
                 raise ValueError("bytes_sent and range_start must be >= 0")
             now = self._clock.seconds()
             starts_over = (source == "stream" and range_start == 0) or (source == "hls" and segment == 0)
-            if bitrate is None and size and duration_s and duration_s > 0:
-                bitrate = round(size * 8 / duration_s)
-            rendition = {"format": format, "bitrate": bitrate}
             session = self._session_for(
-                user_sub, path, now, source, starts_over=starts_over, rendition=rendition
+                user_sub,
+                path,
+                now,
+                source,
+                starts_over=starts_over,
+                rendition=(format, bitrate, size, duration_s),
             )
             if session.source == "client":
                 session.source = source
@@ -590,11 +604,11 @@ class SessionTracker(PeriodicService):
         source: str,
         *,
         starts_over: bool,
-        rendition: dict[str, Any] | None = None,
+        rendition: tuple[str | None, int | None, int | None, float | None] | None = None,
     ) -> _Session:
         """The open session of (user, track), or a new one; a stale or finished one is closed first.
 
-        :param rendition: ``format`` and ``bitrate`` of what the server sends,
+        :param rendition: ``(format, bitrate, size, duration_s)`` of what the server sends,
             told in ``stream.started``.
         """
         key = (user_sub, path)
@@ -617,7 +631,7 @@ class SessionTracker(PeriodicService):
             )
             self._open[key] = session
             if source != "client":
-                self._notify("stream.started", session, source=source, **(rendition or {}))
+                self._notify("stream.started", session, source=source, **_rendition_fields(rendition))
         return session
 
     def _notify(self, kind: str, session: _Session, **fields: Any) -> None:
