@@ -1,20 +1,37 @@
 # -*- test-case-name: tests.test_transcode_aac -*-
-"""AAC-LC packets of a window of PCM from a fresh FFmpeg encoder, held to a byte budget.
+"""AAC-LC packets of a window of PCM from a fresh FFmpeg encoder, warmed up, held to a byte budget.
 
 Progressive M4A fragments (:mod:`streamsrv.transcode.encode`) and HLS
 segments (:mod:`streamsrv.hls.segments`) both cut a track into runs of AAC
 frames, each encoded by a fresh encoder from its own window of PCM, and both
 promise a size before encoding (:func:`streamsrv.transcode.layout.aac_budget`):
 an M4A fragment has a fixed budget (its ``free`` box fills the rest), an HLS
-segment must stay under the playlist's ``BANDWIDTH``.  FFmpeg's rate control
-holds a run of a few seconds within about 2 % of its target on music, noise
-and tones, but a fresh encoder that meets loud audio after silence (speech
-with pauses, a track starting quietly) overshoots: its lambda has risen while
-the silence cost nothing.  So a run whose packets overrun the budget is
-encoded again at lower bit rates, in turn (:data:`RETRY_PERCENTS`); every
-attempt is deterministic, so the result is still a pure function of the
-window.  Should nothing fit, the run is encoded silence, whose frames take a
-few bytes each.
+segment must stay under the playlist's ``BANDWIDTH``.
+
+**Warm-up.**  A fresh FFmpeg encoder starts its rate control at lambda 120
+with a full bit reservoir, where the twoloop coder works hardest: left alone
+it spends most of a 4-6 s run there, at about 1.6 times a long-running
+encoder's CPU per frame.  So every window is preceded by
+:data:`WARMUP_FRAMES` frame of digital silence, whose packet is dropped: the
+silent frame costs no bits, the rate control sends lambda to its ceiling, and
+the first real frames bring it down, within 2-3 frames, into the cheap regime
+a long-running encoder (``ffmpeg`` over a whole track) works in: the CPU of
+``ffmpeg -threads 1`` at the same bit rate, at its quality on noise, tones and
+speech, 1.5-2.4 dB SNR below its settled encoder on music (the state ffmpeg
+itself is in for ~30 s after digital silence).  The
+packets kept are aligned exactly as without it: the encoder's priming packet
+covers the silent frame, the packet after it (kept as "packet 0") spans
+silence and the window's first frame just as a cold encoder's priming packet
+does.  Measured in ``docs/performance.md`` ("AAC warm-up adopted").
+
+**Budget.**  FFmpeg's rate control holds a run of a few seconds within about
+2 % of its target on music, noise and tones, but an encoder that meets loud
+audio after silence (speech with pauses, a track starting quietly)
+overshoots: its lambda has risen while the silence cost nothing.  So a run
+whose packets overrun the budget is encoded again at lower bit rates, in turn
+(:data:`RETRY_PERCENTS`); every attempt is deterministic, so the result is
+still a pure function of the window.  Should nothing fit, the run is encoded
+silence, whose frames take a few bytes each.
 
 Blocking and CPU-heavy: worker-pool jobs only, never the reactor thread.
 """
@@ -33,6 +50,7 @@ __all__ = [
     "FRAME",
     "PRIMING",
     "RETRY_PERCENTS",
+    "WARMUP_FRAMES",
     "AacError",
     "encode_window",
     "packets_within",
@@ -44,6 +62,11 @@ FRAME: Final = 1024
 #: FFmpeg's native AAC encoder delay (``initial_padding``): its first packet is priming.
 PRIMING: Final = 1024
 
+#: Frames of digital silence fed to a fresh encoder before its window, their
+#: packets dropped (see the module docstring).  0 encodes cold, as before
+#: HLS ``FORMAT_VERSION`` 3 and M4A ``aac_warmup`` 1.
+WARMUP_FRAMES: Final = 1
+
 #: Percentages of the bit rate tried, in turn, for a run that overruns its budget.
 RETRY_PERCENTS: Final = (100, 85, 70, 50, 30)
 
@@ -52,15 +75,28 @@ class AacError(Exception):
     """The encoder did not behave as FFmpeg's native AAC encoder does (frame size, delay, count)."""
 
 
-def packets_within(samples: Samples, rate: int, kbps: int, keep: tuple[int, int], limit: int) -> list[bytes]:
+def packets_within(
+    samples: Samples,
+    rate: int,
+    kbps: int,
+    keep: tuple[int, int],
+    limit: int,
+    *,
+    warmup: int = WARMUP_FRAMES,
+) -> list[bytes]:
     """Packets ``[keep[0], keep[1])`` of a fresh encode of *samples*, together at most *limit* bytes.
 
     :param samples: planar float PCM (1 or 2 channels) at *rate*.
     :param kbps: the bit rate asked for; lower ones are tried if the packets overrun.
-    :param keep: which packets of the encoder's output to return (packet 0 is priming).
+    :param keep: which packets of the encoder's output to return (packet 0 is
+        priming), counted as for an encoder fed *samples* alone.
+    :param warmup: frames of silence fed first, their packets not counted in *keep*.
     :raises AacError: when the encoder's frame size, delay or packet count is unexpected.
     """
     channels = samples.shape[0]
+    if warmup:
+        samples = np.concatenate([np.zeros((channels, warmup * FRAME), np.float32), samples], axis=1)
+    first, end = keep[0] + warmup, keep[1] + warmup
     silence: Samples | None = None
     for percent in (*RETRY_PERCENTS, 0):
         if percent:
@@ -68,8 +104,8 @@ def packets_within(samples: Samples, rate: int, kbps: int, keep: tuple[int, int]
         else:
             silence = np.zeros_like(samples) if silence is None else silence
             packets = encode_window(silence, rate, channels, kbps * 1000)
-        wanted = packets[keep[0] : keep[1]]
-        if len(wanted) != keep[1] - keep[0]:
+        wanted = packets[first:end]
+        if len(wanted) != end - first:
             raise AacError("the encoder produced too few frames")
         if sum(map(len, wanted)) <= limit:
             return wanted
