@@ -79,18 +79,25 @@ def decode(packets: list[bytes]) -> np.ndarray:
 
 
 class WarmupTests(unittest.SynchronousTestCase):
-    """The silent frame before the window: its packet dropped, the rest where a cold encoder puts it."""
+    """The silent frame before the window (``warmup=1``, measured, not the default): its packet
+    dropped, the rest where a cold encoder puts it."""
+
+    def test_cold_by_default(self) -> None:
+        """The served default is a cold encoder: the packets of an encoder fed the window alone
+        (the bytes of HLS ``FORMAT_VERSION`` 2 and of M4A keys without a warm-up part)."""
+        samples = tones(1.0)[:, : 40 * 1024]
+        self.assertEqual(aac.WARMUP_FRAMES, 0)
+        default = aac.packets_within(samples, RATE, 128, (0, 38), 10**9)
+        self.assertEqual(default, aac.encode_window(samples, RATE, 2, 128000)[:38])
+        self.assertEqual(default, aac.packets_within(samples, RATE, 128, (0, 38), 10**9, warmup=0))
 
     def test_is_a_silent_frame_fed_first(self) -> None:
-        """The packets are those of an encoder fed one frame of silence, then the window,
-        shifted by one packet (the silent frame's)."""
+        """With ``warmup=1`` the packets are those of an encoder fed one frame of silence, then
+        the window, shifted by one packet (the silent frame's)."""
         samples = tones(1.0)[:, : 40 * 1024]
-        warmed = aac.packets_within(samples, RATE, 128, (0, 38), 10**9)
-        self.assertEqual(aac.WARMUP_FRAMES, 1)
+        warmed = aac.packets_within(samples, RATE, 128, (0, 38), 10**9, warmup=1)
         fed = np.concatenate([np.zeros((2, 1024), np.float32), samples], axis=1)
         self.assertEqual(warmed, aac.encode_window(fed, RATE, 2, 128000)[1:39])
-        cold = aac.packets_within(samples, RATE, 128, (0, 38), 10**9, warmup=0)
-        self.assertEqual(cold, aac.encode_window(samples, RATE, 2, 128000)[:38])
 
     def test_aligned_as_cold(self) -> None:
         """Decoded, warmed packets line up with the window sample for sample, like a cold

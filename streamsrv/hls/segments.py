@@ -14,14 +14,17 @@ or not they were encoded first.  For AAC the window starts
 :data:`AAC_PREROLL_FRAMES` frames before the segment (the MDCT overlap, the
 window-shape decision and the psychoacoustic model's short-term state are warm
 by the segment's first frame) and runs :data:`AAC_LOOKAHEAD_FRAMES` frames past
-its end; only the segment's own frames are kept.  Before the window the
-encoder is fed one frame of digital silence whose packet is dropped
-(:data:`streamsrv.transcode.aac.WARMUP_FRAMES`): it sends the rate control's
-lambda to its ceiling and the first real frames bring it down into the cheap
-regime of a long-running encoder (what ``ffmpeg -f hls`` runs in), instead of
-a fresh encoder's lambda 120-240, where the twoloop coder spends about 1.6
-times the CPU per frame, with a higher SNR on music (``docs/performance.md``,
-"HLS segment encoding" and "AAC warm-up adopted").  Their timestamps are those of one continuous encode:
+its end; only the segment's own frames are kept.  FFmpeg's rate control is not
+warmed, on purpose: a fresh encoder starts from lambda 120 and a full bit
+reservoir and spends most of a segment in the twoloop coder's bit-constrained
+regime, about 1.6 times the CPU per frame of a long-running encoder (whose
+lambda has drifted into the cheaper regime), with better SNR on music.  A
+frame of digital silence fed first (``warmup=1`` of
+:func:`streamsrv.transcode.aac.packets_within`) reaches ``ffmpeg -f hls``'s CPU
+but costs 1.2-5.4 dB SNR against these cold segments on music at 128k: it is
+measured, not adopted (:data:`streamsrv.transcode.aac.WARMUP_FRAMES`;
+``docs/performance.md``, "HLS segment encoding" and "AAC warm-up: measured,
+not adopted").  Their timestamps are those of one continuous encode:
 
 - FFmpeg's AAC encoder delays its output by :data:`AAC_PRIMING` samples: the
   continuous stream's packet ``i`` (``i >= 0``) decodes to source frame
@@ -86,8 +89,9 @@ __all__ = [
 
 #: Bump whenever the bytes of an init or media segment change: it is part of
 #: every cache key, so old artifacts simply miss.  2: segments held to 105 %
-#: of nominal; 3: the encoder warmed up by a frame of silence.
-FORMAT_VERSION: Final = 3
+#: of nominal (a warm-up, :data:`streamsrv.transcode.aac.WARMUP_FRAMES`, would
+#: be the next bump).
+FORMAT_VERSION: Final = 2
 
 #: The nominal segment duration (Apple's authoring spec 7.5: 6 s).
 SEGMENT_TARGET_S: Final = 6.0
@@ -99,9 +103,8 @@ AAC_FRAME: Final = 1024
 AAC_PRIMING: Final = 1024
 
 #: Frames encoded before a segment's first frame and thrown away (warms the
-#: MDCT overlap, the window-shape decisions and the psychoacoustic model; the
-#: rate control is warmed by the silent frame before them, see the module
-#: docstring).  2 measured worse at segment
+#: MDCT overlap, the window-shape decisions and the psychoacoustic model; not
+#: the rate control, see the module docstring).  2 measured worse at segment
 #: joins; 8 and 16 no better.
 AAC_PREROLL_FRAMES: Final = 4
 

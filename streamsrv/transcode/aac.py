@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_transcode_aac -*-
-"""AAC-LC packets of a window of PCM from a fresh FFmpeg encoder, warmed up, held to a byte budget.
+"""AAC-LC packets of a window of PCM from a fresh FFmpeg encoder, held to a byte budget.
 
 Progressive M4A fragments (:mod:`streamsrv.transcode.encode`) and HLS
 segments (:mod:`streamsrv.hls.segments`) both cut a track into runs of AAC
@@ -8,21 +8,26 @@ promise a size before encoding (:func:`streamsrv.transcode.layout.aac_budget`):
 an M4A fragment has a fixed budget (its ``free`` box fills the rest), an HLS
 segment must stay under the playlist's ``BANDWIDTH``.
 
-**Warm-up.**  A fresh FFmpeg encoder starts its rate control at lambda 120
-with a full bit reservoir, where the twoloop coder works hardest: left alone
-it spends most of a 4-6 s run there, at about 1.6 times a long-running
-encoder's CPU per frame.  So every window is preceded by
-:data:`WARMUP_FRAMES` frame of digital silence, whose packet is dropped: the
-silent frame costs no bits, the rate control sends lambda to its ceiling, and
-the first real frames bring it down, within 2-3 frames, into the cheap regime
-a long-running encoder (``ffmpeg`` over a whole track) works in: the CPU of
-``ffmpeg -threads 1`` at the same bit rate, at its quality on noise, tones and
-speech, 1.5-2.4 dB SNR below its settled encoder on music (the state ffmpeg
-itself is in for ~30 s after digital silence).  The
-packets kept are aligned exactly as without it: the encoder's priming packet
-covers the silent frame, the packet after it (kept as "packet 0") spans
-silence and the window's first frame just as a cold encoder's priming packet
-does.  Measured in ``docs/performance.md`` ("AAC warm-up adopted").
+**Cold encoders, on purpose.**  A fresh FFmpeg encoder starts its rate
+control at lambda 120 with a full bit reservoir, where the twoloop coder works
+hardest: it spends most of a 4-6 s run there, at about 1.6 times a
+long-running encoder's CPU per frame, and with a better SNR on music.  Feeding
+it :data:`WARMUP_FRAMES` = 1 frame of digital silence first (its packet
+dropped) sends lambda to its ceiling, and the first real frames bring it down
+into the cheap regime a long-running encoder works in: the CPU of ``ffmpeg
+-threads 1`` at the same bit rate (1.09x its instructions for HLS, 1.02x for
+M4A, against 0.70x and 0.58x cold), but on music a lower quality than both
+the cold segments and ffmpeg's own continuous encode (128k SNR: band render
+18.51 warmed, 19.73 cold, 20.00 continuous; piano render 18.59, 23.98,
+22.50).  Music quality comes first, so the default is cold
+(``WARMUP_FRAMES = 0``, the bytes served since HLS ``FORMAT_VERSION`` 2);
+``warmup=1`` is the measured CPU-parity option, for the benches
+(``bench/hls.py`` and ``bench/transcode.py --compare-warm``).  Measured in
+``docs/performance.md``, "AAC warm-up: measured, not adopted".  With a
+warm-up the packets kept are aligned exactly as without it: the encoder's
+priming packet covers the silent frame, and the packet after it (kept as
+"packet 0") spans silence and the window's first frame just as a cold
+encoder's priming packet does.
 
 **Budget.**  FFmpeg's rate control holds a run of a few seconds within about
 2 % of its target on music, noise and tones, but an encoder that meets loud
@@ -63,9 +68,11 @@ FRAME: Final = 1024
 PRIMING: Final = 1024
 
 #: Frames of digital silence fed to a fresh encoder before its window, their
-#: packets dropped (see the module docstring).  0 encodes cold, as before
-#: HLS ``FORMAT_VERSION`` 3 and M4A ``aac_warmup`` 1.
-WARMUP_FRAMES: Final = 1
+#: packets dropped (see the module docstring): 0, cold encoders, for their
+#: quality on music; 1 is the measured option that matches ``ffmpeg``'s CPU.
+#: Changing it changes every AAC segment and M4A fragment served: bump HLS
+#: ``FORMAT_VERSION`` and give the M4A renditions' cache key a part for it.
+WARMUP_FRAMES: Final = 0
 
 #: Percentages of the bit rate tried, in turn, for a run that overruns its budget.
 RETRY_PERCENTS: Final = (100, 85, 70, 50, 30)
@@ -90,7 +97,8 @@ def packets_within(
     :param kbps: the bit rate asked for; lower ones are tried if the packets overrun.
     :param keep: which packets of the encoder's output to return (packet 0 is
         priming), counted as for an encoder fed *samples* alone.
-    :param warmup: frames of silence fed first, their packets not counted in *keep*.
+    :param warmup: frames of silence fed first, their packets not counted in
+        *keep* (default :data:`WARMUP_FRAMES`, cold; 1 trades music quality for CPU).
     :raises AacError: when the encoder's frame size, delay or packet count is unexpected.
     """
     channels = samples.shape[0]

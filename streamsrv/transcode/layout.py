@@ -119,11 +119,6 @@ AAC_DELAY: Final = 1024
 AAC_CHUNK_FRAMES: Final = 172
 AAC_PREROLL_FRAMES: Final = 4
 AAC_LOOKAHEAD_FRAMES: Final = 2
-#: The warm-up of M4A fragments' encoders, part of their cache key
-#: (:meth:`Rendition.cache_params`): 1 since one frame of silence is fed before
-#: each window (:data:`streamsrv.transcode.aac.WARMUP_FRAMES`; an absent key was
-#: cold encoders).  Bump it with any change to that warm-up.
-AAC_WARMUP_VERSION: Final = 1
 #: A run of AAC frames (an M4A fragment, an HLS segment) may take its frames'
 #: nominal size at the bit rate times this, plus :data:`AAC_BUDGET_SLACK`
 #: bytes (:func:`aac_budget`).  In an M4A fragment the unused rest is a
@@ -311,9 +306,7 @@ class Rendition:
 
         MP3 adds ``encoder``, the LAME build of this process
         (:func:`streamsrv.transcode.lame.backend`), so chunks of two builds
-        never mix in one cache; AAC in M4A adds ``aac_warmup``
-        (:data:`AAC_WARMUP_VERSION`), so fragments of cold and warmed encoders
-        never mix either.
+        never mix in one cache.
         """
         return {
             "format": self.format,
@@ -325,7 +318,6 @@ class Rendition:
             "layout_version": LAYOUT_VERSION,
             **({"encoder": lame.backend()} if self.format == MP3 else {}),
             **({"container": self.container} if self.container is not None else {}),
-            **({"aac_warmup": AAC_WARMUP_VERSION} if self.container == M4A else {}),
         }
 
 
