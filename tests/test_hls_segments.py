@@ -137,10 +137,9 @@ class SegmentTests(unittest.TestCase):
     def test_bit_rates_within_declared_bandwidth(self) -> None:
         """Full segments of every AAC rung fit BANDWIDTH, the whole rendition AVERAGE-BANDWIDTH.
 
-        Container included, as a player measures them.  The encoders are warmed up by a
-        frame of silence (see docs/performance.md, "AAC warm-up adopted"), which puts
-        their rate control in a long-running encoder's regime and its overshoot: this
-        pins the rates that regime gives, so a change of encoder settings that pushes a
+        Container included, as a player measures them.  Fresh encoders run FFmpeg's
+        rate control from its initial state (see docs/performance.md, HLS): this pins
+        the rates that regime gives, so a change of encoder settings that pushes a
         rung past its declared bounds fails here.
         """
         track = self.track

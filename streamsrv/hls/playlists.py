@@ -68,13 +68,11 @@ CHILD_EXPIRES_ROUNDING_S: Final = 60
 #: Every segment's frames are held to 105 % of their nominal size
 #: (:func:`streamsrv.transcode.layout.aac_budget` without slack, enforced by
 #: re-encoding at lower bit rates: :mod:`streamsrv.transcode.aac`), so the
-#: declared peak is a bound, container included.  So is the declared average
-#: since the encoders are warmed up (``FORMAT_VERSION`` 3): they run in a
-#: long-running encoder's regime, whose rate control overshoots its target by
-#: up to ~2 % on music and noise (1.01 was measured on cold encoders and no
-#: longer holds) and more on speech with silences, up to the cap itself.
+#: declared peak is a bound, container included.  On music, noise and tones
+#: FFmpeg's encoder holds a segment within ~3 % of its target (the average
+#: factor); speech with silences used to overshoot by up to 19 % before the cap.
 AAC_PEAK_FACTOR: Final = 1.10
-AAC_AVERAGE_FACTOR: Final = 1.05
+AAC_AVERAGE_FACTOR: Final = 1.01
 
 #: FLAC's worst case is a verbatim frame: PCM plus frame headers (< 1 %).
 FLAC_PEAK_FACTOR: Final = 1.02
