@@ -2,7 +2,7 @@
 
 Writes, into ``--out``, three 60 s stereo 44.1 kHz FLAC files made from fixed
 seeds, so the AAC quality and cost tables of ``docs/performance.md`` ("AAC
-warm-up adopted") can be measured again:
+warm-up: measured, not adopted") can be measured again:
 
 - ``song.flac``: a General-MIDI band (drums, finger bass, overdriven guitar
   chords, a square-wave lead from bar 5), 120 bpm;

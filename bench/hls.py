@@ -25,21 +25,23 @@ as ``bench/transcode.py``) into a temp dir, then measures, as medians over
   average, container included, against the playlist's ``BANDWIDTH`` and
   ``AVERAGE-BANDWIDTH``.
 
-``--compare-cold`` adds to every round the segments as ``FORMAT_VERSION`` 2
-made them (cold encoders, no silence warm-up): the before and after of the
-warm-up in one run.  Every segment encoded again because it overran its
-105 % budget is counted (``reencoded_segments``; ``cold_reencoded_segments``).
+``--compare-warm`` adds to every round the segments encoded with the
+measured, not adopted silence warm-up (``warmup=1`` of
+:func:`streamsrv.transcode.aac.packets_within`: one frame of digital silence
+before each encoder's window) beside the served ones (cold encoders): both
+in one run.  Every segment encoded again because it overran its 105 % budget
+is counted (``reencoded_segments``; ``warm_reencoded_segments``).
 
-``--quality`` measures instead, for every AAC rung, how the segments decode
-against the source, beside one continuous encode (what ``ffmpeg`` makes) and
-beside the cold-encoder segments of ``FORMAT_VERSION`` 2: SNR over the whole
+``--quality`` measures instead, for every AAC rung, how the served segments
+decode against the source, beside one continuous encode (what ``ffmpeg``
+makes) and beside the warmed segments (``warmup=1``): SNR over the whole
 track and within 4096 samples of every segment boundary, the log-spectral
 distance below 8 kHz (dB, lower is better), CPU seconds, the bit rates
 against the declared ones, and how many segments were encoded again for the
 budget.  ``--source FILE`` uses a file of yours instead of the synthetic signal.
 
     .venv/bin/python bench/hls.py [--seconds 120] [--runs 5] [--variant 128k] [--no-http] [--json OUT]
-    .venv/bin/python bench/hls.py --no-http --compare-cold [--source FILE]
+    .venv/bin/python bench/hls.py --no-http --compare-warm [--source FILE]
     .venv/bin/python bench/hls.py --quality [--source FILE] [--seconds 60]
     valgrind --tool=callgrind .venv/bin/python bench/hls.py --source FILE --encode-once warm|cold|none
 
@@ -103,8 +105,12 @@ def _children_cpu() -> float:
 
 
 @contextmanager
-def _counting(cold: bool = False) -> Iterator[list[int]]:
-    """Count the encodes of every segment (> 1: re-encoded for its budget); *cold*: no warm-up."""
+def _counting(warmup: int | None = None) -> Iterator[list[int]]:
+    """Count the encodes of every segment (> 1: re-encoded for its budget).
+
+    :param warmup: frames of silence before each window (``packets_within``'s
+        ``warmup``); ``None``: the served default.
+    """
     within, window = aac.packets_within, aac.encode_window
     calls = [0]
 
@@ -113,8 +119,8 @@ def _counting(cold: bool = False) -> Iterator[list[int]]:
         return window(*args, **kwargs)
 
     aac.encode_window = counted  # type: ignore[assignment]
-    if cold:
-        aac.packets_within = functools.partial(within, warmup=0)  # type: ignore[assignment]
+    if warmup is not None:
+        aac.packets_within = functools.partial(within, warmup=warmup)  # type: ignore[assignment]
     try:
         yield calls
     finally:
@@ -122,13 +128,13 @@ def _counting(cold: bool = False) -> Iterator[list[int]]:
 
 
 def _segments(
-    source: str, track: Track, variant: Variant, cold: bool = False
+    source: str, track: Track, variant: Variant, warmup: int | None = None
 ) -> tuple[float, float, list[int], int]:
     """Wall and CPU seconds of every segment of *variant* encoded in turn, their sizes, and re-encodes."""
     sizes, reencoded = [], 0
     wall, cpu = time.perf_counter(), time.process_time()
     for n in range(track.segment_count):
-        with _counting(cold) as calls:
+        with _counting(warmup) as calls:
             sizes.append(len(encode_segment(source, variant, n, track)))
         reencoded += calls[0] > 1
     return time.perf_counter() - wall, time.process_time() - cpu, sizes, reencoded
@@ -158,23 +164,23 @@ def _ffmpeg_hls(ffmpeg: str, source: str, out: Path, variant: Variant) -> tuple[
 
 
 def _whole_track(
-    source: str, directory: Path, runs: int, variant: Variant, seconds: float, cold: bool = False
+    source: str, directory: Path, runs: int, variant: Variant, seconds: float, warm: bool = False
 ) -> dict[str, Any]:
-    """Interleaved rounds of ours, ffmpeg's and one continuous PyAV encode: speeds, ratios, bit rates."""
+    """Interleaved rounds of ours (and warmed), ffmpeg and one continuous PyAV encode: speeds, rates."""
     track = probe_track(source)
     ffmpeg = shutil.which("ffmpeg")
     ours: list[tuple[float, float]] = []
-    colds: list[tuple[float, float]] = []
+    warms: list[tuple[float, float]] = []
     theirs: list[tuple[float, float]] = []
     continuous: list[tuple[float, float]] = []
     sizes: list[int] = []
-    reencoded = cold_reencoded = 0
+    reencoded = warm_reencoded = 0
     for run in range(runs):
         wall, cpu, sizes, reencoded = _segments(source, track, variant)
         ours.append((wall, cpu))
-        if cold:
-            wall, cpu, _, cold_reencoded = _segments(source, track, variant, cold=True)
-            colds.append((wall, cpu))
+        if warm:
+            wall, cpu, _, warm_reencoded = _segments(source, track, variant, warmup=1)
+            warms.append((wall, cpu))
         continuous.append(_continuous(source, track, variant))
         if ffmpeg is not None:
             theirs.append(_ffmpeg_hls(ffmpeg, source, directory / f"ff{run}", variant))
@@ -189,11 +195,11 @@ def _whole_track(
         "continuous_cpu_x_realtime": round(seconds / med(c for _, c in continuous), 1),
         "ratio_vs_continuous_cpu": round(med(k[1] / o[1] for k, o in zip(continuous, ours, strict=True)), 2),
     }
-    if colds:
+    if warms:
         report.update(
-            cold_reencoded_segments=cold_reencoded,
-            cold_cpu_x_realtime=round(seconds / med(c for _, c in colds), 1),
-            ratio_vs_cold_cpu=round(med(k[1] / o[1] for k, o in zip(colds, ours, strict=True)), 2),
+            warm_reencoded_segments=warm_reencoded,
+            warm_cpu_x_realtime=round(seconds / med(c for _, c in warms), 1),
+            ratio_vs_warm_cpu=round(med(w[1] / o[1] for w, o in zip(warms, ours, strict=True)), 2),
         )
     if theirs:
         report.update(
@@ -202,9 +208,9 @@ def _whole_track(
             ratio_vs_ffmpeg=round(med(t[0] / o[0] for t, o in zip(theirs, ours, strict=True)), 2),
             ratio_vs_ffmpeg_cpu=round(med(t[1] / o[1] for t, o in zip(theirs, ours, strict=True)), 2),
         )
-        if colds:
-            report["cold_ratio_vs_ffmpeg_cpu"] = round(
-                med(t[1] / k[1] for t, k in zip(theirs, colds, strict=True)), 2
+        if warms:
+            report["warm_ratio_vs_ffmpeg_cpu"] = round(
+                med(t[1] / w[1] for t, w in zip(theirs, warms, strict=True)), 2
             )
     durations = track.durations(variant)
     spans = [track.segment_span(variant, n) for n in range(count)]
@@ -283,7 +289,7 @@ def _lsd_db(reference: Any, decoded: Any, rate: int, fmax: float = 8000.0) -> fl
 
 
 def _quality(source: str) -> dict[str, Any]:
-    """Per rung: SNR, LSD, CPU and bit rates of the segments, one continuous encode, the silence warm-up."""
+    """Per rung: SNR, LSD, CPU and bit rates of the segments, one continuous encode, the warmed segments."""
     track = probe_track(source)
     frames = -(-track.samples // AAC_FRAME)
     samples = _window(source, track, 0, frames * AAC_FRAME, track.sample_rate, 2)
@@ -301,9 +307,9 @@ def _quality(source: str) -> dict[str, Any]:
             segments = [encode_segment(source, variant, n, track) for n in range(track.segment_count)]
         ours_cpu = time.process_time() - cpu
         cpu = time.process_time()
-        with _counting(cold=True) as cold_calls:
-            cold_segments = [encode_segment(source, variant, n, track) for n in range(track.segment_count)]
-        cold_cpu = time.process_time() - cpu
+        with _counting(warmup=1) as warm_calls:
+            warm_segments = [encode_segment(source, variant, n, track) for n in range(track.segment_count)]
+        warm_cpu = time.process_time() - cpu
         cpu = time.process_time()
         continuous, config = _continuous_packets(samples, track, variant)
         continuous_cpu = time.process_time() - cpu
@@ -311,11 +317,11 @@ def _quality(source: str) -> dict[str, Any]:
         per = track.segment_frames
         cut = [continuous[(0 if n == 0 else n * per + 1) : (n + 1) * per + 1] for n in range(len(spans))]
         rows: dict[str, Any] = {}
-        encodes = {"segments": calls[0], "continuous": 1, "cold_segments": cold_calls[0]}
+        encodes = {"segments": calls[0], "continuous": 1, "warm_segments": warm_calls[0]}
         for name, parts, seconds in (
             ("segments", ours, ours_cpu),
             ("continuous", cut, continuous_cpu),
-            ("cold_segments", [_payloads(segment) for segment in cold_segments], cold_cpu),
+            ("warm_segments", [_payloads(segment) for segment in warm_segments], warm_cpu),
         ):
             decoded = _decode_aac([p for part in parts for p in part], config, track.sample_rate)
             decoded = decoded[:, : track.samples]
@@ -325,7 +331,7 @@ def _quality(source: str) -> dict[str, Any]:
                 if end - start == track.segment_samples
             ]
             payload = sum(len(p) for part in parts for p in part)
-            whole = segments if name == "segments" else cold_segments if name == "cold_segments" else []
+            whole = segments if name == "segments" else warm_segments if name == "warm_segments" else []
             full_rates = [
                 len(data) * 8 * track.sample_rate / (end - start)
                 for data, (start, end) in zip(whole, spans, strict=bool(whole))
@@ -429,7 +435,7 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP first-segment measure")
     parser.add_argument("--quality", action="store_true", help="SNR, LSD and bit rates per rung instead")
     parser.add_argument(
-        "--compare-cold", action="store_true", help="also the cold-encoder segments, in the same rounds"
+        "--compare-warm", action="store_true", help="also the warmed segments (warmup=1), in the same rounds"
     )
     parser.add_argument(
         "--source", type=Path, default=None, help="a file to use instead of the synthetic one"
@@ -439,14 +445,14 @@ def main() -> None:
     parser.add_argument(
         "--encode-once",
         choices=("warm", "cold", "none"),
-        help="with --source: only encode every segment of --variant once (none: probe only), for"
-        " valgrind --tool=callgrind",
+        help="with --source: only encode every segment of --variant once, warmup=1 or 0 (none: probe"
+        " only), for valgrind --tool=callgrind",
     )
     args = parser.parse_args()
     variant = VARIANTS[args.variant]
     if args.encode_once is not None:
         source_path, track = str(args.source.resolve()), probe_track(str(args.source.resolve()))
-        with _counting(cold=args.encode_once == "cold"):
+        with _counting(warmup=1 if args.encode_once == "warm" else 0):
             for n in range(track.segment_count if args.encode_once != "none" else 0):
                 encode_segment(source_path, variant, n, track)
         return
@@ -466,7 +472,7 @@ def main() -> None:
             report["worker_first_segment_ms"] = round(_worker_first_segment(str(source), args.runs) * 1000, 1)
             seconds = probe_track(str(source)).duration_s
             report.update(
-                _whole_track(str(source), directory, args.runs, variant, seconds, args.compare_cold)
+                _whole_track(str(source), directory, args.runs, variant, seconds, args.compare_warm)
             )
     print(json.dumps(report, indent=2))
     if args.json is not None:

@@ -15,14 +15,15 @@ AAC 128 kb/s in M4A (``--formats`` picks some) measures:
 - the output bit rates of both sides, payload only (the codec frames: for
   M4A the ``mdat`` boxes, without the ``free`` boxes that pad every fragment
   to its budget) and the whole file, so "the same bit rate" can be checked;
-- with ``--compare-cold``, AAC's fragments also encoded by cold encoders
-  (no silence warm-up, as before ``aac_warmup`` 1) in the same rounds;
+- with ``--compare-warm``, AAC's fragments also encoded with the measured,
+  not adopted silence warm-up (``warmup=1`` of
+  :func:`streamsrv.transcode.aac.packets_within`) in the same rounds;
 - ``ffmpeg`` with LAME's default settings too (bit reservoir on), for reference;
 - the first-byte latency of a cold rendition: ``encode_range`` for bytes
   0-65535 with the source already probed, and with ``probe_source`` first.
 
     .venv/bin/python bench/transcode.py [--seconds 120] [--runs 5] [--json OUT]
-    .venv/bin/python bench/transcode.py --formats aac --compare-cold [--source FILE]
+    .venv/bin/python bench/transcode.py --formats aac --compare-warm [--source FILE]
 
 Uses the ``ffmpeg`` on PATH (Debian's FFmpeg, LAME and libopus).  Ours encodes
 MP3 with the LAME linked into the ``lameenc`` wheel, through its C API
@@ -110,10 +111,10 @@ def _timed_ffmpeg(command: list[str]) -> tuple[float, float]:
 
 
 @contextmanager
-def _cold_aac() -> Iterator[None]:
-    """AAC fragments from cold encoders (no silence warm-up), as before ``aac_warmup`` 1."""
+def _warm_aac() -> Iterator[None]:
+    """AAC fragments from encoders warmed up by one frame of silence (``warmup=1``; served: cold)."""
     original = aac.packets_within
-    aac.packets_within = functools.partial(original, warmup=0)  # type: ignore[assignment]
+    aac.packets_within = functools.partial(original, warmup=1)  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -151,21 +152,21 @@ def _ffmpeg_command(ffmpeg: str, source: str, args: list[str], out: Path) -> lis
 
 
 def _rounds(
-    source: str, case: tuple[str, Rendition, list[str], str], directory: Path, runs: int, cold: bool
+    source: str, case: tuple[str, Rendition, list[str], str], directory: Path, runs: int, warm: bool
 ) -> dict[str, float]:
-    """Interleaved rounds of ours (and cold AAC) and ffmpeg: speeds, CPU ratios, bit rates."""
+    """Interleaved rounds of ours (and warmed AAC) and ffmpeg: speeds, CPU ratios, bit rates."""
     name, rendition, ffmpeg_args, suffix = case
     info = probe_source(source)
     duration = info.frames / info.sample_rate
     ffmpeg = shutil.which("ffmpeg")
     out, ref = directory / f"ours{suffix}", directory / f"ffmpeg{suffix}"
-    ours, theirs, colds = [], [], []
-    cold = cold and rendition.format == "aac"
+    ours, theirs, warms = [], [], []
+    warm = warm and rendition.format == "aac"
     for _ in range(runs):
         ours.append(_timed_ours(source, rendition, out, info))
-        if cold:
-            with _cold_aac():
-                colds.append(_timed_ours(source, rendition, directory / f"cold{suffix}", info))
+        if warm:
+            with _warm_aac():
+                warms.append(_timed_ours(source, rendition, directory / f"warm{suffix}", info))
         if ffmpeg is not None:
             theirs.append(_timed_ffmpeg(_ffmpeg_command(ffmpeg, source, ffmpeg_args, ref)))
     med = statistics.median
@@ -175,10 +176,10 @@ def _rounds(
         "ours_payload_kbps": _payload_bytes(out) * 8 / duration / 1000,
         "ours_file_kbps": out.stat().st_size * 8 / duration / 1000,
     }
-    if colds:
-        row["cold_cpu_x"] = duration / med(c for _, c in colds)
-        row["ours_vs_cold_cpu"] = med(k[1] / o[1] for k, o in zip(colds, ours, strict=True))
-        row["cold_payload_kbps"] = _payload_bytes(directory / f"cold{suffix}") * 8 / duration / 1000
+    if warms:
+        row["warm_cpu_x"] = duration / med(c for _, c in warms)
+        row["ours_vs_warm_cpu"] = med(w[1] / o[1] for w, o in zip(warms, ours, strict=True))
+        row["warm_payload_kbps"] = _payload_bytes(directory / f"warm{suffix}") * 8 / duration / 1000
     if theirs:
         row["ffmpeg_x"] = duration / med(w for w, _ in theirs)
         row["ffmpeg_cpu_x"] = duration / med(c for _, c in theirs)
@@ -186,8 +187,8 @@ def _rounds(
         row["ratio_cpu"] = med(t[1] / o[1] for t, o in zip(theirs, ours, strict=True))
         row["ffmpeg_payload_kbps"] = _payload_bytes(ref) * 8 / duration / 1000
         row["ffmpeg_file_kbps"] = ref.stat().st_size * 8 / duration / 1000
-        if colds:
-            row["cold_ratio_cpu"] = med(t[1] / k[1] for t, k in zip(theirs, colds, strict=True))
+        if warms:
+            row["warm_ratio_cpu"] = med(t[1] / w[1] for t, w in zip(theirs, warms, strict=True))
         if name in REFERENCE:
             plain = _ffmpeg_command(ffmpeg, source, REFERENCE[name], ref)
             row["ffmpeg_default_x"] = duration / _median_s(runs, subprocess.run, plain, check=True)
@@ -212,7 +213,7 @@ COLUMNS = (
     ("ffmpeg cpu x", "ffmpeg_cpu_x"),
     ("ratio", "ratio"),
     ("ratio cpu", "ratio_cpu"),
-    ("cold ratio cpu", "cold_ratio_cpu"),
+    ("warm ratio cpu", "warm_ratio_cpu"),
     ("ours kb/s", "ours_payload_kbps"),
     ("ffmpeg kb/s", "ffmpeg_payload_kbps"),
     ("ffmpeg dflt x", "ffmpeg_default_x"),
@@ -235,7 +236,7 @@ def main() -> None:
         "--formats", default="mp3,opus,aac", help="comma-separated formats to measure (default all)"
     )
     parser.add_argument(
-        "--compare-cold", action="store_true", help="AAC: also cold encoders, in the same rounds"
+        "--compare-warm", action="store_true", help="AAC: also warmed encoders (warmup=1), in the same rounds"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -250,7 +251,7 @@ def main() -> None:
             name, rendition, _, suffix = case
             if rendition.format not in formats:
                 continue
-            row = _rounds(source, case, directory, args.runs, args.compare_cold)
+            row = _rounds(source, case, directory, args.runs, args.compare_warm)
             row.update(_latencies(source, rendition, directory / f"ours{suffix}", args.runs))
             results[name] = row
     print(
