@@ -25,17 +25,25 @@ as ``bench/transcode.py``) into a temp dir, then measures, as medians over
   average, container included, against the playlist's ``BANDWIDTH`` and
   ``AVERAGE-BANDWIDTH``.
 
-``--quality`` measures instead, for every AAC rung, how the segments decode
-against the source, beside one continuous encode and beside the rejected
-*silence warm-up* (one frame of digital silence fed before each segment's
-pre-roll: lambda jumps to its ceiling, and the segment runs in a long-running
-encoder's regime): SNR over the whole track and within 4096 samples of every
-segment boundary, the log-spectral distance below 8 kHz (dB, lower is better),
-CPU seconds, and the bit rates against the declared ones.  ``--source FILE``
-uses a file of yours instead of the synthetic signal.
+``--compare-warm`` adds to every round the segments encoded with the
+measured, not adopted silence warm-up (``warmup=1`` of
+:func:`streamsrv.transcode.aac.packets_within`: one frame of digital silence
+before each encoder's window) beside the served ones (cold encoders): both
+in one run.  Every segment encoded again because it overran its 105 % budget
+is counted (``reencoded_segments``; ``warm_reencoded_segments``).
+
+``--quality`` measures instead, for every AAC rung, how the served segments
+decode against the source, beside one continuous encode (what ``ffmpeg``
+makes) and beside the warmed segments (``warmup=1``): SNR over the whole
+track and within 4096 samples of every segment boundary, the log-spectral
+distance below 8 kHz (dB, lower is better), CPU seconds, the bit rates
+against the declared ones, and how many segments were encoded again for the
+budget.  ``--source FILE`` uses a file of yours instead of the synthetic signal.
 
     .venv/bin/python bench/hls.py [--seconds 120] [--runs 5] [--variant 128k] [--no-http] [--json OUT]
+    .venv/bin/python bench/hls.py --no-http --compare-warm [--source FILE]
     .venv/bin/python bench/hls.py --quality [--source FILE] [--seconds 60]
+    valgrind --tool=callgrind .venv/bin/python bench/hls.py --source FILE --encode-once warm|cold|none
 
 ``ffmpeg`` is Debian's (FFmpeg 5.1); PyAV's wheel carries its own FFmpeg.
 """
@@ -43,6 +51,7 @@ uses a file of yours instead of the synthetic signal.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import shutil
@@ -52,6 +61,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +75,6 @@ from streamsrv.hls.playlists import bandwidth
 from streamsrv.hls.segments import (
     AAC_FRAME,
     AAC_LADDER,
-    AAC_LOOKAHEAD_FRAMES,
-    AAC_PREROLL_FRAMES,
     AAC_PRIMING,
     VARIANTS,
     Track,
@@ -95,11 +104,40 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _segments(source: str, track: Track, variant: Variant) -> tuple[float, float, list[int]]:
-    """Wall and CPU seconds of every segment of *variant* encoded in turn, and their sizes."""
+@contextmanager
+def _counting(warmup: int | None = None) -> Iterator[list[int]]:
+    """Count the encodes of every segment (> 1: re-encoded for its budget).
+
+    :param warmup: frames of silence before each window (``packets_within``'s
+        ``warmup``); ``None``: the served default.
+    """
+    within, window = aac.packets_within, aac.encode_window
+    calls = [0]
+
+    def counted(*args: Any, **kwargs: Any) -> list[bytes]:
+        calls[0] += 1
+        return window(*args, **kwargs)
+
+    aac.encode_window = counted  # type: ignore[assignment]
+    if warmup is not None:
+        aac.packets_within = functools.partial(within, warmup=warmup)  # type: ignore[assignment]
+    try:
+        yield calls
+    finally:
+        aac.encode_window, aac.packets_within = window, within  # type: ignore[assignment]
+
+
+def _segments(
+    source: str, track: Track, variant: Variant, warmup: int | None = None
+) -> tuple[float, float, list[int], int]:
+    """Wall and CPU seconds of every segment of *variant* encoded in turn, their sizes, and re-encodes."""
+    sizes, reencoded = [], 0
     wall, cpu = time.perf_counter(), time.process_time()
-    sizes = [len(encode_segment(source, variant, n, track)) for n in range(track.segment_count)]
-    return time.perf_counter() - wall, time.process_time() - cpu, sizes
+    for n in range(track.segment_count):
+        with _counting(warmup) as calls:
+            sizes.append(len(encode_segment(source, variant, n, track)))
+        reencoded += calls[0] > 1
+    return time.perf_counter() - wall, time.process_time() - cpu, sizes, reencoded
 
 
 def _continuous(source: str, track: Track, variant: Variant) -> tuple[float, float]:
@@ -125,17 +163,24 @@ def _ffmpeg_hls(ffmpeg: str, source: str, out: Path, variant: Variant) -> tuple[
     return time.perf_counter() - wall, _children_cpu() - cpu
 
 
-def _whole_track(source: str, directory: Path, runs: int, variant: Variant, seconds: float) -> dict[str, Any]:
-    """Interleaved rounds of ours, ffmpeg's and one continuous PyAV encode: speeds, ratios, bit rates."""
+def _whole_track(
+    source: str, directory: Path, runs: int, variant: Variant, seconds: float, warm: bool = False
+) -> dict[str, Any]:
+    """Interleaved rounds of ours (and warmed), ffmpeg and one continuous PyAV encode: speeds, rates."""
     track = probe_track(source)
     ffmpeg = shutil.which("ffmpeg")
     ours: list[tuple[float, float]] = []
+    warms: list[tuple[float, float]] = []
     theirs: list[tuple[float, float]] = []
     continuous: list[tuple[float, float]] = []
     sizes: list[int] = []
+    reencoded = warm_reencoded = 0
     for run in range(runs):
-        wall, cpu, sizes = _segments(source, track, variant)
+        wall, cpu, sizes, reencoded = _segments(source, track, variant)
         ours.append((wall, cpu))
+        if warm:
+            wall, cpu, _, warm_reencoded = _segments(source, track, variant, warmup=1)
+            warms.append((wall, cpu))
         continuous.append(_continuous(source, track, variant))
         if ffmpeg is not None:
             theirs.append(_ffmpeg_hls(ffmpeg, source, directory / f"ff{run}", variant))
@@ -143,12 +188,19 @@ def _whole_track(source: str, directory: Path, runs: int, variant: Variant, seco
     count = track.segment_count
     report: dict[str, Any] = {
         "segments": count,
+        "reencoded_segments": reencoded,
         "segments_x_realtime": round(seconds / med(w for w, _ in ours), 1),
         "segments_cpu_x_realtime": round(seconds / med(c for _, c in ours), 1),
         "segments_per_cpu_s": round(count / med(c for _, c in ours), 1),
         "continuous_cpu_x_realtime": round(seconds / med(c for _, c in continuous), 1),
         "ratio_vs_continuous_cpu": round(med(k[1] / o[1] for k, o in zip(continuous, ours, strict=True)), 2),
     }
+    if warms:
+        report.update(
+            warm_reencoded_segments=warm_reencoded,
+            warm_cpu_x_realtime=round(seconds / med(c for _, c in warms), 1),
+            ratio_vs_warm_cpu=round(med(w[1] / o[1] for w, o in zip(warms, ours, strict=True)), 2),
+        )
     if theirs:
         report.update(
             ffmpeg_hls_x_realtime=round(seconds / med(w for w, _ in theirs), 1),
@@ -156,6 +208,10 @@ def _whole_track(source: str, directory: Path, runs: int, variant: Variant, seco
             ratio_vs_ffmpeg=round(med(t[0] / o[0] for t, o in zip(theirs, ours, strict=True)), 2),
             ratio_vs_ffmpeg_cpu=round(med(t[1] / o[1] for t, o in zip(theirs, ours, strict=True)), 2),
         )
+        if warms:
+            report["warm_ratio_vs_ffmpeg_cpu"] = round(
+                med(t[1] / w[1] for t, w in zip(theirs, warms, strict=True)), 2
+            )
     durations = track.durations(variant)
     spans = [track.segment_span(variant, n) for n in range(count)]
     full = [
@@ -178,30 +234,6 @@ def _continuous_packets(samples: Any, track: Track, variant: Variant) -> tuple[l
     assert variant.bitrate_kbps is not None
     packets = aac.encode_window(samples, track.sample_rate, 2, variant.bitrate_kbps * 1000)
     return packets, bytes(_aac_encoder(track, variant).extradata or b"")
-
-
-def _warmed_packets(samples: Any, track: Track, variant: Variant) -> list[list[bytes]]:
-    """Every segment's packets as ``_aac_samples`` makes them, after one frame of digital silence.
-
-    The rejected alternative, kept here to measure it: the silent frame drives
-    the rate control's lambda to its ceiling and the first real frames bring it
-    down to a long-running encoder's level.
-    """
-    frames_total = samples.shape[1] // AAC_FRAME
-    per = track.segment_frames
-    out = []
-    for n in range(track.segment_count):
-        first, end = n * per, min((n + 1) * per, frames_total)
-        wanted_first = 0 if n == 0 else first + 1
-        s0 = max(first - AAC_PREROLL_FRAMES, 0)
-        window_end = min(end + AAC_LOOKAHEAD_FRAMES, frames_total) * AAC_FRAME
-        window = np.concatenate(
-            [np.zeros((2, AAC_FRAME), np.float32), samples[:, s0 * AAC_FRAME : window_end]], axis=1
-        )
-        assert variant.bitrate_kbps is not None
-        packets = aac.encode_window(window, track.sample_rate, 2, variant.bitrate_kbps * 1000)
-        out.append(packets[1 + wanted_first - s0 : 1 + end - s0 + 1])
-    return out
 
 
 def _payloads(segment: bytes) -> list[bytes]:
@@ -257,7 +289,7 @@ def _lsd_db(reference: Any, decoded: Any, rate: int, fmax: float = 8000.0) -> fl
 
 
 def _quality(source: str) -> dict[str, Any]:
-    """Per rung: SNR, LSD, CPU and bit rates of the segments, one continuous encode, the silence warm-up."""
+    """Per rung: SNR, LSD, CPU and bit rates of the segments, one continuous encode, the warmed segments."""
     track = probe_track(source)
     frames = -(-track.samples // AAC_FRAME)
     samples = _window(source, track, 0, frames * AAC_FRAME, track.sample_rate, 2)
@@ -266,26 +298,30 @@ def _quality(source: str) -> dict[str, Any]:
     for start, _ in spans[1:]:
         near[max(start - 4096, 0) : start + 4096] = True
     reference = samples[:, : track.samples]
+    durations = track.durations(AAC_LADDER[0])
     report: dict[str, Any] = {"segments": track.segment_count}
     for variant in AAC_LADDER:
         declared = bandwidth(track, variant)
         cpu = time.process_time()
-        segments = [encode_segment(source, variant, n, track) for n in range(track.segment_count)]
+        with _counting() as calls:
+            segments = [encode_segment(source, variant, n, track) for n in range(track.segment_count)]
         ours_cpu = time.process_time() - cpu
+        cpu = time.process_time()
+        with _counting(warmup=1) as warm_calls:
+            warm_segments = [encode_segment(source, variant, n, track) for n in range(track.segment_count)]
+        warm_cpu = time.process_time() - cpu
         cpu = time.process_time()
         continuous, config = _continuous_packets(samples, track, variant)
         continuous_cpu = time.process_time() - cpu
-        cpu = time.process_time()
-        warmed = _warmed_packets(samples, track, variant)
-        warmed_cpu = time.process_time() - cpu
         ours = [_payloads(segment) for segment in segments]
         per = track.segment_frames
         cut = [continuous[(0 if n == 0 else n * per + 1) : (n + 1) * per + 1] for n in range(len(spans))]
         rows: dict[str, Any] = {}
+        encodes = {"segments": calls[0], "continuous": 1, "warm_segments": warm_calls[0]}
         for name, parts, seconds in (
             ("segments", ours, ours_cpu),
             ("continuous", cut, continuous_cpu),
-            ("silence_warmup", warmed, warmed_cpu),
+            ("warm_segments", [_payloads(segment) for segment in warm_segments], warm_cpu),
         ):
             decoded = _decode_aac([p for part in parts for p in part], config, track.sample_rate)
             decoded = decoded[:, : track.samples]
@@ -295,6 +331,12 @@ def _quality(source: str) -> dict[str, Any]:
                 if end - start == track.segment_samples
             ]
             payload = sum(len(p) for part in parts for p in part)
+            whole = segments if name == "segments" else warm_segments if name == "warm_segments" else []
+            full_rates = [
+                len(data) * 8 * track.sample_rate / (end - start)
+                for data, (start, end) in zip(whole, spans, strict=bool(whole))
+                if end - start == track.segment_samples
+            ]
             rows[name] = {
                 "snr_db": round(_snr_db(reference, decoded), 2),
                 "snr_boundaries_db": round(_snr_db(reference[:, near], decoded[:, near]), 2),
@@ -302,6 +344,9 @@ def _quality(source: str) -> dict[str, Any]:
                 "cpu_s": round(seconds, 2),
                 "peak_payload_kbps": round(max(rates or [0.0]) / 1000, 1),
                 "average_payload_kbps": round(payload * 8 * track.sample_rate / track.samples / 1000, 1),
+                "reencodes": encodes[name] - (1 if name == "continuous" else len(spans)),
+                "peak_segment_kbps": round(max(full_rates or [0.0]) / 1000, 1),
+                "average_kbps": round(sum(map(len, whole)) * 8 / sum(durations) / 1000, 1),
             }
         rows["declared"] = {"bandwidth_kbps": declared.peak / 1000, "average_kbps": declared.average / 1000}
         report[variant.name] = rows
@@ -390,12 +435,27 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP first-segment measure")
     parser.add_argument("--quality", action="store_true", help="SNR, LSD and bit rates per rung instead")
     parser.add_argument(
+        "--compare-warm", action="store_true", help="also the warmed segments (warmup=1), in the same rounds"
+    )
+    parser.add_argument(
         "--source", type=Path, default=None, help="a file to use instead of the synthetic one"
     )
     aac = sorted(name for name, v in VARIANTS.items() if not v.lossless)
     parser.add_argument("--variant", choices=aac, default="128k", help="the rung timed whole (default 128k)")
+    parser.add_argument(
+        "--encode-once",
+        choices=("warm", "cold", "none"),
+        help="with --source: only encode every segment of --variant once, warmup=1 or 0 (none: probe"
+        " only), for valgrind --tool=callgrind",
+    )
     args = parser.parse_args()
     variant = VARIANTS[args.variant]
+    if args.encode_once is not None:
+        source_path, track = str(args.source.resolve()), probe_track(str(args.source.resolve()))
+        with _counting(warmup=1 if args.encode_once == "warm" else 0):
+            for n in range(track.segment_count if args.encode_once != "none" else 0):
+                encode_segment(source_path, variant, n, track)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         source = _source(directory, args.seconds) if args.source is None else args.source.resolve()
@@ -411,7 +471,9 @@ def main() -> None:
         if not args.quality:
             report["worker_first_segment_ms"] = round(_worker_first_segment(str(source), args.runs) * 1000, 1)
             seconds = probe_track(str(source)).duration_s
-            report.update(_whole_track(str(source), directory, args.runs, variant, seconds))
+            report.update(
+                _whole_track(str(source), directory, args.runs, variant, seconds, args.compare_warm)
+            )
     print(json.dumps(report, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))

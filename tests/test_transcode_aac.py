@@ -57,3 +57,56 @@ class PacketsWithinTests(unittest.SynchronousTestCase):
         """Asking for packets past the encoder's output is an AacError, not a short run."""
         with self.assertRaises(aac.AacError):
             aac.packets_within(phrases(0.5), RATE, 96, (0, 100), 10**9)
+
+
+def tones(seconds: float) -> np.ndarray:
+    """Two steady tones, one per channel: easy to see misaligned."""
+    t = np.arange(round(seconds * RATE)) / RATE
+    return np.vstack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 997 * t)]).astype(
+        np.float32
+    )
+
+
+def decode(packets: list[bytes]) -> np.ndarray:
+    """PCM of AAC-LC packets (stereo, 44.1 kHz), the priming frame dropped."""
+    import av
+
+    decoder = av.CodecContext.create("aac", "r")
+    decoder.extradata = bytes((0x12, 0x10))  # AAC-LC, 44.1 kHz, stereo
+    frames = [f.to_ndarray() for p in packets for f in decoder.decode(av.Packet(p))]
+    frames += [f.to_ndarray() for f in decoder.decode(None)]
+    return np.concatenate(frames, axis=1)[:, aac.PRIMING :]
+
+
+class WarmupTests(unittest.SynchronousTestCase):
+    """The silent frame before the window (``warmup=1``, measured, not the default): its packet
+    dropped, the rest where a cold encoder puts it."""
+
+    def test_cold_by_default(self) -> None:
+        """The served default is a cold encoder: the packets of an encoder fed the window alone
+        (the bytes of HLS ``FORMAT_VERSION`` 2 and of M4A keys without a warm-up part)."""
+        samples = tones(1.0)[:, : 40 * 1024]
+        self.assertEqual(aac.WARMUP_FRAMES, 0)
+        default = aac.packets_within(samples, RATE, 128, (0, 38), 10**9)
+        self.assertEqual(default, aac.encode_window(samples, RATE, 2, 128000)[:38])
+        self.assertEqual(default, aac.packets_within(samples, RATE, 128, (0, 38), 10**9, warmup=0))
+
+    def test_is_a_silent_frame_fed_first(self) -> None:
+        """With ``warmup=1`` the packets are those of an encoder fed one frame of silence, then
+        the window, shifted by one packet (the silent frame's)."""
+        samples = tones(1.0)[:, : 40 * 1024]
+        warmed = aac.packets_within(samples, RATE, 128, (0, 38), 10**9, warmup=1)
+        fed = np.concatenate([np.zeros((2, 1024), np.float32), samples], axis=1)
+        self.assertEqual(warmed, aac.encode_window(fed, RATE, 2, 128000)[1:39])
+
+    def test_aligned_as_cold(self) -> None:
+        """Decoded, warmed packets line up with the window sample for sample, like a cold
+        encoder's: packet 0 still plays the frame before the window, packet 1 its first frame."""
+        samples = tones(1.0)[:, : 40 * 1024]
+        for warmup in (0, 1):
+            pcm = decode(aac.packets_within(samples, RATE, 128, (0, 39), 10**9, warmup=warmup))
+            reference = samples[:, 2048 : 36 * 1024]
+            error = pcm[:, 2048 : 36 * 1024] - reference
+            self.assertLess(float(np.sqrt(np.mean(error**2))), 0.01, warmup)
+            shifted = pcm[:, 2048 + 1 : 36 * 1024 + 1] - reference
+            self.assertGreater(float(np.sqrt(np.mean(shifted**2))), 0.01, warmup)

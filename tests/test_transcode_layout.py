@@ -277,6 +277,25 @@ class LayoutTests(unittest.SynchronousTestCase):
         self.assertEqual(params["sample_rate"], 44100)
         self.assertIn("layout_version", params)
 
+    def test_cache_params_of_m4a(self) -> None:
+        """An M4A rendition's cache key is the one cold encoders have always had (no warm-up
+        part: ``streamsrv.transcode.aac.WARMUP_FRAMES`` is 0), so cached fragments stay valid."""
+        params = Rendition("aac").resolved(44100).cache_params()
+        self.assertNotIn("aac_warmup", params)
+        self.assertEqual(
+            set(params),
+            {
+                "format",
+                "bitrate_kbps",
+                "sample_rate",
+                "channels",
+                "start_ms",
+                "gain_mdb",
+                "layout_version",
+                "container",
+            },
+        )
+
     def test_info_frame(self) -> None:
         """The MP3 header is one frame with an Info tag, the frame count and
         LAME's delay/padding fields, and a valid tag CRC."""

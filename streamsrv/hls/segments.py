@@ -18,10 +18,13 @@ its end; only the segment's own frames are kept.  FFmpeg's rate control is not
 warmed, on purpose: a fresh encoder starts from lambda 120 and a full bit
 reservoir and spends most of a segment in the twoloop coder's bit-constrained
 regime, about 1.6 times the CPU per frame of a long-running encoder (whose
-lambda has drifted into the cheaper regime), with better SNR on music; every
-way found to push a fresh encoder into the long-running regime brings that
-regime's quality and bit rates along (``docs/performance.md``, "HLS
-segment encoding").  Their timestamps are those of one continuous encode:
+lambda has drifted into the cheaper regime), with better SNR on music.  A
+frame of digital silence fed first (``warmup=1`` of
+:func:`streamsrv.transcode.aac.packets_within`) reaches ``ffmpeg -f hls``'s CPU
+but costs 1.2-5.4 dB SNR against these cold segments on music at 128k: it is
+measured, not adopted (:data:`streamsrv.transcode.aac.WARMUP_FRAMES`;
+``docs/performance.md``, "HLS segment encoding" and "AAC warm-up: measured,
+not adopted").  Their timestamps are those of one continuous encode:
 
 - FFmpeg's AAC encoder delays its output by :data:`AAC_PRIMING` samples: the
   continuous stream's packet ``i`` (``i >= 0``) decodes to source frame
@@ -85,7 +88,9 @@ __all__ = [
 ]
 
 #: Bump whenever the bytes of an init or media segment change: it is part of
-#: every cache key, so old artifacts simply miss.
+#: every cache key, so old artifacts simply miss.  2: segments held to 105 %
+#: of nominal (a warm-up, :data:`streamsrv.transcode.aac.WARMUP_FRAMES`, would
+#: be the next bump).
 FORMAT_VERSION: Final = 2
 
 #: The nominal segment duration (Apple's authoring spec 7.5: 6 s).
