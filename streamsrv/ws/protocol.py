@@ -68,6 +68,7 @@ from zope.interface import implementer
 from streamsrv.auth.principal import AuthError, Principal
 from streamsrv.events.hub import SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
 from streamsrv.media.paths import PathRefused, normalise_relative_path
+from streamsrv.ws import direct
 from streamsrv.ws.limits import TokenBucket, WsLimits, WsStats
 from streamsrv.ws.playback import PLAYBACK_TYPES, PlaybackSink, check_playback
 
@@ -188,6 +189,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
         self._serial = 0
         self._closing = False
         self._torn_down = False
+        #: The plain TCP transport event frames are sent straight through (see :mod:`.direct`), if any.
+        self._direct: Any = None
 
     # --- autobahn callbacks --------------------------------------------------------------
 
@@ -200,6 +203,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
         factory = self.factory
         clock = factory.clock
         factory._opened(self)
+        if self._perMessageCompress is None and not getattr(self, "logOctets", False):
+            self._direct = direct.direct_transport(self.transport)
         try:
             self.registerProducer(self, True)
         except RuntimeError:
@@ -605,7 +610,14 @@ class EventSocketProtocol(WebSocketServerProtocol):
     def _send_event(self, frame: PreparedMessage) -> None:
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
-        self.sendPreparedMessage(frame)
+        transport = self._direct
+        if transport is None or self.send_queue:
+            self.sendPreparedMessage(frame)
+        else:
+            # sendPreparedMessage -> sendData without the transport's buffer and reactor turn.
+            data = frame.payloadHybi
+            direct.write(transport, data)
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
         stats = self.factory.stats
         stats.frames_out += 1
         stats.events_sent += 1
