@@ -71,6 +71,7 @@ from streamsrv.media.paths import PathRefused, normalise_relative_path
 from streamsrv.ws import direct
 from streamsrv.ws.limits import TokenBucket, WsLimits, WsStats
 from streamsrv.ws.playback import PLAYBACK_TYPES, PlaybackSink, check_playback
+from streamsrv.ws.timers import ClockTimer as _ClockTimer
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -126,29 +127,6 @@ def default_track_access(principal: Principal, path: str) -> bool:
 def rfc3339(seconds: float) -> str:
     """Unix *seconds* as RFC 3339 UTC with milliseconds (``2026-01-01T12:00:00.000Z``)."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class _TimerCall:
-    """A delayed call whose cancel() is harmless once it has run (autobahn cancels freely)."""
-
-    __slots__ = ("_call",)
-
-    def __init__(self, call: IDelayedCall) -> None:
-        self._call = call
-
-    def cancel(self) -> None:
-        if self._call.active():
-            self._call.cancel()
-
-
-class _ClockTimer:
-    """Autobahn's timer interface (``call_later``) on an injected clock instead of the global reactor."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-
-    def call_later(self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any) -> _TimerCall:
-        return _TimerCall(self._clock.callLater(delay, func, *args, **kwargs))
 
 
 class _Refused(Exception):
