@@ -9,6 +9,7 @@ real reactor, bounded by the trial timeout; nothing asserts on timing.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -127,3 +128,27 @@ class RedisHubTests(unittest.TestCase):
         self.assertEqual(there.got, [{"n": 1}, {"n": 3}])
         self.assertEqual(a.stats.reconnects, 1)
         self.assertEqual(states, [True, False, True])
+
+    async def test_keepalive_answered_late_behind_a_backlog_keeps_the_connection(self) -> None:
+        """A hub that is behind on its messages (busy subscribers) gets its PING answer only after
+        them, past the timeout: the connection is kept, and no event is lost to a reconnection."""
+        url = redis_url_or_skip(self)
+        prefix = f"streamsrv:test:{uuid.uuid4().hex}:"
+        a = self.hub(url, prefix)
+        b = self.hub(url, prefix, keepalive_s=0.05, timeout_s=0.2)
+        got: list[int] = []
+
+        def busy(channel: str, event: Mapping[str, Any]) -> None:
+            time.sleep(0.002)  # a fan-out to many sockets, say: the reactor is busy meanwhile
+            got.append(event["n"])
+
+        b.subscribe("system", busy)
+        a.startService()
+        b.startService()
+        await until(lambda: a.connected and b.connected, "both hubs to connect")
+        for n in range(1500):
+            a.publish("system", {"n": n})
+        await until(lambda: len(got) == 1500 or b.stats.reconnects > 0, "every event on b", limit_s=40)
+        self.assertEqual(b.stats.reconnects, 0)
+        self.assertEqual(got, list(range(1500)))
+        self.assertTrue(b.connected)

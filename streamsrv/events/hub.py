@@ -37,6 +37,7 @@ from typing import Any, Final
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import TimeoutError as NoAnswerInTime
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -463,6 +464,8 @@ class RedisHub(Service):
         self._connected = False
         self._ever_connected = False
         self._auth_refused_logged = False
+        #: Messages read from the subscriber connection (any channel), for the keepalive.
+        self._messages = 0
         self._keepalive = (
             PeriodicService(
                 keepalive_s, self._ping, clock=self._clock, now=False, what="events: the Redis keepalive"
@@ -629,9 +632,23 @@ class RedisHub(Service):
             return
         d = protocol.ping()
         d.addTimeout(self._timeout_s, self._clock)
-        d.addErrback(self._command_failed, protocol, "PING")
+        d.addErrback(self._ping_failed, protocol, self._messages)
+
+    def _ping_failed(self, failure: Failure, protocol: Any, messages_before: int) -> None:
+        """
+        A PING not answered in time: the connection is taken for dead, unless
+        messages came on it since the PING went out.  Then the answer is only
+        queued behind messages this process has not read yet (it is behind,
+        e.g. busy fanning events out): dropping the connection would lose
+        every event published until it is subscribed again.
+        """
+        late = failure.check(NoAnswerInTime, TimeoutError) is not None
+        if late and protocol is self._protocol and self._messages > messages_before:
+            return
+        self._command_failed(failure, protocol, "PING")
 
     def _message(self, redis_channel: Any, message: Any) -> None:
+        self._messages += 1
         if isinstance(redis_channel, bytes):
             redis_channel = redis_channel.decode("utf-8", "replace")
         if isinstance(message, bytes):
@@ -667,7 +684,7 @@ class RedisHub(Service):
 
 
 def _describe(failure: Failure) -> str:
-    if failure.check(TimeoutError):
+    if failure.check(NoAnswerInTime, TimeoutError):  # Deferred.addTimeout's, or the builtin
         return "no answer in time"
     return f"{type(failure.value).__name__}: {failure.value}"
 

@@ -68,8 +68,10 @@ from zope.interface import implementer
 from streamsrv.auth.principal import AuthError, Principal
 from streamsrv.events.hub import SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
 from streamsrv.media.paths import PathRefused, normalise_relative_path
+from streamsrv.ws import direct
 from streamsrv.ws.limits import TokenBucket, WsLimits, WsStats
 from streamsrv.ws.playback import PLAYBACK_TYPES, PlaybackSink, check_playback
+from streamsrv.ws.timers import ClockTimer as _ClockTimer
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -127,29 +129,6 @@ def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class _TimerCall:
-    """A delayed call whose cancel() is harmless once it has run (autobahn cancels freely)."""
-
-    __slots__ = ("_call",)
-
-    def __init__(self, call: IDelayedCall) -> None:
-        self._call = call
-
-    def cancel(self) -> None:
-        if self._call.active():
-            self._call.cancel()
-
-
-class _ClockTimer:
-    """Autobahn's timer interface (``call_later``) on an injected clock instead of the global reactor."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-
-    def call_later(self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any) -> _TimerCall:
-        return _TimerCall(self._clock.callLater(delay, func, *args, **kwargs))
-
-
 class _Refused(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -188,6 +167,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
         self._serial = 0
         self._closing = False
         self._torn_down = False
+        #: The plain TCP transport event frames are sent straight through (see :mod:`.direct`), if any.
+        self._direct: Any = None
 
     # --- autobahn callbacks --------------------------------------------------------------
 
@@ -200,6 +181,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
         factory = self.factory
         clock = factory.clock
         factory._opened(self)
+        if self._perMessageCompress is None and not getattr(self, "logOctets", False):
+            self._direct = direct.direct_transport(self.transport)
         try:
             self.registerProducer(self, True)
         except RuntimeError:
@@ -605,7 +588,14 @@ class EventSocketProtocol(WebSocketServerProtocol):
     def _send_event(self, frame: PreparedMessage) -> None:
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
-        self.sendPreparedMessage(frame)
+        transport = self._direct
+        if transport is None or self.send_queue:
+            self.sendPreparedMessage(frame)
+        else:
+            # sendPreparedMessage -> sendData without the transport's buffer and reactor turn.
+            data = frame.payloadHybi
+            direct.write(transport, data)
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
         stats = self.factory.stats
         stats.frames_out += 1
         stats.events_sent += 1
