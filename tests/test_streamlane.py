@@ -328,9 +328,16 @@ class LaneEquivalenceTests(unittest.TestCase):
         self.assertTrue(head.split(b"\r\n")[1] == b"X-Streamsrv-Worker: 3", head)
         self.assertIn(b"\r\nVary: Origin\r\n", head)
         self.assertEqual(self.lane_count(), before + 1)
-        # An Origin takes the full path (CORS headers).
-        await self.both(self.get("/stream/big.flac", "Range: bytes=0-9", "Origin: https://app.example"))
-        self.assertEqual(self.lane_count(), before + 1)
+        # An allowed Origin gets its grant, another only Vary, as on the full path.
+        [(head, _)] = await self.both(
+            self.get("/stream/big.flac", "Range: bytes=0-9", "Origin: https://app.example")
+        )
+        self.assertIn(b"\r\nAccess-Control-Allow-Origin: https://app.example\r\n", head)
+        [(head, _)] = await self.both(
+            self.get("/stream/big.flac", "Range: bytes=0-9", "Origin: https://evil.example")
+        )
+        self.assertNotIn(b"Access-Control-Allow-Origin", head)
+        self.assertEqual(self.lane_count(), before + 3)
         clients = [e.get("client") for e in self.events if e.get("event_kind") == "file_access"]
         self.assertIn("203.0.113.9", clients)
 
@@ -390,3 +397,18 @@ class LaneEquivalenceTests(unittest.TestCase):
             await self.both(raw)
         self.assertEqual(self.lane_count(), after)
         self.assert_same_books()
+
+    async def test_a_browsers_media_request(self) -> None:
+        """Chromium 156's own headers for an ``<audio>`` range, and Safari's playback session id."""
+        await self.warm()
+        before = self.lane_count()
+        chromium = (
+            "Connection: keep-alive", 'sec-ch-ua-platform: "Linux"',
+            'sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"', "sec-ch-ua-mobile: ?0", "Accept: */*",
+            "Sec-Fetch-Site: cross-site", "Sec-Fetch-Mode: no-cors",
+            "Sec-Fetch-Dest: audio", "Referer: https://app.example/", "Accept-Encoding: identity",
+            "Accept-Language: en-US,en;q=0.9", "Range: bytes=0-",
+        )  # fmt: skip
+        await self.both(self.get("/stream/big.flac", *chromium))
+        await self.both(self.get("/stream/big.flac", "Range: bytes=65536-", "X-Playback-Session-Id: 1F2E-AB"))
+        self.assertEqual(self.lane_count(), before + 2)

@@ -75,15 +75,15 @@ __all__ = ["LANE_HEADERS", "StreamLane"]
 PREFIX: Final = b"/stream/"
 
 #: Request headers (lower case) that leave a ``/stream`` answer as it is without
-#: them, or that the lane reads as the full path does: a request with any
-#: other header (``Origin``, ``If-Range``, ``If-None-Match``...) takes the full path.
+#: them, or that the lane reads as the full path does (``Origin``: the same CORS
+#: step): a request with any other header (``If-Range``, ``If-None-Match``...) takes the full path.
 LANE_HEADERS: Final = frozenset(
     {
         b"host", b"range", b"authorization", b"user-agent", b"x-request-id", b"connection",
         b"accept", b"accept-encoding", b"accept-language", b"referer", b"cache-control", b"pragma",
-        b"dnt", b"priority", b"cookie", b"icy-metadata", b"x-forwarded-for", b"x-forwarded-proto",
+        b"dnt", b"priority", b"cookie", b"icy-metadata", b"x-forwarded-for", b"x-forwarded-proto", b"origin",
         b"sec-fetch-dest", b"sec-fetch-mode", b"sec-fetch-site", b"sec-fetch-user", b"sec-ch-ua",
-        b"sec-ch-ua-mobile", b"sec-ch-ua-platform", b"sec-gpc",
+        b"sec-ch-ua-mobile", b"sec-ch-ua-platform", b"sec-gpc", b"x-playback-session-id",
     }
 )  # fmt: skip
 
@@ -181,6 +181,8 @@ class _LaneRequest:
         self.auth_via: str | None = None
         self.delivered_as: tuple[str, int | None] | None = None
         self.signed_expires: int | None = None
+        #: What ``CorsPolicy.apply`` set, in order.
+        self.cors_headers: dict[bytes, bytes] = {}
         self.channel: Any = None
         self.finished = False
         self._disconnected = False
@@ -189,6 +191,10 @@ class _LaneRequest:
     def getHeader(self, name: bytes) -> bytes | None:
         """The request header *name* (lower case), or ``None``."""
         return self._headers.get(name)
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        """A response header of the CORS step (the lane writes the rest of the head itself)."""
+        self.cors_headers[name] = value
 
     def hold(self, channel: Any) -> None:
         """Stand in *channel*'s queue as its request being answered (``allContentReceived`` does so)."""
@@ -357,7 +363,9 @@ class StreamLane:
             b"\r\nX-Request-Id: ", request.request_id.encode("ascii"), b"\r\n", self._security[hsts],
         ]  # fmt: skip
         if site.cors.enabled:
-            parts.append(b"Vary: Origin\r\n")
+            # What the full path's CORS step sets: Vary, and for an allowed Origin its grant.
+            site.cors.apply(request)
+            parts.extend(_line(name, value) for name, value in request.cors_headers.items())
         if decision is not None:
             parts.append(
                 b"Ratelimit-Limit: %d\r\nRatelimit-Remaining: %d\r\nRatelimit-Reset: %d\r\n"
