@@ -55,6 +55,10 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import procstats  # noqa: E402
+
 SECRET = "bench-notifications-secret-0123456789abcdef"
 SENDER = "noreply@example.com"
 DATA = {"artist": "Miles Davis", "album": "Kind of Blue", "track_count": 5, "url": "https://e.example/a"}
@@ -280,13 +284,7 @@ class Daemon:
         raise RuntimeError("the daemon did not become ready")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        procstats.terminate(self.process)
         self._log.close()
 
 

@@ -10,9 +10,12 @@ never signals or otherwise touches the processes it watches.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
@@ -170,3 +173,14 @@ class RssSampler:
             self._thread.join()
         self.samples.append(memory(self.pid).rss_kib)
         return max(self.samples)
+
+
+def terminate(process: subprocess.Popen[Any], grace: float = 30.0) -> None:
+    """SIGTERM *process* if it still runs, SIGKILL it after *grace* seconds; reap it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

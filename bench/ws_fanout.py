@@ -58,6 +58,10 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import procstats  # noqa: E402
+
 SERVER_CORE = 0
 CLIENT_CORE = 1
 TOKEN = "bench-token"
@@ -368,13 +372,7 @@ class Daemon:
         return sorted(int(c) for c in children)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        procstats.terminate(self.process)
 
 
 def _cpu_s(pids: list[int]) -> float:
