@@ -170,7 +170,7 @@ class _LaneRequest:
 
     def __init__(self, site: StreamsrvSite, uri: bytes, headers: dict[bytes, bytes], client_ip: str) -> None:
         self.site = site
-        self.uri = self.path = uri
+        self.uri = uri
         self._headers = headers
         self.client_ip = client_ip
         self.request_id = "-"
