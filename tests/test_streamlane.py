@@ -32,6 +32,7 @@ from streamsrv.processes.identity import identify_worker
 from streamsrv.streaming.durations import TrackDurations
 from streamsrv.web.streamlane import StreamLane
 from tests.sitehelpers import BuiltSite, build_site
+from tests.test_sockets import media_fds
 
 SECRET = "stream-lane-test-secret-0123456789abcdef"
 KEY = SigningKey("k1", b"stream-lane-url-key-0123456789abcdef")
@@ -412,3 +413,34 @@ class LaneEquivalenceTests(unittest.TestCase):
         await self.both(self.get("/stream/big.flac", *chromium))
         await self.both(self.get("/stream/big.flac", "Range: bytes=65536-", "X-Playback-Session-Id: 1F2E-AB"))
         self.assertEqual(self.lane_count(), before + 2)
+
+    async def test_file_changed_between_requests(self) -> None:
+        """The lane's kept descriptor never serves a file that was rewritten, replaced, chmodded, removed."""
+        await self.warm()
+        big = self.root / "big.flac"
+        ranged = self.get("/stream/big.flac", "Range: bytes=10-4105")
+        before = self.lane_count()
+        await self.both(ranged)
+        await self.both(ranged)
+        self.assertEqual(self.lane_count(), before + 2)
+        self.assertEqual(len(self.sites["lane"].site.stream_lane._resource._open_files), 1)  # kept, once
+        # Rewritten in place (same inode, new bytes and size).
+        with big.open("r+b") as f:
+            f.write(b"REWRITTEN" * 500)
+            f.truncate(SIZE - 1000)
+        [(_, body)] = await self.both(ranged)
+        self.assertTrue(body.startswith(b"EWRITTENR"), body[:20])
+        # Replaced by a rename, as a library tool saves a file.
+        (self.root / "new.tmp").write_bytes(b"N" * 9000)
+        (self.root / "new.tmp").rename(big)
+        for _ in range(2):
+            [(head, body)] = await self.both(ranged)
+            self.assertEqual(body, b"N" * 4096)
+            self.assertIn(b"/9000\r\n", head)
+        big.chmod(0o600)
+        await self.both(ranged)
+        big.unlink()
+        [(head, _)] = await self.both(ranged)
+        self.assertTrue(head.startswith(b"HTTP/1.1 404"), head)
+        self.assertEqual(media_fds(self.root), [])
+        self.assert_same_books()

@@ -37,6 +37,7 @@ from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
 from streamsrv.media.identity import make_etag
+from streamsrv.media.openfiles import OpenFileCache
 from streamsrv.media.paths import ResolvedPathCache
 from streamsrv.middleware.audit import file_access
 from streamsrv.middleware.guard import Admission, Guard
@@ -203,6 +204,9 @@ class StreamResource(AsyncLeaf):
 
     #: Recent resolutions of raw request paths (made on first use).
     _path_cache: ResolvedPathCache[AudioFormat] | None = None
+
+    #: The fast lane's open descriptors (made on first use).
+    _open_files: OpenFileCache | None = None
 
     def __init__(
         self,
@@ -603,7 +607,8 @@ class StreamResource(AsyncLeaf):
 
         That is: streams are admitted (no shutdown), *roles* have no rate cap,
         *raw* resolved before (the path cache, whose entry is checked against
-        the opened file's device and inode instead of a ``stat``), the
+        the device and inode of the descriptor the open-file cache gives, kept
+        or just opened, instead of a ``stat``), the
         catalog knows the track as audio and its duration was read, and the
         file is a non-empty regular file.  Otherwise ``None``, with nothing
         left open, logged or counted: the full path then answers.
@@ -622,16 +627,25 @@ class StreamResource(AsyncLeaf):
             durations is not None and not durations.known(track)
         ):
             return None
-        try:
-            fileobj, info = self._open(path)
-        except ApiError:
+        files = self._open_files
+        if files is None:
+            files = self._open_files = OpenFileCache(self._clock.seconds)
+        leased = files.lease(str(path))
+        if leased is None:
             return None
+        fileobj, info = leased
         if info.st_ino != inode or info.st_dev != device or info.st_size == 0:
             fileobj.close()
             return None
         block = file_headers(track, info.st_size, info.st_mtime_ns, info.st_ino, int(info.st_mtime))
         duration = durations.get(track, block.etag) if durations is not None else None
-        return PlainFile(track, fmt, fileobj, info, block, duration)
+        # A lease has what the sendfile sender uses of a file: fileno and close.
+        return PlainFile(track, fmt, cast(IO[bytes], fileobj), info, block, duration)
+
+    def close_open_files(self) -> None:
+        """Close the fast lane's kept descriptors (those still sending close when done)."""
+        if self._open_files is not None:
+            self._open_files.clear()
 
     @property
     def guard(self) -> Guard:
