@@ -111,3 +111,10 @@ class OpenFileCacheTests(unittest.TestCase):
         self.cache.lease(str(self.a))
         self.cache.clear()
         self.assertEqual(open_fds_to(self.root), [])
+
+    def test_a_dropped_cache_closes_its_descriptors(self) -> None:
+        """A cache thrown away (a site no longer used) leaves nothing open."""
+        self.cache.lease(str(self.a))[0].close()  # type: ignore[index]
+        self.assertEqual(len(open_fds_to(self.root)), 1)
+        del self.cache
+        self.assertEqual(open_fds_to(self.root), [])

@@ -73,6 +73,11 @@ class _Shared:
             fd, self.fd = self.fd, -1
             os.close(fd)
 
+    def __del__(self) -> None:
+        # Unreferenced with a holder left: the cache itself was dropped (a site built and thrown away).
+        if self.fd >= 0:
+            os.close(self.fd)
+
 
 class FileLease:
     """A request's share of a cached descriptor: ``fileno`` and ``close``, closed at most once."""
