@@ -244,6 +244,8 @@ class LaneEquivalenceTests(unittest.TestCase):
             self.assertTrue(head.startswith(b"HTTP/1.1 206 Partial Content"), head)
         self.assertEqual(self.lane_count() - before, 6)
         self.assert_same_books()
+        scraped = self.sites["lane"].metrics.render().decode()
+        self.assertIn(f"\nstreamsrv_stream_lane_requests_total {float(self.lane_count())}\n", scraped)
 
     async def test_whole_file_goes_on_after_the_lane(self) -> None:
         """A body the socket does not take at once is finished by the sender."""

@@ -40,7 +40,7 @@ from streamsrv.web.listening import HlsListening, StreamListening
 from streamsrv.web.player.resource import BrowserHome, make_player
 from streamsrv.web.root import RootResource
 from streamsrv.web.site import StreamsrvSite
-from streamsrv.web.streamlane import StreamLane
+from streamsrv.web.streamlane import LaneMetrics, StreamLane
 from streamsrv.ws.resource import EventSocketResource
 
 
@@ -212,6 +212,7 @@ def make_site(
     stream: Any = children.get(b"stream")
     if isinstance(stream, StreamResource) and site.channel is LlhttpChannel:
         site.stream_lane = StreamLane(site, stream, stream.guard)
+        site.metrics.registry.register(LaneMetrics(site.stream_lane))
     return site
 
 
