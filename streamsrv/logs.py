@@ -10,26 +10,36 @@ holds a credential, and it never blocks on anything but the output file.
 :func:`will_observe` tells a hot path (the access log, the audit trail) whether
 an event at some level can reach any observer at all, so that it need not build
 an event every observer would drop.  Only observers made here know their level;
-any other observer (twistd's log file, a test's list) is assumed to want
-everything.
+any other observer (a test's list) is assumed to want everything.
+
+The same lines go wherever twistd is told to log: :func:`make_log_observer`
+writes to stdout or to the :class:`~twisted.python.logfile.LogFile` of
+``--logfile`` (:func:`log_file_observer`, rotated as twistd rotates it, on
+SIGUSR1 too: :func:`rotate_on_sigusr1`); :func:`make_syslog_observer` is
+twistd's ``--syslog`` observer behind the same level filter.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import time
-from typing import IO, Any
+from types import FrameType
+from typing import IO, Any, Protocol, cast
 
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
+    LegacyLogObserverWrapper,
     LogLevel,
     LogLevelFilterPredicate,
     LogPublisher,
     formatEvent,
     formatEventAsClassicLogText,
 )
+from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
 #: STREAMSRV_LOG_LEVEL values and the twisted.logger levels they stand for.
 LEVELS: dict[str, LogLevel] = {
@@ -178,4 +188,76 @@ def make_log_observer(fmt: str, level: str, out: IO[str]) -> ILogObserver:
         inner: ILogObserver = FileLogObserver(out, event_as_json_line)
     else:
         inner = FileLogObserver(out, lambda e: formatEventAsClassicLogText(_redacted(e)))
+    return LevelFilteringObserver(inner, LEVELS.get(level, LogLevel.info))
+
+
+def log_file_observer(fmt: str, level: str, path: str) -> tuple[ILogObserver, LogFile]:
+    """The observer for ``twistd --logfile PATH``, and the file it writes to.
+
+    The file is the one twistd itself would open: a
+    :class:`~twisted.python.logfile.LogFile` from ``fromFullPath`` (created,
+    or appended to; rotated to ``PATH.1``, ``PATH.2``… when it reaches 1 MB,
+    none deleted), opened now.
+
+    :param fmt: ``json`` or ``text``, as :func:`make_log_observer`.
+    :param level: one of :data:`LEVELS`.
+    :raise OSError: when the file cannot be opened or created.
+    """
+    log_file = LogFile.fromFullPath(path)
+    return make_log_observer(fmt, level, cast(IO[str], log_file)), log_file
+
+
+class _Signals(Protocol):
+    """What :func:`rotate_on_sigusr1` uses of the :mod:`signal` module (tests pass their own)."""
+
+    @property
+    def SIGUSR1(self) -> int: ...
+
+    def getsignal(self, signalnum: int, /) -> Any: ...
+
+    def signal(self, signalnum: int, handler: Any, /) -> Any: ...
+
+
+def rotate_on_sigusr1(log_file: LogFile, reactor: Any, signals: _Signals = signal) -> bool:
+    """Rotate *log_file* on SIGUSR1, as twistd does for its own ``--logfile``.
+
+    Like twistd, only when nothing else handles SIGUSR1 already, and the
+    rotation itself happens in the reactor's thread, between two writes.
+
+    :param reactor: runs the rotation (``callFromThread``).
+    :return: whether the handler was installed.
+    """
+    if signals.getsignal(signals.SIGUSR1):
+        return False
+
+    def rotate(signum: int, frame: FrameType | None) -> None:
+        reactor.callFromThread(log_file.rotate)
+
+    signals.signal(signals.SIGUSR1, rotate)
+    return True
+
+
+@implementer(ILogObserver)
+class _Redacting:
+    """Passes a copy of each event, its credential fields' values replaced, to a legacy observer."""
+
+    def __init__(self, emit: Any) -> None:
+        self._observer = LegacyLogObserverWrapper(emit)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        # A copy: the legacy wrapper adds its own keys to the event it is given.
+        self._observer(dict(_redacted(event)))
+
+
+def make_syslog_observer(prefix: str, level: str) -> ILogObserver:
+    """twistd's ``--syslog`` observer, with *prefix* (``--prefix``), keeping events at *level* and above.
+
+    Lines are twistd's own (``[system] message``, priority ``LOG_ALERT`` for
+    a failure, ``LOG_INFO`` otherwise): syslog adds the time, host and
+    prefix itself, so ``STREAMSRV_LOG_FORMAT`` does not apply.  The syslog
+    connection is opened now (``openlog``).
+    """
+    from twisted.python.syslog import SyslogObserver  # the syslog module: Unix only
+
+    inner = _Redacting(SyslogObserver(prefix).emit)
     return LevelFilteringObserver(inner, LEVELS.get(level, LogLevel.info))

@@ -8,7 +8,8 @@ generated and a few commands to try it are logged; a development server
 prints a ready-to-use token and signed URL.  :func:`or_exit` turns a
 configuration value that only proves invalid when used (a roles file, a DSN)
 into the same one-line refusal; :func:`listen_or_exit` refuses a port that is
-already taken before anything else happens; :func:`log_observer` chooses who logs.
+already taken before anything else happens; :func:`log_observer` makes the
+observer for wherever twistd is told to log.
 This module must never log a credential (they go to stderr, for a person)
 and never start a service.
 """
@@ -19,8 +20,9 @@ import ipaddress
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 from twisted.internet.endpoints import _parse  # the endpoint-string grammar serverFromString uses
@@ -35,7 +37,7 @@ from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.config.values import endpoint_arguments
-from streamsrv.logs import make_log_observer
+from streamsrv.logs import log_file_observer, make_log_observer, make_syslog_observer, rotate_on_sigusr1
 from streamsrv.notifications.options import notify_options, notify_problems
 from streamsrv.notifications.templatecheck import templates_problems
 from streamsrv.notifications.templates import TemplateSet
@@ -119,22 +121,79 @@ def roles_or_exit(settings: Settings) -> dict[str, frozenset[str]]:
     return or_exit("STREAMSRV_ROLES_FILE", load_roles, settings.roles_file)
 
 
-def log_observer(twistd_options: Mapping[str, Any] | None, settings: Settings) -> ILogObserver | None:
-    """Our observer for foreground runs; twistd's own when it daemonizes or logs to a file.
+@dataclass(frozen=True)
+class LogTarget:
+    """Where twistd's own options send the log.
 
-    Under ``twistd -n`` (systemd, Docker, a terminal) logs go to stdout as
-    JSON or text at ``STREAMSRV_LOG_LEVEL``.  When twistd forks into the
-    background or is given ``--logfile``/``--syslog``, stdout is gone or the
-    operator chose a destination, so twistd's observer is kept.
+    :ivar kind: ``stdout``; ``file`` (*path*); ``syslog`` (with *prefix*);
+        or ``twistd``: left to twistd (a daemon told ``--logfile -``, which
+        twistd refuses with its own message).
+    """
+
+    kind: Literal["stdout", "file", "syslog", "twistd"]
+    path: str = ""
+    prefix: str = ""
+
+
+def log_target(twistd_options: Mapping[str, Any] | None) -> LogTarget:
+    """Where twistd would log given *twistd_options*, by its own rules (``UnixAppLogger``).
+
+    ``--syslog`` wins (with ``--prefix``); then ``--logfile FILE``;
+    ``--logfile -`` or none is stdout under ``-n``, and a daemon without
+    ``--logfile`` writes ``twistd.log`` in the directory it was started from.
+
+    :param twistd_options: twistd's own options (the plugin options' ``parent``);
+        ``None`` (not run by twistd): stdout.
+    """
+    if twistd_options is None:
+        return LogTarget("stdout")
+    if twistd_options.get("syslog"):
+        return LogTarget("syslog", prefix=str(twistd_options.get("prefix") or ""))
+    logfile = str(twistd_options.get("logfile") or "")
+    daemonizes = not twistd_options.get("nodaemon")
+    if logfile == "-":
+        return LogTarget("twistd" if daemonizes else "stdout")
+    if not logfile:
+        return LogTarget("file", path="twistd.log") if daemonizes else LogTarget("stdout")
+    return LogTarget("file", path=logfile)
+
+
+def log_observer(
+    twistd_options: Mapping[str, Any] | None, settings: Settings, reactor: Any = None
+) -> ILogObserver | None:
+    """streamsrv's observer for wherever twistd is told to log, at ``STREAMSRV_LOG_LEVEL``.
+
+    stdout (``twistd -n``: systemd, Docker, a terminal) and ``--logfile``
+    (or a daemon's ``twistd.log``) get ``STREAMSRV_LOG_FORMAT`` lines, the
+    file opened and rotated as twistd's own (SIGUSR1 rotates it when
+    *reactor* is given); ``--syslog`` gets twistd's syslog observer.  A file
+    that cannot be opened ends start-up with status 1 and one line.
 
     :param twistd_options: twistd's own options (the plugin options' ``parent``), if any.
+    :param reactor: rotates the log file on SIGUSR1 (``None``: no signal handler).
+    :return: ``None`` only where twistd refuses to run anyway (see :class:`LogTarget`).
     """
-    if twistd_options is not None:
-        logfile = twistd_options.get("logfile")
-        daemonizes = not twistd_options.get("nodaemon")
-        if daemonizes or logfile not in (None, "", "-") or twistd_options.get("syslog"):
-            return None
-    return make_log_observer(settings.log_format, settings.log_level, sys.stdout)
+    target = log_target(twistd_options)
+    level, fmt = settings.log_level, settings.log_format
+    if target.kind == "twistd":
+        return None
+    if target.kind == "syslog":
+        return make_syslog_observer(target.prefix, level)
+    if target.kind == "stdout":
+        return make_log_observer(fmt, level, sys.stdout)
+    try:
+        observer, log_file = log_file_observer(fmt, level, target.path)
+    except OSError as e:
+        print(f"streamsrv: --logfile: cannot open {target.path} ({e.strerror})", file=sys.stderr)
+        raise SystemExit(1) from None
+    if reactor is not None:
+        rotate_on_sigusr1(log_file, reactor)
+    return observer
+
+
+def logs_to_stdout(twistd_options: Mapping[str, Any] | None) -> bool:
+    """Whether :func:`log_observer` writes to stdout for these twistd options (a foreground run)."""
+    return log_target(twistd_options).kind == "stdout"
 
 
 def make_data_dir(settings: Settings) -> None:

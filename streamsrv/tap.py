@@ -59,6 +59,7 @@ from streamsrv.startup import (
     announce_dev_credentials,
     load_or_exit,
     log_observer,
+    logs_to_stdout,
     make_data_dir,
     media_root,
     or_exit,
@@ -135,7 +136,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
     prepare_host_or_exit(settings)
     if settings.workers > 1:
         return _supervisor(config, settings, reactor)
-    services = RootService(log_observer(getattr(config, "parent", None), settings))
+    services = RootService(log_observer(getattr(config, "parent", None), settings, reactor))
     log.info("streamsrv {version} starting ({env} profile)", version=__version__, env=settings.env)
     _daemon(services, settings, reactor, worker=None)
     return services
@@ -186,8 +187,8 @@ def _supervisor(config: Options, settings: Settings, reactor: Any) -> RootServic
     development credentials (N generated secrets would disagree), and
     printing how to try them.
     """
-    observer = log_observer(getattr(config, "parent", None), settings)
-    services = RootService(observer)
+    parent = getattr(config, "parent", None)
+    services = RootService(log_observer(parent, settings, reactor))
     log.info(
         "streamsrv {version} starting ({env} profile) with {workers} worker processes",
         version=__version__,
@@ -196,7 +197,7 @@ def _supervisor(config: Options, settings: Settings, reactor: Any) -> RootServic
     )
     roles_or_exit(settings)
     announce_dev_credentials(settings, media_root(settings), reactor)
-    supervisor = make_supervisor(settings, config.cli_values(), reactor, foreground=observer is not None)
+    supervisor = make_supervisor(settings, config.cli_values(), reactor, foreground=logs_to_stdout(parent))
     supervisor.setServiceParent(services)
     return services
 

@@ -382,6 +382,48 @@ class TwoWorkerDaemonTests(DaemonTests):
     extra_env = TWO_WORKERS
 
 
+class DaemonLogFileTests(DaemonTestCase):
+    """``twistd -n --logfile FILE``: the file holds STREAMSRV_LOG_FORMAT lines at STREAMSRV_LOG_LEVEL."""
+
+    def run_with_logfile(self, level: str) -> list[dict[str, Any]]:
+        """Start with ``--logfile``, GET /health once, SIGTERM; the file's lines, each parsed as JSON."""
+        log_path = Path(self.mktemp()).absolute()
+        workdir = Path(self.mktemp())
+        workdir.mkdir()
+        port = free_port()
+        argv = [sys.executable, *TWISTD, "-n", "--pidfile=", "--logfile", str(log_path), "streamsrv"]
+        argv += ["--media-dir", str(self.media_dir()), "--listen", f"tcp:{port}:interface=127.0.0.1"]
+        env = {"STREAMSRV_DATA_DIR": str(self.data), "STREAMSRV_LOG_FORMAT": "json", **self.extra_env}
+        env["STREAMSRV_LOG_LEVEL"] = level
+        daemon = Daemon(workdir, [], env, port, argv=argv)
+        self.addCleanup(daemon.stop)
+        daemon.wait_ready()
+        response, _ = daemon.request("GET", "/health", {"X-Request-ID": "logfile-health"})
+        self.assertEqual(response.status, 200)
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assert_clean_exit(daemon, daemon.wait(EXIT_TIMEOUT_S))
+        self.assertEqual(daemon.stdout(), "")
+        return [json.loads(line) for line in log_path.read_text().splitlines()]
+
+    def test_error_level_drops_access_lines(self) -> None:
+        """At STREAMSRV_LOG_LEVEL=error no info event (no access line) is in the file."""
+        records = self.run_with_logfile("error")
+        self.assertEqual([r for r in records if r["level"] == "info"], [])
+        self.assertEqual([r for r in records if r["ns"] == "streamsrv.access"], [])
+
+    def test_info_level_keeps_access_lines(self) -> None:
+        """At STREAMSRV_LOG_LEVEL=info the request's access line is in the file, as JSON."""
+        records = self.run_with_logfile("info")
+        access = [r for r in records if r.get("request_id") == "logfile-health"]
+        self.assertEqual([(r["ns"], r["status"]) for r in access], [("streamsrv.access", 200)], records)
+
+
+class TwoWorkerDaemonLogFileTests(DaemonLogFileTests):
+    """The same with STREAMSRV_WORKERS=2: the workers' lines reach the supervisor's file."""
+
+    extra_env = TWO_WORKERS
+
+
 class DaemonConfigTests(DaemonTestCase):
     """Start-up refuses bad configuration, and needs none at all in development."""
 

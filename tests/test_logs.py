@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import syslog
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
+from twisted.python.syslog import SyslogObserver
 from twisted.trial import unittest
 
-from streamsrv.logs import event_as_json_line, make_log_observer, will_observe
+from streamsrv.logs import (
+    event_as_json_line,
+    log_file_observer,
+    make_log_observer,
+    make_syslog_observer,
+    rotate_on_sigusr1,
+    will_observe,
+)
 
 #: A fixed event time: 2024-01-02T03:04:05.250Z.
 T0 = 1704164645.25
@@ -238,3 +251,169 @@ class WillObserveTests(unittest.TestCase):
     def test_no_observer(self) -> None:
         """A publisher with no observer at all keeps nothing."""
         self.assertFalse(will_observe(Logger(observer=LogPublisher()), LogLevel.critical))
+
+
+class LogFileObserverTests(unittest.SynchronousTestCase):
+    """log_file_observer: ``twistd --logfile FILE`` with streamsrv's level and format."""
+
+    def setUp(self) -> None:
+        self.path = Path(self.mktemp())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def make(self, fmt: str, level: str) -> tuple[Logger, LogFile]:
+        observer, log_file = log_file_observer(fmt, level, str(self.path))
+        self.addCleanup(log_file.close)
+        return _emit(observer), log_file
+
+    def test_info_dropped_at_error(self) -> None:
+        """At level error an info event is not written; an error event is, as one JSON line."""
+        log, _ = self.make("json", "error")
+        log.info("GET /health 200", status=200)
+        log.error("disk full")
+        records = [json.loads(line) for line in self.path.read_text().splitlines()]
+        self.assertEqual([(r["level"], r["msg"]) for r in records], [("error", "disk full")])
+
+    def test_info_kept_at_info(self) -> None:
+        """At level info the info event is written, every line parseable JSON with its fields."""
+        log, _ = self.make("json", "info")
+        log.debug("hidden")
+        log.info("GET /health 200", status=200)
+        records = [json.loads(line) for line in self.path.read_text().splitlines()]
+        self.assertEqual([(r["msg"], r["status"]) for r in records], [("GET /health 200", 200)])
+
+    def test_text_format(self) -> None:
+        """In text format the file has twistd's classic lines, credentials hidden."""
+        log, _ = self.make("text", "info")
+        log.info("auth with {token}", token="s3cret-token")
+        text = self.path.read_text()
+        self.assertIn("[streamsrv.test#info] auth with", text)
+        self.assertNotIn("s3cret-token", text)
+        self.assertRaises(ValueError, json.loads, text)
+
+    def test_appends(self) -> None:
+        """An existing file is appended to, as twistd does."""
+        self.path.write_text("earlier line\n")
+        log, _ = self.make("json", "info")
+        log.info("later")
+        lines = self.path.read_text().splitlines()
+        self.assertEqual(lines[0], "earlier line")
+        self.assertEqual(json.loads(lines[1])["msg"], "later")
+
+    def test_twistds_rotation(self) -> None:
+        """The file is twistd's LogFile (1 MB rotation, none deleted); rotating moves it to FILE.1."""
+        log, log_file = self.make("json", "info")
+        self.assertIsInstance(log_file, LogFile)
+        self.assertEqual((log_file.rotateLength, log_file.maxRotatedFiles), (1000000, None))
+        log.info("before")
+        log_file.rotate()
+        log.info("after")
+        rotated = Path(f"{self.path}.1")
+        self.assertEqual([json.loads(line)["msg"] for line in rotated.read_text().splitlines()], ["before"])
+        self.assertEqual([json.loads(line)["msg"] for line in self.path.read_text().splitlines()], ["after"])
+
+    def test_cannot_open(self) -> None:
+        """A file in a directory that does not exist raises OSError."""
+        self.assertRaises(OSError, log_file_observer, "json", "info", str(self.path / "no" / "such.log"))
+
+
+class _Signals:
+    """The part of the signal module rotate_on_sigusr1 uses, recording what it installs."""
+
+    SIGUSR1 = signal.SIGUSR1
+
+    def __init__(self, current: Any) -> None:
+        self.handlers: dict[int, Any] = {signal.SIGUSR1: current}
+
+    def getsignal(self, signalnum: int) -> Any:
+        return self.handlers[signalnum]
+
+    def signal(self, signalnum: int, handler: Any) -> Any:
+        self.handlers[signalnum] = handler
+
+
+class _CallNow:
+    """A reactor whose callFromThread calls at once, recording what it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.calls.append(f)
+        f()
+
+
+class RotateOnSignalTests(unittest.SynchronousTestCase):
+    """rotate_on_sigusr1: SIGUSR1 rotates the log file, as twistd's own --logfile."""
+
+    def setUp(self) -> None:
+        path = Path(self.mktemp())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.log_file = LogFile.fromFullPath(str(path))
+        self.addCleanup(self.log_file.close)
+
+    def test_rotates_in_reactor_thread(self) -> None:
+        """The handler hands the rotation to the reactor; the file moves to FILE.1."""
+        signals, reactor = _Signals(signal.SIG_DFL), _CallNow()
+        self.assertTrue(rotate_on_sigusr1(self.log_file, reactor, signals))
+        self.log_file.write("before\n")
+        signals.handlers[signal.SIGUSR1](signal.SIGUSR1, None)
+        self.assertEqual(reactor.calls, [self.log_file.rotate])
+        self.assertEqual(Path(f"{self.path}.1").read_text(), "before\n")
+
+    def test_unset_handler(self) -> None:
+        """No handler at all (None, as getsignal says for one not set from Python) counts as free."""
+        signals = _Signals(None)
+        self.assertTrue(rotate_on_sigusr1(self.log_file, _CallNow(), signals))
+
+    def test_existing_handler_kept(self) -> None:
+        """A SIGUSR1 handler already installed is left alone (twistd's rule)."""
+
+        def theirs(signum: int, frame: Any) -> None:
+            pass
+
+        signals = _Signals(theirs)
+        self.assertFalse(rotate_on_sigusr1(self.log_file, _CallNow(), signals))
+        self.assertIs(signals.handlers[signal.SIGUSR1], theirs)
+
+
+class SyslogObserverTests(unittest.SynchronousTestCase):
+    """make_syslog_observer: twistd's ``--syslog`` observer at STREAMSRV_LOG_LEVEL."""
+
+    def setUp(self) -> None:
+        self.opened: list[tuple[Any, ...]] = []
+        self.sent: list[tuple[int, str]] = []
+        # Class attributes called through the instance: staticmethod keeps them unbound.
+        self.patch(SyslogObserver, "openlog", staticmethod(lambda *a: self.opened.append(a)))
+        self.patch(SyslogObserver, "syslog", staticmethod(lambda p, m: self.sent.append((p, m))))
+
+    def test_prefix(self) -> None:
+        """The syslog connection is opened with twistd's --prefix."""
+        make_syslog_observer("streamsrv-a", "info")
+        self.assertEqual([a[0] for a in self.opened], ["streamsrv-a"])
+
+    def test_info_dropped_at_error(self) -> None:
+        """At level error an info event is not sent; an error is, as twistd would send it."""
+        log = _emit(make_syslog_observer("streamsrv", "error"))
+        log.info("GET /health 200")
+        log.error("disk full")
+        self.assertEqual([m for _, m in self.sent], ["[-] disk full"])
+
+    def test_info_kept_at_info(self) -> None:
+        """At level info the info event is sent at LOG_INFO; a failure at LOG_ALERT with its traceback."""
+        log = _emit(make_syslog_observer("streamsrv", "info"))
+        log.info("GET /health 200")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            log.failure("it broke")
+        self.assertEqual(self.sent[0], (syslog.LOG_INFO, "[-] GET /health 200"))
+        self.assertEqual(self.sent[1], (syslog.LOG_ALERT, "[-] it broke"))
+        self.assertTrue(any("ZeroDivisionError" in m for _, m in self.sent[2:]))
+
+    def test_credentials_hidden(self) -> None:
+        """A credential the message names is not sent."""
+        log = _emit(make_syslog_observer("streamsrv", "info"))
+        log.info("auth with {token}", token="s3cret-token")
+        self.assertEqual(len(self.sent), 1)
+        self.assertNotIn("s3cret-token", self.sent[0][1])

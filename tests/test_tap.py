@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,14 +16,17 @@ from twisted.application.service import Application, IService, IServiceCollectio
 from twisted.internet import reactor as global_reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import FilteringLogObserver, ILogObserver
+from twisted.logger import FilteringLogObserver, ILogObserver, Logger
 from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.python.syslog import SyslogObserver
 from twisted.trial import unittest
 
-from streamsrv import tap
+from streamsrv import startup, tap
 from streamsrv.alerts.service import AlertEvaluator
 from streamsrv.health.checks import ReactorLagMonitor
+from streamsrv.processes.relay import EventRelay
+from streamsrv.processes.supervisor import WorkerSupervisor
 from streamsrv.service import RootService
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.web.site import StreamsrvSite
@@ -404,26 +408,146 @@ class RootServiceTests(unittest.SynchronousTestCase):
         self.assertEqual(list(parent), [root])
 
 
-class LogDestinationTests(MakeServiceMixin, unittest.SynchronousTestCase):
-    """Who logs: streamsrv's observer in the foreground, twistd's otherwise."""
+class LogTargetTests(unittest.SynchronousTestCase):
+    """log_target: where twistd's own options send the log, by twistd's rules."""
 
-    def make_with_parent(self, **parent: Any) -> RootService:
+    def target(self, **options: Any) -> startup.LogTarget:
+        return startup.log_target({"nodaemon": True, "logfile": None, "syslog": False, **options})
+
+    def test_not_twistd(self) -> None:
+        """Without twistd's options (a test, a bench): stdout."""
+        self.assertEqual(startup.log_target(None), startup.LogTarget("stdout"))
+
+    def test_foreground(self) -> None:
+        """twistd -n, with no --logfile or with --logfile -: stdout."""
+        self.assertEqual(self.target(), startup.LogTarget("stdout"))
+        self.assertEqual(self.target(logfile="-"), startup.LogTarget("stdout"))
+
+    def test_logfile(self) -> None:
+        """--logfile FILE, in the foreground or not: that file."""
+        self.assertEqual(self.target(logfile="s.log"), startup.LogTarget("file", path="s.log"))
+        self.assertEqual(
+            self.target(logfile="s.log", nodaemon=False), startup.LogTarget("file", path="s.log")
+        )
+
+    def test_daemon_default(self) -> None:
+        """A daemon without --logfile writes twistd.log, as twistd does."""
+        self.assertEqual(self.target(nodaemon=False), startup.LogTarget("file", path="twistd.log"))
+
+    def test_daemon_stdout(self) -> None:
+        """A daemon told --logfile - is left to twistd, which refuses it."""
+        self.assertEqual(self.target(nodaemon=False, logfile="-"), startup.LogTarget("twistd"))
+
+    def test_syslog(self) -> None:
+        """--syslog wins over --logfile, with --prefix."""
+        self.assertEqual(
+            self.target(syslog=True, prefix="ss", logfile="s.log"), startup.LogTarget("syslog", prefix="ss")
+        )
+
+    def test_logs_to_stdout(self) -> None:
+        """Only a stdout target is a foreground run for the supervisor's relay."""
+        self.assertTrue(startup.logs_to_stdout(None))
+        self.assertFalse(startup.logs_to_stdout({"nodaemon": True, "logfile": "s.log"}))
+        self.assertFalse(startup.logs_to_stdout({"nodaemon": True, "syslog": True}))
+
+
+class LogDestinationTests(MakeServiceMixin, unittest.SynchronousTestCase):
+    """streamsrv's observer, at STREAMSRV_LOG_LEVEL, wherever twistd is told to log."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.rotated: list[tuple[Any, Any]] = []
+        # No real SIGUSR1 handler in the test process: record what would be installed.
+        self.patch(startup, "rotate_on_sigusr1", lambda f, r: self.rotated.append((f, r)))
+        self.addCleanup(lambda: [f.close() for f, _ in self.rotated])
+        self.opened: list[tuple[Any, ...]] = []
+        self.sent: list[str] = []
+        self.patch(SyslogObserver, "openlog", staticmethod(lambda *a: self.opened.append(a)))
+        self.patch(SyslogObserver, "syslog", staticmethod(lambda p, m: self.sent.append(m)))
+
+    def make_with_parent(self, level: str = "info", **parent: Any) -> RootService:
+        self.environ["STREAMSRV_LOG_LEVEL"] = level
+        self.environ["STREAMSRV_LOG_FORMAT"] = "json"
         options = _options("--media-dir", str(self.media))
         options.parent = {"nodaemon": True, "logfile": None, "syslog": False, **parent}  # type: ignore[attr-defined]
         return tap.makeService(options, reactor=self.reactor)
 
-    def test_foreground_uses_streamsrv_observer(self) -> None:
-        """Under twistd -n without --logfile, streamsrv offers its own observer."""
-        self.assertIsNotNone(self.make_with_parent().log_observer)
+    def emit(self, root: RootService) -> None:
+        """An info and an error event through the observer the root offers twistd."""
+        observer = root.log_observer
+        assert observer is not None
+        log = Logger(namespace="streamsrv.access", observer=observer)
+        log.info("GET /health 200")
+        log.error("disk full")
 
-    def test_daemonized_keeps_twistd_logging(self) -> None:
-        """When twistd daemonizes, its own logfile observer is kept."""
-        self.assertIsNone(self.make_with_parent(nodaemon=False).log_observer)
+    def assert_file(self, path: Path, kept: list[str]) -> None:
+        """*path* holds JSON lines, the streamsrv.access ones' messages *kept*."""
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        self.assertEqual([r["msg"] for r in records if r["ns"] == "streamsrv.access"], kept)
 
-    def test_logfile_keeps_twistd_logging(self) -> None:
-        """An explicit --logfile is honoured."""
-        self.assertIsNone(self.make_with_parent(logfile="streamsrv.log").log_observer)
+    def test_foreground(self) -> None:
+        """Under twistd -n without --logfile: JSON lines on stdout at the level."""
+        self.emit(self.make_with_parent("error"))
+        self.emit(self.make_with_parent("info"))
+        records = [json.loads(line) for line in self.stdout.getvalue().splitlines()]
+        messages = [r["msg"] for r in records if r["ns"] == "streamsrv.access"]
+        self.assertEqual(messages, ["disk full", "GET /health 200", "disk full"])
+        self.assertEqual(self.rotated, [])
 
-    def test_syslog_keeps_twistd_logging(self) -> None:
-        """--syslog is honoured."""
-        self.assertIsNone(self.make_with_parent(syslog=True).log_observer)
+    def test_logfile(self) -> None:
+        """--logfile FILE: JSON lines in FILE at the level; SIGUSR1 rotates it on the daemon's reactor."""
+        error_log, info_log = Path(self.mktemp()), Path(self.mktemp())
+        self.emit(self.make_with_parent("error", logfile=str(error_log)))
+        self.emit(self.make_with_parent("info", logfile=str(info_log)))
+        self.assert_file(error_log, ["disk full"])
+        self.assert_file(info_log, ["GET /health 200", "disk full"])
+        self.assertEqual([r for _, r in self.rotated], [self.reactor] * 2)
+        self.assertEqual(
+            [f.path for f, _ in self.rotated], [str(error_log.absolute()), str(info_log.absolute())]
+        )
+        self.assertEqual(self.stdout.getvalue(), "")
+
+    def test_daemon_writes_twistd_log(self) -> None:
+        """A daemon without --logfile: twistd.log in the directory it was started from, at the level."""
+        self.media = self.media.absolute()
+        self.environ["STREAMSRV_DATA_DIR"] = str(self.data.absolute())
+        self.addCleanup(os.chdir, os.getcwd())
+        for level in ("error", "info"):
+            where = Path(self.mktemp()).absolute()
+            where.mkdir()
+            os.chdir(where)
+            self.emit(self.make_with_parent(level, nodaemon=False))
+            self.assert_file(
+                where / "twistd.log", ["disk full"] if level == "error" else ["GET /health 200", "disk full"]
+            )
+
+    def test_daemon_stdout_left_to_twistd(self) -> None:
+        """A daemon told --logfile - gets no observer: twistd refuses to run."""
+        self.assertIsNone(self.make_with_parent(nodaemon=False, logfile="-").log_observer)
+
+    def test_syslog(self) -> None:
+        """--syslog: twistd's syslog lines at the level, with --prefix."""
+        self.emit(self.make_with_parent("error", syslog=True, prefix="streamsrv-e"))
+        self.emit(self.make_with_parent("info", syslog=True, prefix="streamsrv-i"))
+        self.assertEqual([a[0] for a in self.opened], ["streamsrv-e", "streamsrv-i"])
+        self.assertEqual(self.sent, ["[-] disk full", "[-] GET /health 200", "[-] disk full"])
+        self.assertEqual(self.rotated, [])
+
+    def test_logfile_cannot_open(self) -> None:
+        """A --logfile that cannot be opened ends start-up with status 1 and one line naming it."""
+        path = Path(self.mktemp()) / "missing" / "streamsrv.log"
+        with self.assertRaises(SystemExit) as caught:
+            self.make_with_parent(logfile=str(path))
+        self.assertEqual(caught.exception.code, 1)
+        self.assertEqual(
+            self.stderr.getvalue(), f"streamsrv: --logfile: cannot open {path} (No such file or directory)\n"
+        )
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_supervisor_relays_events_to_the_file(self) -> None:
+        """With worker processes and --logfile, the supervisor turns their JSON lines into events."""
+        self.environ["STREAMSRV_WORKERS"] = "2"
+        root = self.make_with_parent(logfile=self.mktemp())
+        self.assertIsNotNone(root.log_observer)
+        [supervisor] = [s for s in root if isinstance(s, WorkerSupervisor)]
+        self.assertIsInstance(supervisor.relay, EventRelay)
