@@ -8,7 +8,9 @@ on an injected clock), early when the buffer passes *flush_threshold*, on
 :meth:`~IAnalyticsStore.flush` and on :meth:`~IAnalyticsStore.close` (so a
 SIGTERM loses nothing; a ``kill -9`` loses at most one interval).  While the
 database fails, the buffer is kept (at most *max_buffered* events; beyond
-that the oldest are dropped and counted) and the write retried.  Both
+that the oldest are dropped and counted) and the write retried; if it
+still fails at close, what is held goes to a spill file
+(:mod:`streamsrv.analytics.spill`) that the next start replays.  Both
 backends (:mod:`streamsrv.analytics.backends`) run the same versioned
 migrations (:mod:`streamsrv.db.schema`) at start, in one transaction,
 recorded in ``schema_migrations``;
@@ -30,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
@@ -45,6 +47,9 @@ from streamsrv.events.hub import PLAYBACK_TYPES
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
 from streamsrv.service import PeriodicService
 
+if TYPE_CHECKING:
+    from streamsrv.analytics.spill import Claim, SpillDirectory
+
 __all__ = [
     "DEFAULT_FLUSH_INTERVAL_S",
     "DEFAULT_FLUSH_THRESHOLD",
@@ -55,6 +60,7 @@ __all__ = [
     "AnalyticsStore",
     "IAnalyticsStore",
     "SessionRecord",
+    "SpilledEvent",
     "StoreCounters",
     "describe_failure",
     "truncate_ip",
@@ -73,6 +79,26 @@ class _LaterRecord:
 
     def row(self) -> tuple[Any, ...]:
         return self.build().row()
+
+
+def _session_records(sessions: dict[str, SessionRecord | _LaterRecord]) -> list[SessionRecord]:
+    """The records of *sessions*, built; one that cannot be built is logged and left out."""
+    records = []
+    for session in sessions.values():
+        try:
+            records.append(session.build() if isinstance(session, _LaterRecord) else session)
+        except Exception:
+            log.failure("analytics: a session record could not be built; it is not written")
+    return records
+
+
+def _event_rows(events: list[AnalyticsEvent]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of *events*: the plain ones, and the replayed ones (with their ``spill_key``)."""
+    plain: list[tuple[Any, ...]] = []
+    spilled: list[tuple[Any, ...]] = []
+    for event in events:
+        (spilled if type(event) is SpilledEvent else plain).append(event.row())
+    return plain, spilled
 
 
 def _session_rows(sessions: dict[str, SessionRecord | _LaterRecord]) -> list[tuple[Any, ...]]:
@@ -237,6 +263,24 @@ class AnalyticsEvent:
         return astuple(self)
 
 
+@dataclass(frozen=True)
+class SpilledEvent(AnalyticsEvent):
+    """
+    An event replayed from a spill file (:mod:`streamsrv.analytics.spill`).
+
+    :ivar spill_key: Unique to the event (``<file stem>:<n>``, kept by a
+        re-spill); the ``events`` table holds it unique, so an event replayed
+        twice is written once.
+    """
+
+    spill_key: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.spill_key:
+            raise ValueError("a spilled event needs its spill_key")
+
+
 _SESSION_COLUMNS: Final = tuple(f.name for f in fields(SessionRecord))
 _EVENT_COLUMNS: Final = tuple(f.name for f in fields(AnalyticsEvent))
 
@@ -254,6 +298,11 @@ class StoreCounters:
     :ivar sessions_dropped: Session states dropped because more than
         *max_buffered* distinct sessions waited (the oldest go first).
     :ivar buffer_size: Events and session records waiting to be written.
+    :ivar spilled_events: Events written to a spill file at close (the database failed).
+    :ivar spilled_sessions: Session states written to a spill file at close.
+    :ivar replayed_events: Events taken back from spill files at start.
+    :ivar replayed_sessions: Session states taken back from spill files at start.
+    :ivar spill_files_set_aside: Spill files that did not parse, renamed ``*.bad``.
     """
 
     events_written: int
@@ -262,6 +311,11 @@ class StoreCounters:
     events_dropped: int
     buffer_size: int
     sessions_dropped: int = 0
+    spilled_events: int = 0
+    spilled_sessions: int = 0
+    replayed_events: int = 0
+    replayed_sessions: int = 0
+    spill_files_set_aside: int = 0
 
 
 _UPSERT_SESSION_HEAD: Final = f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)})"
@@ -269,6 +323,8 @@ _UPSERT_SESSION_TAIL: Final = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
     f"{column} = excluded.{column}" for column in _SESSION_COLUMNS if column != "id"
 )
 _INSERT_EVENT_HEAD: Final = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)})"
+_INSERT_SPILLED_HEAD: Final = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, spill_key)"
+_INSERT_SPILLED_TAIL: Final = "ON CONFLICT (spill_key) WHERE spill_key IS NOT NULL DO NOTHING"
 
 
 # --- the store ------------------------------------------------------------------------
@@ -342,6 +398,7 @@ class AnalyticsStore(Service):
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         flush_threshold: int = DEFAULT_FLUSH_THRESHOLD,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        spill: SpillDirectory | None = None,
     ) -> None:
         """
         :param clock: Times the flush loop and stamps ``schema_migrations``.
@@ -349,6 +406,8 @@ class AnalyticsStore(Service):
         :param flush_threshold: A buffer this long is flushed without waiting.
         :param max_buffered: The most events (and, separately, sessions) kept
             while the database fails.
+        :param spill: Where what the final flush could not write goes, and
+            what :meth:`start` takes back (``None``: it is lost, and logged).
         """
         if not (math.isfinite(flush_interval_s) and flush_interval_s > 0):
             raise ValueError("flush_interval_s must be a number > 0")
@@ -374,6 +433,13 @@ class AnalyticsStore(Service):
         self._flush_failures = 0
         self._events_dropped = 0
         self._sessions_dropped = 0
+        self._spill = spill
+        self._took_spills = False
+        #: Spill files whose records are in the buffer: deleted once a flush wrote them.
+        self._claims: list[Claim] = []
+        self._spilled = [0, 0]  # events, sessions
+        self._replayed = [0, 0]
+        self._set_aside = 0
         self._migrations = load_migrations(MIGRATIONS_DIR)
         self._flusher = PeriodicService(
             flush_interval_s, self._tick, clock=clock, now=False, what="analytics: the flush loop"
@@ -406,7 +472,31 @@ class AnalyticsStore(Service):
     # -- opening and closing --------------------------------------------------------------
 
     def start(self) -> Deferred[None]:
-        return ensureDeferred(self._ensure_migrated())
+        return ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        if self._spill is not None and not self._took_spills:
+            # Under the flush lock: no flush runs while the records and their files come in.
+            await self._lock.run(lambda: ensureDeferred(self._take_spills()))
+        await self._ensure_migrated()
+
+    async def _take_spills(self) -> None:
+        """Put the records of the spill files nobody holds back into the buffer (once per store)."""
+        if self._took_spills or self._spill is None:
+            return
+        self._took_spills = True
+        try:
+            taken = await self._spill.take(self._max)  # logs what it took and set aside
+        except Exception:
+            log.failure("analytics: the spill files could not be read; they stay for the next start")
+            return
+        self._set_aside += len(taken.set_aside)
+        self._claims.extend(taken.claims)
+        self._requeue(list(taken.events), dict(taken.sessions))  # older than anything recorded since
+        self._events_dropped += taken.events_dropped
+        self._sessions_dropped += taken.sessions_dropped
+        self._replayed[0] += len(taken.events)
+        self._replayed[1] += len(taken.sessions)
 
     def _db(self) -> adbapi.ConnectionPool:
         if self._closed:
@@ -445,16 +535,38 @@ class AnalyticsStore(Service):
                 break
             except Exception:
                 if attempt == CLOSE_FLUSH_ATTEMPTS:
-                    log.error(
-                        "analytics: {events} events and {sessions} sessions could not be written "
-                        "before closing and are lost",
-                        events=len(self._events),
-                        sessions=len(self._sessions),
-                    )
+                    await self._spill_the_rest()
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+    async def _spill_the_rest(self) -> None:
+        """The final flush failed: write what is held to a spill file (or log it as lost)."""
+        self._closed = True  # what arrives from now on is counted as dropped, not held
+        events, sessions = list(self._events), _session_records(self._sessions)
+        self._events, self._sessions = deque(), {}
+        claims, self._claims = self._claims, []
+        if self._spill is None:
+            _log_lost(len(events), len(sessions), "no spill directory")
+            return
+        try:
+            path = await self._spill.write(events, sessions)
+        except Exception:
+            _log_lost(len(events), len(sessions), describe_failure(Failure()))
+            await self._spill.release(claims, delete=False)  # theirs stay for the next start
+            return
+        self._spilled[0] += len(events)
+        self._spilled[1] += len(sessions)
+        log.warn(
+            "analytics: {events} events and {sessions} sessions could not be written before closing; "
+            "saved to {path}, written at the next start",
+            events=len(events),
+            sessions=len(sessions),
+            path=str(path),
+            event_kind="degraded",
+        )
+        await self._spill.release(claims)  # their records are in the new file
 
     # -- recording ---------------------------------------------------------------------
 
@@ -514,7 +626,9 @@ class AnalyticsStore(Service):
         return self._lock.run(lambda: ensureDeferred(self._flush_once()))
 
     async def _flush_once(self) -> int:
+        claims, self._claims = self._claims, []
         if not self._events and not self._sessions:
+            await self._release(claims)  # their records were dropped or superseded
             return 0
         events = list(self._events)
         sessions = self._sessions
@@ -522,9 +636,11 @@ class AnalyticsStore(Service):
         self._sessions = {}
         try:
             await self._ensure_migrated()
-            await self._db().runInteraction(self._write, [e.row() for e in events], _session_rows(sessions))
+            plain, spilled = _event_rows(events)
+            await self._db().runInteraction(self._write, plain, _session_rows(sessions), spilled)
         except Exception:
             self._requeue(events, sessions)
+            self._claims = claims + self._claims
             self._flush_failures += 1
             failure = Failure()
             if not self._failing:
@@ -542,7 +658,19 @@ class AnalyticsStore(Service):
             log.info("analytics: writing to {dialect} works again", dialect=self.dialect)
         self._events_written += len(events)
         self._sessions_written += len(sessions)
+        await self._release(claims)
         return len(events) + len(sessions)
+
+    async def _release(self, claims: list[Claim]) -> None:
+        """Delete the spill files whose records were written (a failure leaves them to be replayed)."""
+        if not claims or self._spill is None:
+            return
+        try:
+            await self._spill.release(claims)
+        except Exception:
+            log.failure(
+                "analytics: replayed spill files could not be deleted (a replay writes nothing twice)"
+            )
 
     def _requeue(
         self, events: list[AnalyticsEvent], sessions: dict[str, SessionRecord | _LaterRecord]
@@ -562,8 +690,17 @@ class AnalyticsStore(Service):
             del self._sessions[next(iter(self._sessions))]
             self._sessions_dropped += 1
 
-    def _write(self, txn: Any, events: list[tuple[Any, ...]], sessions: list[tuple[Any, ...]]) -> None:
-        """In the database thread: one transaction with every session and event."""
+    def _write(
+        self,
+        txn: Any,
+        events: list[tuple[Any, ...]],
+        sessions: list[tuple[Any, ...]],
+        spilled: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
+        """In the database thread: one transaction with every session and event.
+
+        *spilled* events (replayed, with their ``spill_key``) already written are skipped.
+        """
         if self._dialect.begin_write is not None:
             txn.execute(self._dialect.begin_write)
         if sessions:
@@ -572,6 +709,9 @@ class AnalyticsStore(Service):
             )
         if events:
             self._dialect.insert_many(txn, _INSERT_EVENT_HEAD, "", len(_EVENT_COLUMNS), events)
+        if spilled:
+            width = len(_EVENT_COLUMNS) + 1
+            self._dialect.insert_many(txn, _INSERT_SPILLED_HEAD, _INSERT_SPILLED_TAIL, width, spilled)
 
     # -- reading and purging --------------------------------------------------------------
 
@@ -613,6 +753,11 @@ class AnalyticsStore(Service):
             events_dropped=self._events_dropped,
             buffer_size=len(self._events) + len(self._sessions),
             sessions_dropped=self._sessions_dropped,
+            spilled_events=self._spilled[0],
+            spilled_sessions=self._spilled[1],
+            replayed_events=self._replayed[0],
+            replayed_sessions=self._replayed[1],
+            spill_files_set_aside=self._set_aside,
         )
 
     def check(self) -> CheckResult:
@@ -624,10 +769,26 @@ class AnalyticsStore(Service):
             "flush_failures": counters.flush_failures,
             "events_dropped": counters.events_dropped,
             "sessions_dropped": counters.sessions_dropped,
+            "spilled_events": counters.spilled_events,
+            "spilled_sessions": counters.spilled_sessions,
+            "replayed_events": counters.replayed_events,
+            "replayed_sessions": counters.replayed_sessions,
+            "spill_files_pending": len(self._claims),
+            "spill_files_set_aside": counters.spill_files_set_aside,
         }
         if not self._migrated:
             return CheckResult(FAILING, {**detail, "state": "not ready"})
         return CheckResult(DEGRADED if self._failing else OK, detail)
+
+
+def _log_lost(events: int, sessions: int, why: str) -> None:
+    log.error(
+        "analytics: {events} events and {sessions} sessions could not be written before closing "
+        "nor saved to a spill file ({why}) and are lost",
+        events=events,
+        sessions=sessions,
+        why=why,
+    )
 
 
 def describe_failure(failure: Failure) -> str:
