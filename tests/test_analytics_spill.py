@@ -64,6 +64,11 @@ def write(directory: Path, events: int, sessions: int = 0, first: int = 0, pid: 
     )
 
 
+def down(txn: Any, *args: Any) -> None:
+    """Stands in for a store's ``_write`` while the database is unreachable."""
+    raise RuntimeError("database is down")
+
+
 def captured_log(testcase: unittest.TestCase) -> list[dict[str, Any]]:
     """Every log event emitted until the end of *testcase*."""
     seen: list[dict[str, Any]] = []
@@ -203,10 +208,6 @@ class SpillStoreContractMixin(_MixinBase):
         """A store that records *events* and *sessions*, then stops while every write fails."""
         store = self.open()
         await store.start()
-
-        def down(txn: Any, *args: Any) -> None:
-            raise RuntimeError("database is down")
-
         store._write = down  # type: ignore[method-assign, assignment]
         for n in range(events):
             store.record_event(event(n))
@@ -366,6 +367,43 @@ class SpillStoreContractMixin(_MixinBase):
         await self.stop_during_outage(2)
         [lost] = logged(seen, "are lost")
         self.assertEqual((lost["events"], lost["sessions"]), (2, 1))
+
+    async def test_upgrade_from_version_1(self) -> None:
+        """A database at schema version 1 with rows is migrated (events keep theirs) and replays."""
+        old = self.stores.open(self.clock)
+        old._migrations = old._migrations[:1]
+        await old.start()
+        old.record_event(event(100))
+        await old.flush()
+        await old.close()
+        write(self.directory, 2)
+        store = self.open()
+        await store.start()
+        self.assertEqual(store.applied_at_start, [2])
+        await store.flush()
+        self.assertEqual(await count(store, "events"), 3)
+
+    async def test_file_work_goes_through_threads(self) -> None:
+        """Every read, write and deletion of spill files is handed to the injected threads."""
+        calls: list[str] = []
+
+        class Recording(InlineThreads):
+            def defer(self, f: Any, *args: Any, **kwargs: Any) -> Any:
+                calls.append(f.__name__)
+                return super().defer(f, *args, **kwargs)
+
+        store = self.open(Recording())
+        await store.start()
+        store._write = down  # type: ignore[method-assign, assignment]
+        store.record_event(event(1))
+        await store.close()
+        self.flushLoggedErrors(RuntimeError)
+        again = self.open(Recording())
+        await again.start()
+        await again.flush()
+        self.assertEqual(
+            calls, ["take_spills", "write_spill", "release_claims", "take_spills", "release_claims"]
+        )
 
     def test_made_by_the_factory(self) -> None:
         """make_analytics_store spills to STREAMSRV_DATA_DIR/analytics-spill."""

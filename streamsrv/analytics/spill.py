@@ -5,7 +5,7 @@ When the final flush at stop fails (PostgreSQL restarting during a rolling
 deploy), :class:`~streamsrv.analytics.store.AnalyticsStore` hands its buffer
 to a :class:`SpillDirectory`, which writes it as one JSON-lines file of its
 own, ``STREAMSRV_DATA_DIR/analytics-spill/<UTC time>-<pid>-<random>.jsonl``
-(a temporary name, fsync, rename, fsync of the directory): a header line
+(mode 0600; a temporary name, fsync, rename, fsync of the directory): a header line
 with the counts, then one ``{"event": {…}}`` or ``{"session": {…}}`` per line.
 
 At start a store *takes* the files it finds, oldest first: each is claimed by
@@ -113,12 +113,13 @@ def write_spill(
     The file appears whole or not at all (temporary name, fsync, rename,
     fsync of the directory).  An event already spilled once keeps its key.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     stem = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(created_at))}-{pid}-{secrets.token_hex(4)}"
     final = directory / f"{stem}.jsonl"
     temp = directory / f".{stem}.jsonl.tmp"
     header = {"spill": FORMAT_VERSION, "created_at": created_at, "pid": pid}
-    with open(temp, "w", encoding="utf-8") as out:
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)  # user data
+    with open(descriptor, "w", encoding="utf-8") as out:
         out.write(json.dumps({**header, "events": len(events), "sessions": len(sessions)}) + "\n")
         for n, event in enumerate(events):
             record = {name: getattr(event, name) for name in _EVENT_FIELDS}
