@@ -12,6 +12,7 @@ raises, as in ``tests.test_analytics_store``.  Nothing here is timed.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,27 @@ class SpillFileTests(unittest.TestCase):
         second = self.take(claimant="b")
         self.assertEqual((len(first.claims), len(first.events)), (1, 2))
         self.assertEqual((second.claims, second.events), ([], []))
+
+    def test_racing_takers_split(self) -> None:
+        """Takers racing in threads over the same files take each file exactly once between them."""
+        for n in range(20):
+            write(self.directory, 1, first=n, pid=n)
+        barrier = threading.Barrier(4)
+        results: list[Taken] = []
+
+        def taker(name: str) -> None:
+            barrier.wait()
+            results.append(take_spills(self.directory, 1000, claimant=name))
+
+        threads = [threading.Thread(target=taker, args=(f"t{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for taken in results:
+            self.addCleanup(release_claims, taken.claims, delete=False)
+        positions = sorted(e.position_s for taken in results for e in taken.events)
+        self.assertEqual(positions, [float(n) for n in range(20)])
 
     def test_dead_taker_claim_taken_again(self) -> None:
         """A claim whose holder is gone (its lock released, the file kept) is taken by the next taker."""
@@ -315,6 +337,9 @@ class SpillStoreContractMixin(_MixinBase):
 
     async def test_two_stores_split_the_files(self) -> None:
         """Two stores starting together take disjoint files; every row is written once."""
+        # The database exists first: two processes creating one SQLite file at the same
+        # moment may see "database is locked" from its WAL switch (sqlitepool), not ours.
+        await self.stores.open(self.clock).start()
         for n in range(6):
             write(self.directory, 10, first=10 * n, pid=n + 1)
         threads = ReactorThreads(reactor)

@@ -42,7 +42,7 @@ from typing import Final
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from streamsrv.analytics.store import AnalyticsEvent, SessionRecord, SpilledEvent
+from streamsrv.analytics.records import AnalyticsEvent, SessionRecord, SpilledEvent
 from streamsrv.threads import IThreads
 
 __all__ = [
