@@ -174,6 +174,19 @@ class SpillFileTests(unittest.TestCase):
         self.assertEqual((taken.events, len(taken.set_aside)), ([], 1))
         self.assertIn("truncated", taken.set_aside[0][1])
 
+    def test_unreadable_left_for_later(self) -> None:
+        """A file that cannot be read (here a directory by that name) is skipped and reported, not
+        set aside or deleted; the others are taken."""
+        write(self.directory, 1)
+        odd = self.directory / "20260101T000000Z-9-dir.jsonl"
+        odd.mkdir()
+        taken = self.take()
+        self.assertEqual([e.position_s for e in taken.events], [0.0])
+        self.assertEqual([name for name, _ in taken.skipped], [odd.name])
+        self.assertIn("IsADirectoryError", taken.skipped[0][1])
+        self.assertEqual(spill_files(self.directory, "*.bad"), [])
+        self.assertEqual(len(spill_files(self.directory, "20260101T000000Z-9-dir.*")), 1)
+
     def test_not_a_spill_file(self) -> None:
         """A file without the header (empty, or something else) is set aside."""
         self.directory.mkdir(parents=True)
@@ -426,9 +439,7 @@ class SpillStoreContractMixin(_MixinBase):
         again = self.open(Recording())
         await again.start()
         await again.flush()
-        self.assertEqual(
-            calls, ["take_spills", "write_spill", "release_claims", "take_spills", "release_claims"]
-        )
+        self.assertEqual(calls, ["take_spills", "write_spill", "take_spills", "release_claims"])
 
     def test_made_by_the_factory(self) -> None:
         """make_analytics_store spills to STREAMSRV_DATA_DIR/analytics-spill."""

@@ -86,6 +86,8 @@ class Taken:
     :ivar events_dropped: Events beyond *max_records* (the oldest), not taken.
     :ivar sessions_dropped: Sessions beyond *max_records* (the oldest), not taken.
     :ivar set_aside: ``(file name, reason)`` of each unreadable file renamed ``*.bad``.
+    :ivar skipped: ``(file name, reason)`` of each file an ``OSError`` kept from being
+        claimed or read (left where it is, for a later start).
     """
 
     claims: list[Claim] = field(default_factory=list)
@@ -94,6 +96,7 @@ class Taken:
     events_dropped: int = 0
     sessions_dropped: int = 0
     set_aside: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --- writing --------------------------------------------------------------------------
@@ -161,28 +164,46 @@ def take_spills(directory: Path, max_records: int, *, claimant: str) -> Taken:
     taken = Taken()
     if not directory.is_dir():
         return taken
-    events: deque[SpilledEvent] = deque()
+    events: deque[SpilledEvent] = deque(maxlen=max_records)
     sessions: dict[str, SessionRecord] = {}
+    seen = 0
     candidates = [*directory.glob("*.jsonl"), *directory.glob("*.claimed")]
     for path in sorted(candidates, key=lambda p: p.name):
-        claim = _claim(path, claimant)
-        if claim is None:
-            continue
-        try:
-            file_events, file_sessions = _read(claim.path)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            taken.set_aside.append((path.name, f"{type(error).__name__}: {error}"))
-            _set_aside(claim)
-            continue
-        taken.claims.append(claim)
-        events.extend(file_events)
-        for session in file_sessions:
-            _keep_latest(sessions, session)
-    taken.events_dropped = max(0, len(events) - max_records)
-    taken.events = list(events)[taken.events_dropped :]
+        records = _take_one(path, claimant, taken)
+        if records is not None:
+            seen += len(records[0])
+            events.extend(records[0])
+            for session in records[1]:
+                _keep_latest(sessions, session)
+    taken.events, taken.events_dropped = list(events), seen - len(events)
     taken.sessions_dropped = max(0, len(sessions) - max_records)
     taken.sessions = dict(list(sessions.items())[taken.sessions_dropped :])
     return taken
+
+
+def _take_one(
+    path: Path, claimant: str, taken: Taken
+) -> tuple[list[SpilledEvent], list[SessionRecord]] | None:
+    """Claim and read *path* (its claim added to *taken*); ``None`` if held, set aside or skipped."""
+    try:
+        claim = _claim(path, claimant)
+    except OSError as error:
+        taken.skipped.append((path.name, f"{type(error).__name__}: {error}"))
+        return None
+    if claim is None:
+        return None
+    try:
+        records = _read(claim.path)
+    except OSError as error:
+        taken.skipped.append((path.name, f"{type(error).__name__}: {error}"))
+        release_claims([claim], delete=False)
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        taken.set_aside.append((path.name, f"{type(error).__name__}: {error}"))
+        _set_aside(claim)
+        return None
+    taken.claims.append(claim)
+    return records
 
 
 def _stem(name: str) -> str:
@@ -285,6 +306,14 @@ class SpillDirectory:
         return d.addCallback(self._report)
 
     def _report(self, taken: Taken) -> Taken:
+        for name, reason in taken.skipped:
+            log.warn(
+                "analytics: spill file {name} in {directory} could not be taken ({reason}); "
+                "left for a later start",
+                name=name,
+                directory=str(self.directory),
+                reason=reason,
+            )
         for name, reason in taken.set_aside:
             log.error(
                 "analytics: spill file {name} in {directory} does not parse ({reason}); "

@@ -407,7 +407,7 @@ class AnalyticsStore(Service):
             path = await self._spill.write(events, sessions)
         except Exception:
             _log_lost(len(events), len(sessions), describe_failure(Failure()))
-            await self._spill.release(claims, delete=False)  # theirs stay for the next start
+            await self._release(claims, delete=False)  # theirs stay for the next start
             return
         self._spilled[0] += len(events)
         self._spilled[1] += len(sessions)
@@ -419,7 +419,7 @@ class AnalyticsStore(Service):
             path=str(path),
             event_kind="degraded",
         )
-        await self._spill.release(claims)  # their records are in the new file
+        await self._release(claims)  # their records are in the new file
 
     # -- recording ---------------------------------------------------------------------
 
@@ -514,12 +514,15 @@ class AnalyticsStore(Service):
         await self._release(claims)
         return len(events) + len(sessions)
 
-    async def _release(self, claims: list[Claim]) -> None:
-        """Delete the spill files whose records were written (a failure leaves them to be replayed)."""
+    async def _release(self, claims: list[Claim], *, delete: bool = True) -> None:
+        """Unlock *claims* and delete their files, whose records were written or spilled again.
+
+        A failure is logged: the files left behind are replayed by a later start.
+        """
         if not claims or self._spill is None:
             return
         try:
-            await self._spill.release(claims)
+            await self._spill.release(claims, delete=delete)
         except Exception:
             log.failure(
                 "analytics: replayed spill files could not be deleted (a replay writes nothing twice)"
