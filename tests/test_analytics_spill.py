@@ -107,6 +107,12 @@ class SpillFileTests(unittest.TestCase):
         self.assertEqual(spill_files(self.directory, "*.jsonl"), [])
         self.assertEqual(len(spill_files(self.directory, "*.a.claimed")), 1)
 
+    def test_failed_write_leaves_nothing(self) -> None:
+        """A write that fails half-way (a value JSON cannot hold) leaves no file, not even a temporary one."""
+        with self.assertRaises(TypeError):
+            write_spill(self.directory, [event(1), event(2, position_s=object())], [], created_at=NOW, pid=1)
+        self.assertEqual(spill_files(self.directory), [])
+
     def test_respill_keeps_keys(self) -> None:
         """An event spilled again keeps the key it was first given; a new one gets one of the file's."""
         keyed = [SpilledEvent(**{**vars(event(n)), "spill_key": f"k{n}"}) for n in range(2)]

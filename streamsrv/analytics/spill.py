@@ -122,19 +122,22 @@ def write_spill(
     temp = directory / f".{stem}.jsonl.tmp"
     header = {"spill": FORMAT_VERSION, "created_at": created_at, "pid": pid}
     descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)  # user data
-    with open(descriptor, "w", encoding="utf-8") as out:
-        out.write(json.dumps({**header, "events": len(events), "sessions": len(sessions)}) + "\n")
-        for n, event in enumerate(events):
-            record = {name: getattr(event, name) for name in _EVENT_FIELDS}
-            record["spill_key"] = event.spill_key if isinstance(event, SpilledEvent) else f"{stem}:{n}"
-            out.write(json.dumps({"event": record}) + "\n")
-        for session in sessions:
-            out.write(
-                json.dumps({"session": {name: getattr(session, name) for name in _SESSION_FIELDS}}) + "\n"
-            )
-        out.flush()
-        os.fsync(out.fileno())
-    os.rename(temp, final)
+    try:
+        with open(descriptor, "w", encoding="utf-8") as out:
+            out.write(json.dumps({**header, "events": len(events), "sessions": len(sessions)}) + "\n")
+            for n, event in enumerate(events):
+                record = {name: getattr(event, name) for name in _EVENT_FIELDS}
+                record["spill_key"] = event.spill_key if isinstance(event, SpilledEvent) else f"{stem}:{n}"
+                out.write(json.dumps({"event": record}) + "\n")
+            for session in sessions:
+                fields_ = {name: getattr(session, name) for name in _SESSION_FIELDS}
+                out.write(json.dumps({"session": fields_}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)  # a disk full half-way leaves nothing behind
+        raise
     _fsync_directory(directory)
     return final
 
