@@ -8,7 +8,8 @@ the store's connections and refuses new ones, as a stopped or restarting
 PostgreSQL does.  Reports keep arriving meanwhile.  What is pinned: nothing
 recorded during a short outage is lost, the backlog is bounded and shown by
 ``check()`` (what ``/health/detailed`` answers), overflow is counted, and
-everything is written once the database answers again.  The outages are a
+everything is written once the database answers again; a stop during the
+outage saves the backlog to a spill file that the next start writes, once.  The outages are a
 few hundred milliseconds; ``bench/analytics_outage.py`` runs the 30 s one.
 """
 
@@ -142,6 +143,38 @@ class PostgresOutageTests(unittest.TestCase):
         self.assertEqual(await count(store, "sessions"), 50)
         rows = await store.query("SELECT MIN(position_s) FROM events")
         self.assertEqual(rows[0][0], 30.0)  # the oldest went first
+
+    async def test_stop_during_outage_spills_then_replays(self) -> None:
+        """SIGTERM while PostgreSQL is away: the backlog goes to a spill file in the data dir; a
+        store started once it is back writes every row exactly once and deletes the file."""
+        from streamsrv.analytics.spill import SpillDirectory
+        from streamsrv.threads import ReactorThreads
+
+        spill_dir = Path(self.mktemp()) / "analytics-spill"
+        spill = SpillDirectory(spill_dir, ReactorThreads(reactor))
+        store = self.open_store(spill=spill)
+        await store.start()
+        store.record_event(event(0))
+        await store.flush()
+        await self.proxy.cut()
+        for n in range(1, 40):
+            store.record_event(event(n))
+        store.record_session(session("s-outage", bytes_sent=77))
+        await store.stopService()
+        self.assertEqual(store.counters().spilled_events, 39)
+        self.assertEqual(len(list(spill_dir.glob("*.jsonl"))), 1)
+        self.proxy.restore()
+        again = self.open_store(spill=SpillDirectory(spill_dir, ReactorThreads(reactor)))
+        await again.start()
+        self.assertEqual(again.check().detail["replayed_events"], 39)
+        await again.flush()
+        self.assertEqual(await count(again, "events"), 40)
+        rows = await again.query("SELECT COUNT(DISTINCT position_s) FROM events")
+        self.assertEqual(int(rows[0][0]), 40)
+        rows = await again.query("SELECT bytes_sent FROM sessions WHERE id = ?", ("s-outage",))
+        self.assertEqual([int(r[0]) for r in rows], [77])
+        self.assertEqual(list(spill_dir.iterdir()), [])
+        self.flushLoggedErrors()
 
     async def test_failed_flush_keeps_records(self) -> None:
         """A flush on a reset connection fails at once and its records are written by the next one."""

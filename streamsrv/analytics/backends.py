@@ -17,10 +17,12 @@ from typing import Any, Final
 from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 
+from streamsrv.analytics.spill import SPILL_DIR, SpillDirectory
 from streamsrv.analytics.store import AnalyticsStore
 from streamsrv.db.pgpool import postgres_pool
 from streamsrv.db.schema import POSTGRES, SQLITE
 from streamsrv.db.sqlitepool import sqlite_pool
+from streamsrv.threads import threads_for
 
 __all__ = ["ANALYTICS_DB_FILE", "PostgresAnalyticsStore", "SqliteAnalyticsStore", "make_analytics_store"]
 
@@ -85,13 +87,15 @@ def make_analytics_store(
     :param dsn: ``STREAMSRV_ANALYTICS_DSN``: ``None`` for
         ``<data_dir>/analytics.sqlite3``; ``sqlite:///relative/path`` or
         ``sqlite:////absolute/path``; ``postgresql://…`` or ``postgres://…``.
-    :param data_dir: ``STREAMSRV_DATA_DIR``.
+    :param data_dir: ``STREAMSRV_DATA_DIR``; what the final flush cannot
+        write goes to spill files in its ``analytics-spill/``, read back at start.
     :param reactor: The reactor: clock of the flush loop and runner of the
-        database threads.
+        database threads and the spill files' reads and writes.
     :param options: ``flush_interval_s``, ``flush_threshold``, ``max_buffered``.
     :raise ValueError: For any other DSN (the message does not quote it).
     """
     threads = reactor if IReactorThreads.providedBy(reactor) else None  # a test clock runs no threads
+    options.setdefault("spill", SpillDirectory(data_dir / SPILL_DIR, threads_for(reactor)))
     if dsn is None:
         return SqliteAnalyticsStore(data_dir / ANALYTICS_DB_FILE, reactor, reactor=threads, **options)
     if dsn.startswith("sqlite:///") and len(dsn) > len("sqlite:///"):

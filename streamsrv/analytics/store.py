@@ -8,7 +8,9 @@ on an injected clock), early when the buffer passes *flush_threshold*, on
 :meth:`~IAnalyticsStore.flush` and on :meth:`~IAnalyticsStore.close` (so a
 SIGTERM loses nothing; a ``kill -9`` loses at most one interval).  While the
 database fails, the buffer is kept (at most *max_buffered* events; beyond
-that the oldest are dropped and counted) and the write retried.  Both
+that the oldest are dropped and counted) and the write retried; if it
+still fails at close, what is held goes to a spill file
+(:mod:`streamsrv.analytics.spill`) that the next start replays.  Both
 backends (:mod:`streamsrv.analytics.backends`) run the same versioned
 migrations (:mod:`streamsrv.db.schema`) at start, in one transaction,
 recorded in ``schema_migrations``;
@@ -23,12 +25,10 @@ the code that records.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,8 +40,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from streamsrv.analytics.records import EVENT_COLUMNS as _EVENT_COLUMNS
+from streamsrv.analytics.records import (
+    EVENT_TYPES,
+    SOURCES,
+    AnalyticsEvent,
+    SessionRecord,
+    SpilledEvent,
+    truncate_ip,
+)
+from streamsrv.analytics.records import SESSION_COLUMNS as _SESSION_COLUMNS
+from streamsrv.analytics.spill import Claim, SpillDirectory
 from streamsrv.db.schema import Dialect, History, apply_migrations, load_migrations
-from streamsrv.events.hub import PLAYBACK_TYPES
 from streamsrv.health.checks import DEGRADED, FAILING, OK, CheckResult
 from streamsrv.service import PeriodicService
 
@@ -55,6 +65,7 @@ __all__ = [
     "AnalyticsStore",
     "IAnalyticsStore",
     "SessionRecord",
+    "SpilledEvent",
     "StoreCounters",
     "describe_failure",
     "truncate_ip",
@@ -73,6 +84,26 @@ class _LaterRecord:
 
     def row(self) -> tuple[Any, ...]:
         return self.build().row()
+
+
+def _session_records(sessions: dict[str, SessionRecord | _LaterRecord]) -> list[SessionRecord]:
+    """The records of *sessions*, built; one that cannot be built is logged and left out."""
+    records = []
+    for session in sessions.values():
+        try:
+            records.append(session.build() if isinstance(session, _LaterRecord) else session)
+        except Exception:
+            log.failure("analytics: a session record could not be built; it is not written")
+    return records
+
+
+def _event_rows(events: list[AnalyticsEvent]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of *events*: the plain ones, and the replayed ones (with their ``spill_key``)."""
+    plain: list[tuple[Any, ...]] = []
+    spilled: list[tuple[Any, ...]] = []
+    for event in events:
+        (spilled if type(event) is SpilledEvent else plain).append(event.row())
+    return plain, spilled
 
 
 def _session_rows(sessions: dict[str, SessionRecord | _LaterRecord]) -> list[tuple[Any, ...]]:
@@ -106,140 +137,6 @@ DEFAULT_MAX_BUFFERED: Final = 100_000
 #: PostgreSQL connection is replaced after its first failure).
 CLOSE_FLUSH_ATTEMPTS: Final = 2
 
-#: What a session was derived from.
-SOURCES: Final = frozenset({"stream", "hls", "client"})
-
-#: Event types: the client's playback reports and the ones derived from them.
-EVENT_TYPES: Final = PLAYBACK_TYPES | {"bitrate.switch"}
-
-#: The widest networks an address is kept as.
-IPV4_PREFIX: Final = 24
-IPV6_PREFIX: Final = 48
-
-
-# --- values ---------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)  # pure; every range of a session asks for the same address
-def truncate_ip(address: str | None) -> str | None:
-    """
-    The network an address is stored as: its /24 (IPv4) or /48 (IPv6).
-
-    An IPv4-mapped IPv6 address counts as IPv4.
-
-    :param address: A textual IP address (a zone ``%eth0`` is ignored).
-    :return: E.g. ``"203.0.113.0/24"``, or ``None`` for no or an invalid address.
-    """
-    if not address:
-        return None
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = IPV4_PREFIX if ip.version == 4 else IPV6_PREFIX
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-
-
-@functools.lru_cache(maxsize=4096)
-def _check_network(value: str) -> None:
-    network = ipaddress.ip_network(value, strict=True)
-    widest = IPV4_PREFIX if network.version == 4 else IPV6_PREFIX
-    if network.prefixlen > widest:
-        raise ValueError(f"ip_network must be at most a /{widest}, not a /{network.prefixlen}")
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    """
-    The state of one listening session; recording it again replaces it (by ``id``).
-
-    :ivar id: The session's id, chosen by the server.
-    :ivar user_sub: Who listened (the principal's ``sub``).
-    :ivar track_path: The track, relative to the media root.
-    :ivar source: ``stream``, ``hls`` or ``client`` (known from reports only).
-    :ivar started_at: Unix seconds.
-    :ivar last_activity_at: Unix seconds of the last request or report.
-    :ivar ended_at: Unix seconds, ``None`` while open.
-    :ivar bytes_sent: Bytes of audio delivered.
-    :ivar seconds_listened: Seconds listened (reported) or delivered (estimated).
-    :ivar max_position_s: Furthest position reached, in seconds.
-    :ivar duration_s: The track's duration, if known.
-    :ivar completed: Whether it was listened to the end.
-    :ivar client_info: The User-Agent, shortened.
-    :ivar ip_network: The client's network (see :func:`truncate_ip`), never an address.
-    :ivar client_session_id: The ``session_id`` the client's reports use.
-    """
-
-    id: str
-    user_sub: str
-    track_path: str
-    source: str
-    started_at: float
-    last_activity_at: float
-    ended_at: float | None = None
-    bytes_sent: int = 0
-    seconds_listened: float = 0.0
-    max_position_s: float = 0.0
-    duration_s: float | None = None
-    completed: bool = False
-    client_info: str | None = None
-    ip_network: str | None = None
-    client_session_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {sorted(SOURCES)}, got {self.source!r}")
-        if self.ip_network is not None:
-            _check_network(self.ip_network)
-
-    def row(self) -> tuple[Any, ...]:
-        """The values in :data:`_SESSION_COLUMNS` order."""
-        values = list(astuple(self))
-        values[_SESSION_COLUMNS.index("completed")] = int(self.completed)
-        return tuple(values)
-
-
-@dataclass(frozen=True)
-class AnalyticsEvent:
-    """
-    One playback event of a session.
-
-    :ivar event_type: One of :data:`EVENT_TYPES`.
-    :ivar ts: Unix seconds (the server's clock when it was received).
-    :ivar position_s: The playback position, seconds.
-    :ivar startup_ms: Time from the play request to the first sound (``playback.play``).
-    :ivar stall_ms: How long playback stalled (``playback.buffering``).
-    :ivar bitrate_kbps: The bitrate playing, kb/s.
-    :ivar from_bitrate_kbps: ``bitrate.switch``: the previous bitrate.
-    :ivar to_bitrate_kbps: ``bitrate.switch``: the new bitrate.
-    """
-
-    session_id: str
-    user_sub: str
-    track_path: str
-    event_type: str
-    ts: float
-    position_s: float | None = None
-    startup_ms: float | None = None
-    stall_ms: float | None = None
-    bitrate_kbps: float | None = None
-    from_bitrate_kbps: float | None = None
-    to_bitrate_kbps: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.event_type not in EVENT_TYPES:
-            raise ValueError(f"event_type must be one of {sorted(EVENT_TYPES)}, got {self.event_type!r}")
-
-    def row(self) -> tuple[Any, ...]:
-        """The values in :data:`_EVENT_COLUMNS` order."""
-        return astuple(self)
-
-
-_SESSION_COLUMNS: Final = tuple(f.name for f in fields(SessionRecord))
-_EVENT_COLUMNS: Final = tuple(f.name for f in fields(AnalyticsEvent))
-
 
 @dataclass(frozen=True)
 class StoreCounters:
@@ -254,6 +151,11 @@ class StoreCounters:
     :ivar sessions_dropped: Session states dropped because more than
         *max_buffered* distinct sessions waited (the oldest go first).
     :ivar buffer_size: Events and session records waiting to be written.
+    :ivar spilled_events: Events written to a spill file at close (the database failed).
+    :ivar spilled_sessions: Session states written to a spill file at close.
+    :ivar replayed_events: Events taken back from spill files at start.
+    :ivar replayed_sessions: Session states taken back from spill files at start.
+    :ivar spill_files_set_aside: Spill files that did not parse, renamed ``*.bad``.
     """
 
     events_written: int
@@ -262,6 +164,11 @@ class StoreCounters:
     events_dropped: int
     buffer_size: int
     sessions_dropped: int = 0
+    spilled_events: int = 0
+    spilled_sessions: int = 0
+    replayed_events: int = 0
+    replayed_sessions: int = 0
+    spill_files_set_aside: int = 0
 
 
 _UPSERT_SESSION_HEAD: Final = f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)})"
@@ -269,6 +176,8 @@ _UPSERT_SESSION_TAIL: Final = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
     f"{column} = excluded.{column}" for column in _SESSION_COLUMNS if column != "id"
 )
 _INSERT_EVENT_HEAD: Final = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)})"
+_INSERT_SPILLED_HEAD: Final = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}, spill_key)"
+_INSERT_SPILLED_TAIL: Final = "ON CONFLICT (spill_key) WHERE spill_key IS NOT NULL DO NOTHING"
 
 
 # --- the store ------------------------------------------------------------------------
@@ -342,6 +251,7 @@ class AnalyticsStore(Service):
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         flush_threshold: int = DEFAULT_FLUSH_THRESHOLD,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        spill: SpillDirectory | None = None,
     ) -> None:
         """
         :param clock: Times the flush loop and stamps ``schema_migrations``.
@@ -349,6 +259,8 @@ class AnalyticsStore(Service):
         :param flush_threshold: A buffer this long is flushed without waiting.
         :param max_buffered: The most events (and, separately, sessions) kept
             while the database fails.
+        :param spill: Where what the final flush could not write goes, and
+            what :meth:`start` takes back (``None``: it is lost, and logged).
         """
         if not (math.isfinite(flush_interval_s) and flush_interval_s > 0):
             raise ValueError("flush_interval_s must be a number > 0")
@@ -374,6 +286,13 @@ class AnalyticsStore(Service):
         self._flush_failures = 0
         self._events_dropped = 0
         self._sessions_dropped = 0
+        self._spill = spill
+        self._took_spills = False
+        #: Spill files whose records are in the buffer: deleted once a flush wrote them.
+        self._claims: list[Claim] = []
+        self._spilled = [0, 0]  # events, sessions
+        self._replayed = [0, 0]
+        self._set_aside = 0
         self._migrations = load_migrations(MIGRATIONS_DIR)
         self._flusher = PeriodicService(
             flush_interval_s, self._tick, clock=clock, now=False, what="analytics: the flush loop"
@@ -406,7 +325,31 @@ class AnalyticsStore(Service):
     # -- opening and closing --------------------------------------------------------------
 
     def start(self) -> Deferred[None]:
-        return ensureDeferred(self._ensure_migrated())
+        return ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        if self._spill is not None and not self._took_spills:
+            # Under the flush lock: no flush runs while the records and their files come in.
+            await self._lock.run(lambda: ensureDeferred(self._take_spills()))
+        await self._ensure_migrated()
+
+    async def _take_spills(self) -> None:
+        """Put the records of the spill files nobody holds back into the buffer (once per store)."""
+        if self._took_spills or self._spill is None:
+            return
+        self._took_spills = True
+        try:
+            taken = await self._spill.take(self._max)  # logs what it took and set aside
+        except Exception:
+            log.failure("analytics: the spill files could not be read; they stay for the next start")
+            return
+        self._set_aside += len(taken.set_aside)
+        self._claims.extend(taken.claims)
+        self._requeue(list(taken.events), dict(taken.sessions))  # older than anything recorded since
+        self._events_dropped += taken.events_dropped
+        self._sessions_dropped += taken.sessions_dropped
+        self._replayed[0] += len(taken.events)
+        self._replayed[1] += len(taken.sessions)
 
     def _db(self) -> adbapi.ConnectionPool:
         if self._closed:
@@ -445,16 +388,38 @@ class AnalyticsStore(Service):
                 break
             except Exception:
                 if attempt == CLOSE_FLUSH_ATTEMPTS:
-                    log.error(
-                        "analytics: {events} events and {sessions} sessions could not be written "
-                        "before closing and are lost",
-                        events=len(self._events),
-                        sessions=len(self._sessions),
-                    )
+                    await self._spill_the_rest()
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+    async def _spill_the_rest(self) -> None:
+        """The final flush failed: write what is held to a spill file (or log it as lost)."""
+        self._closed = True  # what arrives from now on is counted as dropped, not held
+        events, sessions = list(self._events), _session_records(self._sessions)
+        self._events, self._sessions = deque(), {}
+        claims, self._claims = self._claims, []
+        if self._spill is None:
+            _log_lost(len(events), len(sessions), "no spill directory")
+            return
+        try:
+            path = await self._spill.write(events, sessions)
+        except Exception:
+            _log_lost(len(events), len(sessions), describe_failure(Failure()))
+            await self._release(claims, delete=False)  # theirs stay for the next start
+            return
+        self._spilled[0] += len(events)
+        self._spilled[1] += len(sessions)
+        log.warn(
+            "analytics: {events} events and {sessions} sessions could not be written before closing; "
+            "saved to {path}, written at the next start",
+            events=len(events),
+            sessions=len(sessions),
+            path=str(path),
+            event_kind="degraded",
+        )
+        await self._release(claims)  # their records are in the new file
 
     # -- recording ---------------------------------------------------------------------
 
@@ -514,7 +479,9 @@ class AnalyticsStore(Service):
         return self._lock.run(lambda: ensureDeferred(self._flush_once()))
 
     async def _flush_once(self) -> int:
+        claims, self._claims = self._claims, []
         if not self._events and not self._sessions:
+            await self._release(claims)  # their records were dropped or superseded
             return 0
         events = list(self._events)
         sessions = self._sessions
@@ -522,9 +489,11 @@ class AnalyticsStore(Service):
         self._sessions = {}
         try:
             await self._ensure_migrated()
-            await self._db().runInteraction(self._write, [e.row() for e in events], _session_rows(sessions))
+            plain, spilled = _event_rows(events)
+            await self._db().runInteraction(self._write, plain, _session_rows(sessions), spilled)
         except Exception:
             self._requeue(events, sessions)
+            self._claims = claims + self._claims
             self._flush_failures += 1
             failure = Failure()
             if not self._failing:
@@ -542,7 +511,22 @@ class AnalyticsStore(Service):
             log.info("analytics: writing to {dialect} works again", dialect=self.dialect)
         self._events_written += len(events)
         self._sessions_written += len(sessions)
+        await self._release(claims)
         return len(events) + len(sessions)
+
+    async def _release(self, claims: list[Claim], *, delete: bool = True) -> None:
+        """Unlock *claims* and delete their files, whose records were written or spilled again.
+
+        A failure is logged: the files left behind are replayed by a later start.
+        """
+        if not claims or self._spill is None:
+            return
+        try:
+            await self._spill.release(claims, delete=delete)
+        except Exception:
+            log.failure(
+                "analytics: replayed spill files could not be deleted (a replay writes nothing twice)"
+            )
 
     def _requeue(
         self, events: list[AnalyticsEvent], sessions: dict[str, SessionRecord | _LaterRecord]
@@ -562,8 +546,17 @@ class AnalyticsStore(Service):
             del self._sessions[next(iter(self._sessions))]
             self._sessions_dropped += 1
 
-    def _write(self, txn: Any, events: list[tuple[Any, ...]], sessions: list[tuple[Any, ...]]) -> None:
-        """In the database thread: one transaction with every session and event."""
+    def _write(
+        self,
+        txn: Any,
+        events: list[tuple[Any, ...]],
+        sessions: list[tuple[Any, ...]],
+        spilled: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
+        """In the database thread: one transaction with every session and event.
+
+        *spilled* events (replayed, with their ``spill_key``) already written are skipped.
+        """
         if self._dialect.begin_write is not None:
             txn.execute(self._dialect.begin_write)
         if sessions:
@@ -572,6 +565,9 @@ class AnalyticsStore(Service):
             )
         if events:
             self._dialect.insert_many(txn, _INSERT_EVENT_HEAD, "", len(_EVENT_COLUMNS), events)
+        if spilled:
+            width = len(_EVENT_COLUMNS) + 1
+            self._dialect.insert_many(txn, _INSERT_SPILLED_HEAD, _INSERT_SPILLED_TAIL, width, spilled)
 
     # -- reading and purging --------------------------------------------------------------
 
@@ -613,6 +609,11 @@ class AnalyticsStore(Service):
             events_dropped=self._events_dropped,
             buffer_size=len(self._events) + len(self._sessions),
             sessions_dropped=self._sessions_dropped,
+            spilled_events=self._spilled[0],
+            spilled_sessions=self._spilled[1],
+            replayed_events=self._replayed[0],
+            replayed_sessions=self._replayed[1],
+            spill_files_set_aside=self._set_aside,
         )
 
     def check(self) -> CheckResult:
@@ -624,10 +625,26 @@ class AnalyticsStore(Service):
             "flush_failures": counters.flush_failures,
             "events_dropped": counters.events_dropped,
             "sessions_dropped": counters.sessions_dropped,
+            "spilled_events": counters.spilled_events,
+            "spilled_sessions": counters.spilled_sessions,
+            "replayed_events": counters.replayed_events,
+            "replayed_sessions": counters.replayed_sessions,
+            "spill_files_pending": len(self._claims),
+            "spill_files_set_aside": counters.spill_files_set_aside,
         }
         if not self._migrated:
             return CheckResult(FAILING, {**detail, "state": "not ready"})
         return CheckResult(DEGRADED if self._failing else OK, detail)
+
+
+def _log_lost(events: int, sessions: int, why: str) -> None:
+    log.error(
+        "analytics: {events} events and {sessions} sessions could not be written before closing "
+        "nor saved to a spill file ({why}) and are lost",
+        events=events,
+        sessions=sessions,
+        why=why,
+    )
 
 
 def describe_failure(failure: Failure) -> str:
