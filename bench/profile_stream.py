@@ -1,7 +1,7 @@
 """Where a ``/stream`` range request spends its CPU: in-process profile, timing, and wrk A/B.
 
-    .venv/bin/python bench/profile_stream.py profile [-n 3000] [--top 35] [--sort tottime]
-    .venv/bin/python bench/profile_stream.py time [-n 3000] [--rounds 5] [--repo DIR ...]
+    .venv/bin/python bench/profile_stream.py profile [-n 3000] [--top 35] [--sort tottime] [--socket]
+    .venv/bin/python bench/profile_stream.py time [-n 3000] [--rounds 5] [--repo DIR ...] [--socket]
     .venv/bin/python bench/profile_stream.py wrk [--variant NAME=DIR[,VAR=VALUE...] ...]
         [--baselines static,nginx] [--mode range|full] [-c 16] [-d 5] [--rounds 3]
         [--span BYTES] [--production]
@@ -22,6 +22,13 @@ runs the reactor: every request is answered synchronously, so the run is determi
 producer (an in-memory transport has no socket for ``sendfile``), so 256 KiB are read
 and written in four 64 KiB chunks per request; ``--span 1`` makes that part negligible
 and leaves the per-request overhead.
+
+``--socket`` (``profile``, ``time``) makes that connection a real loopback TCP one
+instead: the transport a client's connection gets, so the ``/stream`` fast lane answers
+and bodies leave with ``sendfile``; each request is handed to the channel as the
+reactor's read would hand it and the answer is read off the client socket in the same
+process (its ``recv`` counts in the time).  What it leaves out is the reactor's own part
+(``epoll_wait`` and the dispatch of the read) and the server's ``recv``.
 
 ``profile`` prints the top functions by own time (cProfile) and µs per request with and
 without the profiler. ``time`` runs each ``--repo`` (a checkout, e.g. one made with
@@ -179,20 +186,54 @@ def _requests(
 
 
 class Bench:
-    """One connection to the real site, and a way to push requests through it."""
+    """One connection to the real site, and a way to push requests through it.
 
-    def __init__(self, tmp: Path, span: int, tracks: int = 8, production: bool = False) -> None:
+    By default the connection is an in-memory transport (no ``sendfile``, so
+    the full path and its portable producer).  With *socket*, :meth:`connect`
+    opens a real loopback TCP connection to the site (the transport a plain
+    TCP client gets, so the ``/stream`` fast lane and ``sendfile`` are used);
+    :meth:`run` then hands each request to the channel itself, as the
+    reactor's read would, and reads the answer off the client socket in this
+    process, so the time measured includes the client's ``recv``.
+    """
+
+    def __init__(
+        self, tmp: Path, span: int, tracks: int = 8, production: bool = False, socket: bool = False
+    ) -> None:
         from twisted.internet.address import IPv4Address
 
         self.site, self.files, self.tracker, self.root = _build(tmp, tracks, production)
         self.span = span
         self.authorization = bearer() if production else None
         self.sink = _Sink()
-        self.transport = _make_transport(self.sink)
-        self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.protocol.makeConnection(self.transport)
+        self.client: Any = None
+        self.protocol: Any = None
+        if not socket:
+            self.transport = _make_transport(self.sink)
+            self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            self.protocol.makeConnection(self.transport)
+
+    def connect(self) -> None:
+        """Open the loopback connection (the reactor accepts it on its next turn)."""
+        import socket
+
+        from twisted.internet import reactor
+
+        build = self.site.buildProtocol
+
+        def capture(addr: Any) -> Any:
+            self.protocol = build(addr)
+            return self.protocol
+
+        self.site.buildProtocol = capture
+        port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.client.setblocking(False)
 
     def run(self, requests: list[bytes]) -> None:
+        if self.client is not None:
+            self._run_socket(requests)
+            return
         transport = self.transport
         tracker = self.tracker
         feed = self.protocol.dataReceived
@@ -204,6 +245,23 @@ class Bench:
                 if not tracker.open_count:
                     break
                 transport.producer.resumeProducing()
+
+    def _run_socket(self, requests: list[bytes]) -> None:
+        feed = self.protocol.dataReceived
+        recv = self.client.recv
+        transport = getattr(self.protocol, "_channel", self.protocol).transport  # twisted.web's wrapper
+        tracker = self.tracker
+        for raw in requests:
+            feed(raw)
+            for _ in range(1000):
+                try:
+                    data = recv(1 << 20)
+                except BlockingIOError:
+                    if not tracker.open_count:
+                        break
+                    transport.doWrite()  # a body left to the sender: what the reactor would do
+                    continue
+                self.sink.note(data)
 
     probes = 0
 
@@ -234,7 +292,7 @@ def _in_process(args: argparse.Namespace) -> None:
     from twisted.internet import reactor
 
     with tempfile.TemporaryDirectory(prefix="profile-stream-") as tmp_name:
-        bench = Bench(Path(tmp_name), args.span, production=args.production)
+        bench = Bench(Path(tmp_name), args.span, production=args.production, socket=args.socket)
         deadline = time.monotonic() + 120
         failure: list[str] = []
 
@@ -265,6 +323,11 @@ def _in_process(args: argparse.Namespace) -> None:
         def when_ready() -> None:
             # The catalog scans the library when the daemon starts; /stream
             # serves only tracks it knows.
+            if bench.protocol is None:
+                if bench.client is None:
+                    bench.connect()
+                reactor.callLater(0.1, when_ready)
+                return
             if bench.probe():
                 # Let the start-up work (scan, workers) settle first.
                 reactor.callLater(1.0, measure)
@@ -332,6 +395,7 @@ def _time(args: argparse.Namespace) -> None:
                 "--batches",
                 str(args.batches),
                 *(["--production"] if args.production else []),
+                *(["--socket"] if args.socket else []),
             ]
             out = subprocess.run(argv, env=env, cwd=repo, capture_output=True, text=True, timeout=900)
             if out.returncode != 0:
@@ -466,6 +530,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--span", type=int, default=SPAN, help="bytes per range (default 256 KiB)")
         p.add_argument("--warmup", type=int, default=300, help="requests before measuring")
         p.add_argument("--production", action="store_true", help="production profile, JWT on every request")
+        p.add_argument(
+            "--socket",
+            action="store_true",
+            help="a real loopback TCP connection (the /stream fast lane, sendfile) instead of memory",
+        )
         if command == "profile":
             p.add_argument("--top", type=int, default=35)
             p.add_argument("--sort", default="tottime")
