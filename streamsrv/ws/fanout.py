@@ -39,20 +39,22 @@ log = Logger()
 _OPEN = WebSocketProtocol.STATE_OPEN
 
 
-def send_frame(sockets: tuple[Any, ...], frame: PreparedMessage, members: dict[Any, None]) -> int:
+def send_frame(sockets: tuple[Any, ...], frames: list[PreparedMessage], members: dict[Any, None]) -> int:
     """
-    Write *frame* to each of *sockets* that is still in *members*, in order.
+    Write *frames* (one, or several consecutive events) to each of *sockets*
+    that is still in *members*, in order.
 
     A socket with ``_ready`` (its plain TCP transport, set by the protocol
     while it may write straight into it) whose transport has nothing
-    buffered and is not being closed gets the bytes straight from
-    ``socket.send``; what the socket does not take (all of it on ``EAGAIN``
-    or an error) goes through ``transport.write``, behind which the next
-    frame then waits.  Every other socket gets ``_push(frame)``.
+    buffered and is not being closed gets the bytes (of every frame, one
+    after the other) from one ``socket.send``; what the socket does not take
+    (all of it on ``EAGAIN`` or an error) goes through ``transport.write``,
+    behind which the next frame then waits.  Every other socket gets
+    ``_push(frame)`` for each frame.
 
-    :return: The frames written here (``_push`` counts its own).
+    :return: The sockets written to here (``_push`` counts its own frames).
     """
-    data = frame.payloadHybi
+    data = frames[0].payloadHybi if len(frames) == 1 else b"".join(f.payloadHybi for f in frames)
     size = len(data)
     sent = 0
     for sock in sockets:
@@ -71,7 +73,8 @@ def send_frame(sockets: tuple[Any, ...], frame: PreparedMessage, members: dict[A
                 or transport._writeDisconnected
             ):
                 if sock in members:
-                    sock._push(frame)
+                    for frame in frames:
+                        sock._push(frame)
                 continue
             try:
                 n = transport.socket.send(data)
@@ -100,7 +103,7 @@ class _Group:
         #: Socket -> None, in the order they joined.
         self.members: dict[Any, None] = {}
         self._snapshot: tuple[Any, ...] | None = None
-        self._subscription = fanout.factory.hub.subscribe(channel, self._on_event)
+        self._subscription = fanout.factory.hub.subscribe(channel, self._on_event, self._on_events)
 
     def join(self, sock: Any) -> Subscription:
         self.members[sock] = None
@@ -119,13 +122,16 @@ class _Group:
             self._fanout._groups.pop((self.channel, self.name), None)
 
     def _on_event(self, channel: str, event: Any) -> None:
+        self._on_events(channel, [event])
+
+    def _on_events(self, channel: str, events: list[Any]) -> None:
         factory = self._fanout.factory
-        frame = factory.event_frame("event", self.name, event)
+        frames = [factory.event_frame("event", self.name, event) for event in events]
         snapshot = self._snapshot
         if snapshot is None:
             # Members may leave (a 4008 close) while the loop runs: it keeps this copy.
             snapshot = self._snapshot = tuple(self.members)
-        sent = send_frame(snapshot, frame, self.members)
+        sent = send_frame(snapshot, frames, self.members) * len(frames)
         stats = factory.stats
         stats.frames_out += sent
         stats.events_sent += sent

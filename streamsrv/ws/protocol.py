@@ -65,7 +65,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from streamsrv.auth.principal import AuthError, Principal
-from streamsrv.events.hub import SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
+from streamsrv.events.hub import MAX_BATCH, SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
 from streamsrv.media.paths import PathRefused, normalise_relative_path
 from streamsrv.ws import direct
 from streamsrv.ws.fanout import Fanout
@@ -127,6 +127,10 @@ def default_track_access(principal: Principal, path: str) -> bool:
 def rfc3339(seconds: float) -> str:
     """Unix *seconds* as RFC 3339 UTC with milliseconds (``2026-01-01T12:00:00.000Z``)."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: An event framed for the sockets: the event, its JSON, its id and ts, its frames by (kind, channel).
+_Framed = tuple[Mapping[str, Any], bytes, bytes, dict[Any, PreparedMessage]]
 
 
 class _Refused(Exception):
@@ -705,7 +709,8 @@ class EventSocketFactory(WebSocketServerFactory):
         self.fanout = Fanout(self)
         # Autobahn's timers run on txaio's (global) loop; ours run on *clock*.
         self._batched_timer = _ClockTimer(clock)
-        self._last_event: tuple[Mapping[str, Any], bytes, bytes, dict[Any, PreparedMessage]] | None = None
+        #: id(event) -> the event framed, the latest last.
+        self._recent_events: dict[int, _Framed] = {}
         self._event_serial = 0
         limits_ = self.limits
         self.setProtocolOptions(
@@ -733,10 +738,12 @@ class EventSocketFactory(WebSocketServerFactory):
         """
         The frame carrying *event* on *channel* (the client's name for it),
         framed once however many sockets it goes to: the hub hands the same
-        object to every subscriber in turn, so the frames of the last event
-        are remembered, with one id (``e{n}``) and one ``ts`` for all of them.
+        object to every subscriber in turn (up to ``MAX_BATCH`` events at a
+        time), so the frames of the last events are remembered, with one id
+        (``e{n}``) and one ``ts`` for all of them.
         """
-        last = self._last_event
+        recent = self._recent_events
+        last = recent.get(id(event))
         if last is None or last[0] is not event:
             encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             self._event_serial += 1
@@ -744,7 +751,9 @@ class EventSocketFactory(WebSocketServerFactory):
                 self._event_serial,
                 json.dumps(rfc3339(self.clock.seconds())).encode("ascii"),
             )
-            last = self._last_event = (event, encoded, head, {})
+            last = recent[id(event)] = (event, encoded, head, {})
+            if len(recent) > 2 * MAX_BATCH:
+                del recent[next(iter(recent))]
         _, encoded, head, frames = last
         key = (kind, channel)
         prepared = frames.get(key)
