@@ -271,6 +271,7 @@ def raw_clients(port: int, path: str, count: int, events: int, run_id: str, pin:
     _raise_fd_limit()
     clients = RawClients(port=port, path=path, count=count, run_id=run_id)
     clients.connect(CONNECT_BATCH, 120.0)
+    cpu_ready = time.process_time()
     print("READY", flush=True)
     stdin = select.poll()
     stdin.register(sys.stdin.fileno(), select.POLLIN)
@@ -288,6 +289,8 @@ def raw_clients(port: int, path: str, count: int, events: int, run_id: str, pin:
         "foreign": clients.foreign,
         "closed": clients.closed,
         "errors": clients.errors[:20],
+        # CPU this client process spent reading the events (after READY).
+        "cpu_s": time.process_time() - cpu_ready,
     }
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -494,6 +497,7 @@ def _summary(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[st
     for key in ("foreign", "closed"):
         summary[key] = sum(r.get(key, 0) for r in results)
     summary["variants_max"] = max((r.get("variants_max", 0) for r in results), default=0)
+    summary["clients_cpu_s"] = round(sum(r.get("cpu_s", 0.0) for r in results), 3)
     summary["errors"] = [e for r in results for e in r.get("errors", [])][:10]
     return summary
 
@@ -630,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "user_p99_ms" in result:
         line += f"read by the client p50 {result['user_p50_ms']:.2f} / p99 {result['user_p99_ms']:.2f} ms; "
-    line += f"server CPU {result['server_cpu_s']} s; connect {result['connect_s']} s"
+    line += f"server CPU {result['server_cpu_s']} s, clients' {result['clients_cpu_s']} s; "
+    line += f"connect {result['connect_s']} s"
     print(line)
     if "publish_wall_ms" in result.get("server", {}):
         server = result["server"]
