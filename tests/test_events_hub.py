@@ -293,3 +293,32 @@ class RedisReadBatchTests(unittest.TestCase):
         protocol.dataReceived(data[-7:])
         self.assertEqual(batches.calls[-1], ("system", [{"n": 4}]))
         self.assertEqual(hub.stats.received, 5)
+
+
+class StoppingTests(unittest.TestCase):
+    """A command that fails because the hub is stopping is not a Redis problem."""
+
+    def test_command_lost_while_stopping_is_quiet(self) -> None:
+        """An UNSUBSCRIBE in flight when the hub stops (its connection closed on purpose): no
+        warning and no reconnection; while running, the same failure is logged and aborts."""
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+        from twisted.logger import globalLogPublisher
+        from twisted.python.failure import Failure
+
+        hub = RedisHub("redis://127.0.0.1:1/0", MemoryReactorClock(), node_id="me")
+        protocol = type("P", (), {})()
+        protocol.transport = StringTransport()
+        hub._protocol = protocol
+        seen: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        failure = Failure(ConnectionError("Lost connection"))
+        hub.running = False
+        hub._command_failed(failure, protocol, "UNSUBSCRIBE")
+        warned = [e for e in seen if "failed" in str(e.get("log_format"))]
+        self.assertEqual(warned, [])
+        self.assertFalse(protocol.transport.disconnecting)
+        hub.running = True
+        hub._command_failed(failure, protocol, "UNSUBSCRIBE")
+        self.assertEqual(len([e for e in seen if "failed" in str(e.get("log_format"))]), 1)
+        self.assertTrue(protocol.transport.disconnecting)

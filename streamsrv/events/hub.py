@@ -548,6 +548,8 @@ class RedisHub(Service):
     def _command_failed(self, failure: Failure, protocol: Any, command: str) -> None:
         if protocol is not self._protocol:
             return  # that connection is gone; the next one subscribes afresh
+        if not self.running:
+            return  # stopping: the connection is closed on purpose (an UNSUBSCRIBE may be in flight)
         log.warn(
             "events: Redis {command} failed ({error}); reconnecting",
             command=command,
