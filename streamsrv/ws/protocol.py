@@ -740,7 +740,8 @@ class EventSocketFactory(WebSocketServerFactory):
         framed once however many sockets it goes to: the hub hands the same
         object to every subscriber in turn (up to ``MAX_BATCH`` events at a
         time), so the frames of the last events are remembered, with one id
-        (``e{n}``) and one ``ts`` for all of them.
+        (``e{n}``) and one ``ts`` for all of them (an event object is not
+        changed once published: every publisher builds a fresh one).
         """
         recent = self._recent_events
         last = recent.get(id(event))
