@@ -31,7 +31,11 @@ read ran as well (``user_*``).  ``autobahn`` is the Autobahn client of the
 first version of this bench (receipt time taken in ``onMessage``).
 
 Prints p50/p90/p99/max over all (socket, event) pairs, the delivered share,
-and the server's CPU time; the raw summary goes to a JSON file.  Goal (issues
+and the server's CPU time; without ``--workers`` also one publish's (one
+fan-out's) wall and CPU time and how often the server was preempted while
+the events went out (the server's core is shared with whatever else runs
+on the machine: a fan-out whose wall time is well above its CPU time waited
+for the core); the raw summary goes to a JSON file.  Goal (issues
 6 and 13): p99 < 50 ms at 5 000 sockets on one process, and 10 000 over two
 workers.
 
@@ -141,17 +145,29 @@ def serve(port: int, run_id: str) -> None:
         def go(self, events: int, interval_s: float) -> None:
             sent = [0]
             before = resource.getrusage(resource.RUSAGE_SELF)
+            walls: list[float] = []
+            cpus: list[float] = []
 
             def publish() -> None:
+                wall, cpu = time.perf_counter(), time.thread_time()
                 hub.publish("system", {"type": "alert", "seq": sent[0], "run": run_id, "t": time.time()})
+                walls.append((time.perf_counter() - wall) * 1000)
+                cpus.append((time.thread_time() - cpu) * 1000)
                 sent[0] += 1
                 if sent[0] == events:
                     loop.stop()
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+                    walls.sort()
+                    cpus.sort()
                     report = {
                         "sockets": len(factory.sockets),
                         "cpu_s": cpu,
+                        # One publish (the whole fan-out): wall and CPU time, and how often
+                        # the server was preempted meanwhile (others' processes on its core).
+                        "publish_wall_ms": [_percentile(walls, q) for q in (50, 90, 99)],
+                        "publish_cpu_ms": [_percentile(cpus, q) for q in (50, 90, 99)],
+                        "preempted": after.ru_nivcsw - before.ru_nivcsw,
                         "stats": {
                             "events_sent": factory.stats.events_sent,
                             "events_dropped": factory.stats.events_dropped,
@@ -255,6 +271,7 @@ def raw_clients(port: int, path: str, count: int, events: int, run_id: str, pin:
     _raise_fd_limit()
     clients = RawClients(port=port, path=path, count=count, run_id=run_id)
     clients.connect(CONNECT_BATCH, 120.0)
+    cpu_ready = time.process_time()
     print("READY", flush=True)
     stdin = select.poll()
     stdin.register(sys.stdin.fileno(), select.POLLIN)
@@ -272,6 +289,8 @@ def raw_clients(port: int, path: str, count: int, events: int, run_id: str, pin:
         "foreign": clients.foreign,
         "closed": clients.closed,
         "errors": clients.errors[:20],
+        # CPU this client process spent reading the events (after READY).
+        "cpu_s": time.process_time() - cpu_ready,
     }
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -478,6 +497,7 @@ def _summary(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[st
     for key in ("foreign", "closed"):
         summary[key] = sum(r.get(key, 0) for r in results)
     summary["variants_max"] = max((r.get("variants_max", 0) for r in results), default=0)
+    summary["clients_cpu_s"] = round(sum(r.get("cpu_s", 0.0) for r in results), 3)
     summary["errors"] = [e for r in results for e in r.get("errors", [])][:10]
     return summary
 
@@ -614,8 +634,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "user_p99_ms" in result:
         line += f"read by the client p50 {result['user_p50_ms']:.2f} / p99 {result['user_p99_ms']:.2f} ms; "
-    line += f"server CPU {result['server_cpu_s']} s; connect {result['connect_s']} s"
+    line += f"server CPU {result['server_cpu_s']} s, clients' {result['clients_cpu_s']} s; "
+    line += f"connect {result['connect_s']} s"
     print(line)
+    if "publish_wall_ms" in result.get("server", {}):
+        server = result["server"]
+        wall, cpu = server["publish_wall_ms"], server["publish_cpu_ms"]
+        print(
+            f"one publish (p50/p90/p99): wall {wall[0]:.1f}/{wall[1]:.1f}/{wall[2]:.1f} ms, "
+            f"CPU {cpu[0]:.1f}/{cpu[1]:.1f}/{cpu[2]:.1f} ms; server preempted {server['preempted']} times"
+        )
     if "connections_per_worker" in result:
         print(f"connections per worker pid: {result['connections_per_worker']}")
         print(f"PUBLISH receivers: {result['redis_receivers_min']}..{result['redis_receivers_max']}")

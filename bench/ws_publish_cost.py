@@ -75,8 +75,13 @@ def main() -> int:
         socket._perMessageCompress = None
         socket.send_queue = deque()
         socket.trafficStats = TrafficStats()
-        socket._direct = socket.transport  # as onOpen sets it for a plain TCP transport
-        socket._subs["system"] = hub.subscribe("system", functools.partial(socket._on_event, "system"))
+        socket._direct = socket._ready = socket.transport  # as onOpen sets them for a plain TCP transport
+        fanout = getattr(factory, "fanout", None)  # None before the fan-out groups (#13)
+        socket._subs["system"] = (
+            fanout.subscribe("system", "system", socket)
+            if fanout is not None
+            else hub.subscribe("system", functools.partial(socket._on_event, "system"))
+        )
     times = []
     for n in range(args.publishes):
         started = time.process_time()

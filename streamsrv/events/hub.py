@@ -31,7 +31,6 @@ import json
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -44,6 +43,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from streamsrv.events.registry import (
+    MAX_BATCH,
+    MAX_CHANNEL_LENGTH,
+    EventCallback,
+    EventsCallback,
+    HubStats,
+    Subscription,
+    check_channel,
+)
+from streamsrv.events.registry import Registry as _Registry
 from streamsrv.redisconn import (
     CONNECT_TIMEOUT_S,
     RETRY_INITIAL_S,
@@ -57,15 +66,18 @@ from streamsrv.service import PeriodicService
 
 __all__ = [
     "EVENT_TYPES",
+    "MAX_BATCH",
     "MAX_CHANNEL_LENGTH",
     "PLAYBACK_TYPES",
     "SYSTEM_CHANNEL",
     "EventCallback",
+    "EventsCallback",
     "HubStats",
     "IEventHub",
     "InProcessHub",
     "RedisHub",
     "Subscription",
+    "check_channel",
     "make_hub",
     "track_channel",
     "user_channel",
@@ -75,9 +87,6 @@ log = Logger()
 
 #: The channel of catalog and alert events (admins only on the WebSocket).
 SYSTEM_CHANNEL: Final = "system"
-
-#: The longest channel name accepted, in characters.
-MAX_CHANNEL_LENGTH: Final = 1024
 
 #: The playback reports a client sends over ``/ws`` (and the hub relays).
 PLAYBACK_TYPES: Final = frozenset(
@@ -118,9 +127,6 @@ KEEPALIVE_S: Final = 15.0
 #: Version of the JSON envelope carried through Redis.
 ENVELOPE_VERSION: Final = 1
 
-#: What subscribers are called with: the channel and the event.
-EventCallback = Callable[[str, Mapping[str, Any]], None]
-
 
 def user_channel(sub: str) -> str:
     """The channel of one user's events (``user:{sub}``)."""
@@ -133,20 +139,6 @@ def track_channel(path: str) -> str:
     the media root, ``/``-separated, NFC-normalised (as the catalog names it).
     """
     return "track:" + unicodedata.normalize("NFC", path)
-
-
-def check_channel(channel: object) -> str:
-    """
-    *channel* if it is a usable channel name.
-
-    :raise ValueError: If it is not a non-empty string of at most
-        :data:`MAX_CHANNEL_LENGTH` characters without control characters.
-    """
-    if not isinstance(channel, str) or not channel or len(channel) > MAX_CHANNEL_LENGTH:
-        raise ValueError(f"a channel is a string of 1 to {MAX_CHANNEL_LENGTH} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in channel):
-        raise ValueError("a channel must not contain control characters")
-    return channel
 
 
 def encode_event(event: Mapping[str, Any]) -> str:
@@ -177,121 +169,23 @@ class IEventHub(Interface):
         :raise TypeError: If *event* is not a JSON object.
         """
 
-    def subscribe(channel: str, callback: EventCallback) -> Subscription:  # noqa: N805 - zope interface
+    def subscribe(
+        channel: str,  # noqa: N805 - zope interface
+        callback: EventCallback,
+        many: EventsCallback | None = None,
+    ) -> Subscription:
         """
         Call ``callback(channel, event)`` for every event published on
         *channel* from now until the returned subscription is cancelled.
         Callbacks run on the reactor thread and must not block.
 
+        With *many*, when the hub has several consecutive events of the
+        channel at once (a :class:`RedisHub` that read a backlog of messages
+        in one go), it calls ``many(channel, events)`` once with up to
+        :data:`MAX_BATCH` of them, in order, instead of *callback* for each.
+
         :raise ValueError: If *channel* is not a valid name.
         """
-
-
-class Subscription:
-    """One callback's subscription to one channel; :meth:`cancel` ends it (idempotent)."""
-
-    __slots__ = ("_cancel", "callback", "channel")
-
-    def __init__(self, channel: str, callback: EventCallback, cancel: Callable[[Subscription], None]) -> None:
-        self.channel = channel
-        self.callback = callback
-        self._cancel: Callable[[Subscription], None] | None = cancel
-
-    @property
-    def active(self) -> bool:
-        """Whether events are still delivered to this subscription."""
-        return self._cancel is not None
-
-    def cancel(self) -> None:
-        """Stop delivering events to this subscription; calling it again does nothing."""
-        cancel, self._cancel = self._cancel, None
-        if cancel is not None:
-            cancel(self)
-
-
-@dataclass
-class HubStats:
-    """
-    Counters of one hub, for the metrics.
-
-    :ivar published: Events published through this hub.
-    :ivar delivered: Callback invocations (one event to one subscriber).
-    :ivar received: Events received from other processes through Redis.
-    :ivar reconnects: Connections to Redis made after the first one.
-    :ivar publish_failures: Events that could not be sent to Redis (it was
-        away, or did not answer in time); local subscribers still got them.
-    :ivar malformed: Messages from Redis that were not a valid envelope.
-    :ivar callback_errors: Subscriber callbacks that raised.
-    """
-
-    published: int = 0
-    delivered: int = 0
-    received: int = 0
-    reconnects: int = 0
-    publish_failures: int = 0
-    malformed: int = 0
-    callback_errors: int = 0
-
-
-class _Registry:
-    """The local subscribers, per channel, with hooks on a channel's first and last subscriber."""
-
-    def __init__(
-        self,
-        stats: HubStats,
-        on_first: Callable[[str], None] | None = None,
-        on_last: Callable[[str], None] | None = None,
-    ) -> None:
-        self._stats = stats
-        self._channels: dict[str, dict[Subscription, None]] = {}
-        self._on_first = on_first
-        self._on_last = on_last
-
-    @property
-    def channels(self) -> list[str]:
-        """Channels with at least one subscriber."""
-        return list(self._channels)
-
-    def subscribe(self, channel: str, callback: EventCallback) -> Subscription:
-        check_channel(channel)
-        subscription = Subscription(channel, callback, self._remove)
-        subscribers = self._channels.get(channel)
-        if subscribers is None:
-            subscribers = self._channels[channel] = {}
-            subscribers[subscription] = None
-            if self._on_first is not None:
-                self._on_first(channel)
-        else:
-            subscribers[subscription] = None
-        return subscription
-
-    def _remove(self, subscription: Subscription) -> None:
-        subscribers = self._channels.get(subscription.channel)
-        if subscribers is None or subscription not in subscribers:
-            return
-        del subscribers[subscription]
-        if not subscribers:
-            del self._channels[subscription.channel]
-            if self._on_last is not None:
-                self._on_last(subscription.channel)
-
-    def deliver(self, channel: str, event: Mapping[str, Any]) -> int:
-        subscribers = self._channels.get(channel)
-        if not subscribers:
-            return 0
-        count = 0
-        # A callback may subscribe or cancel (itself or others): iterate over a copy.
-        for subscription in list(subscribers):
-            if not subscription.active:
-                continue
-            try:
-                subscription.callback(channel, event)
-            except Exception:
-                self._stats.callback_errors += 1
-                log.failure("events: a subscriber of {channel} failed", channel=channel)
-            count += 1
-        self._stats.delivered += count
-        return count
 
 
 @implementer(IEventHub)
@@ -322,8 +216,10 @@ class InProcessHub(Service):
         self.stats.published += 1
         self._registry.deliver(channel, event)
 
-    def subscribe(self, channel: str, callback: EventCallback) -> Subscription:
-        return self._registry.subscribe(channel, callback)
+    def subscribe(
+        self, channel: str, callback: EventCallback, many: EventsCallback | None = None
+    ) -> Subscription:
+        return self._registry.subscribe(channel, callback, many)
 
 
 @functools.cache
@@ -332,8 +228,40 @@ def _subscriber_protocol_class() -> type:
     import txredisapi
 
     class HubSubscriberProtocol(txredisapi.SubscriberProtocol):
+        """
+        Hands the hub every message of a read at once: txredisapi parses one
+        reply per reactor turn (after a bulk reply it pauses the transport and
+        finishes the buffer in a ``callLater(0)``); this parses on in a loop,
+        and the hub delivers what came at the end of the read, consecutive
+        events of a channel together (see :meth:`RedisHub._release`).
+        """
+
         hub: RedisHub
         serial: int
+        _draining = False
+        _rest: Any = None
+
+        def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+            self.hub._hold()
+            self._draining = True
+            try:
+                result = super().dataReceived(data, unpause)
+                while self._rest is not None:
+                    rest, self._rest = self._rest, None
+                    result = super().dataReceived(rest)
+                return result
+            finally:
+                self._draining = False
+                self._rest = None
+                self.hub._release()
+
+        def setLineMode(self, extra: Any = b"") -> None:
+            if extra and self._draining and self._rest is None:
+                # The rest of the read, after a bulk reply: parsed by dataReceived's loop.
+                self.line_mode = 1
+                self._rest = extra
+                return
+            super().setLineMode(extra)
 
         def connectionMade(self) -> Any:
             # AUTH runs in the superclass; whenConnected() fires once it is done.
@@ -466,6 +394,8 @@ class RedisHub(Service):
         self._auth_refused_logged = False
         #: Messages read from the subscriber connection (any channel), for the keepalive.
         self._messages = 0
+        #: Events from Redis waiting for the end of the read they came in (see :meth:`_hold`).
+        self._held: list[tuple[str, Mapping[str, Any]]] | None = None
         self._keepalive = (
             PeriodicService(
                 keepalive_s, self._ping, clock=self._clock, now=False, what="events: the Redis keepalive"
@@ -501,8 +431,10 @@ class RedisHub(Service):
         d.addTimeout(self._timeout_s, self._clock)
         d.addErrback(self._publish_failed)
 
-    def subscribe(self, channel: str, callback: EventCallback) -> Subscription:
-        return self._registry.subscribe(channel, callback)
+    def subscribe(
+        self, channel: str, callback: EventCallback, many: EventsCallback | None = None
+    ) -> Subscription:
+        return self._registry.subscribe(channel, callback, many)
 
     # --- service --------------------------------------------------------------------
 
@@ -616,6 +548,8 @@ class RedisHub(Service):
     def _command_failed(self, failure: Failure, protocol: Any, command: str) -> None:
         if protocol is not self._protocol:
             return  # that connection is gone; the next one subscribes afresh
+        if not self.running:
+            return  # stopping: the connection is closed on purpose (an UNSUBSCRIBE may be in flight)
         log.warn(
             "events: Redis {command} failed ({error}); reconnecting",
             command=command,
@@ -672,7 +606,39 @@ class RedisHub(Service):
         if envelope["o"] == self.node_id:
             return  # our own event: already delivered here when it was published
         self.stats.received += 1
-        self._registry.deliver(channel, envelope["e"])
+        if self._held is not None:
+            self._held.append((channel, envelope["e"]))
+        else:
+            self._registry.deliver(channel, envelope["e"])
+
+    def _hold(self) -> None:
+        """The subscriber connection starts parsing a read: keep its events until :meth:`_release`."""
+        if self._held is None:
+            self._held = []
+
+    def _release(self) -> None:
+        """
+        Deliver the events of the read, in order: each run of consecutive
+        events of one channel in groups of at most :data:`MAX_BATCH` (so
+        that a subscriber with a ``many`` callback, the WebSocket fan-out,
+        writes them to each socket in one go), a lone event as
+        :meth:`publish` would.
+        """
+        held, self._held = self._held, None
+        if not held:
+            return
+        registry = self._registry
+        start = 0
+        while start < len(held):
+            channel = held[start][0]
+            end = start + 1
+            while end < len(held) and end - start < MAX_BATCH and held[end][0] == channel:
+                end += 1
+            if end - start == 1:
+                registry.deliver(channel, held[start][1])
+            else:
+                registry.deliver_many(channel, [event for _, event in held[start:end]])
+            start = end
 
     def _publish_failed(self, failure: Failure) -> None:
         self.stats.publish_failures += 1

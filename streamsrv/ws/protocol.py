@@ -50,7 +50,6 @@ never let one socket's backlog grow the server's memory without bound.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections import deque
@@ -66,9 +65,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from streamsrv.auth.principal import AuthError, Principal
-from streamsrv.events.hub import SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
+from streamsrv.events.hub import MAX_BATCH, SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
 from streamsrv.media.paths import PathRefused, normalise_relative_path
 from streamsrv.ws import direct
+from streamsrv.ws.fanout import Fanout
 from streamsrv.ws.limits import TokenBucket, WsLimits, WsStats
 from streamsrv.ws.playback import PLAYBACK_TYPES, PlaybackSink, check_playback
 from streamsrv.ws.timers import ClockTimer as _ClockTimer
@@ -129,6 +129,10 @@ def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: An event framed for the sockets: the event, its JSON, its id and ts, its frames by (kind, channel).
+_Framed = tuple[Mapping[str, Any], bytes, bytes, dict[Any, PreparedMessage]]
+
+
 class _Refused(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -169,6 +173,9 @@ class EventSocketProtocol(WebSocketServerProtocol):
         self._torn_down = False
         #: The plain TCP transport event frames are sent straight through (see :mod:`.direct`), if any.
         self._direct: Any = None
+        #: ``_direct`` while an event may go straight into it (not paused, nothing queued, not
+        #: closing), else None: what :func:`.fanout.send_frame` reads.
+        self._ready: Any = None
 
     # --- autobahn callbacks --------------------------------------------------------------
 
@@ -182,7 +189,7 @@ class EventSocketProtocol(WebSocketServerProtocol):
         clock = factory.clock
         factory._opened(self)
         if self._perMessageCompress is None and not getattr(self, "logOctets", False):
-            self._direct = direct.direct_transport(self.transport)
+            self._direct = self._ready = direct.direct_transport(self.transport)
         try:
             self.registerProducer(self, True)
         except RuntimeError:
@@ -264,6 +271,7 @@ class EventSocketProtocol(WebSocketServerProtocol):
 
     def pauseProducing(self) -> None:
         self._paused = True
+        self._ready = None
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -272,6 +280,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
             self._send_event(queue.popleft())
         if not queue:
             self._dropped_in_row = 0
+            if not self._paused and not self._closing:
+                self._ready = self._direct
 
     def stopProducing(self) -> None:
         self._queue.clear()
@@ -464,9 +474,7 @@ class EventSocketProtocol(WebSocketServerProtocol):
             if len(self._subs) >= self.factory.limits.max_subscriptions:
                 over.append(name)
                 continue
-            self._subs[name] = (
-                None if own else self.factory.hub.subscribe(channel, functools.partial(self._on_event, name))
-            )
+            self._subs[name] = None if own else self.factory.fanout.subscribe(channel, name, self)
         if refused["FORBIDDEN"]:
             self._security("ws_subscribe_forbidden", channels=len(refused["FORBIDDEN"]))
             self._send_error("FORBIDDEN", "Not allowed on these channels.", msg_id, refused["FORBIDDEN"])
@@ -613,6 +621,7 @@ class EventSocketProtocol(WebSocketServerProtocol):
         if self._closing:
             return
         self._closing = True
+        self._ready = None
         self._teardown()
         if self.state == WebSocketProtocol.STATE_OPEN:
             # sendClose() refuses the 1xxx codes other than 1000; the frame is the same.
@@ -626,6 +635,7 @@ class EventSocketProtocol(WebSocketServerProtocol):
         if self._torn_down:
             return
         self._torn_down = True
+        self._ready = None
         for call in (self._auth_call, self._expiring_call, self._expiry_call):
             if call is not None and call.active():
                 call.cancel()
@@ -695,9 +705,12 @@ class EventSocketFactory(WebSocketServerFactory):
         self.metrics = metrics
         self.stats = WsStats()
         self.sockets: set[EventSocketProtocol] = set()
+        #: One hub subscription per (channel, client name), one loop per event (see :mod:`.fanout`).
+        self.fanout = Fanout(self)
         # Autobahn's timers run on txaio's (global) loop; ours run on *clock*.
         self._batched_timer = _ClockTimer(clock)
-        self._last_event: tuple[Mapping[str, Any], bytes, bytes, dict[Any, PreparedMessage]] | None = None
+        #: id(event) -> the event framed, the latest last.
+        self._recent_events: dict[int, _Framed] = {}
         self._event_serial = 0
         limits_ = self.limits
         self.setProtocolOptions(
@@ -725,10 +738,13 @@ class EventSocketFactory(WebSocketServerFactory):
         """
         The frame carrying *event* on *channel* (the client's name for it),
         framed once however many sockets it goes to: the hub hands the same
-        object to every subscriber in turn, so the frames of the last event
-        are remembered, with one id (``e{n}``) and one ``ts`` for all of them.
+        object to every subscriber in turn (up to ``MAX_BATCH`` events at a
+        time), so the frames of the last events are remembered, with one id
+        (``e{n}``) and one ``ts`` for all of them (an event object is not
+        changed once published: every publisher builds a fresh one).
         """
-        last = self._last_event
+        recent = self._recent_events
+        last = recent.get(id(event))
         if last is None or last[0] is not event:
             encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             self._event_serial += 1
@@ -736,7 +752,9 @@ class EventSocketFactory(WebSocketServerFactory):
                 self._event_serial,
                 json.dumps(rfc3339(self.clock.seconds())).encode("ascii"),
             )
-            last = self._last_event = (event, encoded, head, {})
+            last = recent[id(event)] = (event, encoded, head, {})
+            if len(recent) > 2 * MAX_BATCH:
+                del recent[next(iter(recent))]
         _, encoded, head, frames = last
         key = (kind, channel)
         prepared = frames.get(key)

@@ -1,0 +1,215 @@
+"""The fan-out loop of :mod:`streamsrv.ws.fanout`: one hub subscription and one loop per channel.
+
+:class:`SendFrameTests` pins :func:`~streamsrv.ws.fanout.send_frame` against
+stub sockets (which go straight into the socket, which go through the
+socket's own ``_push`` as before, and that one failing socket does not stop
+the others).  :class:`GroupTests` checks that the sockets of one channel
+share one hub subscription, released with the last of them.
+:class:`SameBytesOverTcpTests` runs the real site on 127.0.0.1 with raw
+clients, half of the sockets forced onto the per-socket path of before:
+every socket reads the same bytes, for single events and for a batch
+(several events written in one ``send``).  Nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+
+from streamsrv.auth.principal import Principal
+from streamsrv.events.hub import SYSTEM_CHANNEL, InProcessHub
+from streamsrv.ws.fanout import Fanout, send_frame
+from streamsrv.ws.limits import WsLimits, WsStats
+from streamsrv.ws.protocol import EventSocketFactory
+from tests import test_ws_direct
+from tests.sitehelpers import serve_websocket
+from tests.test_ws_direct import TOKEN, _StubSocket, _StubTransport
+
+
+class _Frame:
+    def __init__(self, data: bytes) -> None:
+        self.payloadHybi = data
+
+
+class _Sock:
+    """What :func:`send_frame` reads of a protocol, and a recording ``_push``."""
+
+    def __init__(self, transport: _StubTransport | None, fail: bool = False) -> None:
+        self._ready = transport
+        self.state = WebSocketProtocol.STATE_OPEN
+        self.send_queue: list[Any] = []
+        self.pushed: list[bytes] = []
+        self.fail = fail
+
+    def _push(self, frame: _Frame) -> None:
+        if self.fail:
+            raise RuntimeError("boom")
+        self.pushed.append(frame.payloadHybi)
+
+    def _on_event(self, name: str, channel: str, event: Mapping[str, Any]) -> None:
+        pass
+
+
+def _send(socks: list[_Sock], frames: list[bytes], members: list[_Sock] | None = None) -> int:
+    member_map = dict.fromkeys(socks if members is None else members)
+    return send_frame(tuple(socks), [_Frame(f) for f in frames], member_map)  # type: ignore[misc]
+
+
+class SendFrameTests(unittest.TestCase):
+    """Which sockets get the bytes straight, which through ``_push``."""
+
+    def test_ready_socket_gets_every_frame_in_one_send(self) -> None:
+        """Nothing buffered: one ``send`` of the frames one after the other; counted as sent."""
+        sock = _Sock(_StubTransport(_StubSocket()))
+        self.assertEqual(_send([sock], [b"one", b"two", b"three"]), 1)
+        assert sock._ready is not None
+        self.assertEqual(sock._ready.socket.sent, [b"onetwothree"])
+        self.assertEqual(sock._ready.written, [])
+        self.assertEqual(sock.pushed, [])
+
+    def test_partial_send_and_errors_leave_the_rest_to_the_transport(self) -> None:
+        """What the socket does not take (all of it on EAGAIN or an error) goes via ``transport.write``."""
+        partial = _Sock(_StubTransport(_StubSocket(takes=4)))
+        blocked = _Sock(_StubTransport(_StubSocket(error=BlockingIOError())))
+        reset = _Sock(_StubTransport(_StubSocket(error=ConnectionResetError())))
+        self.assertEqual(_send([partial, blocked, reset], [b"abcdef", b"gh"]), 3)
+        assert partial._ready is not None and blocked._ready is not None and reset._ready is not None
+        self.assertEqual((partial._ready.socket.sent, partial._ready.written), ([b"abcd"], [b"efgh"]))
+        self.assertEqual(blocked._ready.written, [b"abcdefgh"])
+        self.assertEqual(reset._ready.written, [b"abcdefgh"])
+
+    def test_anything_else_goes_through_push_frame_by_frame(self) -> None:
+        """Not ready, not open, Autobahn's queue busy, bytes buffered, the transport closing: ``_push``."""
+        cases: list[tuple[str, _Sock]] = [("not ready", _Sock(None))]
+        closed = _Sock(_StubTransport(_StubSocket()))
+        closed.state = WebSocketProtocol.STATE_CLOSING
+        cases.append(("closing", closed))
+        queued = _Sock(_StubTransport(_StubSocket()))
+        queued.send_queue.append((b"x", False))
+        cases.append(("send_queue", queued))
+        for attribute, value in (
+            ("dataBuffer", b"old"),
+            ("_tempDataBuffer", [b"old"]),
+            ("disconnecting", 1),
+            ("connected", 0),
+            ("_aborting", True),
+            ("_writeDisconnecting", True),
+            ("_writeDisconnected", True),
+        ):
+            sock = _Sock(_StubTransport(_StubSocket()))
+            setattr(sock._ready, attribute, value)
+            cases.append((attribute, sock))
+        for what, sock in cases:
+            self.assertEqual(_send([sock], [b"a", b"b"]), 0, what)
+            self.assertEqual(sock.pushed, [b"a", b"b"], what)
+            if sock._ready is not None:
+                self.assertEqual(sock._ready.socket.sent, [], what)
+
+    def test_a_socket_that_left_gets_nothing(self) -> None:
+        """A socket no longer a member (it left while the loop ran) is skipped."""
+        gone, stays = _Sock(None), _Sock(None)
+        _send([gone, stays], [b"a"], members=[stays])
+        self.assertEqual((gone.pushed, stays.pushed), ([], [b"a"]))
+
+    def test_one_failing_socket_does_not_stop_the_others(self) -> None:
+        """A socket whose ``_push`` raises is logged; the next ones still get the frame."""
+        bad, after = _Sock(None, fail=True), _Sock(_StubTransport(_StubSocket()))
+        self.assertEqual(_send([bad, after], [b"a"]), 1)
+        assert after._ready is not None
+        self.assertEqual(after._ready.socket.sent, [b"a"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class _Factory:
+    def __init__(self) -> None:
+        self.hub = InProcessHub()
+        self.stats = WsStats()
+
+    def event_frame(self, kind: str, channel: str, event: Mapping[str, Any]) -> _Frame:
+        return _Frame(json.dumps([channel, event]).encode())
+
+
+class GroupTests(unittest.TestCase):
+    """One hub subscription per (channel, client name), whatever the number of sockets."""
+
+    def test_sockets_share_one_hub_subscription(self) -> None:
+        """Two sockets on ``system``: one subscriber in the hub; it goes with the last socket."""
+        factory = _Factory()
+        fanout = Fanout(factory)
+        a, b = _Sock(None), _Sock(None)
+        sub_a = fanout.subscribe(SYSTEM_CHANNEL, "system", a)
+        sub_b = fanout.subscribe(SYSTEM_CHANNEL, "system", b)
+        self.assertEqual(len(factory.hub._registry._channels[SYSTEM_CHANNEL]), 1)
+        self.assertEqual(fanout.groups, 1)
+        factory.hub.publish(SYSTEM_CHANNEL, {"n": 1})
+        sub_a.cancel()
+        sub_a.cancel()  # idempotent
+        factory.hub.publish(SYSTEM_CHANNEL, {"n": 2})
+        self.assertEqual(len(a.pushed), 1)
+        self.assertEqual(len(b.pushed), 2)
+        self.assertEqual(factory.hub.channels, [SYSTEM_CHANNEL])
+        sub_b.cancel()
+        self.assertEqual(factory.hub.channels, [])
+        self.assertEqual(fanout.groups, 0)
+
+    def test_batches_reach_each_socket_in_order(self) -> None:
+        """Several events at once (``many``): each socket gets them all, in order."""
+        factory = _Factory()
+        fanout = Fanout(factory)
+        a = _Sock(None)
+        fanout.subscribe(SYSTEM_CHANNEL, "system", a)
+        factory.hub._registry.deliver_many(SYSTEM_CHANNEL, [{"n": 1}, {"n": 2}, {"n": 3}])
+        self.assertEqual([json.loads(p)[1]["n"] for p in a.pushed], [1, 2, 3])
+        self.assertEqual(factory.hub.stats.delivered, 3)
+
+
+class SameBytesOverTcpTests(unittest.TestCase):
+    """The loop's sockets and the per-socket path of before read the same bytes."""
+
+    timeout = 60
+    open_subscribed = test_ws_direct.FanOutOverTcpTests.open_subscribed
+    close_readers = test_ws_direct.FanOutOverTcpTests.close_readers
+
+    def setUp(self) -> None:
+        self.hub = InProcessHub()
+        admin = Principal(sub="root", roles=frozenset({"admin"}), permissions=frozenset({"*"}), via="jwt")
+
+        async def authenticate(token: str) -> Principal:
+            assert token == TOKEN
+            return admin
+
+        self.factory = EventSocketFactory(
+            hub=self.hub, authenticate=authenticate, clock=reactor, limits=WsLimits(ping_interval_s=0)
+        )
+        url = serve_websocket(self, self.factory)
+        self.port = int(url.rsplit(":", 1)[1].split("/")[0])
+        self.readers: list[Any] = []
+        self.addCleanup(self.close_readers)
+
+    async def test_single_events_and_a_batch(self) -> None:
+        """20 sockets, 10 of them on the old path: byte-identical frames, single events and a batch."""
+        readers = await deferToThread(self.open_subscribed, 20)
+        old_path = sorted(self.factory.sockets, key=id)[:10]
+        for protocol in old_path:
+            protocol._direct = protocol._ready = None  # as a non-TCP transport: _push for every frame
+        events = [{"type": "alert", "seq": n, "pad": "é" * (n * 300)} for n in range(12)]
+        for event in events[:6]:
+            self.hub.publish(SYSTEM_CHANNEL, event)
+        self.hub._registry.deliver_many(SYSTEM_CHANNEL, events[6:])
+
+        def read_all() -> list[list[tuple[int, bytes]]]:
+            return [[r.frame() for _ in events] for r in readers]
+
+        frames = await deferToThread(read_all)
+        for got in frames:
+            self.assertEqual(got, frames[0])
+        messages = [json.loads(payload) for _, payload in frames[0]]
+        self.assertEqual([m["data"] for m in messages], [{"channel": "system", "event": e} for e in events])
+        self.assertEqual(len({m["id"] for m in messages}), len(events))
+        self.assertEqual(self.factory.stats.events_sent, 20 * len(events))
