@@ -38,6 +38,7 @@ from streamsrv.audio.catalog_values import (
     fold,
 )
 from streamsrv.audio.metadata import TrackMetadata
+from streamsrv.db.sqlitepool import use_wal
 from streamsrv.media.identity import make_etag
 
 __all__ = [
@@ -287,7 +288,7 @@ class CatalogStore:
 
     def _prepare(self, connection: sqlite3.Connection) -> sqlite3.Connection:
         """Set WAL and create or check the schema."""
-        connection.execute("PRAGMA journal_mode = WAL")
+        use_wal(connection)
         connection.execute("PRAGMA synchronous = NORMAL")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:

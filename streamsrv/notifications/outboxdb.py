@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from streamsrv.db.pgpool import POSTGRES_KEEPALIVES
 from streamsrv.db.schema import POSTGRES, SQLITE, History, apply_migrations, load_migrations
+from streamsrv.db.sqlitepool import use_wal
 from streamsrv.notifications.records import (
     CHANNELS,
     DEFERRED,
@@ -687,7 +688,7 @@ class SqliteOutboxDatabase(OutboxDatabase):
         connection = sqlite3.connect(
             str(self.path), timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        connection.execute("PRAGMA journal_mode = WAL")
+        use_wal(connection)
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA cache_size = -32768")  # 32 MiB: a 10,000-user send stays in memory
         connection.execute("PRAGMA foreign_keys = ON")
