@@ -249,15 +249,41 @@ class _Redacting:
         self._observer(dict(_redacted(event)))
 
 
+class _SyslogPriority:
+    """Gives each event the syslog priority of its level (twistd: LOG_INFO, or LOG_ALERT for a failure)."""
+
+    def __init__(self, observer: Any, priorities: dict[LogLevel, int]) -> None:
+        self._observer = observer
+        self._priorities = priorities
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        priority = self._priorities.get(event.get("log_level"))  # type: ignore[arg-type]
+        if priority is not None and "syslogPriority" not in event:
+            event = {**event, "syslogPriority": priority}
+        self._observer(event)
+
+
 def make_syslog_observer(prefix: str, level: str) -> ILogObserver:
     """twistd's ``--syslog`` observer, with *prefix* (``--prefix``), keeping events at *level* and above.
 
-    Lines are twistd's own (``[system] message``, priority ``LOG_ALERT`` for
-    a failure, ``LOG_INFO`` otherwise): syslog adds the time, host and
-    prefix itself, so ``STREAMSRV_LOG_FORMAT`` does not apply.  The syslog
-    connection is opened now (``openlog``).
+    Lines are twistd's own (``[system] message``): syslog adds the time, host
+    and prefix itself, so ``STREAMSRV_LOG_FORMAT`` does not apply.  The
+    priority is the event's level (``debug`` ``LOG_DEBUG``, ``info``
+    ``LOG_INFO``, ``warn`` ``LOG_WARNING``, ``error`` ``LOG_ERR``,
+    ``critical`` and failures ``LOG_CRIT``), so that journald and syslog
+    filter as the level says.  The syslog connection is opened now
+    (``openlog``).
     """
+    import syslog
+
     from twisted.python.syslog import SyslogObserver  # the syslog module: Unix only
 
-    inner = _Redacting(SyslogObserver(prefix).emit)
+    priorities = {
+        LogLevel.debug: syslog.LOG_DEBUG,
+        LogLevel.info: syslog.LOG_INFO,
+        LogLevel.warn: syslog.LOG_WARNING,
+        LogLevel.error: syslog.LOG_ERR,
+        LogLevel.critical: syslog.LOG_CRIT,
+    }
+    inner = _SyslogPriority(_Redacting(SyslogObserver(prefix).emit), priorities)
     return LevelFilteringObserver(inner, LEVELS.get(level, LogLevel.info))

@@ -400,7 +400,7 @@ class SyslogObserverTests(unittest.SynchronousTestCase):
         self.assertEqual([m for _, m in self.sent], ["[-] disk full"])
 
     def test_info_kept_at_info(self) -> None:
-        """At level info the info event is sent at LOG_INFO; a failure at LOG_ALERT with its traceback."""
+        """At level info the info event is sent at LOG_INFO; a failure at LOG_CRIT with its traceback."""
         log = _emit(make_syslog_observer("streamsrv", "info"))
         log.info("GET /health 200")
         try:
@@ -408,8 +408,27 @@ class SyslogObserverTests(unittest.SynchronousTestCase):
         except ZeroDivisionError:
             log.failure("it broke")
         self.assertEqual(self.sent[0], (syslog.LOG_INFO, "[-] GET /health 200"))
-        self.assertEqual(self.sent[1], (syslog.LOG_ALERT, "[-] it broke"))
-        self.assertTrue(any("ZeroDivisionError" in m for _, m in self.sent[2:]))
+        self.assertEqual(self.sent[1], (syslog.LOG_CRIT, "[-] it broke"))
+        self.assertTrue(any("ZeroDivisionError" in m for p, m in self.sent[2:] if p == syslog.LOG_CRIT))
+
+    def test_priority_follows_the_level(self) -> None:
+        """Each level has its syslog priority, so journald's and syslog's filters see what the level says."""
+        log = _emit(make_syslog_observer("streamsrv", "debug"))
+        log.debug("d")
+        log.info("i")
+        log.warn("w")
+        log.error("e")
+        log.critical("c")
+        self.assertEqual(
+            self.sent,
+            [
+                (syslog.LOG_DEBUG, "[-] d"),
+                (syslog.LOG_INFO, "[-] i"),
+                (syslog.LOG_WARNING, "[-] w"),
+                (syslog.LOG_ERR, "[-] e"),
+                (syslog.LOG_CRIT, "[-] c"),
+            ],
+        )
 
     def test_credentials_hidden(self) -> None:
         """A credential the message names is not sent."""
