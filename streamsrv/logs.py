@@ -249,6 +249,7 @@ class _Redacting:
         self._observer(dict(_redacted(event)))
 
 
+@implementer(ILogObserver)
 class _SyslogPriority:
     """Gives each event the syslog priority of its level (twistd: LOG_INFO, or LOG_ALERT for a failure)."""
 
