@@ -118,6 +118,24 @@ class PostgresOutageTests(unittest.TestCase):
             (counters.events_written, counters.events_dropped, counters.buffer_size), (sent[0], 0, 0)
         )
 
+    async def test_reads_after_an_outage(self) -> None:
+        """Once the database is back, the first read on each pooled connection answers (dead ones go)."""
+        from twisted.internet import defer
+
+        store = self.open_store()
+        await store.start()
+        store.record_event(event(1))
+        await store.flush()
+        # Both pool threads hold a connection: two reads at once.
+        both = lambda: defer.gatherResults(  # noqa: E731
+            [defer.ensureDeferred(count(store, "events")) for _ in range(2)]
+        )
+        await both()
+        await self.proxy.cut()
+        self.proxy.restore()
+        for _ in range(3):
+            self.assertEqual(await both(), [1, 1])
+
     async def test_overflow_is_counted(self) -> None:
         """Beyond *max_buffered* the oldest events are dropped, counted and shown; the rest written."""
         store = self.open_store(flush_threshold=10, max_buffered=50)

@@ -56,3 +56,18 @@ class UseWalTests(unittest.TestCase):
         self.holder.execute("COMMIT")
         self.opener.close()
         self.assertRaises(sqlite3.ProgrammingError, use_wal, self.opener, 30)
+
+
+class ConnectionLostTests(unittest.TestCase):
+    """Which PostgreSQL errors a read is tried again for."""
+
+    def test_only_a_lost_connection(self) -> None:
+        import psycopg2
+        from twisted.python.failure import Failure
+
+        from streamsrv.db.pgpool import _connection_lost
+
+        self.assertTrue(_connection_lost(Failure(psycopg2.OperationalError("server closed the connection"))))
+        self.assertTrue(_connection_lost(Failure(psycopg2.InterfaceError("connection already closed"))))
+        self.assertFalse(_connection_lost(Failure(psycopg2.ProgrammingError("syntax error"))))
+        self.assertFalse(_connection_lost(Failure(ValueError("x"))))
