@@ -118,3 +118,11 @@ class OpenFileCacheTests(unittest.TestCase):
         self.assertEqual(len(open_fds_to(self.root)), 1)
         del self.cache
         self.assertEqual(open_fds_to(self.root), [])
+
+    def test_a_fifo_in_a_tracks_place(self) -> None:
+        """A FIFO put where a kept track was is refused at once (``open`` would wait for a writer)."""
+        self.cache.lease(str(self.a))[0].close()  # type: ignore[index]
+        self.a.unlink()
+        os.mkfifo(self.a)
+        self.assertIsNone(self.cache.lease(str(self.a)))
+        self.assertEqual(open_fds_to(self.root), [])

@@ -34,7 +34,7 @@ import stat
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["FileLease", "OpenFileCache"]
+__all__ = ["OPEN_FLAGS", "FileLease", "OpenFileCache"]
 
 #: How many descriptors are kept by default.
 OPEN_FILES_MAX: Final = 64
@@ -42,7 +42,12 @@ OPEN_FILES_MAX: Final = 64
 #: Seconds an unused descriptor is kept by default.
 OPEN_FILES_IDLE_S: Final = 10.0
 
-_OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: Read-only, no symlink last, closed on exec, and never blocking: a FIFO put in a track's
+#: place would block ``open`` (and the reactor) until a writer came; it opens at once and
+#: is refused as not a regular file.  Reads of a regular file ignore ``O_NONBLOCK``.
+OPEN_FLAGS: Final = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+)
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
@@ -158,7 +163,7 @@ class OpenFileCache:
 
     def _open(self, path: str, now: float) -> tuple[FileLease, os.stat_result] | None:
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = os.open(path, OPEN_FLAGS)
         except (OSError, ValueError):
             return None
         try:

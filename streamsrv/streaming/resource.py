@@ -37,7 +37,7 @@ from streamsrv.auth.signing import max_age_for
 from streamsrv.errors import ApiError
 from streamsrv.health.metrics import Metrics
 from streamsrv.media.identity import make_etag
-from streamsrv.media.openfiles import OpenFileCache
+from streamsrv.media.openfiles import OPEN_FLAGS, OpenFileCache
 from streamsrv.media.paths import ResolvedPathCache
 from streamsrv.middleware.audit import file_access
 from streamsrv.middleware.guard import Admission, Guard
@@ -403,7 +403,7 @@ class StreamResource(AsyncLeaf):
 
     def _open(self, path: Path) -> tuple[IO[bytes], os.stat_result]:
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, OPEN_FLAGS)
         except OSError:
             raise ApiError("NOT_FOUND") from None
         try:
