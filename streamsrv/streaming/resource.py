@@ -642,11 +642,6 @@ class StreamResource(AsyncLeaf):
         # A lease has what the sendfile sender uses of a file: fileno and close.
         return PlainFile(track, fmt, cast(IO[bytes], fileobj), info, block, duration)
 
-    def close_open_files(self) -> None:
-        """Close the fast lane's kept descriptors (those still sending close when done)."""
-        if self._open_files is not None:
-            self._open_files.clear()
-
     @property
     def guard(self) -> Guard:
         """The admission of ``/stream`` requests."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from twisted.internet import tcp
 
-__all__ = ["direct_transport", "write"]
+__all__ = ["direct_transport", "holds_back", "send_now", "write"]
 
 
 def direct_transport(transport: Any) -> tcp.Server | None:
@@ -39,13 +39,9 @@ def direct_transport(transport: Any) -> tcp.Server | None:
     return None
 
 
-def write(transport: tcp.Server, data: bytes) -> None:
-    """
-    What ``transport.write(data)`` does, sending at once when nothing is
-    buffered ahead: bytes the socket does not take now (all of them if it
-    would block or fails) go through ``transport.write``.
-    """
-    if (
+def holds_back(transport: tcp.Server) -> bool:
+    """Whether bytes for *transport* must wait behind its buffer (or it is TLS, closing or closed)."""
+    return bool(
         transport.dataBuffer
         or transport._tempDataBuffer
         or transport.TLS
@@ -54,9 +50,15 @@ def write(transport: tcp.Server, data: bytes) -> None:
         or not transport.connected
         or transport._writeDisconnecting
         or transport._writeDisconnected
-    ):
-        transport.write(data)
-        return
+    )
+
+
+def send_now(transport: tcp.Server, data: bytes) -> None:
+    """
+    Send *data* through the socket of a *transport* that does not hold back
+    (:func:`holds_back`); what the socket does not take now (all of it if it
+    would block or fails) goes through ``transport.write``.
+    """
     try:
         sent = transport.socket.send(data)
     except OSError:
@@ -66,3 +68,14 @@ def write(transport: tcp.Server, data: bytes) -> None:
         return
     if sent < len(data):
         transport.write(data[sent:])
+
+
+def write(transport: tcp.Server, data: bytes) -> None:
+    """
+    What ``transport.write(data)`` does, sending at once when nothing is
+    buffered ahead (:func:`send_now`), else through ``transport.write``.
+    """
+    if holds_back(transport):
+        transport.write(data)
+    else:
+        send_now(transport, data)

@@ -31,6 +31,7 @@ from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
 from twisted.logger import Logger
 
 from streamsrv.events.hub import Subscription
+from streamsrv.ws import direct
 
 __all__ = ["Fanout", "send_frame"]
 
@@ -55,36 +56,18 @@ def send_frame(sockets: tuple[Any, ...], frames: list[PreparedMessage], members:
     :return: The sockets written to here (``_push`` counts its own frames).
     """
     data = frames[0].payloadHybi if len(frames) == 1 else b"".join(f.payloadHybi for f in frames)
-    size = len(data)
+    holds_back = direct.holds_back
+    send_now = direct.send_now
     sent = 0
     for sock in sockets:
         transport = sock._ready
         try:
-            if (
-                transport is None
-                or sock.state != _OPEN
-                or sock.send_queue
-                or transport.dataBuffer
-                or transport._tempDataBuffer
-                or transport.disconnecting
-                or not transport.connected
-                or transport._aborting
-                or transport._writeDisconnecting
-                or transport._writeDisconnected
-            ):
+            if transport is None or sock.state != _OPEN or sock.send_queue or holds_back(transport):
                 if sock in members:
                     for frame in frames:
                         sock._push(frame)
                 continue
-            try:
-                n = transport.socket.send(data)
-            except OSError:
-                # EAGAIN/ENOBUFS: nothing went; anything else (a reset peer):
-                # the reactor's own write finds it and loses the connection.
-                transport.write(data)
-            else:
-                if n != size:
-                    transport.write(data[n:])
+            send_now(transport, data)
             sent += 1
         except Exception:
             log.failure("ws: sending an event to a socket failed")
