@@ -207,8 +207,14 @@ def log_file_observer(fmt: str, level: str, path: str) -> tuple[ILogObserver, Lo
     return make_log_observer(fmt, level, cast(IO[str], log_file)), log_file
 
 
-class _Signals(Protocol):
-    """What :func:`rotate_on_sigusr1` uses of the :mod:`signal` module (tests pass their own)."""
+class SignalModule(Protocol):
+    """What streamsrv uses of the :mod:`signal` module (tests pass their own)."""
+
+    @property
+    def SIGTERM(self) -> int: ...
+
+    @property
+    def SIGINT(self) -> int: ...
 
     @property
     def SIGUSR1(self) -> int: ...
@@ -218,7 +224,7 @@ class _Signals(Protocol):
     def signal(self, signalnum: int, handler: Any, /) -> Any: ...
 
 
-def rotate_on_sigusr1(log_file: LogFile, reactor: Any, signals: _Signals = signal) -> bool:
+def rotate_on_sigusr1(log_file: LogFile, reactor: Any, signals: SignalModule = signal) -> bool:
     """Rotate *log_file* on SIGUSR1, as twistd does for its own ``--logfile``.
 
     Like twistd, only when nothing else handles SIGUSR1 already, and the

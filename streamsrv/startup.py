@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_tap,tests.test_stop_signals -*-
 """What the daemon says and prepares at start, once per host: the data dir, the media root, the try-me lines.
 
 The composition root calls these before it builds the parts: the data
@@ -9,14 +9,17 @@ prints a ready-to-use token and signed URL.  :func:`or_exit` turns a
 configuration value that only proves invalid when used (a roles file, a DSN)
 into the same one-line refusal; :func:`listen_or_exit` refuses a port that is
 already taken before anything else happens; :func:`log_observer` makes the
-observer for wherever twistd is told to log.
+observer for wherever twistd is told to log; :func:`stop_once_on_signals`
+turns a second SIGTERM while stopping into a logged line.
 This module must never log a credential (they go to stderr, for a person)
 and never start a service.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +40,13 @@ from streamsrv.auth.roles import load_roles
 from streamsrv.auth.signing import sign_url
 from streamsrv.config import ConfigError, Settings, load_settings
 from streamsrv.config.values import endpoint_arguments
-from streamsrv.logs import log_file_observer, make_log_observer, make_syslog_observer, rotate_on_sigusr1
+from streamsrv.logs import (
+    SignalModule,
+    log_file_observer,
+    make_log_observer,
+    make_syslog_observer,
+    rotate_on_sigusr1,
+)
 from streamsrv.notifications.options import notify_options, notify_problems
 from streamsrv.notifications.templatecheck import templates_problems
 from streamsrv.notifications.templates import TemplateSet
@@ -189,6 +198,36 @@ def log_observer(
     if reactor is not None:
         rotate_on_sigusr1(log_file, reactor)
     return observer
+
+
+def stop_once_on_signals(reactor: Any, signals: SignalModule = signal) -> None:
+    """Once the daemon is stopping, a further SIGTERM or SIGINT is noted, not handed to the reactor.
+
+    Call it when the reactor runs (``callWhenRunning``): it wraps the
+    handlers the reactor installed.  Twisted's handler asks the reactor to
+    stop again, which logs ``ReactorNotRunning`` with its traceback at
+    critical; systemd, Docker and a supervisor script may each send one
+    SIGTERM, and an impatient operator a second Ctrl-C.  Stopping (the
+    first signal, or any other cause) goes on as before.
+
+    :param reactor: the running reactor (its ``before shutdown`` trigger marks the stop).
+    """
+    stopping: list[bool] = []
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
+    for signum in (signals.SIGTERM, signals.SIGINT):
+        first = signals.getsignal(signum)
+        if callable(first):
+            signals.signal(signum, functools.partial(_unless_stopping, stopping, first))
+
+
+def _unless_stopping(
+    stopping: list[bool], first: Callable[[int, Any], object], signum: int, frame: Any
+) -> None:
+    """Pass *signum* to *first*, the reactor's handler, unless the daemon is stopping already."""
+    if stopping:
+        log.info("{signal} while stopping: already stopping", signal=signal.Signals(signum).name)
+        return
+    first(signum, frame)
 
 
 def logs_to_stdout(twistd_options: Mapping[str, Any] | None) -> bool:

@@ -65,6 +65,7 @@ from streamsrv.startup import (
     or_exit,
     prepare_host_or_exit,
     roles_or_exit,
+    stop_once_on_signals,
 )
 from streamsrv.streaming.tracker import StreamTracker
 from streamsrv.threads import threads_for
@@ -134,6 +135,7 @@ def makeService(config: Options, reactor: Any = None) -> RootService:
         reactor = global_reactor
     settings = load_or_exit(config.cli_values(), config["env-file"])
     prepare_host_or_exit(settings)
+    reactor.callWhenRunning(stop_once_on_signals, reactor)
     if settings.workers > 1:
         return _supervisor(config, settings, reactor)
     services = RootService(log_observer(getattr(config, "parent", None), settings, reactor))

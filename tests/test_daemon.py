@@ -302,8 +302,9 @@ class DaemonTests(DaemonTestCase):
         self.assertEqual(access[0]["status"], 206)
 
     def test_sigterm_drains_in_flight_stream(self) -> None:
-        """After SIGTERM the listener closes at once, a stalled download keeps flowing, and the
-        process exits once STREAMSRV_SHUTDOWN_GRACE_S has passed, cutting it."""
+        """After SIGTERM the listener closes at once, a stalled download keeps flowing (a second
+        SIGTERM changes nothing), and the process exits once STREAMSRV_SHUTDOWN_GRACE_S has passed,
+        cutting it."""
         grace_s = 1.0
         keep_reading = server_send_buffer_max() + 4 * 1024 * 1024
         media = self.media_dir()
@@ -316,6 +317,8 @@ class DaemonTests(DaemonTestCase):
         started, got = self.terminate_while_reading(daemon, client, body, grace_s, keep_reading)
         self.assertEqual(got, data[: len(got)])
         self.assertIsNone(daemon.process.poll(), "exited before the grace period ended")
+        # A second SIGTERM while it drains (systemd and a script both sending one) is only noted.
+        daemon.process.send_signal(signal.SIGTERM)
 
         # Now stall: the grace period ends, the stream is cut and the process exits.
         code = daemon.wait(grace_s + EXIT_TIMEOUT_S)
@@ -323,6 +326,7 @@ class DaemonTests(DaemonTestCase):
         self.assertGreaterEqual(elapsed, grace_s)
         self.assert_clean_exit(daemon, code)
         self.assertIn("grace period over: cutting 1 streams", daemon.output())
+        self.assertIn("SIGTERM while stopping: already stopping", daemon.output())
         try:
             while chunk := client.recv(1024 * 1024):
                 got += chunk
