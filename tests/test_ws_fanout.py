@@ -3,8 +3,13 @@
 :class:`SendFrameTests` pins :func:`~streamsrv.ws.fanout.send_frame` against
 stub sockets (which go straight into the socket, which go through the
 socket's own ``_push`` as before, and that one failing socket does not stop
-the others).  :class:`GroupTests` checks that the sockets of one channel
-share one hub subscription, released with the last of them.
+the others).  :class:`SendAllTests` pins :func:`~streamsrv.ws.fanout.send_all` (one socket's
+error does not stop the sends).  :class:`GroupTests` checks that the sockets
+of one channel share one hub subscription, released with the last of them,
+and when a member is clean (written by ``send_all``) or checked again
+(``send_frame``).  :class:`DemotionOverTcpTests` checks, with the real
+protocol, that whatever else the socket writes (a pong) or a pause sends its
+next event through the checked path, in order.
 :class:`SameBytesOverTcpTests` runs the real site on 127.0.0.1 with raw
 clients, half of the sockets forced onto the per-socket path of before:
 every socket reads the same bytes, for single events and for a batch
@@ -19,12 +24,13 @@ from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from streamsrv.auth.principal import Principal
 from streamsrv.events.hub import SYSTEM_CHANNEL, InProcessHub
-from streamsrv.ws.fanout import Fanout, send_frame
+from streamsrv.ws.fanout import Fanout, send_all, send_frame
 from streamsrv.ws.limits import WsLimits, WsStats
 from streamsrv.ws.protocol import EventSocketFactory
 from tests import test_ws_direct
@@ -126,6 +132,22 @@ class SendFrameTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+class SendAllTests(unittest.TestCase):
+    """``send_all``: one ``send`` per socket, called from C; an error stands as -1 and the rest go on."""
+
+    def test_errors_and_partial_sends(self) -> None:
+        socks = [
+            _StubSocket(),
+            _StubSocket(error=BlockingIOError()),
+            _StubSocket(takes=2),
+            _StubSocket(error=ConnectionResetError()),
+            _StubSocket(),
+        ]
+        self.assertEqual(send_all(socks, b"abcd"), [4, -1, 2, -1, 4])
+        self.assertEqual([s.sent for s in socks], [[b"abcd"], [], [b"ab"], [], [b"abcd"]])
+        self.assertEqual(send_all([], b"abcd"), [])
+
+
 class _Factory:
     def __init__(self) -> None:
         self.hub = InProcessHub()
@@ -167,6 +189,94 @@ class GroupTests(unittest.TestCase):
         factory.hub._registry.deliver_many(SYSTEM_CHANNEL, [{"n": 1}, {"n": 2}, {"n": 3}])
         self.assertEqual([json.loads(p)[1]["n"] for p in a.pushed], [1, 2, 3])
         self.assertEqual(factory.hub.stats.delivered, 3)
+
+
+    def test_clean_members_then_checked_again(self) -> None:
+        """A member whose event went straight in whole is written by ``send_all`` next; one that
+        took part of it, or that is demoted, goes through the checked path again."""
+        factory = _Factory()
+        fanout = Fanout(factory)
+        whole, partial = _Sock(_StubTransport(_StubSocket())), _Sock(_StubTransport(_StubSocket()))
+        for sock in (whole, partial):
+            fanout.subscribe(SYSTEM_CHANNEL, "system", sock)
+        [group] = fanout._groups.values()
+        factory.hub.publish(SYSTEM_CHANNEL, {"n": 1})  # checked, both whole: both clean
+        self.assertEqual(list(group._clean), [whole, partial])
+        assert partial._ready is not None and whole._ready is not None
+        partial._ready.socket.takes = 3
+        factory.hub.publish(SYSTEM_CHANNEL, {"n": 2})  # send_all: partial takes 3 bytes
+        frame2 = json.dumps(["system", {"n": 2}]).encode()
+        self.assertEqual(partial._ready.socket.sent[-1], frame2[:3])
+        self.assertEqual(partial._ready.written, [frame2[3:]])
+        self.assertEqual((list(group._clean), list(group._checked)), ([whole], [partial]))
+        partial._ready.dataBuffer = frame2[3:]  # what a real transport now holds
+        fanout.demote(whole)
+        factory.hub.publish(SYSTEM_CHANNEL, {"n": 3})
+        self.assertEqual(partial.pushed, [json.dumps(["system", {"n": 3}]).encode()])
+        self.assertEqual(len(whole._ready.socket.sent), 3)
+        self.assertEqual(list(group._clean), [whole])  # checked and whole again
+        self.assertEqual(factory.stats.events_sent, 2 + 2 + 1)
+
+    def test_a_member_that_left_is_in_neither_pass(self) -> None:
+        """Leaving takes a clean member out of ``send_all``'s list."""
+        factory = _Factory()
+        fanout = Fanout(factory)
+        stays, goes = _Sock(_StubTransport(_StubSocket())), _Sock(_StubTransport(_StubSocket()))
+        fanout.subscribe(SYSTEM_CHANNEL, "system", stays)
+        subscription = fanout.subscribe(SYSTEM_CHANNEL, "system", goes)
+        factory.hub.publish(SYSTEM_CHANNEL, {"n": 1})
+        subscription.cancel()
+        fanout.demote(goes)  # a late hook of the socket that left: nothing to do
+        factory.hub.publish(SYSTEM_CHANNEL, {"n": 2})
+        assert stays._ready is not None and goes._ready is not None
+        self.assertEqual((len(stays._ready.socket.sent), len(goes._ready.socket.sent)), (2, 1))
+        self.assertEqual(fanout._memberships, {stays: [fanout._groups[(SYSTEM_CHANNEL, "system")]]})
+
+
+class DemotionOverTcpTests(unittest.TestCase):
+    """The real protocol demotes itself: what it writes otherwise, and a pause, come before the next event."""
+
+    timeout = 60
+    setUp = test_ws_direct.FanOutOverTcpTests.setUp
+    open_subscribed = test_ws_direct.FanOutOverTcpTests.open_subscribed
+    close_readers = test_ws_direct.FanOutOverTcpTests.close_readers
+
+    def _group(self) -> Any:
+        return self.factory.fanout._groups[(SYSTEM_CHANNEL, "system")]
+
+    async def test_a_reply_comes_before_the_next_event(self) -> None:
+        """A clean socket writes a reply (Autobahn's ``sendData``, into the transport's buffer): the
+        event published in the same turn waits behind it instead of going straight into the socket."""
+        [reader] = await deferToThread(self.open_subscribed, 1)
+        [protocol] = self.factory.sockets
+        self.hub.publish(SYSTEM_CHANNEL, {"seq": 0})
+        self.assertEqual(list(self._group()._clean), [protocol])
+        protocol._reply("pong", {}, "p1")
+        self.assertEqual(list(self._group()._checked), [protocol])
+        self.hub.publish(SYSTEM_CHANNEL, {"seq": 1})
+        got = await deferToThread(lambda: [reader.message() for _ in range(3)])
+        self.assertEqual(got[0]["data"]["event"], {"seq": 0})
+        self.assertEqual((got[1]["type"], got[1]["id"]), ("pong", "p1"))
+        self.assertEqual(got[2]["data"]["event"], {"seq": 1})
+        self.hub.publish(SYSTEM_CHANNEL, {"seq": 2})  # the buffer is written out: checked, whole, clean
+        self.assertEqual((await deferToThread(reader.message))["data"]["event"], {"seq": 2})
+        self.assertEqual(list(self._group()._clean), [protocol])
+
+    async def test_a_paused_socket_queues(self) -> None:
+        """Paused by its transport: demoted, the event queued; resumed: it goes out, then clean again."""
+        [reader] = await deferToThread(self.open_subscribed, 1)
+        [protocol] = self.factory.sockets
+        self.hub.publish(SYSTEM_CHANNEL, {"seq": 0})
+        protocol.pauseProducing()
+        self.assertEqual(list(self._group()._checked), [protocol])
+        self.hub.publish(SYSTEM_CHANNEL, {"seq": 1})
+        self.assertEqual(len(protocol._queue), 1)
+        protocol.resumeProducing()
+        got = await deferToThread(lambda: [reader.message()["data"]["event"]["seq"] for _ in range(2)])
+        self.assertEqual(got, [0, 1])
+        self.hub.publish(SYSTEM_CHANNEL, {"seq": 2})
+        self.assertEqual(list(self._group()._clean), [protocol])
+        self.assertEqual((await deferToThread(reader.message))["data"]["event"], {"seq": 2})
 
 
 class SameBytesOverTcpTests(unittest.TestCase):

@@ -53,11 +53,14 @@ def holds_back(transport: tcp.Server) -> bool:
     )
 
 
-def send_now(transport: tcp.Server, data: bytes) -> None:
+def send_now(transport: tcp.Server, data: bytes) -> bool:
     """
     Send *data* through the socket of a *transport* that does not hold back
     (:func:`holds_back`); what the socket does not take now (all of it if it
     would block or fails) goes through ``transport.write``.
+
+    :return: Whether all of *data* went straight into the socket (the
+        transport still holds nothing).
     """
     try:
         sent = transport.socket.send(data)
@@ -65,17 +68,21 @@ def send_now(transport: tcp.Server, data: bytes) -> None:
         # EAGAIN/ENOBUFS: nothing went; anything else (a reset peer): the
         # reactor's own write finds it and loses the connection, as before.
         transport.write(data)
-        return
+        return False
     if sent < len(data):
         transport.write(data[sent:])
+        return False
+    return True
 
 
-def write(transport: tcp.Server, data: bytes) -> None:
+def write(transport: tcp.Server, data: bytes) -> bool:
     """
     What ``transport.write(data)`` does, sending at once when nothing is
     buffered ahead (:func:`send_now`), else through ``transport.write``.
+
+    :return: Whether all of *data* went straight into the socket.
     """
     if holds_back(transport):
         transport.write(data)
-    else:
-        send_now(transport, data)
+        return False
+    return send_now(transport, data)

@@ -68,7 +68,7 @@ from streamsrv.auth.principal import AuthError, Principal
 from streamsrv.events.hub import MAX_BATCH, SYSTEM_CHANNEL, IEventHub, Subscription, user_channel
 from streamsrv.media.paths import PathRefused, normalise_relative_path
 from streamsrv.ws import direct
-from streamsrv.ws.fanout import Fanout
+from streamsrv.ws.fanout import Fanout, FanoutMember
 from streamsrv.ws.limits import TokenBucket, WsLimits, WsStats
 from streamsrv.ws.playback import PLAYBACK_TYPES, PlaybackSink, check_playback
 from streamsrv.ws.timers import ClockTimer as _ClockTimer
@@ -140,7 +140,7 @@ class _Refused(Exception):
 
 
 @implementer(IPushProducer)
-class EventSocketProtocol(WebSocketServerProtocol):
+class EventSocketProtocol(FanoutMember, WebSocketServerProtocol):  # type: ignore[misc]  # autobahn's own bases disagree
     """One ``/ws`` socket.  Built by :class:`EventSocketFactory`; see the module docstring."""
 
     factory: EventSocketFactory
@@ -174,8 +174,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
         #: The plain TCP transport event frames are sent straight through (see :mod:`.direct`), if any.
         self._direct: Any = None
         #: ``_direct`` while an event may go straight into it (not paused, nothing queued, not
-        #: closing), else None: what :func:`.fanout.send_frame` reads.
-        self._ready: Any = None
+        #: closing), else None: what :func:`.fanout.send_frame` reads (as ``_ready``).
+        self._ready_transport = None
 
     # --- autobahn callbacks --------------------------------------------------------------
 
@@ -602,7 +602,8 @@ class EventSocketProtocol(WebSocketServerProtocol):
         else:
             # sendPreparedMessage -> sendData without the transport's buffer and reactor turn.
             data = frame.payloadHybi
-            direct.write(transport, data)
+            if not direct.write(transport, data):
+                self._demote()
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         stats = self.factory.stats
         stats.frames_out += 1
