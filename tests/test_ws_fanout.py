@@ -24,7 +24,6 @@ from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
@@ -189,7 +188,6 @@ class GroupTests(unittest.TestCase):
         factory.hub._registry.deliver_many(SYSTEM_CHANNEL, [{"n": 1}, {"n": 2}, {"n": 3}])
         self.assertEqual([json.loads(p)[1]["n"] for p in a.pushed], [1, 2, 3])
         self.assertEqual(factory.hub.stats.delivered, 3)
-
 
     def test_clean_members_then_checked_again(self) -> None:
         """A member whose event went straight in whole is written by ``send_all`` next; one that
