@@ -276,6 +276,42 @@ class DemotionOverTcpTests(unittest.TestCase):
         self.assertEqual(list(self._group()._clean), [protocol])
         self.assertEqual((await deferToThread(reader.message))["data"]["event"], {"seq": 2})
 
+    async def test_a_dropped_connection_gets_nothing_straight(self) -> None:
+        """``dropConnection`` (Autobahn closing the TCP connection under the socket) demotes it:
+        an event in the same turn goes through the checks, which see the transport closing."""
+        [reader] = await deferToThread(self.open_subscribed, 1)
+        [protocol] = self.factory.sockets
+        self.hub.publish(SYSTEM_CHANNEL, {"seq": 0})
+        self.assertEqual(list(self._group()._clean), [protocol])
+        transport = protocol.transport
+        protocol.dropConnection(abort=False)
+        self.assertEqual(list(self._group()._checked), [protocol])
+        calls: list[bytes] = []
+        transport.socket = _Recording(transport.socket, calls)
+        try:
+            self.hub.publish(SYSTEM_CHANNEL, {"seq": 1})
+        finally:
+            transport.socket = transport.socket.wrapped
+        self.assertEqual(calls, [], "nothing went straight into a closing connection")
+        got = await deferToThread(reader.message)
+        self.assertEqual(got["data"]["event"], {"seq": 0})
+
+
+class _Recording:
+    """A socket whose ``send`` calls are recorded (then made)."""
+
+    def __init__(self, wrapped: Any, calls: list[bytes]) -> None:
+        self.wrapped = wrapped
+        self._calls = calls
+
+    def send(self, data: bytes, *flags: int) -> int:
+        self._calls.append(data)
+        result: int = self.wrapped.send(data, *flags)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
 
 class SameBytesOverTcpTests(unittest.TestCase):
     """The loop's sockets and the per-socket path of before read the same bytes."""
