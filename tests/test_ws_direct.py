@@ -194,12 +194,17 @@ class _Reader:
         return message
 
 
-class FanOutOverTcpTests(unittest.TestCase):
-    """The real site on a loopback port, clients on raw sockets."""
+class OverTcp(unittest.TestCase):
+    """A ``/ws`` factory on a loopback port and raw clients; no tests of its own (a base to derive from)."""
 
     timeout = 60
+    limits = WsLimits(auth_timeout_s=10, ping_interval_s=0, queue_max=4, max_dropped=8)
 
     def setUp(self) -> None:
+        self.serve(self.limits)
+
+    def serve(self, limits: WsLimits) -> None:
+        """A factory with *limits* on an in-process hub, served on a free loopback port; admin token."""
         self.hub = InProcessHub()
         admin = Principal(sub="root", roles=frozenset({"admin"}), permissions=frozenset({"*"}), via="jwt")
 
@@ -207,7 +212,7 @@ class FanOutOverTcpTests(unittest.TestCase):
             assert token == TOKEN
             return admin
 
-        self.limits = WsLimits(auth_timeout_s=10, ping_interval_s=0, queue_max=4, max_dropped=8)
+        self.limits = limits
         self.factory = EventSocketFactory(
             hub=self.hub, authenticate=authenticate, clock=reactor, limits=self.limits
         )
@@ -241,6 +246,10 @@ class FanOutOverTcpTests(unittest.TestCase):
             assert reader.message()["type"] == "subscribed"
             readers.append(reader)
         return readers
+
+
+class FanOutOverTcpTests(OverTcp):
+    """The real site on a loopback port, clients on raw sockets."""
 
     async def test_every_socket_gets_the_same_frames(self) -> None:
         """40 sockets, 30 events of 3 sizes: each socket reads the same byte-exact frames, in order."""

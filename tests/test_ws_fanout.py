@@ -23,18 +23,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from streamsrv.auth.principal import Principal
 from streamsrv.events.hub import SYSTEM_CHANNEL, InProcessHub
 from streamsrv.ws.fanout import Fanout, send_all, send_frame
 from streamsrv.ws.limits import WsLimits, WsStats
-from streamsrv.ws.protocol import EventSocketFactory
 from tests import test_ws_direct
-from tests.sitehelpers import serve_websocket
-from tests.test_ws_direct import TOKEN, _StubSocket, _StubTransport
+from tests.test_ws_direct import _StubSocket, _StubTransport
 
 
 class _Frame:
@@ -231,13 +227,8 @@ class GroupTests(unittest.TestCase):
         self.assertEqual(fanout._memberships, {stays: [fanout._groups[(SYSTEM_CHANNEL, "system")]]})
 
 
-class DemotionOverTcpTests(unittest.TestCase):
+class DemotionOverTcpTests(test_ws_direct.OverTcp):
     """The real protocol demotes itself: what it writes otherwise, and a pause, come before the next event."""
-
-    timeout = 60
-    setUp = test_ws_direct.FanOutOverTcpTests.setUp
-    open_subscribed = test_ws_direct.FanOutOverTcpTests.open_subscribed
-    close_readers = test_ws_direct.FanOutOverTcpTests.close_readers
 
     def _group(self) -> Any:
         return self.factory.fanout._groups[(SYSTEM_CHANNEL, "system")]
@@ -313,28 +304,10 @@ class _Recording:
         return getattr(self.wrapped, name)
 
 
-class SameBytesOverTcpTests(unittest.TestCase):
+class SameBytesOverTcpTests(test_ws_direct.OverTcp):
     """The loop's sockets and the per-socket path of before read the same bytes."""
 
-    timeout = 60
-    open_subscribed = test_ws_direct.FanOutOverTcpTests.open_subscribed
-    close_readers = test_ws_direct.FanOutOverTcpTests.close_readers
-
-    def setUp(self) -> None:
-        self.hub = InProcessHub()
-        admin = Principal(sub="root", roles=frozenset({"admin"}), permissions=frozenset({"*"}), via="jwt")
-
-        async def authenticate(token: str) -> Principal:
-            assert token == TOKEN
-            return admin
-
-        self.factory = EventSocketFactory(
-            hub=self.hub, authenticate=authenticate, clock=reactor, limits=WsLimits(ping_interval_s=0)
-        )
-        url = serve_websocket(self, self.factory)
-        self.port = int(url.rsplit(":", 1)[1].split("/")[0])
-        self.readers: list[Any] = []
-        self.addCleanup(self.close_readers)
+    limits = WsLimits(ping_interval_s=0)
 
     async def test_single_events_and_a_batch(self) -> None:
         """20 sockets, 10 of them on the old path: byte-identical frames, single events and a batch."""
