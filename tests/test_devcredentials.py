@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from twisted.trial import unittest
 
+from streamsrv.auth import devcredentials
 from streamsrv.auth.devcredentials import (
     DEV_CREDENTIALS_FILE,
+    DevCredentials,
     DevCredentialsMissing,
     ensure_dev_credentials,
     load_dev_credentials,
@@ -38,6 +44,54 @@ class DevCredentialsTests(unittest.SynchronousTestCase):
         (data / DEV_CREDENTIALS_FILE).write_text("{not json")
         creds = ensure_dev_credentials(data)
         self.assertEqual(ensure_dev_credentials(data), creds)
+
+    def test_another_process_first(self) -> None:
+        """Another process writes its secrets between this one's look and its write: both use those
+        (each process writes its own temp file and links it only where no file is)."""
+        data = Path(self.mktemp())
+        data.mkdir()
+        theirs = {}
+        real_load = devcredentials.load_dev_credentials
+
+        def load_as_another_starts(data_dir: Path) -> DevCredentials | None:
+            if not theirs:
+                # The other process, meanwhile, writes its secrets.
+                theirs["creds"] = DevCredentials("theirs-" + "s" * 40, b"k" * 32)
+                (data_dir / DEV_CREDENTIALS_FILE).write_text(
+                    json.dumps({"jwt_secret": theirs["creds"].jwt_secret, "url_key_hex": (b"k" * 32).hex()})
+                )
+                return None  # what this process saw a moment before
+            return real_load(data_dir)
+
+        self.patch(devcredentials, "load_dev_credentials", load_as_another_starts)
+        mine = ensure_dev_credentials(data)
+        self.assertEqual(mine, theirs["creds"])
+        self.assertEqual(real_load(data), mine)
+        self.assertEqual(sorted(p.name for p in data.iterdir()), [DEV_CREDENTIALS_FILE])
+
+    def test_processes_starting_at_once_agree(self) -> None:
+        """Eight processes creating the secrets in one empty data dir at once all get the same ones."""
+        data = Path(self.mktemp()).absolute()
+        data.mkdir()
+        code = (
+            "import sys, time; from pathlib import Path;"
+            "from streamsrv.auth.devcredentials import ensure_dev_credentials;"
+            "start = float(sys.argv[2]);"
+            "time.sleep(max(0.0, start - time.time()));"
+            "print(ensure_dev_credentials(Path(sys.argv[1])).jwt_secret)"
+        )
+        start = str(time.time() + 1.0)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(data), start], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(8)
+        ]
+        outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+        self.assertEqual([p.returncode for p in procs], [0] * 8)
+        self.assertEqual(len(set(outputs)), 1, outputs)
+        self.assertEqual(load_dev_credentials(data).jwt_secret, outputs[0])  # type: ignore[union-attr]
+        self.assertEqual(sorted(p.name for p in data.iterdir()), [DEV_CREDENTIALS_FILE])
 
     def test_repr_hides_secrets(self) -> None:
         """The repr never shows the secrets."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,11 +82,30 @@ def ensure_dev_credentials(data_dir: Path) -> DevCredentials:
     data_dir.mkdir(parents=True, exist_ok=True)
     creds = DevCredentials(secrets.token_urlsafe(48), secrets.token_bytes(32))
     document = json.dumps({"jwt_secret": creds.jwt_secret, "url_key_hex": creds.url_key.hex()})
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(document)
-    os.replace(tmp, path)
+    # A temp file of this process's own (0600), linked into place only if no file is there:
+    # processes starting at once on one data dir (workers, a test's two daemons) agree on the
+    # first one's secrets instead of each renaming its own over the others'.
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=data_dir)
+    tmp: Path | None = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(document)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            stored = load_dev_credentials(data_dir)
+            if stored is not None:
+                return stored  # another process's, whole: linked only once written
+            os.replace(tmp_name, path)  # a damaged file: replaced
+            tmp = None
+        except OSError:
+            os.replace(tmp_name, path)  # no hard links on this file system
+            tmp = None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return creds
 
 
